@@ -1,0 +1,77 @@
+//! The one error type of this crate.
+//!
+//! Every variant says which check failed and, where it applies, the observed and expected
+//! values, so a rejection can be acted on without reading the source.
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why evidence, a certificate or a quote was not accepted (or could not be produced).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input ended before a field that the format requires.
+    #[error("{what}: truncated: need {needed} bytes at offset {offset}, have {available}")]
+    Truncated {
+        what: &'static str,
+        offset: usize,
+        needed: usize,
+        available: usize,
+    },
+    /// A field holds a value the format does not allow.
+    #[error("{what}: unsupported value {value}")]
+    Unsupported { what: &'static str, value: String },
+    /// Bytes that should be DER, CBOR or X.509 did not parse.
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    /// The certificate has no Cocoon evidence extension.
+    #[error("the certificate carries no Cocoon evidence extension (OID {oid})")]
+    NoEvidenceExtension { oid: String },
+    /// REPORTDATA in the evidence does not bind this certificate's key and config.
+    #[error(
+        "report data does not bind the certificate's public key: evidence has {observed}, \
+         expected {expected}"
+    )]
+    ReportDataMismatch { observed: String, expected: String },
+    /// A signature over the evidence did not verify.
+    #[error("signature check failed: {0}")]
+    BadSignature(String),
+    /// Simulated evidence was presented and the caller did not allow it.
+    #[error(
+        "the evidence is SIMULATED (signed by the Cocoon development key, not by TEE \
+         hardware): it proves nothing about confidentiality; pass --allow-simulated only \
+         for development and tests"
+    )]
+    SimulatedRefused,
+    /// A policy rule rejected the evidence.
+    #[error("policy rule '{rule}' failed: observed {observed}, expected {expected}")]
+    Policy {
+        rule: &'static str,
+        observed: String,
+        expected: String,
+    },
+    /// The certificate is outside its validity window at the verification time.
+    #[error("certificate not valid at {at}: valid from {not_before} to {not_after}")]
+    CertificateExpired {
+        at: String,
+        not_before: String,
+        not_after: String,
+    },
+    /// Key generation or signing failed (only when producing evidence).
+    #[error("crypto failure: {0}")]
+    Crypto(String),
+    /// An endpoint URL was not of the form `https://HOST:PORT`.
+    #[error("bad endpoint URL '{0}': expected https://HOST:PORT")]
+    BadUrl(String),
+    /// The endpoint could not be reached.
+    #[error("could not reach {0}: {1}")]
+    Unreachable(String, String),
+    /// Connecting or the handshake took longer than allowed.
+    #[error("timed out after {1:?} connecting to {0}")]
+    Timeout(String, std::time::Duration),
+    /// The endpoint's evidence was refused during the handshake.
+    #[error("attestation check failed: {0}")]
+    Rejected(String),
+    /// The TLS handshake failed for a reason other than the evidence.
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(String, String),
+}

@@ -1,0 +1,143 @@
+//! The evidence payload carried inside an RA-TLS certificate.
+//!
+//! It is CBOR (RFC 8949) so that verifiers in any language can read it with a stock
+//! library; byte strings are CBOR byte strings, not arrays. The payload says what kind of
+//! evidence it holds rather than leaving the verifier to guess from the bytes, and carries
+//! the measured-config digest that REPORTDATA commits to.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Version of the payload layout written by this crate.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// Largest payload a verifier will decode (quotes with certificate chains are ~10 KiB).
+pub const MAX_PAYLOAD_LEN: usize = 256 * 1024;
+
+/// What produced the evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvidenceKind {
+    /// An Intel TDX quote (v4 or v5) from real hardware.
+    #[serde(rename = "tdx")]
+    Tdx,
+    /// An AMD SEV-SNP attestation report from real hardware.
+    #[serde(rename = "sev-snp")]
+    SevSnp,
+    /// A TDX v4 quote layout signed by the Cocoon development key: no hardware involved.
+    #[serde(rename = "simulated-tdx")]
+    SimulatedTdx,
+}
+
+impl EvidenceKind {
+    /// True for evidence that no TEE produced.
+    pub fn is_simulated(self) -> bool {
+        matches!(self, EvidenceKind::SimulatedTdx)
+    }
+
+    /// The name used in CLI output and JSON (`tdx`, `sev-snp`).
+    pub fn tee_name(self) -> &'static str {
+        match self {
+            EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => "tdx",
+            EvidenceKind::SevSnp => "sev-snp",
+        }
+    }
+}
+
+/// Everything a verifier needs besides the certificate itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidencePayload {
+    /// Layout version ([`PAYLOAD_VERSION`]).
+    pub version: u32,
+    /// What produced `evidence`.
+    pub kind: EvidenceKind,
+    /// The raw quote or report, exactly as the TEE returned it.
+    #[serde(with = "serde_bytes")]
+    pub evidence: Vec<u8>,
+    /// The measured event log (RTMR3 extensions), empty when there is none.
+    #[serde(with = "serde_bytes")]
+    pub event_log: Vec<u8>,
+    /// SHA-384 of the guest's canonical measured configuration.
+    #[serde(with = "serde_bytes")]
+    pub config_digest: Vec<u8>,
+    /// SHA-384 of the GPU's attestation evidence, when a GPU is attached.
+    #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
+    pub gpu_evidence_digest: Option<Vec<u8>>,
+}
+
+impl EvidencePayload {
+    /// CBOR encoding.
+    pub fn to_cbor(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        ciborium::into_writer(self, &mut out).map_err(|e| Error::Malformed {
+            what: "evidence payload",
+            detail: e.to_string(),
+        })?;
+        Ok(out)
+    }
+
+    /// Decodes and sanity-checks a CBOR payload from untrusted bytes.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_PAYLOAD_LEN {
+            return Err(Error::Unsupported {
+                what: "evidence payload length",
+                value: format!("{} bytes (max {MAX_PAYLOAD_LEN})", bytes.len()),
+            });
+        }
+        let payload: Self = ciborium::from_reader(bytes).map_err(|e| Error::Malformed {
+            what: "evidence payload (CBOR)",
+            detail: e.to_string(),
+        })?;
+        if payload.version != PAYLOAD_VERSION {
+            return Err(Error::Unsupported {
+                what: "evidence payload version",
+                value: payload.version.to_string(),
+            });
+        }
+        if payload.config_digest.len() != 48 {
+            return Err(Error::Unsupported {
+                what: "config digest length",
+                value: payload.config_digest.len().to_string(),
+            });
+        }
+        Ok(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EvidencePayload {
+        EvidencePayload {
+            version: PAYLOAD_VERSION,
+            kind: EvidenceKind::SimulatedTdx,
+            evidence: vec![1, 2, 3],
+            event_log: vec![],
+            config_digest: vec![7; 48],
+            gpu_evidence_digest: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_cbor() {
+        let p = sample();
+        assert_eq!(EvidencePayload::from_cbor(&p.to_cbor().unwrap()).unwrap(), p);
+        let mut with_gpu = sample();
+        with_gpu.gpu_evidence_digest = Some(vec![9; 48]);
+        let back = EvidencePayload::from_cbor(&with_gpu.to_cbor().unwrap()).unwrap();
+        assert_eq!(back, with_gpu);
+    }
+
+    #[test]
+    fn rejects_garbage_wrong_version_and_bad_digest() {
+        assert!(EvidencePayload::from_cbor(b"\xff\x00garbage").is_err());
+        let mut p = sample();
+        p.version = 99;
+        let err = EvidencePayload::from_cbor(&p.to_cbor().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("version"), "{err}");
+        let mut p = sample();
+        p.config_digest = vec![1; 10];
+        assert!(EvidencePayload::from_cbor(&p.to_cbor().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! The 64-byte REPORTDATA that binds evidence to a TLS key.
+//!
+//! The TEE signs whatever 64 bytes the guest puts in REPORTDATA. If those bytes were the
+//! raw key, a quote made for one purpose could be replayed for another; so every use gets
+//! its own domain tag, and every variable-length input is length-prefixed so that no two
+//! different inputs hash the same bytes.
+//!
+//! Certificate binding (version 1):
+//! `SHA-512( "cocoon/ra-tls/cert/v1" || u32be(len(SPKI)) || SPKI || u32be(len(cfg)) || cfg )`
+//! where SPKI is the DER SubjectPublicKeyInfo of the certificate and `cfg` the 48-byte
+//! SHA-384 digest of the guest's measured configuration.
+
+use sha2::{Digest, Sha512};
+
+/// Domain tag for REPORTDATA that binds an RA-TLS certificate key.
+pub const CERT_BINDING_TAG: &[u8] = b"cocoon/ra-tls/cert/v1";
+
+/// The 64 bytes a TEE report carries as its user data.
+pub type ReportData = [u8; 64];
+
+/// REPORTDATA that binds a certificate's public key and the measured-config digest.
+pub fn certificate_binding(spki_der: &[u8], config_digest: &[u8]) -> ReportData {
+    let mut hasher = Sha512::new();
+    hasher.update(CERT_BINDING_TAG);
+    for part in [spki_der, config_digest] {
+        hasher.update((part.len() as u32).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_depends_on_every_input_and_on_boundaries() {
+        let a = certificate_binding(b"key", b"cfg");
+        assert_ne!(a, certificate_binding(b"key2", b"cfg"));
+        assert_ne!(a, certificate_binding(b"key", b"cfg2"));
+        // Moving bytes across the boundary must change the result (length prefixes).
+        assert_ne!(certificate_binding(b"ke", b"ycfg"), a);
+        assert_eq!(a, certificate_binding(b"key", b"cfg"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Intel TDX evidence.
+pub mod quote;
+
+pub use quote::{
+    CertificationData, QuoteHeader, QuoteSignatureData, TdReportBody, TdxQuote, TEE_TYPE_TDX,
+};

@@ -1,0 +1,238 @@
+//! Verification of an RA-TLS certificate's evidence.
+//!
+//! The core does no I/O: the certificate bytes, the verification time and the options
+//! are inputs, so the same function serves the CLI, the rustls verifier and tests.
+//!
+//! Checks, in order: the certificate parses and carries exactly one evidence extension;
+//! the verification time is inside the certificate's validity; the evidence kind is
+//! allowed (simulated evidence only with `allow_simulated`); the quote parses and its
+//! signature verifies with an attestation key we trust; debug is off unless allowed;
+//! REPORTDATA equals the binding of the certificate's SubjectPublicKeyInfo and the
+//! measured-config digest; RTMR3 equals the config digest extended once into zero.
+
+use serde::Serialize;
+
+use crate::evidence::EvidenceKind;
+use crate::ratls::{parse_certificate, ParsedRaTlsCertificate};
+use crate::report_data::certificate_binding;
+use crate::simulated::{rtmr_extend, verify_quote_signature, SimulatedTdx};
+use crate::tdx::TdxQuote;
+use crate::{Error, Result};
+
+/// What the caller is willing to accept beyond the secure defaults.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Accept evidence signed by the development key (no TEE involved).
+    pub allow_simulated: bool,
+    /// Accept a TD launched with TD_ATTRIBUTES.DEBUG set.
+    pub allow_debug: bool,
+}
+
+/// TDX measurement registers, lowercase hex.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TdxMeasurements {
+    pub mrtd: String,
+    pub rtmr0: String,
+    pub rtmr1: String,
+    pub rtmr2: String,
+    pub rtmr3: String,
+}
+
+/// The facts a successful verification established.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifiedEvidence {
+    /// `tdx` or `sev-snp`.
+    pub tee: &'static str,
+    /// True when no TEE produced the evidence (development key).
+    pub simulated: bool,
+    pub debug: bool,
+    pub measurements: TdxMeasurements,
+    pub report_data: String,
+    pub config_digest: String,
+    /// SHA-256 of the certificate DER: pin exactly this certificate in an SDK.
+    pub certificate_sha256: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// Verifies an RA-TLS certificate at `now` (seconds since the Unix epoch).
+pub fn verify_certificate(
+    der: &[u8],
+    now: i64,
+    options: &VerifyOptions,
+) -> Result<VerifiedEvidence> {
+    let cert = parse_certificate(der)?;
+    if now < cert.not_before || now > cert.not_after {
+        return Err(Error::CertificateExpired {
+            at: format_time(now),
+            not_before: format_time(cert.not_before),
+            not_after: format_time(cert.not_after),
+        });
+    }
+    match cert.evidence.kind {
+        EvidenceKind::SimulatedTdx => verify_simulated_tdx(&cert, options),
+        EvidenceKind::Tdx | EvidenceKind::SevSnp => Err(Error::Unsupported {
+            what: "evidence kind (hardware DCAP/SNP verification is not built yet)",
+            value: cert.evidence.kind.tee_name().to_string(),
+        }),
+    }
+}
+
+fn verify_simulated_tdx(
+    cert: &ParsedRaTlsCertificate,
+    options: &VerifyOptions,
+) -> Result<VerifiedEvidence> {
+    if !options.allow_simulated {
+        return Err(Error::SimulatedRefused);
+    }
+    let quote = TdxQuote::parse(&cert.evidence.evidence)?;
+    let dev_key = SimulatedTdx::dev().attestation_key();
+    if quote.signature_data.attestation_key != dev_key {
+        return Err(Error::BadSignature(
+            "simulated quote is not signed by the Cocoon development key".into(),
+        ));
+    }
+    verify_quote_signature(&quote)?;
+    let debug = quote.body.debug();
+    if debug && !options.allow_debug {
+        return Err(Error::Policy {
+            rule: "debug must be off (TD_ATTRIBUTES.DEBUG)",
+            observed: format!("TD_ATTRIBUTES = {:#018x}", quote.body.td_attributes_u64()),
+            expected: "DEBUG bit clear".into(),
+        });
+    }
+    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
+    if quote.body.report_data != expected {
+        return Err(Error::ReportDataMismatch {
+            observed: hex::encode(quote.body.report_data),
+            expected: hex::encode(expected),
+        });
+    }
+    let expected_rtmr3 = rtmr_extend(&[0; 48], &cert.evidence.config_digest);
+    if quote.body.rtmr[3] != expected_rtmr3 {
+        return Err(Error::Policy {
+            rule: "RTMR3 must equal the measured config digest extended into zero",
+            observed: hex::encode(quote.body.rtmr[3]),
+            expected: hex::encode(expected_rtmr3),
+        });
+    }
+    Ok(VerifiedEvidence {
+        tee: EvidenceKind::SimulatedTdx.tee_name(),
+        simulated: true,
+        debug,
+        measurements: TdxMeasurements {
+            mrtd: hex::encode(quote.body.mr_td),
+            rtmr0: hex::encode(quote.body.rtmr[0]),
+            rtmr1: hex::encode(quote.body.rtmr[1]),
+            rtmr2: hex::encode(quote.body.rtmr[2]),
+            rtmr3: hex::encode(quote.body.rtmr[3]),
+        },
+        report_data: hex::encode(quote.body.report_data),
+        config_digest: hex::encode(&cert.evidence.config_digest),
+        certificate_sha256: hex::encode(cert.sha256),
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+    })
+}
+
+/// RFC 3339 rendering of a Unix time, for messages.
+pub fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{unix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::{EvidencePayload, PAYLOAD_VERSION};
+    use crate::ratls::{build_certificate, CertificateParams, TlsKey};
+    use crate::simulated::SimulatedTdConfig;
+    use time::OffsetDateTime;
+
+    const T0: i64 = 1_800_000_000;
+
+    struct Built {
+        der: Vec<u8>,
+    }
+
+    fn build(tee: &SimulatedTdx, debug: bool, bind_key: Option<&TlsKey>) -> Built {
+        let key = TlsKey::generate().unwrap();
+        let cfg = vec![9u8; 48];
+        let bound = bind_key.unwrap_or(&key);
+        let rd = certificate_binding(bound.spki_der(), &cfg);
+        let quote = tee.quote(
+            &rd,
+            &SimulatedTdConfig {
+                config_digest: cfg.clone(),
+                debug,
+            },
+        );
+        let payload = EvidencePayload {
+            version: PAYLOAD_VERSION,
+            kind: EvidenceKind::SimulatedTdx,
+            evidence: quote,
+            event_log: vec![],
+            config_digest: cfg,
+            gpu_evidence_digest: None,
+        };
+        let t0 = OffsetDateTime::from_unix_timestamp(T0).unwrap();
+        let der = build_certificate(
+            &key,
+            &CertificateParams {
+                common_name: "t",
+                subject_alt_names: &[],
+                not_before: t0,
+                not_after: t0 + time::Duration::hours(1),
+                evidence: &payload,
+            },
+        )
+        .unwrap();
+        Built { der }
+    }
+
+    fn allow() -> VerifyOptions {
+        VerifyOptions {
+            allow_simulated: true,
+            allow_debug: false,
+        }
+    }
+
+    #[test]
+    fn accepts_bound_simulated_evidence_only_when_allowed() {
+        let b = build(&SimulatedTdx::dev(), false, None);
+        let v = verify_certificate(&b.der, T0 + 10, &allow()).unwrap();
+        assert!(v.simulated);
+        assert_eq!(v.tee, "tdx");
+        let err = verify_certificate(&b.der, T0 + 10, &VerifyOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::SimulatedRefused), "{err}");
+    }
+
+    #[test]
+    fn rejects_evidence_bound_to_another_key() {
+        let other = TlsKey::generate().unwrap();
+        let b = build(&SimulatedTdx::dev(), false, Some(&other));
+        let err = verify_certificate(&b.der, T0 + 10, &allow()).unwrap_err();
+        assert!(matches!(err, Error::ReportDataMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_foreign_signer_debug_and_expiry() {
+        let b = build(&SimulatedTdx::from_seed(b"impostor"), false, None);
+        let err = verify_certificate(&b.der, T0 + 10, &allow()).unwrap_err();
+        assert!(err.to_string().contains("development key"), "{err}");
+
+        let b = build(&SimulatedTdx::dev(), true, None);
+        let err = verify_certificate(&b.der, T0 + 10, &allow()).unwrap_err();
+        assert!(err.to_string().contains("debug"), "{err}");
+        let mut with_debug = allow();
+        with_debug.allow_debug = true;
+        assert!(verify_certificate(&b.der, T0 + 10, &with_debug).unwrap().debug);
+
+        let b = build(&SimulatedTdx::dev(), false, None);
+        let err = verify_certificate(&b.der, T0 + 7200, &allow()).unwrap_err();
+        assert!(matches!(err, Error::CertificateExpired { .. }), "{err}");
+        assert!(verify_certificate(&b.der, T0 - 1, &allow()).is_err());
+    }
+}
