@@ -92,13 +92,25 @@ mod tests {
     fn parses_endpoint_urls() {
         assert_eq!(
             Endpoint::parse("https://127.0.0.1:8443").unwrap(),
-            Endpoint { host: "127.0.0.1".into(), port: 8443 }
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 8443
+            }
         );
         assert_eq!(
             Endpoint::parse("https://[::1]:9/v1").unwrap(),
-            Endpoint { host: "::1".into(), port: 9 }
+            Endpoint {
+                host: "::1".into(),
+                port: 9
+            }
         );
-        for bad in ["http://x:1", "https://x", "https://:1", "https://x:99999", "x:1"] {
+        for bad in [
+            "http://x:1",
+            "https://x",
+            "https://:1",
+            "https://x:99999",
+            "x:1",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn round_trips_through_cbor() {
         let p = sample();
-        assert_eq!(EvidencePayload::from_cbor(&p.to_cbor().unwrap()).unwrap(), p);
+        assert_eq!(
+            EvidencePayload::from_cbor(&p.to_cbor().unwrap()).unwrap(),
+            p
+        );
         let mut with_gpu = sample();
         with_gpu.gpu_evidence_digest = Some(vec![9; 48]);
         let back = EvidencePayload::from_cbor(&with_gpu.to_cbor().unwrap()).unwrap();

@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn uuid_constant_matches_decimal_arc() {
-        assert_eq!(COCOON_ARC_UUID.to_string(), COCOON_ARC.trim_start_matches("2.25."));
+        assert_eq!(
+            COCOON_ARC_UUID.to_string(),
+            COCOON_ARC.trim_start_matches("2.25.")
+        );
         assert_eq!(format!("{COCOON_ARC}.1"), EVIDENCE_EXTENSION);
     }
 

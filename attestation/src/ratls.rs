@@ -76,7 +76,8 @@ impl TlsKey {
         let spki_der = yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_sequence(|w| {
-                    w.next().write_oid(&ObjectIdentifier::from_slice(OID_EC_PUBLIC_KEY));
+                    w.next()
+                        .write_oid(&ObjectIdentifier::from_slice(OID_EC_PUBLIC_KEY));
                     w.next().write_oid(&ObjectIdentifier::from_slice(OID_P256));
                 });
                 w.next().write_bitvec_bytes(&point, point.len() * 8);
@@ -156,7 +157,8 @@ fn write_name(w: DERWriter<'_>, common_name: &str) {
     w.write_sequence(|w| {
         w.next().write_set(|w| {
             w.next().write_sequence(|w| {
-                w.next().write_oid(&ObjectIdentifier::from_slice(OID_COMMON_NAME));
+                w.next()
+                    .write_oid(&ObjectIdentifier::from_slice(OID_COMMON_NAME));
                 w.next().write_utf8_string(common_name);
             })
         })
@@ -197,7 +199,8 @@ pub fn build_certificate(key: &TlsKey, params: &CertificateParams<'_>) -> Result
     serial[0] = (serial[0] & 0x7f) | 0x40; // positive and minimal
     let alg = |w: DERWriter<'_>| {
         w.write_sequence(|w| {
-            w.next().write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_SHA256));
+            w.next()
+                .write_oid(&ObjectIdentifier::from_slice(OID_ECDSA_SHA256));
         })
     };
     let san = yasna::construct_der(|w| {
@@ -219,13 +222,14 @@ pub fn build_certificate(key: &TlsKey, params: &CertificateParams<'_>) -> Result
     });
     let eku = yasna::construct_der(|w| {
         w.write_sequence(|w| {
-            w.next().write_oid(&ObjectIdentifier::from_slice(OID_KP_SERVER_AUTH));
-            w.next().write_oid(&ObjectIdentifier::from_slice(OID_KP_CLIENT_AUTH));
+            w.next()
+                .write_oid(&ObjectIdentifier::from_slice(OID_KP_SERVER_AUTH));
+            w.next()
+                .write_oid(&ObjectIdentifier::from_slice(OID_KP_CLIENT_AUTH));
         })
     });
-    let san_oid = yasna::construct_der(|w| {
-        w.write_oid(&ObjectIdentifier::from_slice(OID_SUBJECT_ALT_NAME))
-    });
+    let san_oid =
+        yasna::construct_der(|w| w.write_oid(&ObjectIdentifier::from_slice(OID_SUBJECT_ALT_NAME)));
     let eku_oid =
         yasna::construct_der(|w| w.write_oid(&ObjectIdentifier::from_slice(OID_EXT_KEY_USAGE)));
     let evidence_oid = oid_der(&evidence_extension_oid_content());
@@ -384,7 +388,10 @@ mod tests {
         let key = TlsKey::generate().unwrap();
         let der = cert(&key);
         let cert_der = rustls::pki_types::CertificateDer::from(der);
-        assert!(webpki_parse(&cert_der), "rustls/webpki must parse the certificate");
+        assert!(
+            webpki_parse(&cert_der),
+            "rustls/webpki must parse the certificate"
+        );
     }
 
     fn webpki_parse(cert: &rustls::pki_types::CertificateDer<'_>) -> bool {
@@ -393,7 +400,10 @@ mod tests {
 
     #[test]
     fn certificate_without_extension_or_garbage_is_rejected() {
-        assert!(matches!(parse_certificate(b"\x30\x03\x02\x01\x01"), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            parse_certificate(b"\x30\x03\x02\x01\x01"),
+            Err(Error::Malformed { .. })
+        ));
         let key = TlsKey::generate().unwrap();
         let mut der = cert(&key);
         der.push(0);

@@ -139,7 +139,10 @@ fn verify_simulated_tdx(
 pub fn format_time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{unix}"))
 }
 
@@ -228,7 +231,11 @@ mod tests {
         assert!(err.to_string().contains("debug"), "{err}");
         let mut with_debug = allow();
         with_debug.allow_debug = true;
-        assert!(verify_certificate(&b.der, T0 + 10, &with_debug).unwrap().debug);
+        assert!(
+            verify_certificate(&b.der, T0 + 10, &with_debug)
+                .unwrap()
+                .debug
+        );
 
         let b = build(&SimulatedTdx::dev(), false, None);
         let err = verify_certificate(&b.der, T0 + 7200, &allow()).unwrap_err();

@@ -1,1 +1,202 @@
-fn main() {}
+//! `cocoon-guest`: the confidential inference server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use cocoon_attestation::ratls::SubjectAltName;
+use cocoon_guest::api::{Admission, AppState};
+use cocoon_guest::config::{Limits, MeasuredConfig, ModelIdentity};
+use cocoon_guest::engine::{Engine, ModelSource};
+use cocoon_guest::identity::GuestIdentity;
+use cocoon_guest::server::{serve, SocketLimits};
+use cocoon_guest::tee::{EvidenceProvider, SimulatedTee};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "cocoon-guest",
+    version,
+    about = "Cocoon confidential inference server (runs inside the TEE)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Tee {
+    /// TDX-format quotes signed by the public development key: no TEE, development only.
+    Simulated,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the model, create the attested TLS identity and serve the OpenAI API over HTTPS.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Evidence backend.
+    #[arg(long, value_enum, default_value = "simulated")]
+    tee: Tee,
+    /// Simulated backend only: set TD_ATTRIBUTES.DEBUG in the evidence (verifiers must refuse it).
+    #[arg(long, hide = true)]
+    simulated_debug: bool,
+    /// A GGUF file, or a Hugging Face model directory (config.json, tokenizer.json, safetensors).
+    #[arg(
+        long,
+        default_value = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    model: PathBuf,
+    /// The name clients pass as `model` (default: derived from the file name).
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Names and addresses written into the certificate's subjectAltName (repeatable).
+    #[arg(long = "san", default_values = ["localhost", "127.0.0.1", "::1"])]
+    subject_alt_names: Vec<String>,
+    /// How long the certificate stays valid, in hours.
+    #[arg(long, default_value_t = 24 * 30)]
+    cert_validity_hours: u32,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// max_tokens when a request gives none.
+    #[arg(long, default_value_t = 256)]
+    default_max_tokens: usize,
+    /// Largest max_tokens a request may ask for.
+    #[arg(long, default_value_t = 2048)]
+    max_tokens_limit: usize,
+    /// Requests generating at once.
+    #[arg(long, default_value_t = 8)]
+    max_concurrent_requests: usize,
+    /// Requests that may wait for a slot before new ones get 429.
+    #[arg(long, default_value_t = 64)]
+    max_queued_requests: usize,
+    /// Seconds a request may take end to end.
+    #[arg(long, default_value_t = 600)]
+    request_timeout_secs: u64,
+    /// Open connections at most.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,mistralrs_core=warn,mistralrs=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => run(*args).await,
+    }
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let source = ModelSource::from_path(&args.model)?;
+    let model_id = args.model_id.clone().unwrap_or_else(|| source.default_id());
+    let started = Instant::now();
+    let sha256 = source.sha256()?;
+    info!(model = %model_id, %sha256, "hashed the model in {:.1?}", started.elapsed());
+    let config = MeasuredConfig {
+        version: 1,
+        model: ModelIdentity {
+            id: model_id.clone(),
+            format: source.format().into(),
+            sha256,
+        },
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            default_max_tokens: args.default_max_tokens,
+            max_tokens_limit: args.max_tokens_limit,
+            max_concurrent_requests: args.max_concurrent_requests,
+            max_queued_requests: args.max_queued_requests,
+            request_timeout_secs: args.request_timeout_secs,
+        },
+    };
+    anyhow::ensure!(
+        args.default_max_tokens >= 1 && args.default_max_tokens <= args.max_tokens_limit,
+        "--default-max-tokens must be between 1 and --max-tokens-limit"
+    );
+    let digest = config.digest();
+    let tee: Box<dyn EvidenceProvider> = match args.tee {
+        Tee::Simulated => Box::new(SimulatedTee::new(&digest, args.simulated_debug)),
+    };
+    let names: Vec<SubjectAltName> = args
+        .subject_alt_names
+        .iter()
+        .map(|s| SubjectAltName::parse(s))
+        .collect();
+    let identity = GuestIdentity::create(
+        tee.as_ref(),
+        &digest,
+        &names,
+        time::Duration::hours(i64::from(args.cert_validity_hours)),
+    )?;
+
+    let started = Instant::now();
+    let engine = Engine::load(&source, model_id.clone(), args.max_concurrent_requests).await?;
+    info!(model = %model_id, "model loaded in {:.1?}", started.elapsed());
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        engine,
+        config,
+        admission: Admission::new(args.max_concurrent_requests, args.max_queued_requests),
+        tee: tee.kind(),
+    });
+    if tee.kind().is_simulated() {
+        tracing::warn!("evidence is SIMULATED (development key): this guest proves nothing about confidentiality");
+    }
+    // One line on stdout that scripts wait for.
+    println!(
+        "cocoon-guest: listening on https://{local} model={model_id} certificate-sha256={}",
+        identity.certificate_sha256()
+    );
+    serve(
+        listener,
+        identity.server_config.clone(),
+        state,
+        SocketLimits {
+            max_connections: args.max_connections,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+        },
+        shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

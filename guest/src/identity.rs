@@ -1,0 +1,72 @@
+//! The guest's TLS identity: a key made in the TEE and a certificate carrying evidence.
+
+use std::sync::Arc;
+
+use cocoon_attestation::evidence::{EvidencePayload, PAYLOAD_VERSION};
+use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName, TlsKey};
+use cocoon_attestation::report_data::certificate_binding;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::tee::EvidenceProvider;
+use crate::Result;
+
+/// A certificate and the rustls configuration that serves it.
+pub struct GuestIdentity {
+    pub certificate_der: Vec<u8>,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl GuestIdentity {
+    /// Makes a fresh key, binds it in evidence from `tee`, and builds a TLS 1.3 server
+    /// configuration around the resulting certificate.
+    pub fn create(
+        tee: &dyn EvidenceProvider,
+        config_digest: &[u8; 48],
+        names: &[SubjectAltName],
+        validity: time::Duration,
+    ) -> Result<Self> {
+        let key = TlsKey::generate()?;
+        let report_data = certificate_binding(key.spki_der(), config_digest);
+        let (evidence, event_log) = tee.evidence(&report_data)?;
+        let payload = EvidencePayload {
+            version: PAYLOAD_VERSION,
+            kind: tee.kind(),
+            evidence,
+            event_log,
+            config_digest: config_digest.to_vec(),
+            gpu_evidence_digest: None,
+        };
+        // Back-date by a minute so a client whose clock is slightly behind still accepts.
+        let now = OffsetDateTime::now_utc();
+        let certificate_der = build_certificate(
+            &key,
+            &CertificateParams {
+                common_name: "cocoon-guest",
+                subject_alt_names: names,
+                not_before: now - time::Duration::minutes(1),
+                not_after: now + validity,
+                evidence: &payload,
+            },
+        )?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(certificate_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec())),
+            )?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            certificate_der,
+            server_config: Arc::new(config),
+        })
+    }
+
+    /// SHA-256 of the certificate, hex: the pin clients print and compare.
+    pub fn certificate_sha256(&self) -> String {
+        hex::encode(Sha256::digest(&self.certificate_der))
+    }
+}

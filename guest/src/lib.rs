@@ -1,0 +1,17 @@
+//! The Cocoon guest: the server that runs inside the confidential VM.
+//!
+//! At start it loads the model, makes its TLS key, asks the TEE for evidence that binds
+//! the key and the measured configuration, and serves the OpenAI API over HTTPS that
+//! terminates here, inside the trust boundary. Nothing outside the guest sees a prompt.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod identity;
+pub mod openai;
+pub mod server;
+pub mod tee;
+
+pub use error::{Error, Result};

@@ -1,0 +1,104 @@
+//! The HTTPS listener: TLS 1.3 terminates here, inside the guest.
+//!
+//! Every socket is bounded: a connection limit (excess connections are closed at once),
+//! a TLS handshake timeout, and hyper's header-read timeout, which also closes idle
+//! keep-alive connections and slow-loris clients.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::api::{handle, AppState};
+
+/// Socket-level limits.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    limits: SocketLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => {
+                info!("shutting down: no longer accepting connections");
+                return;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "connection limit ({}) reached; closing", limits.max_connections);
+            drop(tcp);
+            continue;
+        };
+        tcp.set_nodelay(true).ok();
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
+            });
+            let result = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+            if let Err(e) = result {
+                debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}

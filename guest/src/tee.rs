@@ -1,0 +1,49 @@
+//! Evidence providers: where the guest gets a signed report over its REPORTDATA.
+//!
+//! Only the simulated backend exists so far; the Linux configfs-tsm, `/dev/tdx_guest` and
+//! `/dev/sev-guest` backends plug in behind the same trait.
+
+use cocoon_attestation::evidence::EvidenceKind;
+use cocoon_attestation::report_data::ReportData;
+use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
+
+use crate::Result;
+
+/// Something that can produce attestation evidence over 64 bytes of report data.
+pub trait EvidenceProvider: Send + Sync {
+    /// What the evidence is.
+    fn kind(&self) -> EvidenceKind;
+    /// Evidence whose REPORTDATA is `report_data`, plus the event log that explains
+    /// the runtime measurements.
+    fn evidence(&self, report_data: &ReportData) -> Result<(Vec<u8>, Vec<u8>)>;
+}
+
+/// TDX-format quotes signed by the public development key: for development and CI.
+pub struct SimulatedTee {
+    tee: SimulatedTdx,
+    td: SimulatedTdConfig,
+}
+
+impl SimulatedTee {
+    /// `debug` launches the simulated TD with TD_ATTRIBUTES.DEBUG set, so that
+    /// verifiers' refusal of debug guests can be tested.
+    pub fn new(config_digest: &[u8], debug: bool) -> Self {
+        Self {
+            tee: SimulatedTdx::dev(),
+            td: SimulatedTdConfig {
+                config_digest: config_digest.to_vec(),
+                debug,
+            },
+        }
+    }
+}
+
+impl EvidenceProvider for SimulatedTee {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::SimulatedTdx
+    }
+
+    fn evidence(&self, report_data: &ReportData) -> Result<(Vec<u8>, Vec<u8>)> {
+        Ok((self.tee.quote(report_data, &self.td), Vec::new()))
+    }
+}

@@ -1,0 +1,4 @@
+//! The Cocoon host agent: everything that runs on the operator's host, outside the TEE.
+#![forbid(unsafe_code)]
+
+pub mod relay;

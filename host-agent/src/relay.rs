@@ -1,0 +1,259 @@
+//! An L4 relay: bytes in, bytes out, TLS never terminated.
+//!
+//! The host is untrusted, so the relay must not be able to read traffic; it also must not
+//! let one client hold resources forever. Each connection gets a connect timeout towards
+//! the guest, an idle timeout (no byte either way), and counts against a connection
+//! limit; half-closes are forwarded so HTTP/1.1 and TLS close_notify behave as direct.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub listen: SocketAddr,
+    /// `host:port` of the guest.
+    pub upstream: String,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both sides closed.
+    Finished,
+    /// No byte moved for the idle timeout.
+    Idle,
+    /// A socket error.
+    Error(String),
+}
+
+const BUF: usize = 16 * 1024;
+
+/// Accepts and relays until `shutdown` resolves.
+pub async fn run_relay(
+    listener: TcpListener,
+    config: RelayConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let next_id = AtomicU64::new(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (client, peer) = tokio::select! {
+            _ = &mut shutdown => { info!("relay stopping"); return; }
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(conn = id, %peer, "connection limit ({}) reached; closing", config.max_connections);
+            continue;
+        };
+        let config = config.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            info!(conn = id, %peer, upstream = %config.upstream, "accepted");
+            let upstream = match tokio::time::timeout(
+                config.connect_timeout,
+                TcpStream::connect(&config.upstream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    warn!(conn = id, %peer, "guest {} unreachable: {e}", config.upstream);
+                    return;
+                }
+                Err(_) => {
+                    warn!(conn = id, %peer, "guest {} did not accept within {:?}", config.upstream, config.connect_timeout);
+                    return;
+                }
+            };
+            client.set_nodelay(true).ok();
+            upstream.set_nodelay(true).ok();
+            let (reason, up, down) = relay(client, upstream, config.idle_timeout).await;
+            info!(
+                conn = id, %peer, bytes_to_guest = up, bytes_to_client = down,
+                secs = format!("{:.3}", started.elapsed().as_secs_f64()),
+                "closed: {reason:?}"
+            );
+        });
+    }
+}
+
+/// Copies bytes both ways until both directions finish, one fails, or nothing moves for
+/// `idle`. Returns the reason and the byte counts (client→guest, guest→client).
+pub async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    idle: Duration,
+) -> (CloseReason, u64, u64) {
+    let (client_read, client_write) = client.into_split();
+    let (up_read, up_write) = upstream.into_split();
+    let activity = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let to_guest = pump(client_read, up_write, activity.clone());
+    let to_client = pump(up_read, client_write, activity.clone());
+    tokio::pin!(to_guest, to_client);
+    let mut up = None;
+    let mut down = None;
+    let mut tick = tokio::time::interval(
+        idle.min(Duration::from_secs(1))
+            .max(Duration::from_millis(10)),
+    );
+    loop {
+        tokio::select! {
+            r = &mut to_guest, if up.is_none() => up = Some(r),
+            r = &mut to_client, if down.is_none() => down = Some(r),
+            _ = tick.tick() => {
+                let last = activity.lock().map(|t| *t).unwrap_or_else(|_| Instant::now());
+                if last.elapsed() >= idle {
+                    let count = |r: &Option<Result<u64, (String, u64)>>| match r {
+                        Some(Ok(n)) | Some(Err((_, n))) => *n,
+                        None => 0,
+                    };
+                    return (CloseReason::Idle, count(&up), count(&down));
+                }
+            }
+        }
+        match (&up, &down) {
+            (Some(Err((e, _))), _) | (_, Some(Err((e, _)))) => {
+                let e = e.clone();
+                let n = |r: &Option<Result<u64, (String, u64)>>| match r {
+                    Some(Ok(n)) | Some(Err((_, n))) => *n,
+                    None => 0,
+                };
+                return (CloseReason::Error(e), n(&up), n(&down));
+            }
+            (Some(Ok(a)), Some(Ok(b))) => return (CloseReason::Finished, *a, *b),
+            _ => {}
+        }
+    }
+}
+
+/// Copies one direction; on EOF, half-closes the other side. Returns bytes copied.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    activity: Arc<std::sync::Mutex<Instant>>,
+) -> Result<u64, (String, u64)> {
+    let mut buf = vec![0u8; BUF];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err((e.to_string(), total)),
+        };
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            return Err((e.to_string(), total));
+        }
+        total += n as u64;
+        if let Ok(mut t) = activity.lock() {
+            *t = Instant::now();
+        }
+    }
+    // Forward the half-close; the peer may already be gone, which is not an error here.
+    let _ = to.shutdown().await;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn relays_both_ways_and_forwards_half_close() {
+        let (mut client, relay_client_side) = pair().await;
+        let (relay_guest_side, mut guest) = pair().await;
+        let task = tokio::spawn(relay(
+            relay_client_side,
+            relay_guest_side,
+            Duration::from_secs(5),
+        ));
+        client.write_all(b"hello guest").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        guest.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello guest");
+        guest.write_all(b"ciphertext back").await.unwrap();
+        guest.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"ciphertext back");
+        let (reason, up, down) = task.await.unwrap();
+        assert_eq!((reason, up, down), (CloseReason::Finished, 11, 15));
+    }
+
+    #[tokio::test]
+    async fn closes_idle_connections() {
+        let (_client, relay_client_side) = pair().await;
+        let (relay_guest_side, _guest) = pair().await;
+        let (reason, up, down) = relay(
+            relay_client_side,
+            relay_guest_side,
+            Duration::from_millis(200),
+        )
+        .await;
+        assert_eq!((reason, up, down), (CloseReason::Idle, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn unreachable_guest_closes_the_client() {
+        // A port with nothing listening: bind, learn the port, drop the listener.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = RelayConfig {
+            listen: addr,
+            upstream: dead.to_string(),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            max_connections: 4,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run_relay(listener, config, async {
+            let _ = stop_rx.await;
+        }));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(
+            matches!(n, Ok(0) | Err(_)),
+            "client must see the connection close"
+        );
+        stop_tx.send(()).unwrap();
+        server.await.unwrap();
+    }
+}

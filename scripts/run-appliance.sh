@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Starts the appliance on its embedded defaults (simulated TEE, bundled model) on
+# loopback: the guest on $GUEST_PORT, the host agent relaying $AGENT_PORT to it. Waits
+# until the guest is ready, verifies it through the host agent with cocoon-verify, prints
+# how to call it, and stays up until Ctrl-C, then stops both.
+set -euo pipefail
+
+BIN=${BIN:-target/release}
+MODEL=${MODEL:-models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}
+GUEST_PORT=${GUEST_PORT:-8443}
+AGENT_PORT=${AGENT_PORT:-9443}
+STATE=${STATE:-.cocoon}
+mkdir -p "$STATE"
+CERT="$STATE/guest-cert.pem"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  if [ ${#pids[@]} -gt 0 ]; then
+    echo
+    echo "stopping guest and host agent..."
+    kill "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+  echo "stopped."
+}
+trap cleanup INT TERM EXIT
+
+guest_log="$STATE/guest.log"
+agent_log="$STATE/host-agent.log"
+"$BIN/cocoon-guest" serve --listen "127.0.0.1:$GUEST_PORT" --tee simulated --model "$MODEL" \
+  >"$guest_log" 2>&1 &
+pids+=($!)
+"$BIN/cocoon-host-agent" run --listen "127.0.0.1:$AGENT_PORT" --guest "127.0.0.1:$GUEST_PORT" \
+  >"$agent_log" 2>&1 &
+pids+=($!)
+
+echo "starting the guest (loading the model; log: $guest_log)..."
+for _ in $(seq 1 600); do
+  if grep -q "^cocoon-guest: listening on" "$guest_log" 2>/dev/null; then break; fi
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "a process exited early; last lines of its logs:" >&2
+      tail -n 20 "$guest_log" "$agent_log" >&2
+      exit 1
+    fi
+  done
+  sleep 0.5
+done
+grep -q "^cocoon-guest: listening on" "$guest_log" || { echo "guest not ready after 300 s" >&2; exit 1; }
+model_id=$(sed -n 's/^cocoon-guest: listening on .* model=\([^ ]*\) .*/\1/p' "$guest_log")
+
+url="https://127.0.0.1:$AGENT_PORT"
+echo
+echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated"
+"$BIN/cocoon-verify" endpoint "$url" --allow-simulated --cert-out "$CERT"
+
+cat <<MSG
+
+The appliance is up (simulated TEE: development evidence, no hardware protection).
+  guest       https://127.0.0.1:$GUEST_PORT   (TLS ends here, inside the "TEE")
+  host agent  $url   (relays ciphertext; use this)
+  model       $model_id
+  certificate $CERT   (verified above; trust exactly this file)
+
+curl:
+  curl --cacert $CERT $url/v1/chat/completions \\
+    -H 'content-type: application/json' \\
+    -d '{"model":"$model_id","messages":[{"role":"user","content":"Hello!"}],"max_tokens":32}'
+
+Python (pip install openai):
+  import ssl, openai
+  ctx = ssl.create_default_context(cafile="$CERT")
+  client = openai.OpenAI(base_url="$url/v1", api_key="unused",
+                         http_client=openai.DefaultHttpxClient(verify=ctx))
+  r = client.chat.completions.create(model="$model_id",
+        messages=[{"role": "user", "content": "Hello!"}], max_tokens=32)
+  print(r.choices[0].message.content)
+
+Logs: $guest_log, $agent_log. Press Ctrl-C to stop.
+MSG
+
+# Wait until Ctrl-C or until either process dies.
+while true; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "a process exited; last lines of its logs:" >&2
+      tail -n 20 "$guest_log" "$agent_log" >&2
+      exit 1
+    fi
+  done
+  sleep 1
+done
