@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cocoon_attestation::evidence::EvidenceKind;
-use futures::StreamExt;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};

@@ -132,8 +132,8 @@ impl ChatCompletionRequest {
                     format!("'temperature' is {t}; must be in [0, 2]"),
                 ))
             }
-            // OpenAI's default is 1; 0 means greedy, which mistral.rs selects with None.
-            Some(t) if t == 0.0 => None,
+            // OpenAI's default is 1. mistral.rs reads a missing temperature as 1.0 and
+            // switches to argmax below 1e-7, so 0 passes through as 0.
             Some(t) => Some(t),
             None => Some(1.0),
         };

@@ -61,7 +61,7 @@ async fn in_process(args: &Args) -> Result<Tally> {
         async move {
             let mut sampling = SamplingParams::deterministic();
             sampling.top_k = None;
-            sampling.temperature = None;
+            sampling.temperature = Some(0.0); // argmax (None would mean 1.0)
             sampling.max_len = Some(args.max_tokens);
             let request = mistralrs::RequestBuilder::new()
                 .add_message(TextMessageRole::User, prompt)
