@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cocoon_host_agent::relay::{run_relay, RelayConfig};
 
@@ -65,7 +66,9 @@ async fn main() -> anyhow::Result<()> {
                 idle_timeout: Duration::from_secs(idle_timeout_secs),
                 max_connections,
             };
-            let listener = tokio::net::TcpListener::bind(config.listen).await?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
             println!(
                 "cocoon-host-agent: relaying {} -> {} (TLS passes through untouched)",
                 listener.local_addr()?,

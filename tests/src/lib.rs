@@ -112,9 +112,12 @@ impl Service {
                         return Ok((service, rest.to_string()));
                     }
                 }
-                Err(_) => {
-                    let status = service.child.try_wait().ok().flatten();
-                    bail!("{name} did not become ready within {wait:?} (exit status: {status:?})");
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = service.child.wait().ok();
+                    bail!("{name} exited before it was ready (status: {status:?}); its stderr is above");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{name} did not become ready within {wait:?}");
                 }
             }
         }
