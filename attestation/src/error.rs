@@ -74,4 +74,7 @@ pub enum Error {
     /// The TLS handshake failed for a reason other than the evidence.
     #[error("TLS handshake with {0} failed: {1}")]
     Tls(String, String),
+    /// DCAP verification of a TDX quote failed (chain, CRL, collateral, signature, TCB).
+    #[error("DCAP verification failed: {0}")]
+    Dcap(String),
 }

@@ -18,6 +18,7 @@ pub mod oid;
 pub mod ratls;
 pub mod report_data;
 pub mod simulated;
+pub mod snp;
 pub mod tdx;
 pub mod tls;
 pub mod verify;

@@ -1,4 +1,5 @@
 //! Intel TDX evidence.
+pub mod dcap;
 pub mod quote;
 
 pub use quote::{

@@ -1,0 +1,125 @@
+//! Full DCAP verification of TDX quotes, by the `dcap-qvl` crate, wrapped.
+//!
+//! `dcap-qvl` checks the PCK chain to the root we hand it, both CRLs, the TCB info and QE
+//! identity signatures and chains, the QE report and its binding to the attestation key,
+//! the quote signature, and matches the TCB level. Its TCB status and advisories come
+//! back as facts; whether they are acceptable is our [`crate::policy::Policy`]'s call,
+//! as is debug (we let `dcap-qvl` pass debug TDs so the policy can name the rule).
+
+use dcap_qvl::verify::QuoteVerifier;
+pub use dcap_qvl::QuoteCollateralV3 as TdxCollateral;
+
+use super::quote::TdxQuote;
+use crate::{Error, Result};
+
+/// The Intel SGX Root CA, the DCAP trust anchor (DER, from Intel's published PEM).
+pub fn intel_sgx_root_ca() -> Vec<u8> {
+    const PEM: &[u8] = include_bytes!("intel_sgx_root_ca.pem");
+    x509_parser::pem::parse_x509_pem(PEM)
+        .map(|(_, pem)| pem.contents)
+        .unwrap_or_default()
+}
+
+/// A DCAP trust anchor.
+#[derive(Debug, Clone)]
+pub struct TdxRoot {
+    pub der: Vec<u8>,
+    /// True for the development root (simulated evidence).
+    pub simulated: bool,
+}
+
+/// What a verified quote establishes.
+#[derive(Debug, Clone)]
+pub struct TdxFacts {
+    pub quote: TdxQuote,
+    /// Intel's TCB status name (`UpToDate`, `OutOfDate`, `SWHardeningNeeded`, …).
+    pub tcb_status: String,
+    pub advisory_ids: Vec<String>,
+    pub simulated: bool,
+}
+
+/// Reads a collateral bundle (dcap-qvl's JSON: PEM chains, hex CRLs and signatures).
+pub fn collateral_from_json(bytes: &[u8]) -> Result<TdxCollateral> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
+        what: "TDX collateral JSON",
+        detail: e.to_string(),
+    })
+}
+
+/// Verifies `raw` at `now` (Unix seconds) against `collateral`, trusting `root`.
+pub fn verify_quote(
+    raw: &[u8],
+    collateral: &TdxCollateral,
+    now: i64,
+    root: &TdxRoot,
+) -> Result<TdxFacts> {
+    let quote = TdxQuote::parse(raw)?;
+    let now = u64::try_from(now).map_err(|_| Error::Unsupported {
+        what: "verification time",
+        value: now.to_string(),
+    })?;
+    let verified = QuoteVerifier::new(root.der.clone())
+        .allow_debug(true)
+        .verify(raw, collateral, now)
+        .map_err(|e| Error::Dcap(format!("{e:#}")))?;
+    Ok(TdxFacts {
+        quote,
+        tcb_status: verified.status,
+        advisory_ids: verified.advisory_ids,
+        simulated: root.simulated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUOTE: &[u8] = include_bytes!("../../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.bin");
+    const COLLATERAL: &[u8] =
+        include_bytes!("../../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
+    /// 2025-07-01T00:00:00Z: inside the TCB info / QE identity window (2025-06-19 .. 07-19).
+    const INSIDE: i64 = 1_751_328_000;
+
+    fn intel() -> TdxRoot {
+        TdxRoot {
+            der: intel_sgx_root_ca(),
+            simulated: false,
+        }
+    }
+
+    #[test]
+    fn real_quote_verifies_up_to_date() {
+        let c = collateral_from_json(COLLATERAL).unwrap();
+        let facts = verify_quote(QUOTE, &c, INSIDE, &intel()).unwrap();
+        assert_eq!(facts.tcb_status, "UpToDate");
+        assert!(facts.advisory_ids.is_empty());
+        assert!(!facts.quote.body.debug());
+    }
+
+    #[test]
+    fn fails_outside_window_tampered_or_with_wrong_root() {
+        let c = collateral_from_json(COLLATERAL).unwrap();
+        // 2031-01-01: the CRLs have expired.
+        let err = verify_quote(QUOTE, &c, 1_924_992_000, &intel())
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains("expired"), "{err}");
+        // Before the TCB info was issued.
+        assert!(verify_quote(QUOTE, &c, 1_700_000_000, &intel()).is_err());
+        // A flipped byte in the body (MRTD) and in the quote signature.
+        for offset in [48 + 136, 48 + 584 + 4 + 10] {
+            let mut bad = QUOTE.to_vec();
+            bad[offset] ^= 1;
+            assert!(
+                verify_quote(&bad, &c, INSIDE, &intel()).is_err(),
+                "offset {offset}"
+            );
+        }
+        // Another root: the chain does not end there.
+        let wrong = TdxRoot {
+            der: include_bytes!("../../tests/fixtures/snp/gosev_milan_vcek.der").to_vec(),
+            simulated: false,
+        };
+        assert!(verify_quote(QUOTE, &c, INSIDE, &wrong).is_err());
+    }
+}
