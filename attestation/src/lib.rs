@@ -15,12 +15,14 @@ pub mod client;
 pub mod error;
 pub mod evidence;
 pub mod oid;
+pub mod policy;
 pub mod ratls;
 pub mod report_data;
 pub mod simulated;
 pub mod snp;
 pub mod tdx;
 pub mod tls;
+pub mod verdict;
 pub mod verify;
 
 pub use error::{Error, Result};
