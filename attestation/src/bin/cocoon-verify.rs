@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::policy::Policy;
 use cocoon_attestation::ratls::certificate_pem;
+use cocoon_attestation::snp::verify::amd_production_arks;
+use cocoon_attestation::tdx::dcap::{collateral_from_json, intel_sgx_root_ca, TdxRoot};
+use cocoon_attestation::verdict::{snp_verdict, tdx_verdict, Verdict};
 use cocoon_attestation::verify::{format_time, VerifiedEvidence, VerifyOptions};
 use cocoon_attestation::Error;
 
@@ -50,6 +54,169 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Verify a TDX quote (v4/v5) with DCAP collateral, offline, at a given time.
+    TdxQuote {
+        /// The binary quote.
+        quote: PathBuf,
+        /// DCAP collateral bundle (JSON: PCK CRL + chain, root CA CRL, TCB info, QE identity).
+        #[arg(long, value_name = "FILE")]
+        collateral: PathBuf,
+        /// Verification time (RFC 3339, e.g. 2025-07-01T00:00:00Z).
+        #[arg(long, value_parser = parse_rfc3339)]
+        at: i64,
+        /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an SEV-SNP attestation report with its VCEK and the ASK/ARK chain, offline.
+    SnpReport {
+        /// The binary report (1184 bytes).
+        report: PathBuf,
+        /// The VCEK (or VLEK) certificate, DER or PEM.
+        #[arg(long, value_name = "FILE")]
+        vcek: PathBuf,
+        /// ASK and ARK certificates, PEM (AMD's cert_chain).
+        #[arg(long, value_name = "FILE")]
+        chain: PathBuf,
+        /// Verification time (RFC 3339).
+        #[arg(long, value_parser = parse_rfc3339)]
+        at: i64,
+        /// Reference-value policy (TOML or JSON); default: debug off.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("'{s}' is not an RFC 3339 time ({e})"))
+}
+
+/// Reads an input file; a failure is a usage error (exit 2).
+fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, ExitCode> {
+    std::fs::read(path).map_err(|e| {
+        eprintln!("cocoon-verify: cannot read {what} {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn load_policy(path: Option<&std::path::Path>) -> Result<Policy, ExitCode> {
+    match path {
+        None => Ok(Policy::default()),
+        Some(p) => Policy::from_file(p).map_err(|e| {
+            eprintln!("cocoon-verify: {e}");
+            ExitCode::from(2)
+        }),
+    }
+}
+
+/// DER as is, or the first certificate of a PEM file.
+fn der_or_pem(bytes: Vec<u8>) -> Vec<u8> {
+    match x509_parser::pem::parse_x509_pem(&bytes) {
+        Ok((_, pem)) => pem.contents,
+        Err(_) => bytes,
+    }
+}
+
+fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
+    if json {
+        println!("{}", serde_json::to_string(verdict).unwrap_or_default());
+    } else {
+        let state = if verdict.verified {
+            "VERIFIED"
+        } else {
+            "REFUSED"
+        };
+        let sim = if verdict.simulated {
+            " (SIMULATED: development root, no TEE)"
+        } else {
+            ""
+        };
+        println!("{source}: {state}{sim}");
+        println!("  tee            {}", verdict.tee);
+        if let Some(s) = &verdict.tcb_status {
+            println!("  tcb status     {s}");
+        }
+        if let Some(d) = verdict.debug {
+            println!("  debug          {}", if d { "ON" } else { "off" });
+        }
+        for (k, v) in &verdict.measurements {
+            println!("  {k:<14} {v}");
+        }
+        if let Some(rd) = &verdict.report_data {
+            println!("  report data    {rd}");
+        }
+        if !verdict.advisories.is_empty() {
+            println!("  advisories     {}", verdict.advisories.join(", "));
+        }
+        for (k, v) in &verdict.details {
+            println!("  {k:<14} {v}");
+        }
+    }
+    for e in &verdict.errors {
+        eprintln!("cocoon-verify: {source}: {e}");
+    }
+    if verdict.verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn tdx_quote(
+    quote: &std::path::Path,
+    collateral: &std::path::Path,
+    at: i64,
+    policy: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode, ExitCode> {
+    let raw = read_input(quote, "quote")?;
+    let collateral_bytes = read_input(collateral, "collateral")?;
+    let collateral = collateral_from_json(&collateral_bytes).map_err(|e| {
+        eprintln!("cocoon-verify: {}: {e}", collateral.display());
+        ExitCode::from(2)
+    })?;
+    let policy = load_policy(policy)?;
+    let roots = [TdxRoot {
+        der: intel_sgx_root_ca(),
+        simulated: false,
+    }];
+    let verdict = tdx_verdict(&raw, &collateral, at, &roots, &policy);
+    Ok(report_verdict(&verdict, json, &quote.display().to_string()))
+}
+
+fn snp_report(
+    report: &std::path::Path,
+    vcek: &std::path::Path,
+    chain: &std::path::Path,
+    at: i64,
+    policy: Option<&std::path::Path>,
+    json: bool,
+) -> Result<ExitCode, ExitCode> {
+    let raw = read_input(report, "report")?;
+    let vcek_der = der_or_pem(read_input(vcek, "VCEK")?);
+    let chain_pem = read_input(chain, "certificate chain")?;
+    let policy = load_policy(policy)?;
+    let verdict = snp_verdict(
+        &raw,
+        &vcek_der,
+        &chain_pem,
+        at,
+        &amd_production_arks(),
+        &policy,
+    );
+    Ok(report_verdict(
+        &verdict,
+        json,
+        &report.display().to_string(),
+    ))
 }
 
 fn main() -> ExitCode {
@@ -82,6 +249,24 @@ fn main() -> ExitCode {
             cert_out,
             Duration::from_secs(timeout),
         )),
+        Command::TdxQuote {
+            quote,
+            collateral,
+            at,
+            policy,
+            json,
+        } => {
+            tdx_quote(&quote, &collateral, at, policy.as_deref(), json).unwrap_or_else(|code| code)
+        }
+        Command::SnpReport {
+            report,
+            vcek,
+            chain,
+            at,
+            policy,
+            json,
+        } => snp_report(&report, &vcek, &chain, at, policy.as_deref(), json)
+            .unwrap_or_else(|code| code),
     }
 }
 
