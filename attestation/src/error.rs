@@ -37,9 +37,9 @@ pub enum Error {
     BadSignature(String),
     /// Simulated evidence was presented and the caller did not allow it.
     #[error(
-        "the evidence is SIMULATED (signed by the Cocoon development key, not by TEE \
-         hardware): it proves nothing about confidentiality; pass --allow-simulated only \
-         for development and tests"
+        "the evidence is SIMULATED (it chains to the Cocoon development root, not to Intel \
+         or AMD): it proves nothing about confidentiality; pass --allow-simulated only for \
+         development and tests"
     )]
     SimulatedRefused,
     /// A policy rule rejected the evidence.

@@ -12,20 +12,22 @@
 
 use serde::Serialize;
 
+use crate::dev_pki::DevPki;
 use crate::evidence::EvidenceKind;
+use crate::policy::Policy;
 use crate::ratls::{parse_certificate, ParsedRaTlsCertificate};
 use crate::report_data::certificate_binding;
-use crate::simulated::{rtmr_extend, verify_quote_signature, SimulatedTdx};
-use crate::tdx::TdxQuote;
+use crate::simulated::rtmr_extend;
+use crate::tdx::dcap::{verify_quote, TdxRoot};
 use crate::{Error, Result};
 
 /// What the caller is willing to accept beyond the secure defaults.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
-    /// Accept evidence signed by the development key (no TEE involved).
+    /// Accept evidence that chains to the development root (no TEE involved).
     pub allow_simulated: bool,
-    /// Accept a TD launched with TD_ATTRIBUTES.DEBUG set.
-    pub allow_debug: bool,
+    /// Reference values and TCB rules (debug refused, UpToDate only, by default).
+    pub policy: Policy,
 }
 
 /// TDX measurement registers, lowercase hex.
@@ -43,9 +45,11 @@ pub struct TdxMeasurements {
 pub struct VerifiedEvidence {
     /// `tdx` or `sev-snp`.
     pub tee: &'static str,
-    /// True when no TEE produced the evidence (development key).
+    /// True when no TEE produced the evidence (development root).
     pub simulated: bool,
     pub debug: bool,
+    pub tcb_status: String,
+    pub advisories: Vec<String>,
     pub measurements: TdxMeasurements,
     pub report_data: String,
     pub config_digest: String,
@@ -70,64 +74,65 @@ pub fn verify_certificate(
         });
     }
     match cert.evidence.kind {
-        EvidenceKind::SimulatedTdx => verify_simulated_tdx(&cert, options),
+        EvidenceKind::SimulatedTdx => verify_simulated_tdx(&cert, now, options),
         EvidenceKind::Tdx | EvidenceKind::SevSnp => Err(Error::Unsupported {
-            what: "evidence kind (hardware DCAP/SNP verification is not built yet)",
+            what: "evidence kind in an RA-TLS certificate (hardware evidence needs collateral \
+                   from Intel PCS / AMD KDS, which the endpoint check does not fetch yet; \
+                   verify the quote offline with `cocoon-verify tdx-quote` / `snp-report`)",
             value: cert.evidence.kind.tee_name().to_string(),
         }),
     }
 }
 
+/// Simulated TDX: the full DCAP verification against the development root, with
+/// collateral the verifier derives itself for `now`.
 fn verify_simulated_tdx(
     cert: &ParsedRaTlsCertificate,
+    now: i64,
     options: &VerifyOptions,
 ) -> Result<VerifiedEvidence> {
     if !options.allow_simulated {
         return Err(Error::SimulatedRefused);
     }
-    let quote = TdxQuote::parse(&cert.evidence.evidence)?;
-    let dev_key = SimulatedTdx::dev().attestation_key();
-    if quote.signature_data.attestation_key != dev_key {
-        return Err(Error::BadSignature(
-            "simulated quote is not signed by the Cocoon development key".into(),
-        ));
+    let pki = DevPki::dev()?;
+    let root = TdxRoot {
+        der: pki.root_der(),
+        simulated: true,
+    };
+    let facts = verify_quote(&cert.evidence.evidence, &pki.collateral(now)?, now, &root)?;
+    if let Some(first) = options.policy.check_tdx(&facts).into_iter().next() {
+        return Err(first);
     }
-    verify_quote_signature(&quote)?;
-    let debug = quote.body.debug();
-    if debug && !options.allow_debug {
-        return Err(Error::Policy {
-            rule: "debug must be off (TD_ATTRIBUTES.DEBUG)",
-            observed: format!("TD_ATTRIBUTES = {:#018x}", quote.body.td_attributes_u64()),
-            expected: "DEBUG bit clear".into(),
-        });
-    }
+    let body = &facts.quote.body;
     let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
-    if quote.body.report_data != expected {
+    if body.report_data != expected {
         return Err(Error::ReportDataMismatch {
-            observed: hex::encode(quote.body.report_data),
+            observed: hex::encode(body.report_data),
             expected: hex::encode(expected),
         });
     }
     let expected_rtmr3 = rtmr_extend(&[0; 48], &cert.evidence.config_digest);
-    if quote.body.rtmr[3] != expected_rtmr3 {
+    if body.rtmr[3] != expected_rtmr3 {
         return Err(Error::Policy {
             rule: "RTMR3 must equal the measured config digest extended into zero",
-            observed: hex::encode(quote.body.rtmr[3]),
+            observed: hex::encode(body.rtmr[3]),
             expected: hex::encode(expected_rtmr3),
         });
     }
     Ok(VerifiedEvidence {
         tee: EvidenceKind::SimulatedTdx.tee_name(),
         simulated: true,
-        debug,
+        debug: body.debug(),
+        tcb_status: facts.tcb_status.clone(),
+        advisories: facts.advisory_ids.clone(),
         measurements: TdxMeasurements {
-            mrtd: hex::encode(quote.body.mr_td),
-            rtmr0: hex::encode(quote.body.rtmr[0]),
-            rtmr1: hex::encode(quote.body.rtmr[1]),
-            rtmr2: hex::encode(quote.body.rtmr[2]),
-            rtmr3: hex::encode(quote.body.rtmr[3]),
+            mrtd: hex::encode(body.mr_td),
+            rtmr0: hex::encode(body.rtmr[0]),
+            rtmr1: hex::encode(body.rtmr[1]),
+            rtmr2: hex::encode(body.rtmr[2]),
+            rtmr3: hex::encode(body.rtmr[3]),
         },
-        report_data: hex::encode(quote.body.report_data),
+        report_data: hex::encode(body.report_data),
         config_digest: hex::encode(&cert.evidence.config_digest),
         certificate_sha256: hex::encode(cert.sha256),
         not_before: cert.not_before,
@@ -151,7 +156,7 @@ mod tests {
     use super::*;
     use crate::evidence::{EvidencePayload, PAYLOAD_VERSION};
     use crate::ratls::{build_certificate, CertificateParams, TlsKey};
-    use crate::simulated::SimulatedTdConfig;
+    use crate::simulated::{SimulatedTdConfig, SimulatedTdx};
     use time::OffsetDateTime;
 
     const T0: i64 = 1_800_000_000;
@@ -165,13 +170,15 @@ mod tests {
         let cfg = vec![9u8; 48];
         let bound = bind_key.unwrap_or(&key);
         let rd = certificate_binding(bound.spki_der(), &cfg);
-        let quote = tee.quote(
-            &rd,
-            &SimulatedTdConfig {
-                config_digest: cfg.clone(),
-                debug,
-            },
-        );
+        let quote = tee
+            .quote(
+                &rd,
+                &SimulatedTdConfig {
+                    config_digest: cfg.clone(),
+                    debug,
+                },
+            )
+            .unwrap();
         let payload = EvidencePayload {
             version: PAYLOAD_VERSION,
             kind: EvidenceKind::SimulatedTdx,
@@ -198,13 +205,13 @@ mod tests {
     fn allow() -> VerifyOptions {
         VerifyOptions {
             allow_simulated: true,
-            allow_debug: false,
+            policy: Policy::default(),
         }
     }
 
     #[test]
     fn accepts_bound_simulated_evidence_only_when_allowed() {
-        let b = build(&SimulatedTdx::dev(), false, None);
+        let b = build(&SimulatedTdx::dev().unwrap(), false, None);
         let v = verify_certificate(&b.der, T0 + 10, &allow()).unwrap();
         assert!(v.simulated);
         assert_eq!(v.tee, "tdx");
@@ -215,29 +222,32 @@ mod tests {
     #[test]
     fn rejects_evidence_bound_to_another_key() {
         let other = TlsKey::generate().unwrap();
-        let b = build(&SimulatedTdx::dev(), false, Some(&other));
+        let b = build(&SimulatedTdx::dev().unwrap(), false, Some(&other));
         let err = verify_certificate(&b.der, T0 + 10, &allow()).unwrap_err();
         assert!(matches!(err, Error::ReportDataMismatch { .. }), "{err}");
     }
 
     #[test]
     fn rejects_foreign_signer_debug_and_expiry() {
-        let b = build(&SimulatedTdx::from_seed(b"impostor"), false, None);
+        let b = build(&SimulatedTdx::from_seed(b"impostor").unwrap(), false, None);
         let err = verify_certificate(&b.der, T0 + 10, &allow()).unwrap_err();
-        assert!(err.to_string().contains("development key"), "{err}");
+        assert!(
+            matches!(err, Error::Dcap(_)),
+            "an impostor PKI must fail DCAP: {err}"
+        );
 
-        let b = build(&SimulatedTdx::dev(), true, None);
+        let b = build(&SimulatedTdx::dev().unwrap(), true, None);
         let err = verify_certificate(&b.der, T0 + 10, &allow()).unwrap_err();
         assert!(err.to_string().contains("debug"), "{err}");
         let mut with_debug = allow();
-        with_debug.allow_debug = true;
+        with_debug.policy.allow_debug = true;
         assert!(
             verify_certificate(&b.der, T0 + 10, &with_debug)
                 .unwrap()
                 .debug
         );
 
-        let b = build(&SimulatedTdx::dev(), false, None);
+        let b = build(&SimulatedTdx::dev().unwrap(), false, None);
         let err = verify_certificate(&b.der, T0 + 7200, &allow()).unwrap_err();
         assert!(matches!(err, Error::CertificateExpired { .. }), "{err}");
         assert!(verify_certificate(&b.der, T0 - 1, &allow()).is_err());

@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Tee {
-    /// TDX-format quotes signed by the public development key: no TEE, development only.
+    /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
     Simulated,
 }
 
@@ -130,7 +130,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let digest = config.digest();
     let tee: Box<dyn EvidenceProvider> = match args.tee {
-        Tee::Simulated => Box::new(SimulatedTee::new(&digest, args.simulated_debug)),
+        Tee::Simulated => Box::new(SimulatedTee::new(&digest, args.simulated_debug)?),
     };
     let names: Vec<SubjectAltName> = args
         .subject_alt_names
@@ -159,7 +159,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tee: tee.kind(),
     });
     if tee.kind().is_simulated() {
-        tracing::warn!("evidence is SIMULATED (development key): this guest proves nothing about confidentiality");
+        tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");
     }
     // One line on stdout that scripts wait for.
     println!(

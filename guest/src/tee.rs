@@ -18,7 +18,7 @@ pub trait EvidenceProvider: Send + Sync {
     fn evidence(&self, report_data: &ReportData) -> Result<(Vec<u8>, Vec<u8>)>;
 }
 
-/// TDX-format quotes signed by the public development key: for development and CI.
+/// TDX v4 quotes from the development DCAP PKI (public seed): for development and CI.
 pub struct SimulatedTee {
     tee: SimulatedTdx,
     td: SimulatedTdConfig,
@@ -27,14 +27,14 @@ pub struct SimulatedTee {
 impl SimulatedTee {
     /// `debug` launches the simulated TD with TD_ATTRIBUTES.DEBUG set, so that
     /// verifiers' refusal of debug guests can be tested.
-    pub fn new(config_digest: &[u8], debug: bool) -> Self {
-        Self {
-            tee: SimulatedTdx::dev(),
+    pub fn new(config_digest: &[u8], debug: bool) -> Result<Self> {
+        Ok(Self {
+            tee: SimulatedTdx::dev()?,
             td: SimulatedTdConfig {
                 config_digest: config_digest.to_vec(),
                 debug,
             },
-        }
+        })
     }
 }
 
@@ -44,6 +44,6 @@ impl EvidenceProvider for SimulatedTee {
     }
 
     fn evidence(&self, report_data: &ReportData) -> Result<(Vec<u8>, Vec<u8>)> {
-        Ok((self.tee.quote(report_data, &self.td), Vec::new()))
+        Ok((self.tee.quote(report_data, &self.td)?, Vec::new()))
     }
 }

@@ -39,6 +39,10 @@ fn verify_then_openai_sdk_through_the_host_agent() {
     assert_eq!(summary["simulated"], true);
     assert_eq!(summary["tee"], "tdx");
     assert_eq!(summary["debug"], false);
+    assert_eq!(
+        summary["tcb_status"], "UpToDate",
+        "full DCAP verification against the dev root"
+    );
     assert_eq!(summary["certificate_sha256"], app.guest_pin.as_str());
     assert_eq!(summary["report_data"].as_str().unwrap().len(), 128);
 

@@ -44,6 +44,9 @@ enum Command {
         /// Accept a guest launched with the DEBUG attribute (its memory is readable).
         #[arg(long)]
         allow_debug: bool,
+        /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
         /// Print one JSON object instead of the text summary.
         #[arg(long)]
         json: bool,
@@ -236,19 +239,29 @@ fn main() -> ExitCode {
             url,
             allow_simulated,
             allow_debug,
+            policy,
             json,
             cert_out,
             timeout,
-        } => runtime.block_on(endpoint(
-            &url,
-            VerifyOptions {
-                allow_simulated,
-                allow_debug,
-            },
-            json,
-            cert_out,
-            Duration::from_secs(timeout),
-        )),
+        } => {
+            let policy = match load_policy(policy.as_deref()) {
+                Ok(p) => {
+                    let allow = allow_debug || p.allow_debug;
+                    p.allow_debug(allow)
+                }
+                Err(code) => return code,
+            };
+            runtime.block_on(endpoint(
+                &url,
+                VerifyOptions {
+                    allow_simulated,
+                    policy,
+                },
+                json,
+                cert_out,
+                Duration::from_secs(timeout),
+            ))
+        }
         Command::TdxQuote {
             quote,
             collateral,
@@ -330,7 +343,7 @@ async fn endpoint(
 
 fn print_summary(url: &str, e: &VerifiedEvidence) {
     if e.simulated {
-        println!("{url}: VERIFIED, but the evidence is SIMULATED (development key, no TEE)");
+        println!("{url}: VERIFIED, but the evidence is SIMULATED (development root, no TEE)");
     } else {
         println!("{url}: VERIFIED");
     }
@@ -340,6 +353,7 @@ fn print_summary(url: &str, e: &VerifiedEvidence) {
         e.tee.to_string()
     };
     println!("  tee            {tee}");
+    println!("  tcb status     {}", e.tcb_status);
     println!("  debug          {}", if e.debug { "ON" } else { "off" });
     println!("  mrtd           {}", e.measurements.mrtd);
     println!("  rtmr0          {}", e.measurements.rtmr0);

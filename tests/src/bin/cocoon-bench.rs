@@ -103,7 +103,7 @@ async fn https_request(addr: &str, model: &str, prompt: &str, max_tokens: usize)
     let endpoint = Endpoint::parse(&format!("https://{addr}"))?;
     let options = VerifyOptions {
         allow_simulated: true,
-        allow_debug: false,
+        policy: Default::default(),
     };
     let (tls, _) = connect_attested(&endpoint, options, Duration::from_secs(10)).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
