@@ -401,6 +401,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_policy_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy.toml");
+        let p = Policy::from_file(&path).unwrap();
+        assert_eq!(p.tdx.mrtd.len(), 1);
+        assert_eq!(p.snp.min_tcb.as_ref().map(|t| t.microcode), Some(68));
+    }
+
+    #[test]
     fn defaults_are_strict() {
         let p = Policy::default();
         assert!(!p.allow_debug);

@@ -135,6 +135,11 @@ fn tdx_policy_file_pins_and_refuses_by_rule() {
         "{stderr}"
     );
     assert_eq!(json["verified"], false);
+    // The documented example policy pins this quote's MRTD: accepted.
+    let example = workspace_root().join("attestation/examples/policy.toml");
+    let (code, json, stderr) = tdx(&quote, TDX_AT, &["--policy", example.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(json["verified"], true);
     let broken = tmp("broken.json", b"{\"allow_debugg\": true}");
     let out = cocoon_verify(&[
         "tdx-quote",
