@@ -77,4 +77,7 @@ pub enum Error {
     /// DCAP verification of a TDX quote failed (chain, CRL, collateral, signature, TCB).
     #[error("DCAP verification failed: {0}")]
     Dcap(String),
+    /// Collateral could not be fetched or cached.
+    #[error("collateral: {0}")]
+    Collateral(String),
 }

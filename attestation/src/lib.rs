@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod collateral;
 pub mod dev_pki;
 pub mod error;
 pub mod evidence;

@@ -1,0 +1,181 @@
+//! Where verification collateral comes from: offline bundle files, or Intel PCS / a PCCS
+//! through `dcap-qvl`'s collateral client, with an on-disk cache.
+//!
+//! The verifier core takes collateral as a value and does no I/O; this module is the I/O.
+//! Cached collateral is reused only while every part of it is current (the earliest
+//! `nextUpdate` of the TCB info, the QE identity and both CRLs), so a cache can make a
+//! verifier faster but never make it accept stale collateral.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::tdx::dcap::{collateral_from_json, TdxCollateral};
+use crate::{Error, Result};
+
+/// Intel's Provisioning Certification Service.
+pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
+
+/// A source of TDX collateral for a quote.
+#[allow(async_fn_in_trait)]
+pub trait TdxCollateralSource {
+    /// Collateral for `quote`, current at `now` (Unix seconds).
+    async fn tdx_collateral(&self, quote: &[u8], now: i64) -> Result<TdxCollateral>;
+}
+
+/// One collateral bundle file (the JSON `cocoon-verify tdx-quote --collateral` reads).
+pub struct OfflineBundle {
+    collateral: TdxCollateral,
+}
+
+impl OfflineBundle {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::Malformed {
+            what: "collateral bundle",
+            detail: format!("cannot read {}: {e}", path.display()),
+        })?;
+        Ok(Self {
+            collateral: collateral_from_json(&bytes)?,
+        })
+    }
+}
+
+impl TdxCollateralSource for OfflineBundle {
+    async fn tdx_collateral(&self, _quote: &[u8], _now: i64) -> Result<TdxCollateral> {
+        Ok(self.collateral.clone())
+    }
+}
+
+/// The earliest `nextUpdate` across the collateral's parts: after it, refetch.
+pub fn valid_until(c: &TdxCollateral) -> Result<i64> {
+    let bad = |detail: String| Error::Malformed {
+        what: "TDX collateral",
+        detail,
+    };
+    let mut until = i64::MAX;
+    for (name, json) in [("TCB info", &c.tcb_info), ("QE identity", &c.qe_identity)] {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| bad(format!("{name}: {e}")))?;
+        let next = value["nextUpdate"]
+            .as_str()
+            .ok_or_else(|| bad(format!("{name}: no nextUpdate")))?;
+        let t = time::OffsetDateTime::parse(next, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| bad(format!("{name}: nextUpdate '{next}': {e}")))?;
+        until = until.min(t.unix_timestamp());
+    }
+    for (name, der) in [("root CA CRL", &c.root_ca_crl), ("PCK CRL", &c.pck_crl)] {
+        let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|e| bad(format!("{name}: {e}")))?;
+        if let Some(next) = crl.next_update() {
+            until = until.min(next.timestamp());
+        }
+    }
+    Ok(until)
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    source: String,
+    fetched_at: i64,
+    valid_until: i64,
+    collateral: TdxCollateral,
+}
+
+/// Collateral fetched from Intel PCS or a PCCS, cached on disk.
+pub struct PcsCollateral {
+    url: String,
+    cache_dir: Option<PathBuf>,
+}
+
+impl PcsCollateral {
+    /// `url` is Intel PCS ([`INTEL_PCS_URL`]) or a PCCS base URL; `cache_dir`, when set,
+    /// keeps fetched collateral until its earliest `nextUpdate`.
+    pub fn new(url: impl Into<String>, cache_dir: Option<PathBuf>) -> Self {
+        Self {
+            url: url.into(),
+            cache_dir,
+        }
+    }
+
+    /// The cache file for a quote: keyed by the source and the quote's platform (FMSPC and
+    /// PCK CA from the PCK certificate), so quotes from one platform share an entry.
+    fn cache_path(&self, quote: &[u8]) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let parsed = dcap_qvl::quote::Quote::parse(quote).ok()?;
+        let chain = parsed.raw_cert_chain().ok()?;
+        let ext = dcap_qvl::intel::parse_pck_extension_from_pem(chain).ok()?;
+        let mut h = Sha256::new();
+        h.update(self.url.as_bytes());
+        h.update([0]);
+        h.update(&ext.fmspc);
+        h.update(format!("{:?}", parsed.header.tee_type).as_bytes());
+        Some(dir.join(format!("tdx-{}.json", hex::encode(&h.finalize()[..16]))))
+    }
+
+    fn read_cache(&self, path: &Path, now: i64) -> Option<TdxCollateral> {
+        let bytes = std::fs::read(path).ok()?;
+        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
+        (entry.source == self.url && now < entry.valid_until && now >= entry.fetched_at - 300)
+            .then_some(entry.collateral)
+    }
+
+    fn write_cache(&self, path: &Path, collateral: &TdxCollateral, now: i64) -> Result<()> {
+        let entry = CacheEntry {
+            source: self.url.clone(),
+            fetched_at: now,
+            valid_until: valid_until(collateral)?,
+            collateral: collateral.clone(),
+        };
+        let io = |e: std::io::Error| Error::Malformed {
+            what: "collateral cache",
+            detail: format!("{}: {e}", path.display()),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        // Write then rename, so a crash never leaves a half-written entry behind.
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec(&entry).map_err(|e| Error::Malformed {
+            what: "collateral cache",
+            detail: e.to_string(),
+        })?;
+        std::fs::write(&tmp, json).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+}
+
+impl TdxCollateralSource for PcsCollateral {
+    async fn tdx_collateral(&self, quote: &[u8], now: i64) -> Result<TdxCollateral> {
+        let cache = self.cache_path(quote);
+        if let Some(hit) = cache.as_deref().and_then(|p| self.read_cache(p, now)) {
+            return Ok(hit);
+        }
+        let client = dcap_qvl::collateral::CollateralClient::with_default_http(self.url.clone())
+            .map_err(|e| Error::Collateral(format!("{e:#}")))?;
+        let collateral = client
+            .fetch(quote)
+            .await
+            .map_err(|e| Error::Collateral(format!("fetching from {}: {e:#}", self.url)))?;
+        if let Some(path) = cache {
+            self.write_cache(&path, &collateral, now)?;
+        }
+        Ok(collateral)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COLLATERAL: &[u8] =
+        include_bytes!("../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
+
+    #[test]
+    fn valid_until_is_the_earliest_next_update() {
+        let c = collateral_from_json(COLLATERAL).unwrap();
+        let until = valid_until(&c).unwrap();
+        // The TCB info says 2025-07-19T10:16:03Z, the QE identity 10:32:27Z; a CRL expires
+        // earlier still, and the earliest wins.
+        assert_eq!(crate::verify::format_time(until), "2025-07-19T10:00:35Z");
+    }
+}
