@@ -48,7 +48,8 @@ test: build model venv ## Run every test: unit, property, end-to-end (openai SDK
 	  $(CARGO) test --release --locked --workspace
 	$(MAKE) --no-print-directory fuzz-smoke
 
-bench: build model ## Benchmarks: HTTPS server vs in-process mistral.rs (tokens/s ratio)
+bench: build model ## Benchmarks: TDX/SNP verifications/s vs dcap-qvl/sev; HTTPS vs in-process mistral.rs
+	$(CARGO) run --release --locked -p cocoon-attestation --bin cocoon-verify-bench
 	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench -- --model $(MODEL)
 
 # Each target runs for the given seconds on its corpus (attestation/fuzz/corpus/<target>,
