@@ -13,12 +13,17 @@ VENV := $(CURDIR)/.venv
 MODEL := models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 GUEST_PORT ?= 8443
 AGENT_PORT ?= 9443
+# Fuzzing (attestation/fuzz, cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP;
+# no sanitizer: the attestation crate forbids unsafe code).
+FUZZ_TARGETS := tdx_quote snp_report ratls_certificate evidence_payload
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help build model venv run test bench lint fmt clean
+.PHONY: help build model venv run test bench fuzz fuzz-smoke cargo-fuzz lint fmt clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 build: ## Build every binary (release profile)
 	$(CARGO) build --release --locked --workspace --bins
@@ -38,12 +43,35 @@ $(VENV)/.installed: tests/python/requirements.txt
 run: build model ## Run guest + host agent on loopback (simulated TEE), verify, wait for Ctrl-C
 	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
 
-test: build model venv ## Run every test: unit, property, end-to-end (openai SDK through the relay)
+test: build model venv ## Run every test: unit, property, end-to-end (openai SDK through the relay), fuzz smoke
 	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
 	  $(CARGO) test --release --locked --workspace
+	$(MAKE) --no-print-directory fuzz-smoke
 
-bench: build model ## Benchmarks: HTTPS server vs in-process mistral.rs (tokens/s ratio)
+bench: build model ## Benchmarks: TDX/SNP verifications/s vs dcap-qvl/sev; HTTPS vs in-process mistral.rs
+	$(CARGO) run --release --locked -p cocoon-attestation --bin cocoon-verify-bench
 	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench -- --model $(MODEL)
+
+# Each target runs for the given seconds on its corpus (attestation/fuzz/corpus/<target>,
+# git-ignored, grows across runs) plus the committed seeds (read only); a crash, timeout or
+# out-of-memory stops the loop and fails make, leaving the input in attestation/fuzz/artifacts/.
+define fuzz-all
+set -e; cd attestation; for t in $(FUZZ_TARGETS); do \
+  mkdir -p fuzz/corpus/$$t; \
+  echo "== fuzz $$t ($(1) s)"; \
+  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+    -max_total_time=$(1) -timeout=10 -print_final_stats=1; \
+done
+endef
+
+fuzz: cargo-fuzz ## Fuzz every attestation parser for FUZZ_SECONDS each (default 60)
+	@$(call fuzz-all,$(FUZZ_SECONDS))
+
+fuzz-smoke: cargo-fuzz ## Fuzz every attestation parser briefly (FUZZ_SMOKE_SECONDS, default 5)
+	@$(call fuzz-all,$(FUZZ_SMOKE_SECONDS))
+
+cargo-fuzz:
+	@$(CARGO) fuzz --help >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
 
 lint: ## rustfmt and clippy
 	$(CARGO) fmt --all -- --check

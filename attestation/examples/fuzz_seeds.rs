@@ -1,0 +1,82 @@
+//! Writes the generated fuzz seeds (an RA-TLS certificate and evidence payloads) into
+//! `fuzz/seeds/`. The real quote and report seeds are copies of the test fixtures.
+//!
+//! `cargo run -p cocoon-attestation --example fuzz_seeds -- attestation/fuzz/seeds`
+
+use std::path::PathBuf;
+
+use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
+use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName, TlsKey};
+use cocoon_attestation::report_data::certificate_binding;
+use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
+use time::OffsetDateTime;
+
+const SNP_REPORT: &[u8] = include_bytes!("../tests/fixtures/snp/gosev_milan_attestation.bin");
+
+fn main() -> anyhow::Result<()> {
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "attestation/fuzz/seeds".into()),
+    );
+    let key = TlsKey::generate()?;
+    let config_digest = vec![0x5a; 48];
+    let report_data = certificate_binding(key.spki_der(), &config_digest);
+    let quote = SimulatedTdx::dev().quote(
+        &report_data,
+        &SimulatedTdConfig {
+            config_digest: config_digest.clone(),
+            debug: false,
+        },
+    );
+    let simulated = EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: EvidenceKind::SimulatedTdx,
+        evidence: quote,
+        event_log: vec![],
+        config_digest: config_digest.clone(),
+        gpu_evidence_digest: None,
+    };
+    let snp = EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: EvidenceKind::SevSnp,
+        evidence: SNP_REPORT.to_vec(),
+        event_log: vec![1, 2, 3],
+        config_digest,
+        gpu_evidence_digest: Some(vec![0xa5; 48]),
+    };
+    // Fixed dates so that the seed only changes with the key and serial.
+    let not_before = OffsetDateTime::from_unix_timestamp(1_751_328_000)?;
+    let not_after = OffsetDateTime::from_unix_timestamp(1_751_328_000 + 86_400)?;
+    let cert = build_certificate(
+        &key,
+        &CertificateParams {
+            common_name: "cocoon-guest",
+            subject_alt_names: &[
+                SubjectAltName::parse("localhost"),
+                SubjectAltName::parse("127.0.0.1"),
+            ],
+            not_before,
+            not_after,
+            evidence: &simulated,
+        },
+    )?;
+    // The seed must be accepted by the parser it feeds.
+    cocoon_attestation::ratls::parse_certificate(&cert)?;
+
+    let write = |sub: &str, name: &str, bytes: &[u8]| -> anyhow::Result<()> {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join(name), bytes)?;
+        println!("{} ({} bytes)", d.join(name).display(), bytes.len());
+        Ok(())
+    };
+    write("ratls_certificate", "simulated_tdx_cert.der", &cert)?;
+    write(
+        "evidence_payload",
+        "simulated_tdx.cbor",
+        &simulated.to_cbor()?,
+    )?;
+    write("evidence_payload", "sev_snp_gpu.cbor", &snp.to_cbor()?)?;
+    Ok(())
+}
