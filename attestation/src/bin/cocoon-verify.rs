@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::collateral::{PcsCollateral, TdxCollateralSource};
 use cocoon_attestation::policy::Policy;
 use cocoon_attestation::ratls::certificate_pem;
 use cocoon_attestation::snp::verify::amd_production_arks;
@@ -57,13 +58,24 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Verify a TDX quote (v4/v5) with DCAP collateral, offline, at a given time.
+    /// Verify a TDX quote (v4/v5) with DCAP collateral (a bundle file, or fetched from PCS/PCCS) at a given time.
     TdxQuote {
         /// The binary quote.
         quote: PathBuf,
         /// DCAP collateral bundle (JSON: PCK CRL + chain, root CA CRL, TCB info, QE identity).
-        #[arg(long, value_name = "FILE")]
-        collateral: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "pccs",
+            conflicts_with = "pccs"
+        )]
+        collateral: Option<PathBuf>,
+        /// Fetch the collateral from Intel PCS (https://api.trustedservices.intel.com) or a PCCS.
+        #[arg(long, value_name = "URL")]
+        pccs: Option<String>,
+        /// Cache fetched collateral here until its earliest nextUpdate.
+        #[arg(long, value_name = "DIR", requires = "pccs")]
+        cache_dir: Option<PathBuf>,
         /// Verification time (RFC 3339, e.g. 2025-07-01T00:00:00Z).
         #[arg(long, value_parser = parse_rfc3339)]
         at: i64,
@@ -175,17 +187,37 @@ fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
 
 fn tdx_quote(
     quote: &std::path::Path,
-    collateral: &std::path::Path,
+    source: CollateralArg,
     at: i64,
     policy: Option<&std::path::Path>,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let raw = read_input(quote, "quote")?;
-    let collateral_bytes = read_input(collateral, "collateral")?;
-    let collateral = collateral_from_json(&collateral_bytes).map_err(|e| {
-        eprintln!("cocoon-verify: {}: {e}", collateral.display());
-        ExitCode::from(2)
-    })?;
+    let collateral = match source {
+        CollateralArg::File(path) => {
+            let bytes = read_input(&path, "collateral")?;
+            collateral_from_json(&bytes).map_err(|e| {
+                eprintln!("cocoon-verify: {}: {e}", path.display());
+                ExitCode::from(2)
+            })?
+        }
+        CollateralArg::Pccs { url, cache_dir } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    eprintln!("cocoon-verify: cannot start runtime: {e}");
+                    ExitCode::from(2)
+                })?;
+            let source = PcsCollateral::new(url, cache_dir);
+            runtime
+                .block_on(source.tdx_collateral(&raw, at))
+                .map_err(|e| {
+                    eprintln!("cocoon-verify: {e}");
+                    ExitCode::from(2)
+                })?
+        }
+    };
     let policy = load_policy(policy)?;
     let roots = [TdxRoot {
         der: intel_sgx_root_ca(),
@@ -193,6 +225,15 @@ fn tdx_quote(
     }];
     let verdict = tdx_verdict(&raw, &collateral, at, &roots, &policy);
     Ok(report_verdict(&verdict, json, &quote.display().to_string()))
+}
+
+/// Where `tdx-quote` takes its collateral from.
+enum CollateralArg {
+    File(PathBuf),
+    Pccs {
+        url: String,
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 fn snp_report(
@@ -265,11 +306,21 @@ fn main() -> ExitCode {
         Command::TdxQuote {
             quote,
             collateral,
+            pccs,
+            cache_dir,
             at,
             policy,
             json,
         } => {
-            tdx_quote(&quote, &collateral, at, policy.as_deref(), json).unwrap_or_else(|code| code)
+            let source = match (collateral, pccs) {
+                (Some(path), _) => CollateralArg::File(path),
+                (None, Some(url)) => CollateralArg::Pccs { url, cache_dir },
+                (None, None) => {
+                    eprintln!("cocoon-verify: give --collateral FILE or --pccs URL");
+                    return ExitCode::from(2);
+                }
+            };
+            tdx_quote(&quote, source, at, policy.as_deref(), json).unwrap_or_else(|code| code)
         }
         Command::SnpReport {
             report,

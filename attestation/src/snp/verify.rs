@@ -114,7 +114,7 @@ fn extension_bytes<'a>(cert: &'a X509Certificate<'_>, oid: &str) -> Option<&'a [
         .find(|e| e.oid.to_id_string() == oid)?;
     // hwID is an OCTET STRING; some issuers store the raw 64 bytes.
     match x509_parser::der_parser::ber::parse_ber_octetstring(ext.value) {
-        Ok((rest, obj)) if rest.is_empty() => obj.as_slice().ok(),
+        Ok(([], obj)) => obj.as_slice().ok(),
         _ => Some(ext.value),
     }
 }
