@@ -303,6 +303,44 @@ mod tests {
         assert!(!r.signed_by_vlek());
     }
 
+    /// Every field compared with the `sev` crate's independent parser of the same bytes.
+    #[test]
+    fn every_field_agrees_with_the_sev_crate() {
+        use sev::parser::ByteParser;
+        let ours = SnpReport::parse(MILAN).unwrap();
+        let theirs = sev::firmware::guest::AttestationReport::from_bytes(MILAN).unwrap();
+        let tcb = |t: &sev::firmware::host::TcbVersion| TcbVersion {
+            fmc: t.fmc,
+            bootloader: t.bootloader,
+            tee: t.tee,
+            snp: t.snp,
+            microcode: t.microcode,
+        };
+        assert_eq!(ours.version, theirs.version);
+        assert_eq!(ours.guest_svn, theirs.guest_svn);
+        assert_eq!(ours.policy.0, u64::from(theirs.policy));
+        assert_eq!(ours.policy.debug_allowed(), theirs.policy.debug_allowed());
+        assert_eq!(ours.policy.smt_allowed(), theirs.policy.smt_allowed());
+        assert_eq!(ours.family_id, theirs.family_id);
+        assert_eq!(ours.image_id, theirs.image_id);
+        assert_eq!(ours.vmpl, theirs.vmpl);
+        assert_eq!(ours.signature_algo, theirs.sig_algo);
+        assert_eq!(ours.current_tcb, tcb(&theirs.current_tcb));
+        assert_eq!(ours.platform_info, u64::from(theirs.plat_info));
+        assert_eq!(ours.key_info, u32::from(theirs.key_info));
+        assert_eq!(ours.report_data, theirs.report_data);
+        assert_eq!(ours.measurement, theirs.measurement);
+        assert_eq!(ours.host_data, theirs.host_data);
+        assert_eq!(ours.id_key_digest, theirs.id_key_digest);
+        assert_eq!(ours.author_key_digest, theirs.author_key_digest);
+        assert_eq!(ours.report_id, theirs.report_id);
+        assert_eq!(ours.report_id_ma, theirs.report_id_ma);
+        assert_eq!(ours.reported_tcb, tcb(&theirs.reported_tcb));
+        assert_eq!(ours.chip_id, theirs.chip_id);
+        assert_eq!(ours.committed_tcb, tcb(&theirs.committed_tcb));
+        assert_eq!(ours.launch_tcb, tcb(&theirs.launch_tcb));
+    }
+
     #[test]
     fn wrong_length_and_version_are_errors() {
         assert!(SnpReport::parse(&MILAN[..REPORT_LEN - 1]).is_err());
