@@ -1,4 +1,5 @@
 //! AMD SEV-SNP evidence.
+pub mod dev;
 pub mod report;
 pub mod verify;
 
