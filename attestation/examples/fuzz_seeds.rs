@@ -22,13 +22,13 @@ fn main() -> anyhow::Result<()> {
     let key = TlsKey::generate()?;
     let config_digest = vec![0x5a; 48];
     let report_data = certificate_binding(key.spki_der(), &config_digest);
-    let quote = SimulatedTdx::dev().quote(
+    let quote = SimulatedTdx::dev()?.quote(
         &report_data,
         &SimulatedTdConfig {
             config_digest: config_digest.clone(),
             debug: false,
         },
-    );
+    )?;
     let simulated = EvidencePayload {
         version: PAYLOAD_VERSION,
         kind: EvidenceKind::SimulatedTdx,

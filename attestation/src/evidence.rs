@@ -24,22 +24,28 @@ pub enum EvidenceKind {
     /// An AMD SEV-SNP attestation report from real hardware.
     #[serde(rename = "sev-snp")]
     SevSnp,
-    /// A TDX v4 quote layout signed by the Cocoon development key: no hardware involved.
+    /// A TDX v4 quote from the development DCAP PKI: no hardware involved.
     #[serde(rename = "simulated-tdx")]
     SimulatedTdx,
+    /// An SEV-SNP v3 report from the development ARK/ASK/VCEK: no hardware involved.
+    #[serde(rename = "simulated-sev-snp")]
+    SimulatedSevSnp,
 }
 
 impl EvidenceKind {
     /// True for evidence that no TEE produced.
     pub fn is_simulated(self) -> bool {
-        matches!(self, EvidenceKind::SimulatedTdx)
+        matches!(
+            self,
+            EvidenceKind::SimulatedTdx | EvidenceKind::SimulatedSevSnp
+        )
     }
 
     /// The name used in CLI output and JSON (`tdx`, `sev-snp`).
     pub fn tee_name(self) -> &'static str {
         match self {
             EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => "tdx",
-            EvidenceKind::SevSnp => "sev-snp",
+            EvidenceKind::SevSnp | EvidenceKind::SimulatedSevSnp => "sev-snp",
         }
     }
 }

@@ -10,7 +10,10 @@
 //! REPORTDATA equals the binding of the certificate's SubjectPublicKeyInfo and the
 //! measured-config digest; RTMR3 equals the config digest extended once into zero.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::dev_pki::DevPki;
 use crate::evidence::EvidenceKind;
@@ -30,16 +33,6 @@ pub struct VerifyOptions {
     pub policy: Policy,
 }
 
-/// TDX measurement registers, lowercase hex.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TdxMeasurements {
-    pub mrtd: String,
-    pub rtmr0: String,
-    pub rtmr1: String,
-    pub rtmr2: String,
-    pub rtmr3: String,
-}
-
 /// The facts a successful verification established.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifiedEvidence {
@@ -48,9 +41,11 @@ pub struct VerifiedEvidence {
     /// True when no TEE produced the evidence (development root).
     pub simulated: bool,
     pub debug: bool,
-    pub tcb_status: String,
+    /// Intel's TCB status name (TDX); `None` for SEV-SNP.
+    pub tcb_status: Option<String>,
     pub advisories: Vec<String>,
-    pub measurements: TdxMeasurements,
+    /// `mrtd`, `rtmr0`..`rtmr3` (TDX) or `measurement`, `host_data` (SEV-SNP), hex.
+    pub measurements: BTreeMap<&'static str, String>,
     pub report_data: String,
     pub config_digest: String,
     /// SHA-256 of the certificate DER: pin exactly this certificate in an SDK.
@@ -75,6 +70,7 @@ pub fn verify_certificate(
     }
     match cert.evidence.kind {
         EvidenceKind::SimulatedTdx => verify_simulated_tdx(&cert, now, options),
+        EvidenceKind::SimulatedSevSnp => verify_simulated_snp(&cert, now, options),
         EvidenceKind::Tdx | EvidenceKind::SevSnp => Err(Error::Unsupported {
             what: "evidence kind in an RA-TLS certificate (hardware evidence needs collateral \
                    from Intel PCS / AMD KDS, which the endpoint check does not fetch yet; \
@@ -123,16 +119,77 @@ fn verify_simulated_tdx(
         tee: EvidenceKind::SimulatedTdx.tee_name(),
         simulated: true,
         debug: body.debug(),
-        tcb_status: facts.tcb_status.clone(),
+        tcb_status: Some(facts.tcb_status.clone()),
         advisories: facts.advisory_ids.clone(),
-        measurements: TdxMeasurements {
-            mrtd: hex::encode(body.mr_td),
-            rtmr0: hex::encode(body.rtmr[0]),
-            rtmr1: hex::encode(body.rtmr[1]),
-            rtmr2: hex::encode(body.rtmr[2]),
-            rtmr3: hex::encode(body.rtmr[3]),
-        },
+        measurements: BTreeMap::from([
+            ("mrtd", hex::encode(body.mr_td)),
+            ("rtmr0", hex::encode(body.rtmr[0])),
+            ("rtmr1", hex::encode(body.rtmr[1])),
+            ("rtmr2", hex::encode(body.rtmr[2])),
+            ("rtmr3", hex::encode(body.rtmr[3])),
+        ]),
         report_data: hex::encode(body.report_data),
+        config_digest: hex::encode(&cert.evidence.config_digest),
+        certificate_sha256: hex::encode(cert.sha256),
+        not_before: cert.not_before,
+        not_after: cert.not_after,
+    })
+}
+
+/// HOST_DATA a simulated SNP guest sets: SHA-256 of the measured-config digest (the
+/// field is 32 bytes; the digest is 48).
+pub fn snp_host_data(config_digest: &[u8]) -> [u8; 32] {
+    Sha256::digest(config_digest).into()
+}
+
+/// Simulated SEV-SNP: the report against the development ARK → ASK → VCEK chain, which
+/// the verifier recreates from the public seed.
+fn verify_simulated_snp(
+    cert: &ParsedRaTlsCertificate,
+    now: i64,
+    options: &VerifyOptions,
+) -> Result<VerifiedEvidence> {
+    if !options.allow_simulated {
+        return Err(Error::SimulatedRefused);
+    }
+    let pki = crate::snp::dev::DevSnpPki::dev()?;
+    let facts = crate::snp::verify::verify_report(
+        &cert.evidence.evidence,
+        pki.vcek_der(),
+        pki.chain_pem().as_bytes(),
+        now,
+        &[pki.trusted_ark()],
+    )?;
+    if let Some(first) = options.policy.check_snp(&facts).into_iter().next() {
+        return Err(first);
+    }
+    let r = &facts.report;
+    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
+    if r.report_data != expected {
+        return Err(Error::ReportDataMismatch {
+            observed: hex::encode(r.report_data),
+            expected: hex::encode(expected),
+        });
+    }
+    let host_data = snp_host_data(&cert.evidence.config_digest);
+    if r.host_data != host_data {
+        return Err(Error::Policy {
+            rule: "HOST_DATA must equal SHA-256 of the measured config digest",
+            observed: hex::encode(r.host_data),
+            expected: hex::encode(host_data),
+        });
+    }
+    Ok(VerifiedEvidence {
+        tee: EvidenceKind::SimulatedSevSnp.tee_name(),
+        simulated: true,
+        debug: r.policy.debug_allowed(),
+        tcb_status: None,
+        advisories: Vec::new(),
+        measurements: BTreeMap::from([
+            ("measurement", hex::encode(r.measurement)),
+            ("host_data", hex::encode(r.host_data)),
+        ]),
+        report_data: hex::encode(r.report_data),
         config_digest: hex::encode(&cert.evidence.config_digest),
         certificate_sha256: hex::encode(cert.sha256),
         not_before: cert.not_before,

@@ -13,7 +13,7 @@ use cocoon_guest::config::{Limits, MeasuredConfig, ModelIdentity};
 use cocoon_guest::engine::{Engine, ModelSource};
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::server::{serve, SocketLimits};
-use cocoon_guest::tee::{EvidenceProvider, SimulatedTee};
+use cocoon_guest::tee::{EvidenceProvider, SimulatedSnpTee, SimulatedTee};
 use tracing::info;
 
 #[derive(Parser)]
@@ -31,6 +31,8 @@ struct Cli {
 enum Tee {
     /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
     Simulated,
+    /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): no TEE.
+    SimulatedSevSnp,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +133,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let digest = config.digest();
     let tee: Box<dyn EvidenceProvider> = match args.tee {
         Tee::Simulated => Box::new(SimulatedTee::new(&digest, args.simulated_debug)?),
+        Tee::SimulatedSevSnp => Box::new(SimulatedSnpTee::new(&digest, args.simulated_debug)?),
     };
     let names: Vec<SubjectAltName> = args
         .subject_alt_names

@@ -155,16 +155,14 @@ pub struct Appliance {
 
 /// Starts guest and host agent; `extra_guest_args` are appended to `cocoon-guest serve`.
 pub fn start_appliance(extra_guest_args: &[&str]) -> Result<Appliance> {
+    start_appliance_with_tee("simulated", extra_guest_args)
+}
+
+/// Like [`start_appliance`], with the guest's `--tee` backend chosen.
+pub fn start_appliance_with_tee(tee: &str, extra_guest_args: &[&str]) -> Result<Appliance> {
     let mut guest_cmd = Command::new(binary("cocoon-guest")?);
     guest_cmd
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tee",
-            "simulated",
-            "--model",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--tee", tee, "--model"])
         .arg(model_path()?)
         .args(["--default-max-tokens", "32", "--max-tokens-limit", "512"])
         .args(extra_guest_args);

@@ -4,7 +4,9 @@
 
 use std::process::Command;
 
-use cocoon_tests::{cocoon_verify, python, start_appliance, workspace_root};
+use cocoon_tests::{
+    cocoon_verify, python, start_appliance, start_appliance_with_tee, workspace_root,
+};
 
 #[test]
 fn verify_then_openai_sdk_through_the_host_agent() {
@@ -115,4 +117,26 @@ fn debug_guest_is_refused_and_unreachable_endpoint_exits_2() {
     let bad = cocoon_verify(&["endpoint", "http://127.0.0.1:1"]).unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("https://HOST:PORT"));
+}
+
+#[test]
+fn simulated_snp_guest_verifies_through_the_dev_amd_chain() {
+    let app = start_appliance_with_tee("simulated-sev-snp", &[]).expect("appliance starts");
+    let url = format!("https://{}", app.agent_addr);
+    let refused = cocoon_verify(&["endpoint", &url]).unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let ok = cocoon_verify(&["endpoint", &url, "--allow-simulated", "--json"]).unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(summary["tee"], "sev-snp");
+    assert_eq!(summary["simulated"], true);
+    assert_eq!(summary["debug"], false);
+    assert_eq!(
+        summary["measurements"]["measurement"]
+            .as_str()
+            .unwrap()
+            .len(),
+        96
+    );
+    assert_eq!(summary["certificate_sha256"], app.guest_pin.as_str());
 }

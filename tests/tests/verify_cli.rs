@@ -231,3 +231,50 @@ fn unreadable_input_is_a_usage_error() {
         cocoon_verify(&["tdx-quote", "q", "--collateral", "c", "--at", "not-a-time"]).unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn simulated_snp_report_needs_allow_simulated() {
+    use cocoon_attestation::snp::dev::DevSnpPki;
+    let pki = DevSnpPki::dev().unwrap();
+    let report = tmp(
+        "dev-snp.bin",
+        &pki.report(&[1; 64], &[2; 48], &[3; 32], false),
+    );
+    let vcek = tmp("dev-vcek.der", pki.vcek_der());
+    let chain = tmp("dev-chain.pem", pki.chain_pem().as_bytes());
+    let args = |extra: &'static [&'static str]| {
+        let mut v: Vec<String> = [
+            "snp-report",
+            report.to_str().unwrap(),
+            "--vcek",
+            vcek.to_str().unwrap(),
+            "--chain",
+            chain.to_str().unwrap(),
+            "--at",
+            "2030-01-01T00:00:00Z",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        cocoon_verify(&refs).unwrap()
+    };
+    let out = run(args(&[]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a trusted AMD root"));
+    let out = run(args(&["--allow-simulated"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["simulated"], true);
+    assert_eq!(json["tee"], "sev-snp");
+}

@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cocoon_attestation::client::{connect_attested, Endpoint};
 use cocoon_attestation::collateral::{PcsCollateral, TdxCollateralSource};
+use cocoon_attestation::dev_pki::DevPki;
 use cocoon_attestation::policy::Policy;
 use cocoon_attestation::ratls::certificate_pem;
+use cocoon_attestation::snp::dev::DevSnpPki;
 use cocoon_attestation::snp::verify::amd_production_arks;
 use cocoon_attestation::tdx::dcap::{collateral_from_json, intel_sgx_root_ca, TdxRoot};
 use cocoon_attestation::verdict::{snp_verdict, tdx_verdict, Verdict};
@@ -82,6 +84,9 @@ enum Command {
         /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Also trust the development root (SIMULATED evidence, no TEE). Development only.
+        #[arg(long)]
+        allow_simulated: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -102,6 +107,9 @@ enum Command {
         /// Reference-value policy (TOML or JSON); default: debug off.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Also trust the development root (SIMULATED evidence, no TEE). Development only.
+        #[arg(long)]
+        allow_simulated: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -190,6 +198,7 @@ fn tdx_quote(
     source: CollateralArg,
     at: i64,
     policy: Option<&std::path::Path>,
+    allow_simulated: bool,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let raw = read_input(quote, "quote")?;
@@ -219,12 +228,27 @@ fn tdx_quote(
         }
     };
     let policy = load_policy(policy)?;
-    let roots = [TdxRoot {
+    let mut roots = vec![TdxRoot {
         der: intel_sgx_root_ca(),
         simulated: false,
     }];
+    if allow_simulated {
+        let der = dev_or_exit(DevPki::dev().map(|pki| pki.root_der()))?;
+        roots.push(TdxRoot {
+            der,
+            simulated: true,
+        });
+    }
     let verdict = tdx_verdict(&raw, &collateral, at, &roots, &policy);
     Ok(report_verdict(&verdict, json, &quote.display().to_string()))
+}
+
+/// The development roots cannot fail to build unless the crypto backend does.
+fn dev_or_exit<T>(r: cocoon_attestation::Result<T>) -> Result<T, ExitCode> {
+    r.map_err(|e| {
+        eprintln!("cocoon-verify: cannot build the development root: {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// Where `tdx-quote` takes its collateral from.
@@ -242,20 +266,18 @@ fn snp_report(
     chain: &std::path::Path,
     at: i64,
     policy: Option<&std::path::Path>,
+    allow_simulated: bool,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let raw = read_input(report, "report")?;
     let vcek_der = der_or_pem(read_input(vcek, "VCEK")?);
     let chain_pem = read_input(chain, "certificate chain")?;
     let policy = load_policy(policy)?;
-    let verdict = snp_verdict(
-        &raw,
-        &vcek_der,
-        &chain_pem,
-        at,
-        &amd_production_arks(),
-        &policy,
-    );
+    let mut arks = amd_production_arks();
+    if allow_simulated {
+        arks.push(dev_or_exit(DevSnpPki::dev().map(DevSnpPki::trusted_ark))?);
+    }
+    let verdict = snp_verdict(&raw, &vcek_der, &chain_pem, at, &arks, &policy);
     Ok(report_verdict(
         &verdict,
         json,
@@ -310,6 +332,7 @@ fn main() -> ExitCode {
             cache_dir,
             at,
             policy,
+            allow_simulated,
             json,
         } => {
             let source = match (collateral, pccs) {
@@ -320,7 +343,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            tdx_quote(&quote, source, at, policy.as_deref(), json).unwrap_or_else(|code| code)
+            tdx_quote(&quote, source, at, policy.as_deref(), allow_simulated, json)
+                .unwrap_or_else(|code| code)
         }
         Command::SnpReport {
             report,
@@ -328,9 +352,18 @@ fn main() -> ExitCode {
             chain,
             at,
             policy,
+            allow_simulated,
             json,
-        } => snp_report(&report, &vcek, &chain, at, policy.as_deref(), json)
-            .unwrap_or_else(|code| code),
+        } => snp_report(
+            &report,
+            &vcek,
+            &chain,
+            at,
+            policy.as_deref(),
+            allow_simulated,
+            json,
+        )
+        .unwrap_or_else(|code| code),
     }
 }
 
@@ -404,13 +437,13 @@ fn print_summary(url: &str, e: &VerifiedEvidence) {
         e.tee.to_string()
     };
     println!("  tee            {tee}");
-    println!("  tcb status     {}", e.tcb_status);
+    if let Some(status) = &e.tcb_status {
+        println!("  tcb status     {status}");
+    }
     println!("  debug          {}", if e.debug { "ON" } else { "off" });
-    println!("  mrtd           {}", e.measurements.mrtd);
-    println!("  rtmr0          {}", e.measurements.rtmr0);
-    println!("  rtmr1          {}", e.measurements.rtmr1);
-    println!("  rtmr2          {}", e.measurements.rtmr2);
-    println!("  rtmr3          {}", e.measurements.rtmr3);
+    for (name, value) in &e.measurements {
+        println!("  {name:<14} {value}");
+    }
     println!("  config digest  {}", e.config_digest);
     println!("  report data    {} (binds the TLS key)", e.report_data);
     println!(
