@@ -113,8 +113,12 @@ pub async fn relay(
     let to_guest = pump(client_read, up_write, activity.clone());
     let to_client = pump(up_read, client_write, activity.clone());
     tokio::pin!(to_guest, to_client);
-    let mut up = None;
-    let mut down = None;
+    let mut up: Option<Result<u64, (String, u64)>> = None;
+    let mut down: Option<Result<u64, (String, u64)>> = None;
+    let count = |r: &Option<Result<u64, (String, u64)>>| match r {
+        Some(Ok(n)) | Some(Err((_, n))) => *n,
+        None => 0,
+    };
     let mut tick = tokio::time::interval(
         idle.min(Duration::from_secs(1))
             .max(Duration::from_millis(10)),
@@ -126,22 +130,13 @@ pub async fn relay(
             _ = tick.tick() => {
                 let last = activity.lock().map(|t| *t).unwrap_or_else(|_| Instant::now());
                 if last.elapsed() >= idle {
-                    let count = |r: &Option<Result<u64, (String, u64)>>| match r {
-                        Some(Ok(n)) | Some(Err((_, n))) => *n,
-                        None => 0,
-                    };
                     return (CloseReason::Idle, count(&up), count(&down));
                 }
             }
         }
         match (&up, &down) {
             (Some(Err((e, _))), _) | (_, Some(Err((e, _)))) => {
-                let e = e.clone();
-                let n = |r: &Option<Result<u64, (String, u64)>>| match r {
-                    Some(Ok(n)) | Some(Err((_, n))) => *n,
-                    None => 0,
-                };
-                return (CloseReason::Error(e), n(&up), n(&down));
+                return (CloseReason::Error(e.clone()), count(&up), count(&down));
             }
             (Some(Ok(a)), Some(Ok(b))) => return (CloseReason::Finished, *a, *b),
             _ => {}
