@@ -306,17 +306,7 @@ impl DevPki {
         let now = OffsetDateTime::from_unix_timestamp(now).map_err(crypto)?;
         let issue = now - time::Duration::days(1);
         let next = now + time::Duration::days(30);
-        let fmt = |t: OffsetDateTime| {
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        };
+        let fmt = |t: OffsetDateTime| crate::verify::format_time(t.unix_timestamp());
         let redate = |json: &str| -> Result<String> {
             let mut value: serde_json::Value =
                 serde_json::from_str(json).map_err(|e| Error::Malformed {

@@ -68,6 +68,9 @@ pub fn verify_certificate(
             not_after: format_time(cert.not_after),
         });
     }
+    if cert.evidence.kind.is_simulated() && !options.allow_simulated {
+        return Err(Error::SimulatedRefused);
+    }
     match cert.evidence.kind {
         EvidenceKind::SimulatedTdx => verify_simulated_tdx(&cert, now, options),
         EvidenceKind::SimulatedSevSnp => verify_simulated_snp(&cert, now, options),
@@ -80,6 +83,18 @@ pub fn verify_certificate(
     }
 }
 
+/// REPORTDATA must bind the certificate's key and the measured-config digest.
+fn check_binding(report_data: &[u8; 64], cert: &ParsedRaTlsCertificate) -> Result<()> {
+    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
+    if *report_data != expected {
+        return Err(Error::ReportDataMismatch {
+            observed: hex::encode(report_data),
+            expected: hex::encode(expected),
+        });
+    }
+    Ok(())
+}
+
 /// Simulated TDX: the full DCAP verification against the development root, with
 /// collateral the verifier derives itself for `now`.
 fn verify_simulated_tdx(
@@ -87,9 +102,6 @@ fn verify_simulated_tdx(
     now: i64,
     options: &VerifyOptions,
 ) -> Result<VerifiedEvidence> {
-    if !options.allow_simulated {
-        return Err(Error::SimulatedRefused);
-    }
     let pki = DevPki::dev()?;
     let root = TdxRoot {
         der: pki.root_der(),
@@ -100,13 +112,7 @@ fn verify_simulated_tdx(
         return Err(first);
     }
     let body = &facts.quote.body;
-    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
-    if body.report_data != expected {
-        return Err(Error::ReportDataMismatch {
-            observed: hex::encode(body.report_data),
-            expected: hex::encode(expected),
-        });
-    }
+    check_binding(&body.report_data, cert)?;
     let expected_rtmr3 = rtmr_extend(&[0; 48], &cert.evidence.config_digest);
     if body.rtmr[3] != expected_rtmr3 {
         return Err(Error::Policy {
@@ -149,9 +155,6 @@ fn verify_simulated_snp(
     now: i64,
     options: &VerifyOptions,
 ) -> Result<VerifiedEvidence> {
-    if !options.allow_simulated {
-        return Err(Error::SimulatedRefused);
-    }
     let pki = crate::snp::dev::DevSnpPki::dev()?;
     let facts = crate::snp::verify::verify_report(
         &cert.evidence.evidence,
@@ -164,13 +167,7 @@ fn verify_simulated_snp(
         return Err(first);
     }
     let r = &facts.report;
-    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
-    if r.report_data != expected {
-        return Err(Error::ReportDataMismatch {
-            observed: hex::encode(r.report_data),
-            expected: hex::encode(expected),
-        });
-    }
+    check_binding(&r.report_data, cert)?;
     let host_data = snp_host_data(&cert.evidence.config_digest);
     if r.host_data != host_data {
         return Err(Error::Policy {
