@@ -179,3 +179,186 @@ mod tests {
         assert_eq!(crate::verify::format_time(until), "2025-07-19T10:00:35Z");
     }
 }
+
+/// AMD's Key Distribution Service.
+pub const AMD_KDS_URL: &str = "https://kdsintf.amd.com";
+
+/// The certificates an SEV-SNP report is verified with. As a bundle file this is the JSON
+/// `{"vcek": "<PEM>", "cert_chain": "<PEM: ASK then ARK>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpCollateral {
+    /// The VCEK (or VLEK), PEM.
+    pub vcek: String,
+    /// ASK (or ASVK) and ARK, PEM.
+    pub cert_chain: String,
+}
+
+impl SnpCollateral {
+    /// Reads a bundle file.
+    pub fn from_bundle_file(path: &Path) -> Result<Self> {
+        let bad = |detail: String| Error::Malformed {
+            what: "SNP collateral bundle",
+            detail,
+        };
+        let bytes =
+            std::fs::read(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("{}: {e}", path.display())))
+    }
+
+    /// DER of the VCEK.
+    pub fn vcek_der(&self) -> Result<Vec<u8>> {
+        x509_parser::pem::parse_x509_pem(self.vcek.as_bytes())
+            .map(|(_, pem)| pem.contents)
+            .map_err(|e| Error::Malformed {
+                what: "VCEK PEM",
+                detail: e.to_string(),
+            })
+    }
+
+    /// The earliest notAfter of the three certificates.
+    pub fn valid_until(&self) -> Result<i64> {
+        let mut until = i64::MAX;
+        for pem in x509_parser::pem::Pem::iter_from_buffer(
+            format!("{}{}", self.vcek, self.cert_chain).as_bytes(),
+        ) {
+            let pem = pem.map_err(|e| Error::Malformed {
+                what: "SNP collateral PEM",
+                detail: e.to_string(),
+            })?;
+            let cert = pem.parse_x509().map_err(|e| Error::Malformed {
+                what: "SNP collateral certificate",
+                detail: e.to_string(),
+            })?;
+            until = until.min(cert.validity().not_after.timestamp());
+        }
+        Ok(until)
+    }
+}
+
+/// VCEKs and chains fetched from AMD KDS (or a mirror), cached on disk.
+pub struct KdsCollateral {
+    url: String,
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnpCacheEntry {
+    source: String,
+    valid_until: i64,
+    collateral: SnpCollateral,
+}
+
+impl KdsCollateral {
+    pub fn new(url: impl Into<String>, cache_dir: Option<PathBuf>) -> Self {
+        Self {
+            url: url.into().trim_end_matches('/').to_string(),
+            cache_dir,
+        }
+    }
+
+    /// The VCEK for the report's chip and REPORTED_TCB, and its product's chain.
+    /// `product` names the CPU line for version 2 reports, which do not carry CPUID.
+    pub async fn snp_collateral(
+        &self,
+        report: &crate::snp::SnpReport,
+        product: Option<&str>,
+        now: i64,
+    ) -> Result<SnpCollateral> {
+        let product = report.product().or(product).ok_or_else(|| {
+            Error::Collateral(
+                "the report does not name its CPU (version 2): give the product (Milan, Genoa, Turin)".into(),
+            )
+        })?;
+        if !["Milan", "Genoa", "Turin"].contains(&product) {
+            return Err(Error::Collateral(format!(
+                "unknown SEV-SNP product '{product}'"
+            )));
+        }
+        if report.signed_by_vlek() {
+            return Err(Error::Collateral(
+                "the report is signed with a VLEK, which KDS does not serve by chip: pass the VLEK"
+                    .into(),
+            ));
+        }
+        if report.chip_id_masked() {
+            return Err(Error::Collateral(
+                "the report masks CHIP_ID, so its VCEK cannot be looked up".into(),
+            ));
+        }
+        let t = report.reported_tcb;
+        let (hwid, mut query) = if product == "Turin" {
+            (
+                hex::encode(&report.chip_id[..8]),
+                format!("fmcSPL={:02}&", t.fmc.unwrap_or(0)),
+            )
+        } else {
+            (hex::encode(report.chip_id), String::new())
+        };
+        query.push_str(&format!(
+            "blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
+            t.bootloader, t.tee, t.snp, t.microcode
+        ));
+        let vcek_url = format!("{}/vcek/v1/{product}/{hwid}?{query}", self.url);
+        let chain_url = format!("{}/vcek/v1/{product}/cert_chain", self.url);
+        let cache = self.cache_dir.as_ref().map(|dir| {
+            let key = Sha256::digest(format!("{}\n{vcek_url}", self.url));
+            dir.join(format!("snp-{}.json", hex::encode(&key[..16])))
+        });
+        if let Some(hit) = cache.as_deref().and_then(|p| {
+            let entry: SnpCacheEntry = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+            (entry.source == self.url && now < entry.valid_until).then_some(entry.collateral)
+        }) {
+            return Ok(hit);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Collateral(e.to_string()))?;
+        let get = |url: String| {
+            let client = client.clone();
+            async move {
+                let response = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| Error::Collateral(format!("fetching {url}: {e}")))?;
+                if !response.status().is_success() {
+                    return Err(Error::Collateral(format!(
+                        "fetching {url}: HTTP {}",
+                        response.status()
+                    )));
+                }
+                response
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| Error::Collateral(format!("reading {url}: {e}")))
+            }
+        };
+        let vcek_der = get(vcek_url).await?;
+        let chain = get(chain_url).await?;
+        let collateral = SnpCollateral {
+            vcek: crate::ratls::certificate_pem(&vcek_der),
+            cert_chain: String::from_utf8(chain).map_err(|_| {
+                Error::Collateral("the KDS certificate chain is not PEM text".into())
+            })?,
+        };
+        if let Some(path) = cache {
+            let entry = SnpCacheEntry {
+                source: self.url.clone(),
+                valid_until: collateral.valid_until()?,
+                collateral: collateral.clone(),
+            };
+            let io =
+                |e: std::io::Error| Error::Collateral(format!("cache {}: {e}", path.display()));
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&entry).unwrap_or_default()).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        Ok(collateral)
+    }
+}

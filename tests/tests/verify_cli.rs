@@ -187,6 +187,35 @@ fn snp_real_report_needs_a_debug_policy_and_tampering_fails() {
         );
         assert_eq!(code, Some(1), "{name}: {stderr}");
     }
+    // The same certificates as one JSON bundle.
+    let vcek_pem = cocoon_attestation::ratls::certificate_pem(
+        &std::fs::read(fixture("snp/gosev_milan_vcek.der")).unwrap(),
+    );
+    let chain_pem = std::fs::read_to_string(fixture("snp/amd_ask_ark_milan.pem")).unwrap();
+    let bundle = tmp(
+        "snp-bundle.json",
+        serde_json::json!({"vcek": vcek_pem, "cert_chain": chain_pem})
+            .to_string()
+            .as_bytes(),
+    );
+    let out = cocoon_verify(&[
+        "snp-report",
+        &report,
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--at",
+        SNP_AT,
+        "--policy",
+        allow.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Outside the VCEK's validity window.
     let (code, _, stderr) = snp(
         &report,

@@ -8,13 +8,24 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+/// `println!` that ignores a closed stdout (`cocoon-verify … | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 use cocoon_attestation::client::{connect_attested, Endpoint};
-use cocoon_attestation::collateral::{PcsCollateral, TdxCollateralSource};
+use cocoon_attestation::collateral::{
+    KdsCollateral, PcsCollateral, SnpCollateral, TdxCollateralSource,
+};
 use cocoon_attestation::dev_pki::DevPki;
 use cocoon_attestation::policy::Policy;
 use cocoon_attestation::ratls::certificate_pem;
 use cocoon_attestation::snp::dev::DevSnpPki;
 use cocoon_attestation::snp::verify::amd_production_arks;
+use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::tdx::dcap::{collateral_from_json, intel_sgx_root_ca, TdxRoot};
 use cocoon_attestation::verdict::{snp_verdict, tdx_verdict, Verdict};
 use cocoon_attestation::verify::{format_time, VerifiedEvidence, VerifyOptions};
@@ -91,16 +102,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Verify an SEV-SNP attestation report with its VCEK and the ASK/ARK chain, offline.
+    /// Verify an SEV-SNP attestation report with its VCEK and the ASK/ARK chain (files, a bundle, or AMD KDS).
     SnpReport {
         /// The binary report (1184 bytes).
         report: PathBuf,
-        /// The VCEK (or VLEK) certificate, DER or PEM.
-        #[arg(long, value_name = "FILE")]
-        vcek: PathBuf,
+        /// The VCEK (or VLEK) certificate, DER or PEM (with --chain).
+        #[arg(long, value_name = "FILE", requires = "chain", conflicts_with_all = ["bundle", "kds"])]
+        vcek: Option<PathBuf>,
         /// ASK and ARK certificates, PEM (AMD's cert_chain).
-        #[arg(long, value_name = "FILE")]
-        chain: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "vcek")]
+        chain: Option<PathBuf>,
+        /// A collateral bundle: JSON {"vcek": PEM, "cert_chain": PEM}.
+        #[arg(long, value_name = "FILE", conflicts_with = "kds")]
+        bundle: Option<PathBuf>,
+        /// Fetch the VCEK and chain from AMD KDS (https://kdsintf.amd.com) or a mirror.
+        #[arg(long, value_name = "URL", required_unless_present_any = ["vcek", "bundle"])]
+        kds: Option<String>,
+        /// CPU line for --kds when the report (version 2) does not name it: Milan, Genoa, Turin.
+        #[arg(long, requires = "kds")]
+        product: Option<String>,
+        /// Cache fetched certificates here until they expire (with --kds).
+        #[arg(long, value_name = "DIR", requires = "kds")]
+        cache_dir: Option<PathBuf>,
         /// Verification time (RFC 3339).
         #[arg(long, value_parser = parse_rfc3339)]
         at: i64,
@@ -150,7 +173,7 @@ fn der_or_pem(bytes: Vec<u8>) -> Vec<u8> {
 
 fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
     if json {
-        println!("{}", serde_json::to_string(verdict).unwrap_or_default());
+        say!("{}", serde_json::to_string(verdict).unwrap_or_default());
     } else {
         let state = if verdict.verified {
             "VERIFIED"
@@ -162,25 +185,25 @@ fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
         } else {
             ""
         };
-        println!("{source}: {state}{sim}");
-        println!("  tee            {}", verdict.tee);
+        say!("{source}: {state}{sim}");
+        say!("  tee            {}", verdict.tee);
         if let Some(s) = &verdict.tcb_status {
-            println!("  tcb status     {s}");
+            say!("  tcb status     {s}");
         }
         if let Some(d) = verdict.debug {
-            println!("  debug          {}", if d { "ON" } else { "off" });
+            say!("  debug          {}", if d { "ON" } else { "off" });
         }
         for (k, v) in &verdict.measurements {
-            println!("  {k:<14} {v}");
+            say!("  {k:<14} {v}");
         }
         if let Some(rd) = &verdict.report_data {
-            println!("  report data    {rd}");
+            say!("  report data    {rd}");
         }
         if !verdict.advisories.is_empty() {
-            println!("  advisories     {}", verdict.advisories.join(", "));
+            say!("  advisories     {}", verdict.advisories.join(", "));
         }
         for (k, v) in &verdict.details {
-            println!("  {k:<14} {v}");
+            say!("  {k:<14} {v}");
         }
     }
     for e in &verdict.errors {
@@ -260,18 +283,62 @@ enum CollateralArg {
     },
 }
 
+/// Where `snp-report` takes the VCEK and chain from.
+enum SnpSource {
+    Files {
+        vcek: PathBuf,
+        chain: PathBuf,
+    },
+    Bundle(PathBuf),
+    Kds {
+        url: String,
+        product: Option<String>,
+        cache_dir: Option<PathBuf>,
+    },
+}
+
 fn snp_report(
     report: &std::path::Path,
-    vcek: &std::path::Path,
-    chain: &std::path::Path,
+    source: SnpSource,
     at: i64,
     policy: Option<&std::path::Path>,
     allow_simulated: bool,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
     let raw = read_input(report, "report")?;
-    let vcek_der = der_or_pem(read_input(vcek, "VCEK")?);
-    let chain_pem = read_input(chain, "certificate chain")?;
+    let usage = |e: cocoon_attestation::Error| {
+        eprintln!("cocoon-verify: {e}");
+        ExitCode::from(2)
+    };
+    let (vcek_der, chain_pem) = match source {
+        SnpSource::Files { vcek, chain } => (
+            der_or_pem(read_input(&vcek, "VCEK")?),
+            read_input(&chain, "certificate chain")?,
+        ),
+        SnpSource::Bundle(path) => {
+            let c = SnpCollateral::from_bundle_file(&path).map_err(usage)?;
+            (c.vcek_der().map_err(usage)?, c.cert_chain.into_bytes())
+        }
+        SnpSource::Kds {
+            url,
+            product,
+            cache_dir,
+        } => {
+            let parsed = SnpReport::parse(&raw).map_err(usage)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    eprintln!("cocoon-verify: cannot start runtime: {e}");
+                    ExitCode::from(2)
+                })?;
+            let kds = KdsCollateral::new(url, cache_dir);
+            let c = runtime
+                .block_on(kds.snp_collateral(&parsed, product.as_deref(), at))
+                .map_err(usage)?;
+            (c.vcek_der().map_err(usage)?, c.cert_chain.into_bytes())
+        }
+    };
     let policy = load_policy(policy)?;
     let mut arks = amd_production_arks();
     if allow_simulated {
@@ -350,20 +417,38 @@ fn main() -> ExitCode {
             report,
             vcek,
             chain,
+            bundle,
+            kds,
+            product,
+            cache_dir,
             at,
             policy,
             allow_simulated,
             json,
-        } => snp_report(
-            &report,
-            &vcek,
-            &chain,
-            at,
-            policy.as_deref(),
-            allow_simulated,
-            json,
-        )
-        .unwrap_or_else(|code| code),
+        } => {
+            let source = match (vcek, chain, bundle, kds) {
+                (Some(vcek), Some(chain), _, _) => SnpSource::Files { vcek, chain },
+                (_, _, Some(bundle), _) => SnpSource::Bundle(bundle),
+                (_, _, _, Some(url)) => SnpSource::Kds {
+                    url,
+                    product,
+                    cache_dir,
+                },
+                _ => {
+                    eprintln!("cocoon-verify: give --vcek and --chain, --bundle, or --kds");
+                    return ExitCode::from(2);
+                }
+            };
+            snp_report(
+                &report,
+                source,
+                at,
+                policy.as_deref(),
+                allow_simulated,
+                json,
+            )
+            .unwrap_or_else(|code| code)
+        }
     }
 }
 
@@ -386,7 +471,7 @@ async fn endpoint(
                 _ => 2,
             };
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({ "endpoint": url, "verified": false, "errors": [e.to_string()] })
                 );
@@ -418,7 +503,7 @@ async fn endpoint(
             map.insert("verified".into(), true.into());
             map.insert("errors".into(), serde_json::json!([]));
         }
-        println!("{value}");
+        say!("{value}");
     } else {
         print_summary(url, &evidence);
     }
@@ -427,29 +512,29 @@ async fn endpoint(
 
 fn print_summary(url: &str, e: &VerifiedEvidence) {
     if e.simulated {
-        println!("{url}: VERIFIED, but the evidence is SIMULATED (development root, no TEE)");
+        say!("{url}: VERIFIED, but the evidence is SIMULATED (development root, no TEE)");
     } else {
-        println!("{url}: VERIFIED");
+        say!("{url}: VERIFIED");
     }
     let tee = if e.simulated {
         format!("{} (simulated)", e.tee)
     } else {
         e.tee.to_string()
     };
-    println!("  tee            {tee}");
+    say!("  tee            {tee}");
     if let Some(status) = &e.tcb_status {
-        println!("  tcb status     {status}");
+        say!("  tcb status     {status}");
     }
-    println!("  debug          {}", if e.debug { "ON" } else { "off" });
+    say!("  debug          {}", if e.debug { "ON" } else { "off" });
     for (name, value) in &e.measurements {
-        println!("  {name:<14} {value}");
+        say!("  {name:<14} {value}");
     }
-    println!("  config digest  {}", e.config_digest);
-    println!("  report data    {} (binds the TLS key)", e.report_data);
-    println!(
+    say!("  config digest  {}", e.config_digest);
+    say!("  report data    {} (binds the TLS key)", e.report_data);
+    say!(
         "  certificate    valid {} .. {}",
         format_time(e.not_before),
         format_time(e.not_after)
     );
-    println!("  sha256 pin     {}", e.certificate_sha256);
+    say!("  sha256 pin     {}", e.certificate_sha256);
 }
