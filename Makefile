@@ -44,9 +44,11 @@ run: build model ## Run guest + host agent on loopback (simulated TEE), verify, 
 	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
 
 test: build model venv ## Run every test: unit, property, end-to-end (openai SDK through the relay), fuzz smoke
-	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
-	  $(CARGO) test --release --locked --workspace
+	@mkdir -p .cocoon
+	set -o pipefail; COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
+	  $(CARGO) test --release --locked --workspace 2>&1 | tee .cocoon/test.log
 	$(MAKE) --no-print-directory fuzz-smoke
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' .cocoon/test.log
 
 bench: build model ## Benchmarks: TDX/SNP verifications/s vs dcap-qvl/sev; HTTPS vs in-process mistral.rs
 	$(CARGO) run --release --locked -p cocoon-attestation --bin cocoon-verify-bench
