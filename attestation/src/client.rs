@@ -40,7 +40,8 @@ impl Endpoint {
         })
     }
 
-    fn address(&self) -> String {
+    /// `host:port`, with IPv6 hosts bracketed.
+    pub fn address(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -114,4 +115,113 @@ mod tests {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// Both checks of an endpoint: the certificate's evidence, and fresh evidence bound to
+/// this very TLS session.
+#[derive(Debug, Clone)]
+pub struct SessionVerified {
+    /// The evidence in the certificate.
+    pub certificate: VerifiedEvidence,
+    /// The fresh evidence over our nonce and the session's TLS exporter.
+    pub session: VerifiedEvidence,
+    /// DER of the server certificate.
+    pub certificate_der: Vec<u8>,
+}
+
+/// Connects, verifies the certificate, then asks inside the same TLS session for fresh
+/// evidence (`POST /v1/attestation`) over a random nonce and the session's RFC 9266 TLS
+/// exporter, and verifies that too. A certificate and quote copied from a genuine guest,
+/// or a man in the middle who terminates TLS with his own attested key, fail the second
+/// check: the exporter of *our* session is in the REPORTDATA only if the TEE that holds
+/// the certificate's key answered inside it.
+pub async fn connect_and_verify_session(
+    endpoint: &Endpoint,
+    options: VerifyOptions,
+    timeout: Duration,
+) -> Result<SessionVerified, Error> {
+    use base64::Engine as _;
+    use http_body_util::{BodyExt, Full};
+
+    let (tls, certificate) = connect_attested(endpoint, options.clone(), timeout).await?;
+    let address = endpoint.address();
+    let certificate_der = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .ok_or_else(|| Error::Rejected("the server sent no certificate".into()))?;
+    let mut exporter = [0u8; 32];
+    tls.get_ref()
+        .1
+        .export_keying_material(&mut exporter, crate::report_data::TLS_EXPORTER_LABEL, None)
+        .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+    let mut nonce = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| Error::Crypto("RNG failure".into()))?;
+
+    let exchange = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+        tokio::spawn(conn);
+        let body = format!(r#"{{"nonce":"{}"}}"#, hex::encode(nonce));
+        let request = hyper::Request::post("/v1/attestation")
+            .header("host", endpoint.host.as_str())
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+        let status = response.status();
+        let bytes = http_body_util::Limited::new(response.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| Error::Tls(address.clone(), e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(Error::Rejected(format!(
+                "POST /v1/attestation answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        Ok(bytes)
+    };
+    let bytes = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| Error::Timeout(address.clone(), timeout))??;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Malformed {
+            what: "attestation response",
+            detail: e.to_string(),
+        })?;
+    let payload = value["evidence"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or_else(|| Error::Malformed {
+            what: "attestation response",
+            detail: "no base64 'evidence'".into(),
+        })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let session = crate::verify::verify_session_evidence(
+        &certificate_der,
+        &payload,
+        &nonce,
+        &exporter,
+        now,
+        &options,
+    )
+    .map_err(|e| Error::Rejected(format!("session-bound evidence: {e}")))?;
+    Ok(SessionVerified {
+        certificate,
+        session,
+        certificate_der,
+    })
 }

@@ -15,6 +15,12 @@ use sha2::{Digest, Sha512};
 /// Domain tag for REPORTDATA that binds an RA-TLS certificate key.
 pub const CERT_BINDING_TAG: &[u8] = b"cocoon/ra-tls/cert/v1";
 
+/// Domain tag for REPORTDATA that binds evidence to one TLS session.
+pub const SESSION_BINDING_TAG: &[u8] = b"cocoon/ra-tls/session/v1";
+
+/// TLS exporter label for the session binding (RFC 9266), 32 bytes, no context.
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
 /// The 64 bytes a TEE report carries as its user data.
 pub type ReportData = [u8; 64];
 
@@ -23,6 +29,24 @@ pub fn certificate_binding(spki_der: &[u8], config_digest: &[u8]) -> ReportData 
     let mut hasher = Sha512::new();
     hasher.update(CERT_BINDING_TAG);
     for part in [spki_der, config_digest] {
+        hasher.update((part.len() as u32).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// REPORTDATA for evidence asked for inside a TLS session:
+/// `SHA-512("cocoon/ra-tls/session/v1" || lp(SPKI) || lp(cfg) || lp(nonce) || lp(exporter))`
+/// with `lp(x) = u32be(len(x)) || x`.
+pub fn session_binding(
+    spki_der: &[u8],
+    config_digest: &[u8],
+    nonce: &[u8],
+    tls_exporter: &[u8],
+) -> ReportData {
+    let mut hasher = Sha512::new();
+    hasher.update(SESSION_BINDING_TAG);
+    for part in [spki_der, config_digest, nonce, tls_exporter] {
         hasher.update((part.len() as u32).to_be_bytes());
         hasher.update(part);
     }
@@ -41,5 +65,14 @@ mod tests {
         // Moving bytes across the boundary must change the result (length prefixes).
         assert_ne!(certificate_binding(b"ke", b"ycfg"), a);
         assert_eq!(a, certificate_binding(b"key", b"cfg"));
+    }
+
+    #[test]
+    fn session_binding_is_domain_separated_and_covers_nonce_and_exporter() {
+        let s = session_binding(b"key", b"cfg", b"nonce", b"exp");
+        assert_ne!(&s[..], &certificate_binding(b"key", b"cfg")[..]);
+        assert_ne!(s, session_binding(b"key", b"cfg", b"nonce2", b"exp"));
+        assert_ne!(s, session_binding(b"key", b"cfg", b"nonce", b"exp2"));
+        assert_ne!(s, session_binding(b"key", b"cfg", b"nonceexp", b""));
     }
 }

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::dev_pki::DevPki;
 use crate::evidence::EvidenceKind;
 use crate::policy::Policy;
-use crate::ratls::{parse_certificate, ParsedRaTlsCertificate};
-use crate::report_data::certificate_binding;
+use crate::ratls::parse_certificate;
+use crate::report_data::{certificate_binding, ReportData};
 use crate::simulated::rtmr_extend;
 use crate::tdx::dcap::{verify_quote, TdxRoot};
 use crate::{Error, Result};
@@ -68,25 +68,74 @@ pub fn verify_certificate(
             not_after: format_time(cert.not_after),
         });
     }
-    if cert.evidence.kind.is_simulated() && !options.allow_simulated {
+    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
+    let mut verified = verify_payload(&cert.evidence, &expected, now, options)?;
+    verified.certificate_sha256 = hex::encode(cert.sha256);
+    verified.not_before = cert.not_before;
+    verified.not_after = cert.not_after;
+    Ok(verified)
+}
+
+/// Verifies evidence fetched inside a TLS session (`POST /v1/attestation`): its
+/// REPORTDATA must bind the certificate's key and config digest *and* the client's nonce
+/// and the session's TLS exporter, so a quote replayed from another session, or relayed
+/// by a man in the middle who terminates TLS himself, does not verify.
+pub fn verify_session_evidence(
+    cert_der: &[u8],
+    payload_cbor: &[u8],
+    nonce: &[u8],
+    tls_exporter: &[u8],
+    now: i64,
+    options: &VerifyOptions,
+) -> Result<VerifiedEvidence> {
+    let cert = parse_certificate(cert_der)?;
+    let payload = crate::evidence::EvidencePayload::from_cbor(payload_cbor)?;
+    if payload.config_digest != cert.evidence.config_digest {
+        return Err(Error::Policy {
+            rule: "session evidence must carry the certificate's config digest",
+            observed: hex::encode(&payload.config_digest),
+            expected: hex::encode(&payload.config_digest),
+        });
+    }
+    let expected = crate::report_data::session_binding(
+        &cert.spki_der,
+        &payload.config_digest,
+        nonce,
+        tls_exporter,
+    );
+    let mut verified = verify_payload(&payload, &expected, now, options)?;
+    verified.certificate_sha256 = hex::encode(cert.sha256);
+    verified.not_before = cert.not_before;
+    verified.not_after = cert.not_after;
+    Ok(verified)
+}
+
+/// Verifies an evidence payload whose REPORTDATA must equal `expected`. The certificate
+/// fields of the result are left empty for the caller to fill in.
+pub fn verify_payload(
+    payload: &crate::evidence::EvidencePayload,
+    expected: &ReportData,
+    now: i64,
+    options: &VerifyOptions,
+) -> Result<VerifiedEvidence> {
+    if payload.kind.is_simulated() && !options.allow_simulated {
         return Err(Error::SimulatedRefused);
     }
-    match cert.evidence.kind {
-        EvidenceKind::SimulatedTdx => verify_simulated_tdx(&cert, now, options),
-        EvidenceKind::SimulatedSevSnp => verify_simulated_snp(&cert, now, options),
+    match payload.kind {
+        EvidenceKind::SimulatedTdx => verify_simulated_tdx(payload, expected, now, options),
+        EvidenceKind::SimulatedSevSnp => verify_simulated_snp(payload, expected, now, options),
         EvidenceKind::Tdx | EvidenceKind::SevSnp => Err(Error::Unsupported {
             what: "evidence kind in an RA-TLS certificate (hardware evidence needs collateral \
                    from Intel PCS / AMD KDS, which the endpoint check does not fetch yet; \
                    verify the quote offline with `cocoon-verify tdx-quote` / `snp-report`)",
-            value: cert.evidence.kind.tee_name().to_string(),
+            value: payload.kind.tee_name().to_string(),
         }),
     }
 }
 
-/// REPORTDATA must bind the certificate's key and the measured-config digest.
-fn check_binding(report_data: &[u8; 64], cert: &ParsedRaTlsCertificate) -> Result<()> {
-    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
-    if *report_data != expected {
+/// REPORTDATA must be exactly the expected binding.
+fn check_binding(report_data: &[u8; 64], expected: &ReportData) -> Result<()> {
+    if report_data != expected {
         return Err(Error::ReportDataMismatch {
             observed: hex::encode(report_data),
             expected: hex::encode(expected),
@@ -98,7 +147,8 @@ fn check_binding(report_data: &[u8; 64], cert: &ParsedRaTlsCertificate) -> Resul
 /// Simulated TDX: the full DCAP verification against the development root, with
 /// collateral the verifier derives itself for `now`.
 fn verify_simulated_tdx(
-    cert: &ParsedRaTlsCertificate,
+    payload: &crate::evidence::EvidencePayload,
+    expected: &ReportData,
     now: i64,
     options: &VerifyOptions,
 ) -> Result<VerifiedEvidence> {
@@ -107,13 +157,13 @@ fn verify_simulated_tdx(
         der: pki.root_der(),
         simulated: true,
     };
-    let facts = verify_quote(&cert.evidence.evidence, &pki.collateral(now)?, now, &root)?;
+    let facts = verify_quote(&payload.evidence, &pki.collateral(now)?, now, &root)?;
     if let Some(first) = options.policy.check_tdx(&facts).into_iter().next() {
         return Err(first);
     }
     let body = &facts.quote.body;
-    check_binding(&body.report_data, cert)?;
-    let expected_rtmr3 = rtmr_extend(&[0; 48], &cert.evidence.config_digest);
+    check_binding(&body.report_data, expected)?;
+    let expected_rtmr3 = rtmr_extend(&[0; 48], &payload.config_digest);
     if body.rtmr[3] != expected_rtmr3 {
         return Err(Error::Policy {
             rule: "RTMR3 must equal the measured config digest extended into zero",
@@ -135,10 +185,10 @@ fn verify_simulated_tdx(
             ("rtmr3", hex::encode(body.rtmr[3])),
         ]),
         report_data: hex::encode(body.report_data),
-        config_digest: hex::encode(&cert.evidence.config_digest),
-        certificate_sha256: hex::encode(cert.sha256),
-        not_before: cert.not_before,
-        not_after: cert.not_after,
+        config_digest: hex::encode(&payload.config_digest),
+        certificate_sha256: String::new(),
+        not_before: 0,
+        not_after: 0,
     })
 }
 
@@ -151,13 +201,14 @@ pub fn snp_host_data(config_digest: &[u8]) -> [u8; 32] {
 /// Simulated SEV-SNP: the report against the development ARK → ASK → VCEK chain, which
 /// the verifier recreates from the public seed.
 fn verify_simulated_snp(
-    cert: &ParsedRaTlsCertificate,
+    payload: &crate::evidence::EvidencePayload,
+    expected: &ReportData,
     now: i64,
     options: &VerifyOptions,
 ) -> Result<VerifiedEvidence> {
     let pki = crate::snp::dev::DevSnpPki::dev()?;
     let facts = crate::snp::verify::verify_report(
-        &cert.evidence.evidence,
+        &payload.evidence,
         pki.vcek_der(),
         pki.chain_pem().as_bytes(),
         now,
@@ -167,8 +218,8 @@ fn verify_simulated_snp(
         return Err(first);
     }
     let r = &facts.report;
-    check_binding(&r.report_data, cert)?;
-    let host_data = snp_host_data(&cert.evidence.config_digest);
+    check_binding(&r.report_data, expected)?;
+    let host_data = snp_host_data(&payload.config_digest);
     if r.host_data != host_data {
         return Err(Error::Policy {
             rule: "HOST_DATA must equal SHA-256 of the measured config digest",
@@ -187,10 +238,10 @@ fn verify_simulated_snp(
             ("host_data", hex::encode(r.host_data)),
         ]),
         report_data: hex::encode(r.report_data),
-        config_digest: hex::encode(&cert.evidence.config_digest),
-        certificate_sha256: hex::encode(cert.sha256),
-        not_before: cert.not_before,
-        not_after: cert.not_after,
+        config_digest: hex::encode(&payload.config_digest),
+        certificate_sha256: String::new(),
+        not_before: 0,
+        not_after: 0,
     })
 }
 

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
-use cocoon_attestation::evidence::EvidenceKind;
+use cocoon_attestation::evidence::{EvidencePayload, PAYLOAD_VERSION};
+use cocoon_attestation::report_data::session_binding;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -30,7 +32,19 @@ pub struct AppState {
     pub engine: Engine,
     pub config: MeasuredConfig,
     pub admission: Admission,
-    pub tee: EvidenceKind,
+    /// The evidence provider, for fresh session-bound evidence.
+    pub tee: Box<dyn crate::tee::EvidenceProvider>,
+    /// The TLS key's SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// SHA-384 of the measured config.
+    pub config_digest: [u8; 48],
+}
+
+/// Per-connection facts the handlers need.
+#[derive(Clone, Copy)]
+pub struct Session {
+    /// RFC 9266 `EXPORTER-Channel-Binding` value of this TLS session.
+    pub tls_exporter: [u8; 32],
 }
 
 /// An OpenAI-style error response.
@@ -165,7 +179,11 @@ impl Admission {
 }
 
 /// Routes one request.
-pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    session: Session,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     let result = match (method.clone(), path.as_str()) {
@@ -175,12 +193,15 @@ pub async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Respons
             model(&state, &p["/v1/models/".len()..])
         }
         (Method::POST, "/v1/chat/completions") => chat(state, request).await,
-        (_, "/healthz" | "/v1/models" | "/v1/chat/completions") => Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "invalid_request_error",
-            Some("method_not_allowed"),
-            format!("{method} is not allowed on {path}"),
-        )),
+        (Method::POST, "/v1/attestation") => attestation(state, session, request).await,
+        (_, "/healthz" | "/v1/models" | "/v1/chat/completions" | "/v1/attestation") => {
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                Some("method_not_allowed"),
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -197,8 +218,8 @@ fn health(state: &AppState) -> Response<Body> {
         &json!({
             "status": "ok",
             "model": state.engine.id,
-            "tee": state.tee.tee_name(),
-            "simulated": state.tee.is_simulated(),
+            "tee": state.tee.kind().tee_name(),
+            "simulated": state.tee.kind().is_simulated(),
         }),
     )
 }
@@ -328,6 +349,85 @@ fn timeout_error(secs: u64) -> ApiError {
         Some("timeout"),
         format!("generation took longer than this server's limit of {secs} s"),
     )
+}
+
+/// `POST /v1/attestation {"nonce": "<hex, 16 to 64 bytes>"}`: fresh evidence whose
+/// REPORTDATA binds the certificate key, the config digest, the nonce and this TLS
+/// session's exporter. Nothing is cached: every call asks the TEE anew.
+async fn attestation(
+    state: Arc<AppState>,
+    session: Session,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let internal = |e: String| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some("evidence_error"),
+            e,
+        )
+    };
+    let body = read_body(&state, request).await?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(
+            format!("the body must be JSON {{\"nonce\": \"<hex>\"}}: {e}"),
+            None,
+            Some("invalid_json"),
+        )
+    })?;
+    let nonce_hex = value.get("nonce").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid(
+            "Missing required parameter: 'nonce' (hex string).",
+            Some("nonce".into()),
+            Some("missing_required_parameter"),
+        )
+    })?;
+    let nonce = hex::decode(nonce_hex)
+        .ok()
+        .filter(|n| (16..=64).contains(&n.len()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "'nonce' must be 16 to 64 bytes, hex-encoded.",
+                Some("nonce".into()),
+                Some("invalid_value"),
+            )
+        })?;
+    if value.as_object().is_some_and(|m| m.len() > 1) {
+        return Err(ApiError::invalid(
+            "only 'nonce' is accepted",
+            None,
+            Some("unknown_parameter"),
+        ));
+    }
+    let report_data = session_binding(
+        &state.spki_der,
+        &state.config_digest,
+        &nonce,
+        &session.tls_exporter,
+    );
+    let provider = state.clone();
+    let (evidence, event_log) =
+        tokio::task::spawn_blocking(move || provider.tee.evidence(&report_data))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| internal(e.to_string()))?;
+    let payload = EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: state.tee.kind(),
+        evidence,
+        event_log,
+        config_digest: state.config_digest.to_vec(),
+        gpu_evidence_digest: None,
+    };
+    let cbor = payload.to_cbor().map_err(|e| internal(e.to_string()))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "object": "attestation",
+            "nonce": nonce_hex.to_ascii_lowercase(),
+            "evidence": base64::engine::general_purpose::STANDARD.encode(cbor),
+        }),
+    ))
 }
 
 async fn chat(

@@ -15,6 +15,8 @@ use crate::Result;
 /// A certificate and the rustls configuration that serves it.
 pub struct GuestIdentity {
     pub certificate_der: Vec<u8>,
+    /// DER SubjectPublicKeyInfo of the TLS key (what every REPORTDATA binds).
+    pub spki_der: Vec<u8>,
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -61,6 +63,7 @@ impl GuestIdentity {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             certificate_der,
+            spki_der: key.spki_der().to_vec(),
             server_config: Arc::new(config),
         })
     }

@@ -159,9 +159,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         engine,
         config,
         admission: Admission::new(args.max_concurrent_requests, args.max_queued_requests),
-        tee: tee.kind(),
+        tee,
+        spki_der: identity.spki_der.clone(),
+        config_digest: digest,
     });
-    if tee.kind().is_simulated() {
+    if state.tee.kind().is_simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");
     }
     // One line on stdout that scripts wait for.

@@ -16,7 +16,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::api::{handle, AppState};
+use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
+
+use crate::api::{handle, AppState, Session};
 
 /// Socket-level limits.
 #[derive(Debug, Clone)]
@@ -86,9 +88,19 @@ pub async fn serve(
                         return;
                     }
                 };
+            let mut tls_exporter = [0u8; 32];
+            if let Err(e) =
+                tls.get_ref()
+                    .1
+                    .export_keying_material(&mut tls_exporter, TLS_EXPORTER_LABEL, None)
+            {
+                debug!(%peer, "no TLS exporter: {e}");
+                return;
+            }
+            let session = Session { tls_exporter };
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(state, request).await) }
+                async move { Ok::<_, std::convert::Infallible>(handle(state, session, request).await) }
             });
             let result = http1::Builder::new()
                 .timer(TokioTimer::new())

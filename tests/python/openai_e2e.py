@@ -99,6 +99,14 @@ def main():
     body = r.json()
     check(r.status_code == 400 and body["error"]["param"] == "messages", f"{r.status_code} {body}")
     errors["missing_messages"] = body["error"]["code"]
+    att = base_url.rstrip("/") + "/attestation"
+    r = raw.post(att, json={})
+    check(r.status_code == 400 and r.json()["error"]["param"] == "nonce", f"{r.status_code} {r.text}")
+    r = raw.post(att, json={"nonce": "zz"})
+    check(r.status_code == 400 and r.json()["error"]["code"] == "invalid_value", f"{r.status_code} {r.text}")
+    r = raw.post(att, json={"nonce": "00" * 32})
+    check(r.status_code == 200 and r.json()["object"] == "attestation" and r.json()["evidence"], f"{r.status_code}")
+    errors["attestation_nonce"] = "checked"
     r = raw.get(base_url.rstrip("/") + "/nope")
     check(r.status_code == 404 and "error" in r.json(), f"{r.status_code}")
 

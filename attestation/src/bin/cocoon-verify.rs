@@ -16,7 +16,7 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::client::{connect_and_verify_session, Endpoint};
 use cocoon_attestation::collateral::{
     KdsCollateral, PcsCollateral, SnpCollateral, TdxCollateralSource,
 };
@@ -460,10 +460,10 @@ async fn endpoint(
     timeout: Duration,
 ) -> ExitCode {
     let result = match Endpoint::parse(url) {
-        Ok(endpoint) => connect_attested(&endpoint, options, timeout).await,
+        Ok(endpoint) => connect_and_verify_session(&endpoint, options, timeout).await,
         Err(e) => Err(e),
     };
-    let (stream, evidence) = match result {
+    let verified = match result {
         Ok(ok) => ok,
         Err(e) => {
             let code = match e {
@@ -480,18 +480,9 @@ async fn endpoint(
             return ExitCode::from(code);
         }
     };
+    let evidence = &verified.certificate;
     if let Some(path) = cert_out {
-        let der = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec());
-        let written = match der {
-            Some(der) => std::fs::write(&path, certificate_pem(&der)).map_err(|e| e.to_string()),
-            None => Err("the server sent no certificate".into()),
-        };
-        if let Err(e) = written {
+        if let Err(e) = std::fs::write(&path, certificate_pem(&verified.certificate_der)) {
             eprintln!("cocoon-verify: cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
@@ -501,11 +492,20 @@ async fn endpoint(
         if let Some(map) = value.as_object_mut() {
             map.insert("endpoint".into(), url.into());
             map.insert("verified".into(), true.into());
+            map.insert("session_bound".into(), true.into());
+            map.insert(
+                "session_report_data".into(),
+                verified.session.report_data.clone().into(),
+            );
             map.insert("errors".into(), serde_json::json!([]));
         }
         say!("{value}");
     } else {
-        print_summary(url, &evidence);
+        print_summary(url, evidence);
+        say!(
+            "  session        fresh evidence over a random nonce and this TLS session's exporter verified (report data {}…)",
+            &verified.session.report_data[..16]
+        );
     }
     ExitCode::SUCCESS
 }

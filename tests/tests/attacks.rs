@@ -1,0 +1,173 @@
+//! Replay and relay attacks against the attested channel, end to end with real
+//! processes and real TLS: both must fail closed, with a message that says why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::ratls::{
+    build_certificate, parse_certificate, CertificateParams, SubjectAltName, TlsKey,
+};
+use cocoon_attestation::verify::VerifyOptions;
+use cocoon_guest::identity::GuestIdentity;
+use cocoon_guest::tee::SimulatedTee;
+use cocoon_tests::{cocoon_verify, start_appliance};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+fn allow() -> VerifyOptions {
+    VerifyOptions {
+        allow_simulated: true,
+        policy: Default::default(),
+    }
+}
+
+/// Fetches the genuine guest's certificate over an attested connection.
+async fn genuine_certificate(addr: &str) -> Vec<u8> {
+    let endpoint = Endpoint::parse(&format!("https://{addr}")).unwrap();
+    let (tls, _) = connect_attested(&endpoint, allow(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
+/// Serves `config` on a loopback port; each connection is handed to `relay_to` (if any)
+/// after the TLS handshake, otherwise held open briefly and closed.
+async fn serve(config: Arc<rustls::ServerConfig>, relay_to: Option<String>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let relay_to = relay_to.clone();
+            tokio::spawn(async move {
+                let Ok(Ok(mut client_side)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                if let Some(upstream) = relay_to {
+                    // The man in the middle: his own attested TLS towards the genuine guest.
+                    let endpoint = Endpoint::parse(&format!("https://{upstream}")).unwrap();
+                    if let Ok((mut guest_side, _)) =
+                        connect_attested(&endpoint, allow(), Duration::from_secs(10)).await
+                    {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(60),
+                            tokio::io::copy_bidirectional(&mut client_side, &mut guest_side),
+                        )
+                        .await;
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn server_config(cert_der: Vec<u8>, key: &TlsKey) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert_der)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec())),
+        )
+        .unwrap();
+    Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_evidence_under_another_key_is_refused() {
+    let app = start_appliance(&[]).expect("appliance starts");
+    let genuine = genuine_certificate(&app.guest_addr).await;
+    let captured = parse_certificate(&genuine).unwrap().evidence;
+
+    // The attacker's own key, with guest A's captured evidence in the certificate.
+    let key = TlsKey::generate().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let forged = build_certificate(
+        &key,
+        &CertificateParams {
+            common_name: "cocoon-guest",
+            subject_alt_names: &[SubjectAltName::parse("127.0.0.1")],
+            not_before: now - time::Duration::minutes(1),
+            not_after: now + time::Duration::hours(1),
+            evidence: &captured,
+        },
+    )
+    .unwrap();
+    let addr = serve(server_config(forged, &key), None).await;
+    let out = tokio::task::spawn_blocking(move || {
+        cocoon_verify(&["endpoint", &format!("https://{addr}"), "--allow-simulated"]).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("report data does not bind"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
+    let app = start_appliance(&[]).expect("appliance starts");
+    let genuine = genuine_certificate(&app.guest_addr).await;
+    let config_digest: [u8; 48] = parse_certificate(&genuine)
+        .unwrap()
+        .evidence
+        .config_digest
+        .try_into()
+        .unwrap();
+
+    // The MITM has a perfectly valid (simulated) attested certificate for his own key,
+    // claiming the genuine guest's config, and relays every byte to the genuine guest.
+    let tee = SimulatedTee::new(&config_digest, false).unwrap();
+    let mitm = GuestIdentity::create(
+        &tee,
+        &config_digest,
+        &[SubjectAltName::parse("127.0.0.1")],
+        time::Duration::hours(1),
+    )
+    .unwrap();
+    let addr = serve(mitm.server_config.clone(), Some(app.guest_addr.clone())).await;
+
+    // The certificate alone does not reveal him...
+    let endpoint = Endpoint::parse(&format!("https://{addr}")).unwrap();
+    assert!(
+        connect_attested(&endpoint, allow(), Duration::from_secs(10))
+            .await
+            .is_ok()
+    );
+    // ...the session-bound evidence does: the genuine guest's answer binds its own key and
+    // the exporter of the MITM's session, not ours.
+    let out = tokio::task::spawn_blocking(move || {
+        cocoon_verify(&["endpoint", &format!("https://{addr}"), "--allow-simulated"]).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("session-bound evidence") && stderr.contains("report data does not bind"),
+        "{stderr}"
+    );
+
+    // Talking to the genuine guest directly passes both checks.
+    let direct = tokio::task::spawn_blocking({
+        let url = format!("https://{}", app.agent_addr);
+        move || cocoon_verify(&["endpoint", &url, "--allow-simulated", "--json"]).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(direct.status.code(), Some(0), "{direct:?}");
+    let json: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(json["session_bound"], true);
+}
