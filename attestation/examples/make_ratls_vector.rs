@@ -1,0 +1,77 @@
+//! Writes the RA-TLS test vector `tests/vectors/ra-tls-simulated-tdx.json`: a
+//! certificate with simulated TDX evidence and the fields a compatible verifier must
+//! decode from it. Run once; the committed vector is what `tests/vector.rs` checks.
+//!
+//! `cargo run -p cocoon-attestation --example make_ratls_vector -- attestation/tests/vectors`
+
+use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
+use cocoon_attestation::ratls::{
+    build_certificate, certificate_pem, CertificateParams, SubjectAltName, TlsKey,
+};
+use cocoon_attestation::report_data::certificate_binding;
+use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
+use sha2::{Digest, Sha256, Sha384};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "attestation/tests/vectors".into()),
+    );
+    let key = TlsKey::generate()?;
+    let config_digest: [u8; 48] = Sha384::digest(b"cocoon test vector config").into();
+    let report_data = certificate_binding(key.spki_der(), &config_digest);
+    let quote = SimulatedTdx::dev()?.quote(
+        &report_data,
+        &SimulatedTdConfig {
+            config_digest: config_digest.to_vec(),
+            debug: false,
+        },
+    )?;
+    let payload = EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: EvidenceKind::SimulatedTdx,
+        evidence: quote.clone(),
+        event_log: Vec::new(),
+        config_digest: config_digest.to_vec(),
+        gpu_evidence_digest: None,
+    };
+    let not_before = time::macros::datetime!(2026-01-01 00:00 UTC);
+    let not_after = time::macros::datetime!(2036-01-01 00:00 UTC);
+    let der = build_certificate(
+        &key,
+        &CertificateParams {
+            common_name: "cocoon-guest",
+            subject_alt_names: &[
+                SubjectAltName::parse("localhost"),
+                SubjectAltName::parse("127.0.0.1"),
+            ],
+            not_before,
+            not_after,
+            evidence: &payload,
+        },
+    )?;
+    let vector = serde_json::json!({
+        "description": "RA-TLS certificate with simulated TDX evidence (Cocoon development PKI)",
+        "certificate_pem": certificate_pem(&der),
+        "extension_oid": cocoon_attestation::oid::EVIDENCE_EXTENSION,
+        "extension_cbor_hex": hex::encode(payload.to_cbor()?),
+        "expected": {
+            "payload_version": PAYLOAD_VERSION,
+            "kind": "simulated-tdx",
+            "config_digest": hex::encode(config_digest),
+            "evidence_sha256": hex::encode(Sha256::digest(&quote)),
+            "event_log_len": 0,
+            "spki_sha256": hex::encode(Sha256::digest(key.spki_der())),
+            "report_data": hex::encode(report_data),
+            "report_data_rule": "SHA-512(\"cocoon/ra-tls/cert/v1\" || u32be(len(SPKI)) || SPKI || u32be(48) || config_digest)",
+            "verifies_at": "2030-01-01T00:00:00Z",
+            "verifies_with": "allow_simulated (development root)"
+        }
+    });
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("ra-tls-simulated-tdx.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&vector)? + "\n")?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
