@@ -140,6 +140,28 @@ pub async fn connect_and_verify_session(
     options: VerifyOptions,
     timeout: Duration,
 ) -> Result<SessionVerified, Error> {
+    Ok(open_attested_session(endpoint, options, timeout)
+        .await?
+        .verified)
+}
+
+/// Request and response bodies through an attested session.
+pub type SessionBody =
+    http_body_util::combinators::BoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A verified HTTP/1.1 connection: both checks passed, and `sender` sends further
+/// requests over the very TLS session they were made on.
+pub struct AttestedConnection {
+    pub verified: SessionVerified,
+    pub sender: hyper::client::conn::http1::SendRequest<SessionBody>,
+}
+
+/// Like [`connect_and_verify_session`], keeping the connection open for requests.
+pub async fn open_attested_session(
+    endpoint: &Endpoint,
+    options: VerifyOptions,
+    timeout: Duration,
+) -> Result<AttestedConnection, Error> {
     use base64::Engine as _;
     use http_body_util::{BodyExt, Full};
 
@@ -162,16 +184,21 @@ pub async fn connect_and_verify_session(
         .map_err(|_| Error::Crypto("RNG failure".into()))?;
 
     let exchange = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, SessionBody>(
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
         tokio::spawn(conn);
         let body = format!(r#"{{"nonce":"{}"}}"#, hex::encode(nonce));
         let request = hyper::Request::post("/v1/attestation")
             .header("host", endpoint.host.as_str())
             .header("content-type", "application/json")
-            .body(Full::new(bytes::Bytes::from(body)))
+            .body(
+                Full::new(bytes::Bytes::from(body))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
             .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
         let response = sender
             .send_request(request)
@@ -189,9 +216,9 @@ pub async fn connect_and_verify_session(
                 String::from_utf8_lossy(&bytes)
             )));
         }
-        Ok(bytes)
+        Ok((bytes, sender))
     };
-    let bytes = tokio::time::timeout(timeout, exchange)
+    let (bytes, sender) = tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| Error::Timeout(address.clone(), timeout))??;
     let value: serde_json::Value =
@@ -219,9 +246,12 @@ pub async fn connect_and_verify_session(
         &options,
     )
     .map_err(|e| Error::Rejected(format!("session-bound evidence: {e}")))?;
-    Ok(SessionVerified {
-        certificate,
-        session,
-        certificate_der,
+    Ok(AttestedConnection {
+        verified: SessionVerified {
+            certificate,
+            session,
+            certificate_der,
+        },
+        sender,
     })
 }

@@ -1,6 +1,9 @@
 """End-to-end check of the Cocoon OpenAI endpoint with the official `openai` SDK.
 
-Usage: openai_e2e.py BASE_URL CERT_PEM MODEL
+Usage: openai_e2e.py BASE_URL CERT_PEM|none MODEL
+
+With `none`, BASE_URL is a plain-HTTP local endpoint (cocoon-client proxy), which does the
+attestation and TLS itself.
 
 TLS is verified against exactly the guest's certificate (the one `cocoon-verify` checked
 and wrote out), through whatever sits in between (the host agent relays ciphertext).
@@ -22,7 +25,7 @@ def check(cond, message):
 
 def main():
     base_url, cert, model = sys.argv[1:4]
-    ctx = ssl.create_default_context(cafile=cert)
+    ctx = ssl.create_default_context(cafile=cert) if cert != "none" else True
     http = openai.DefaultHttpxClient(verify=ctx)
     client = openai.OpenAI(base_url=base_url, api_key="not-needed", http_client=http, max_retries=0)
 

@@ -5,7 +5,8 @@
 use std::process::Command;
 
 use cocoon_tests::{
-    cocoon_verify, python, start_appliance, start_appliance_with_tee, workspace_root,
+    binary, cocoon_verify, python, start_appliance, start_appliance_with_tee, workspace_root,
+    Service,
 };
 
 #[test]
@@ -139,4 +140,49 @@ fn simulated_snp_guest_verifies_through_the_dev_amd_chain() {
         96
     );
     assert_eq!(summary["certificate_sha256"], app.guest_pin.as_str());
+}
+
+fn start_proxy(upstream: &str, extra: &[&str]) -> anyhow::Result<(Service, String)> {
+    let mut cmd = Command::new(binary("cocoon-client")?);
+    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        .args(extra);
+    let (proxy, rest) = Service::start(
+        "cocoon-client",
+        cmd,
+        "cocoon-client: listening on http://",
+        std::time::Duration::from_secs(60),
+    )?;
+    let addr = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok((proxy, addr))
+}
+
+#[test]
+fn openai_sdk_through_the_verifying_client_proxy() {
+    let app = start_appliance(&[]).expect("appliance starts");
+    let upstream = format!("https://{}", app.agent_addr);
+    let (_proxy, addr) = start_proxy(&upstream, &["--allow-simulated"]).expect("proxy starts");
+    let script = workspace_root().join("tests/python/openai_e2e.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(format!("http://{addr}/v1"))
+        .arg("none")
+        .arg(&app.model_id)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "openai SDK through cocoon-client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without --allow-simulated the proxy refuses to start: nothing is ever forwarded.
+    let refused = start_proxy(&upstream, &[]);
+    assert!(
+        refused.is_err(),
+        "a proxy that cannot verify must not listen"
+    );
 }
