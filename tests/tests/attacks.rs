@@ -171,3 +171,51 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
     let json: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
     assert_eq!(json["session_bound"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisted_measured_config_and_expired_certificates_are_refused() {
+    let app = start_appliance(&[]).expect("appliance starts");
+    let url = format!("https://{}", app.agent_addr);
+    // A policy that lists another measured config (RTMR3) than the guest runs.
+    let dir = std::env::temp_dir().join(format!("cocoon-attacks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("rtmr3.toml");
+    std::fs::write(
+        &policy,
+        format!("[tdx]\nrtmr3 = [\"{}\"]\n", "ab".repeat(48)),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (url, policy) = (url.clone(), policy.clone());
+        move || {
+            cocoon_verify(&[
+                "endpoint",
+                &url,
+                "--allow-simulated",
+                "--policy",
+                policy.to_str().unwrap(),
+            ])
+            .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tdx.rtmr3"), "{stderr}");
+    drop(app);
+
+    // A guest whose certificate has already expired (validity of zero hours).
+    let app = start_appliance(&["--cert-validity-hours", "0"]).expect("appliance starts");
+    let url = format!("https://{}", app.agent_addr);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = tokio::task::spawn_blocking(move || {
+        cocoon_verify(&["endpoint", &url, "--allow-simulated"]).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not valid at"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
