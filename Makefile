@@ -50,8 +50,9 @@ test: build model venv ## Run every test: unit, property, end-to-end (openai SDK
 	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' .cocoon/test.log
 
-bench: build model ## Benchmarks: TDX/SNP verifications/s vs dcap-qvl/sev; HTTPS vs in-process mistral.rs
+bench: build model ## Benchmarks: verifications/s vs dcap-qvl/sev; attested vs pinned TLS; proxy latency; HTTPS vs in-process mistral.rs
 	$(CARGO) run --release --locked -p cocoon-attestation --bin cocoon-verify-bench
+	COCOON_BIN_DIR=$(BIN) COCOON_MODEL=$(CURDIR)/$(MODEL) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench-tls
 	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench -- --model $(MODEL)
 
 # Each target runs for the given seconds on its corpus (attestation/fuzz/corpus/<target>,
