@@ -43,7 +43,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 run: build model ## Run guest + host agent on loopback (simulated TEE), verify, wait for Ctrl-C
 	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
 
-test: build model venv ## Run every test: unit, property, end-to-end (openai SDK through the relay), fuzz smoke
+test: build model venv ## Run every test: unit, CLI, attack and end-to-end (openai SDK), fuzz smoke
 	@mkdir -p .cocoon
 	set -o pipefail; COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
 	  $(CARGO) test --release --locked --workspace 2>&1 | tee .cocoon/test.log
