@@ -10,8 +10,9 @@ use cocoon_attestation::collateral::{valid_until, PcsCollateral, TdxCollateralSo
 use cocoon_attestation::tdx::dcap::{
     collateral_from_json, intel_sgx_root_ca, verify_quote, TdxRoot,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+mod common;
+use common::{hex, Reply};
 
 const QUOTE: &[u8] = include_bytes!("fixtures/tdx/dcapqvl_tdx_quote_v4.bin");
 const COLLATERAL: &[u8] = include_bytes!("fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
@@ -31,88 +32,54 @@ fn url_encode(s: &str) -> String {
 /// Starts the fake PCCS; returns its base URL and a request counter.
 async fn fake_pccs() -> (String, Arc<AtomicUsize>) {
     let c = collateral_from_json(COLLATERAL).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let route = path.split('?').next().unwrap_or("");
-                let (status, header, body): (&str, Option<(&str, String)>, Vec<u8>) = match route {
-                    "/sgx/certification/v4/pckcrl" if path.contains("ca=platform") => (
-                        "200 OK",
-                        Some((
-                            "SGX-PCK-CRL-Issuer-Chain",
-                            url_encode(&c.pck_crl_issuer_chain),
-                        )),
-                        c.pck_crl.clone(),
-                    ),
-                    "/tdx/certification/v4/tcb" if path.contains("fmspc=") => (
-                        "200 OK",
-                        Some((
-                            "TCB-Info-Issuer-Chain",
-                            url_encode(&c.tcb_info_issuer_chain),
-                        )),
-                        format!(
-                            r#"{{"tcbInfo":{},"signature":"{}"}}"#,
-                            c.tcb_info,
-                            hex(&c.tcb_info_signature)
-                        )
-                        .into_bytes(),
-                    ),
-                    "/tdx/certification/v4/qe/identity" => (
-                        "200 OK",
-                        Some((
-                            "SGX-Enclave-Identity-Issuer-Chain",
-                            url_encode(&c.qe_identity_issuer_chain),
-                        )),
-                        format!(
-                            r#"{{"enclaveIdentity":{},"signature":"{}"}}"#,
-                            c.qe_identity,
-                            hex(&c.qe_identity_signature)
-                        )
-                        .into_bytes(),
-                    ),
-                    "/sgx/certification/v4/rootcacrl" => {
-                        ("200 OK", None, hex(&c.root_ca_crl).into_bytes())
-                    }
-                    _ => ("404 Not Found", None, b"not found".to_vec()),
-                };
-                let mut response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                if let Some((name, value)) = header {
-                    response.push_str(&format!("{name}: {value}\r\n"));
-                }
-                response.push_str("\r\n");
-                let _ = sock.write_all(response.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-                let _ = sock.shutdown().await;
-            });
+    common::serve(move |path| {
+        let route = path.split('?').next().unwrap_or("");
+        let ok = |header: Option<(&'static str, String)>, body: Vec<u8>| Reply {
+            status: "200 OK",
+            headers: header.into_iter().collect(),
+            body,
+        };
+        match route {
+            "/sgx/certification/v4/pckcrl" if path.contains("ca=platform") => ok(
+                Some((
+                    "SGX-PCK-CRL-Issuer-Chain",
+                    url_encode(&c.pck_crl_issuer_chain),
+                )),
+                c.pck_crl.clone(),
+            ),
+            "/tdx/certification/v4/tcb" if path.contains("fmspc=") => ok(
+                Some((
+                    "TCB-Info-Issuer-Chain",
+                    url_encode(&c.tcb_info_issuer_chain),
+                )),
+                format!(
+                    r#"{{"tcbInfo":{},"signature":"{}"}}"#,
+                    c.tcb_info,
+                    hex(&c.tcb_info_signature)
+                )
+                .into_bytes(),
+            ),
+            "/tdx/certification/v4/qe/identity" => ok(
+                Some((
+                    "SGX-Enclave-Identity-Issuer-Chain",
+                    url_encode(&c.qe_identity_issuer_chain),
+                )),
+                format!(
+                    r#"{{"enclaveIdentity":{},"signature":"{}"}}"#,
+                    c.qe_identity,
+                    hex(&c.qe_identity_signature)
+                )
+                .into_bytes(),
+            ),
+            "/sgx/certification/v4/rootcacrl" => ok(None, hex(&c.root_ca_crl).into_bytes()),
+            _ => Reply {
+                status: "404 Not Found",
+                headers: vec![],
+                body: b"not found".to_vec(),
+            },
         }
-    });
-    (url, hits)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })
+    .await
 }
 
 #[tokio::test]
