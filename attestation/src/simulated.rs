@@ -80,6 +80,40 @@ impl SimulatedTdx {
     }
 }
 
+/// An RA-TLS certificate for `key` carrying a simulated TDX quote over `report_data`
+/// (unit tests of the certificate verifiers build theirs with it).
+#[cfg(test)]
+pub(crate) fn test_certificate(
+    key: &crate::ratls::TlsKey,
+    tee: &SimulatedTdx,
+    report_data: &ReportData,
+    td: &SimulatedTdConfig,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Vec<u8> {
+    use crate::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
+    use crate::ratls::{build_certificate, CertificateParams, SubjectAltName};
+    let payload = EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: EvidenceKind::SimulatedTdx,
+        evidence: tee.quote(report_data, td).unwrap(),
+        event_log: vec![],
+        config_digest: td.config_digest.clone(),
+        gpu_evidence_digest: None,
+    };
+    build_certificate(
+        key,
+        &CertificateParams {
+            common_name: "cocoon-test",
+            subject_alt_names: &[SubjectAltName::parse("localhost")],
+            not_before,
+            not_after,
+            evidence: &payload,
+        },
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,46 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureSchem
 
 use crate::verify::{verify_certificate, VerifiedEvidence, VerifyOptions};
 
+/// The handshake-signature checks both verifiers share: the peer proves it holds the key
+/// of the certificate whose evidence was checked. Needs a `provider` field.
+macro_rules! handshake_signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    };
+}
+
 /// Verifies RA-TLS certificates and remembers the outcome of the last handshake.
 #[derive(Debug)]
 pub struct AttestedServerVerifier {
@@ -77,39 +117,7 @@ impl ServerCertVerifier for AttestedServerVerifier {
         verdict
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signature_checks!();
 }
 
 /// A rustls `ClientCertVerifier` for mutual attestation between our own components:
@@ -148,48 +156,15 @@ impl rustls::server::danger::ClientCertVerifier for AttestedClientVerifier {
             })
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    handshake_signature_checks!();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
-    use crate::ratls::{build_certificate, CertificateParams, SubjectAltName, TlsKey};
+    use crate::ratls::TlsKey;
     use crate::report_data::certificate_binding;
-    use crate::simulated::{SimulatedTdConfig, SimulatedTdx};
+    use crate::simulated::{test_certificate, SimulatedTdConfig, SimulatedTdx};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
     /// An RA-TLS identity with simulated evidence (or none, for the negative case).
@@ -201,36 +176,20 @@ mod tests {
         } else {
             [0; 64]
         };
-        let quote = SimulatedTdx::dev()
-            .unwrap()
-            .quote(
-                &rd,
-                &SimulatedTdConfig {
-                    config_digest: cfg.clone(),
-                    debug: false,
-                },
-            )
-            .unwrap();
-        let payload = EvidencePayload {
-            version: PAYLOAD_VERSION,
-            kind: EvidenceKind::SimulatedTdx,
-            evidence: quote,
-            event_log: vec![],
-            config_digest: cfg,
-            gpu_evidence_digest: None,
-        };
         let now = time::OffsetDateTime::now_utc();
-        let der = build_certificate(
+        let td = SimulatedTdConfig {
+            config_digest: cfg,
+            debug: false,
+        };
+        let tee = SimulatedTdx::dev().unwrap();
+        let der = test_certificate(
             &key,
-            &CertificateParams {
-                common_name: "cocoon",
-                subject_alt_names: &[SubjectAltName::parse("localhost")],
-                not_before: now - time::Duration::minutes(1),
-                not_after: now + time::Duration::hours(1),
-                evidence: &payload,
-            },
-        )
-        .unwrap();
+            &tee,
+            &rd,
+            &td,
+            now - time::Duration::minutes(1),
+            now + time::Duration::hours(1),
+        );
         (der, key)
     }
 

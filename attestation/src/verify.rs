@@ -259,9 +259,8 @@ pub fn format_time(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::{EvidencePayload, PAYLOAD_VERSION};
-    use crate::ratls::{build_certificate, CertificateParams, TlsKey};
-    use crate::simulated::{SimulatedTdConfig, SimulatedTdx};
+    use crate::ratls::TlsKey;
+    use crate::simulated::{test_certificate, SimulatedTdConfig, SimulatedTdx};
     use time::OffsetDateTime;
 
     const T0: i64 = 1_800_000_000;
@@ -275,35 +274,12 @@ mod tests {
         let cfg = vec![9u8; 48];
         let bound = bind_key.unwrap_or(&key);
         let rd = certificate_binding(bound.spki_der(), &cfg);
-        let quote = tee
-            .quote(
-                &rd,
-                &SimulatedTdConfig {
-                    config_digest: cfg.clone(),
-                    debug,
-                },
-            )
-            .unwrap();
-        let payload = EvidencePayload {
-            version: PAYLOAD_VERSION,
-            kind: EvidenceKind::SimulatedTdx,
-            evidence: quote,
-            event_log: vec![],
-            config_digest: cfg,
-            gpu_evidence_digest: None,
-        };
         let t0 = OffsetDateTime::from_unix_timestamp(T0).unwrap();
-        let der = build_certificate(
-            &key,
-            &CertificateParams {
-                common_name: "t",
-                subject_alt_names: &[],
-                not_before: t0,
-                not_after: t0 + time::Duration::hours(1),
-                evidence: &payload,
-            },
-        )
-        .unwrap();
+        let td = SimulatedTdConfig {
+            config_digest: cfg,
+            debug,
+        };
+        let der = test_certificate(&key, tee, &rd, &td, t0, t0 + time::Duration::hours(1));
         Built { der }
     }
 
