@@ -35,16 +35,21 @@ pids+=($!)
   >"$agent_log" 2>&1 &
 pids+=($!)
 
-echo "starting the guest (loading the model; log: $guest_log)..."
-for _ in $(seq 1 600); do
-  if grep -q "^cocoon-guest: listening on" "$guest_log" 2>/dev/null; then break; fi
+# Exits (showing the logs) as soon as the guest or the host agent has died.
+exit_if_one_died() {
   for pid in "${pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      echo "a process exited early; last lines of its logs:" >&2
+      echo "a process exited; last lines of its logs:" >&2
       tail -n 20 "$guest_log" "$agent_log" >&2
       exit 1
     fi
   done
+}
+
+echo "starting the guest (loading the model; log: $guest_log)..."
+for _ in $(seq 1 600); do
+  if grep -q "^cocoon-guest: listening on" "$guest_log" 2>/dev/null; then break; fi
+  exit_if_one_died
   sleep 0.5
 done
 grep -q "^cocoon-guest: listening on" "$guest_log" || { echo "guest not ready after 300 s" >&2; exit 1; }
@@ -82,12 +87,6 @@ MSG
 
 # Wait until Ctrl-C or until either process dies.
 while true; do
-  for pid in "${pids[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "a process exited; last lines of its logs:" >&2
-      tail -n 20 "$guest_log" "$agent_log" >&2
-      exit 1
-    fi
-  done
+  exit_if_one_died
   sleep 1
 done
