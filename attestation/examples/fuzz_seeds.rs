@@ -1,4 +1,5 @@
-//! Writes the generated fuzz seeds (an RA-TLS certificate and evidence payloads) into
+//! Writes the generated fuzz seeds (an RA-TLS certificate, evidence payloads, a signed
+//! manifest) into
 //! `fuzz/seeds/`. The real quote and report seeds are copies of the test fixtures.
 //!
 //! `cargo run -p cocoon-attestation --example fuzz_seeds -- attestation/fuzz/seeds`
@@ -6,6 +7,7 @@
 use std::path::PathBuf;
 
 use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
+use cocoon_attestation::manifest::{Manifest, ManifestSigningKey, SnpReference, TdxReference};
 use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName, TlsKey};
 use cocoon_attestation::report_data::certificate_binding;
 use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
@@ -78,5 +80,29 @@ fn main() -> anyhow::Result<()> {
         &simulated.to_cbor()?,
     )?;
     write("evidence_payload", "sev_snp_gpu.cbor", &snp.to_cbor()?)?;
+
+    // A manifest for both TEEs, signed with the RFC 8410 example key (Ed25519 signatures
+    // are deterministic, so the seed is stable).
+    let manifest = Manifest {
+        version: 1,
+        image: "cocoon-guest fuzz seed".into(),
+        tdx: Some(TdxReference {
+            mrtd: "11".repeat(48),
+            rtmr0: "22".repeat(48),
+            rtmr1: "33".repeat(48),
+            rtmr2: "44".repeat(48),
+        }),
+        sev_snp: Some(SnpReference {
+            measurements: vec!["55".repeat(48)],
+        }),
+        config_digests: vec!["66".repeat(48)],
+    };
+    let key = ManifestSigningKey::from_pem(
+        "-----BEGIN PRIVATE KEY-----\n\
+         MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+         -----END PRIVATE KEY-----\n",
+    )?;
+    write("manifest", "signed_manifest.json", &manifest.sign(&key)?)?;
+    write("manifest", "payload.json", &manifest.to_json()?)?;
     Ok(())
 }

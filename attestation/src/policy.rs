@@ -29,6 +29,9 @@ pub const TCB_STATUSES: &[&str] = &[
     "TDRelaunchAdvisedConfigurationNeeded",
 ];
 
+/// TEE names a policy may list in `accepted_tees`.
+pub const TEES: &[&str] = &["tdx", "sev-snp"];
+
 /// Minimum SEV-SNP TCB component levels.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +99,11 @@ pub struct Policy {
     pub rejected_advisories: Vec<String>,
     /// Exact REPORTDATA required (hex, 64 bytes).
     pub report_data: Option<String>,
+    /// TEEs accepted (`tdx`, `sev-snp`). Default: both.
+    pub accepted_tees: Vec<String>,
+    /// SHA-384 digests of the measured runtime configs accepted (hex, 48 bytes); empty
+    /// means any. The digest is the one RTMR3 / HOST_DATA commit to.
+    pub config_digests: Vec<String>,
     pub tdx: TdxRules,
     pub snp: SnpRules,
 }
@@ -107,6 +115,8 @@ impl Default for Policy {
             accepted_tcb_statuses: vec!["UpToDate".into()],
             rejected_advisories: Vec::new(),
             report_data: None,
+            accepted_tees: TEES.iter().map(|t| t.to_string()).collect(),
+            config_digests: Vec::new(),
             tdx: TdxRules::default(),
             snp: SnpRules::default(),
         }
@@ -174,7 +184,16 @@ impl Policy {
                 )));
             }
         }
+        for t in &self.accepted_tees {
+            if !TEES.contains(&t.as_str()) {
+                return Err(bad_policy(format!(
+                    "accepted_tees: unknown TEE '{t}' (known: {})",
+                    TEES.join(", ")
+                )));
+            }
+        }
         for (name, list) in [
+            ("config_digests", &self.config_digests),
             ("tdx.mrtd", &self.tdx.mrtd),
             ("tdx.rtmr0", &self.tdx.rtmr0),
             ("tdx.rtmr1", &self.tdx.rtmr1),
@@ -224,6 +243,28 @@ impl Policy {
         self
     }
 
+    /// The rule on the measured runtime config, which both TEEs share: `None` when the
+    /// digest is acceptable.
+    pub fn check_config_digest(&self, config_digest: &[u8]) -> Option<Error> {
+        (!listed(&self.config_digests, config_digest)).then(|| {
+            rule_err(
+                "config_digests",
+                hex::encode(config_digest),
+                format!("one of [{}]", self.config_digests.join(", ")),
+            )
+        })
+    }
+
+    fn check_tee(&self, tee: &str, errors: &mut Vec<Error>) {
+        if !self.accepted_tees.iter().any(|t| t == tee) {
+            errors.push(rule_err(
+                "accepted_tees",
+                tee.to_string(),
+                format!("one of [{}]", self.accepted_tees.join(", ")),
+            ));
+        }
+    }
+
     fn check_common(
         &self,
         debug: bool,
@@ -252,6 +293,7 @@ impl Policy {
     /// Every rule a verified TDX quote breaks (empty when it is acceptable).
     pub fn check_tdx(&self, facts: &TdxFacts) -> Vec<Error> {
         let mut errors = Vec::new();
+        self.check_tee("tdx", &mut errors);
         let body = &facts.quote.body;
         self.check_common(
             body.debug(),
@@ -327,6 +369,7 @@ impl Policy {
     /// Every rule a verified SNP report breaks (empty when it is acceptable).
     pub fn check_snp(&self, facts: &SnpFacts) -> Vec<Error> {
         let mut errors = Vec::new();
+        self.check_tee("sev-snp", &mut errors);
         let r = &facts.report;
         self.check_common(
             r.policy.debug_allowed(),

@@ -94,7 +94,7 @@ pub fn verify_session_evidence(
         return Err(Error::Policy {
             rule: "session evidence must carry the certificate's config digest",
             observed: hex::encode(&payload.config_digest),
-            expected: hex::encode(&payload.config_digest),
+            expected: hex::encode(&cert.evidence.config_digest),
         });
     }
     let expected = crate::report_data::session_binding(
@@ -121,15 +121,21 @@ pub fn verify_payload(
     if payload.kind.is_simulated() && !options.allow_simulated {
         return Err(Error::SimulatedRefused);
     }
-    match payload.kind {
-        EvidenceKind::SimulatedTdx => verify_simulated_tdx(payload, expected, now, options),
-        EvidenceKind::SimulatedSevSnp => verify_simulated_snp(payload, expected, now, options),
+    let verified = match payload.kind {
+        EvidenceKind::SimulatedTdx => verify_simulated_tdx(payload, expected, now, options)?,
+        EvidenceKind::SimulatedSevSnp => verify_simulated_snp(payload, expected, now, options)?,
         EvidenceKind::Tdx | EvidenceKind::SevSnp => Err(Error::Unsupported {
             what: "evidence kind in an RA-TLS certificate (hardware evidence needs collateral \
                    from Intel PCS / AMD KDS, which the endpoint check does not fetch yet; \
                    verify the quote offline with `cocoon-verify tdx-quote` / `snp-report`)",
             value: payload.kind.tee_name().to_string(),
-        }),
+        })?,
+    };
+    // The measured config is checked once the evidence proved the digest is the one the
+    // TEE committed to (RTMR3 / HOST_DATA).
+    match options.policy.check_config_digest(&payload.config_digest) {
+        Some(refused) => Err(refused),
+        None => Ok(verified),
     }
 }
 

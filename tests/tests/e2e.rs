@@ -186,3 +186,157 @@ fn openai_sdk_through_the_verifying_client_proxy() {
         "a proxy that cannot verify must not listen"
     );
 }
+
+/// Runs `cocoon-verify` and returns its stdout, failing the test on a non-zero exit.
+fn verify_ok(args: &[&str]) -> String {
+    let out = cocoon_verify(args).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn signed_manifest_selects_what_the_client_accepts() {
+    let app = start_appliance(&[]).expect("appliance starts");
+    let upstream = format!("https://{}", app.agent_addr);
+    let dir = std::env::temp_dir().join(format!("cocoon-manifest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+
+    // What the guest runs, as the image build would have computed it.
+    let summary: serde_json::Value = serde_json::from_str(&verify_ok(&[
+        "endpoint",
+        &upstream,
+        "--allow-simulated",
+        "--json",
+    ]))
+    .unwrap();
+    let m = &summary["measurements"];
+    let reference = |mrtd: &str| {
+        serde_json::json!({
+            "version": 1,
+            "image": "cocoon-guest e2e",
+            "tdx": {"mrtd": mrtd, "rtmr0": m["rtmr0"], "rtmr1": m["rtmr1"], "rtmr2": m["rtmr2"]},
+            "config_digests": [summary["config_digest"]],
+        })
+    };
+    std::fs::write(
+        path("good.json"),
+        reference(m["mrtd"].as_str().unwrap()).to_string(),
+    )
+    .unwrap();
+    std::fs::write(path("other.json"), reference(&"ab".repeat(48)).to_string()).unwrap();
+
+    // Publisher key, and a second key nobody trusts.
+    let public = verify_ok(&["manifest", "keygen", "--out", &path("publisher.pem")]);
+    let public = public.trim().to_string();
+    assert!(public.starts_with("ed25519:"), "{public}");
+    verify_ok(&["manifest", "keygen", "--out", &path("stranger.pem")]);
+    // keygen never overwrites a key.
+    let again = cocoon_verify(&["manifest", "keygen", "--out", &path("publisher.pem")]).unwrap();
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    for (input, key, out) in [
+        ("good.json", "publisher.pem", "good.manifest"),
+        ("other.json", "publisher.pem", "other.manifest"),
+        ("good.json", "stranger.pem", "forged.manifest"),
+    ] {
+        verify_ok(&[
+            "manifest",
+            "sign",
+            &path(input),
+            "--key",
+            &path(key),
+            "--out",
+            &path(out),
+        ]);
+    }
+    let shown = verify_ok(&[
+        "manifest",
+        "show",
+        &path("good.manifest"),
+        "--manifest-key",
+        &public,
+    ]);
+    assert!(shown.contains("cocoon-guest e2e"), "{shown}");
+
+    let with_manifest = |name: &str| {
+        cocoon_verify(&[
+            "endpoint",
+            &upstream,
+            "--allow-simulated",
+            "--manifest",
+            &path(name),
+            "--manifest-key",
+            &public,
+        ])
+        .unwrap()
+    };
+    assert_eq!(with_manifest("good.manifest").status.code(), Some(0));
+    let other = with_manifest("other.manifest");
+    assert_eq!(other.status.code(), Some(1), "{other:?}");
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("tdx.mrtd"),
+        "{other:?}"
+    );
+    let forged = with_manifest("forged.manifest");
+    assert_eq!(forged.status.code(), Some(2), "{forged:?}");
+    assert!(
+        String::from_utf8_lossy(&forged.stderr).contains("no valid signature by a trusted key"),
+        "{forged:?}"
+    );
+    // A manifest without the key that vouches for it is a usage error.
+    let keyless =
+        cocoon_verify(&["endpoint", &upstream, "--manifest", &path("good.manifest")]).unwrap();
+    assert_eq!(keyless.status.code(), Some(2), "{keyless:?}");
+
+    // The proxy: the listed image is served, the unlisted one never gets a listener.
+    let (_proxy, addr) = start_proxy(
+        &upstream,
+        &[
+            "--allow-simulated",
+            "--manifest",
+            &path("good.manifest"),
+            "--manifest-key",
+            &public,
+        ],
+    )
+    .expect("proxy starts with the matching manifest");
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /v1/models HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(&app.model_id), "{response}");
+
+    let refused = Command::new(binary("cocoon-client").unwrap())
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--allow-simulated",
+        ])
+        .args([
+            "--manifest",
+            &path("other.manifest"),
+            "--manifest-key",
+            &public,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("REFUSED") && stderr.contains("tdx.mrtd"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -8,7 +8,6 @@
 //! gets an OpenAI-style 502 naming the reason.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use cocoon_attestation::client::{open_attested_session, Endpoint, SessionBody};
-use cocoon_attestation::policy::Policy;
+use cocoon_attestation::policy_args::PolicyArgs;
 use cocoon_attestation::verify::VerifyOptions;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -48,15 +47,11 @@ enum Command {
         /// The endpoint, e.g. https://HOST:PORT (the host agent's public port).
         #[arg(long)]
         upstream: String,
-        /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        accept: PolicyArgs,
         /// Accept SIMULATED evidence (development roots, no TEE). For development only.
         #[arg(long)]
         allow_simulated: bool,
-        /// Accept a debuggable guest.
-        #[arg(long)]
-        allow_debug: bool,
         /// Seconds to connect and verify an upstream session.
         #[arg(long, default_value_t = 15)]
         connect_timeout: u64,
@@ -150,9 +145,8 @@ async fn main() -> ExitCode {
     let Command::Proxy {
         listen,
         upstream,
-        policy,
+        accept,
         allow_simulated,
-        allow_debug,
         connect_timeout,
     } = Cli::parse().command;
     if !listen.ip().is_loopback() {
@@ -166,14 +160,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut policy = match policy.as_deref().map(Policy::from_file).transpose() {
-        Ok(p) => p.unwrap_or_default(),
+    let (policy, manifest) = match accept.load() {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("cocoon-client: {e}");
             return ExitCode::from(2);
         }
     };
-    policy.allow_debug |= allow_debug;
     let options = VerifyOptions {
         allow_simulated,
         policy,
@@ -197,6 +190,12 @@ async fn main() -> ExitCode {
         v.tcb_status.as_deref().unwrap_or("n/a"),
         v.certificate_sha256,
     );
+    if let Some(m) = &manifest {
+        eprintln!(
+            "cocoon-client: measurements match the signed manifest of '{}' (config digest {})",
+            m.image, v.config_digest
+        );
+    }
     drop(first);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,

@@ -21,7 +21,9 @@ use cocoon_attestation::collateral::{
     KdsCollateral, PcsCollateral, SnpCollateral, TdxCollateralSource,
 };
 use cocoon_attestation::dev_pki::DevPki;
+use cocoon_attestation::manifest::{Manifest, ManifestPublicKey, ManifestSigningKey};
 use cocoon_attestation::policy::Policy;
+use cocoon_attestation::policy_args::PolicyArgs;
 use cocoon_attestation::ratls::certificate_pem;
 use cocoon_attestation::snp::dev::DevSnpPki;
 use cocoon_attestation::snp::verify::amd_production_arks;
@@ -55,12 +57,8 @@ enum Command {
         /// Accept SIMULATED evidence (development key, no TEE). For development only.
         #[arg(long)]
         allow_simulated: bool,
-        /// Accept a guest launched with the DEBUG attribute (its memory is readable).
-        #[arg(long)]
-        allow_debug: bool,
-        /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        accept: PolicyArgs,
         /// Print one JSON object instead of the text summary.
         #[arg(long)]
         json: bool,
@@ -92,9 +90,8 @@ enum Command {
         /// Verification time (RFC 3339, e.g. 2025-07-01T00:00:00Z).
         #[arg(long, value_parser = parse_rfc3339)]
         at: i64,
-        /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        accept: PolicyArgs,
         /// Also trust the development root (SIMULATED evidence, no TEE). Development only.
         #[arg(long)]
         allow_simulated: bool,
@@ -127,9 +124,8 @@ enum Command {
         /// Verification time (RFC 3339).
         #[arg(long, value_parser = parse_rfc3339)]
         at: i64,
-        /// Reference-value policy (TOML or JSON); default: debug off.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
+        #[command(flatten)]
+        accept: PolicyArgs,
         /// Also trust the development root (SIMULATED evidence, no TEE). Development only.
         #[arg(long)]
         allow_simulated: bool,
@@ -137,6 +133,113 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Signed image manifests: make a signing key, sign reference values, check a manifest.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Make an Ed25519 signing key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the private key; an existing file is never overwritten.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign a manifest (the JSON reference values) into a DSSE envelope.
+    Sign {
+        /// The unsigned manifest: {"version":1,"image":..,"tdx":{..},"sev_snp":{..},"config_digests":[..]}.
+        manifest: PathBuf,
+        /// The signing key (PKCS#8 PEM, from `manifest keygen` or `openssl genpkey -algorithm ed25519`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where to write the signed manifest.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Check a signed manifest's signature and print its reference values as JSON.
+    Show {
+        /// The signed manifest (DSSE envelope).
+        manifest: PathBuf,
+        /// Public key trusted to sign it: ed25519:BASE64, or a file holding it (repeatable).
+        #[arg(long, value_name = "KEY", required = true)]
+        manifest_key: Vec<String>,
+    },
+}
+
+fn manifest_command(command: ManifestCommand) -> Result<ExitCode, ExitCode> {
+    let usage = |e: cocoon_attestation::Error| {
+        eprintln!("cocoon-verify: {e}");
+        ExitCode::from(2)
+    };
+    match command {
+        ManifestCommand::Keygen { out } => {
+            let (key, pem) = ManifestSigningKey::generate().map_err(usage)?;
+            write_new_private_file(&out, pem.as_bytes()).map_err(|e| {
+                eprintln!("cocoon-verify: cannot write {}: {e}", out.display());
+                ExitCode::from(2)
+            })?;
+            eprintln!("cocoon-verify: private key written to {}", out.display());
+            say!("{}", key.public_key());
+            Ok(ExitCode::SUCCESS)
+        }
+        ManifestCommand::Sign { manifest, key, out } => {
+            let text = read_input(&manifest, "manifest")?;
+            let parsed = Manifest::from_json(&text).map_err(|e| {
+                eprintln!("cocoon-verify: {}: {e}", manifest.display());
+                ExitCode::from(2)
+            })?;
+            let pem = String::from_utf8_lossy(&read_input(&key, "signing key")?).into_owned();
+            let key = ManifestSigningKey::from_pem(&pem).map_err(usage)?;
+            let envelope = parsed.sign(&key).map_err(usage)?;
+            std::fs::write(&out, envelope).map_err(|e| {
+                eprintln!("cocoon-verify: cannot write {}: {e}", out.display());
+                ExitCode::from(2)
+            })?;
+            eprintln!(
+                "cocoon-verify: {} signed by {} -> {}",
+                manifest.display(),
+                key.public_key(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ManifestCommand::Show {
+            manifest,
+            manifest_key,
+        } => {
+            let keys = manifest_key
+                .iter()
+                .map(|k| ManifestPublicKey::from_arg(k))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(usage)?;
+            match Manifest::open_file(&manifest, &keys) {
+                Ok(m) => {
+                    say!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("cocoon-verify: REFUSED: {e}");
+                    Err(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// Creates `path` with mode 0600, refusing to replace an existing file.
+fn write_new_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 fn parse_rfc3339(s: &str) -> Result<i64, String> {
@@ -153,14 +256,11 @@ fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, ExitCode> {
     })
 }
 
-fn load_policy(path: Option<&std::path::Path>) -> Result<Policy, ExitCode> {
-    match path {
-        None => Ok(Policy::default()),
-        Some(p) => Policy::from_file(p).map_err(|e| {
-            eprintln!("cocoon-verify: {e}");
-            ExitCode::from(2)
-        }),
-    }
+fn load_policy(accept: &PolicyArgs) -> Result<Policy, ExitCode> {
+    accept.load().map(|(policy, _)| policy).map_err(|e| {
+        eprintln!("cocoon-verify: {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// DER as is, or the first certificate of a PEM file.
@@ -220,7 +320,7 @@ fn tdx_quote(
     quote: &std::path::Path,
     source: CollateralArg,
     at: i64,
-    policy: Option<&std::path::Path>,
+    accept: &PolicyArgs,
     allow_simulated: bool,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
@@ -250,7 +350,7 @@ fn tdx_quote(
                 })?
         }
     };
-    let policy = load_policy(policy)?;
+    let policy = load_policy(accept)?;
     let mut roots = vec![TdxRoot {
         der: intel_sgx_root_ca(),
         simulated: false,
@@ -301,7 +401,7 @@ fn snp_report(
     report: &std::path::Path,
     source: SnpSource,
     at: i64,
-    policy: Option<&std::path::Path>,
+    accept: &PolicyArgs,
     allow_simulated: bool,
     json: bool,
 ) -> Result<ExitCode, ExitCode> {
@@ -339,7 +439,7 @@ fn snp_report(
             (c.vcek_der().map_err(usage)?, c.cert_chain.into_bytes())
         }
     };
-    let policy = load_policy(policy)?;
+    let policy = load_policy(accept)?;
     let mut arks = amd_production_arks();
     if allow_simulated {
         arks.push(dev_or_exit(DevSnpPki::dev().map(DevSnpPki::trusted_ark))?);
@@ -368,17 +468,13 @@ fn main() -> ExitCode {
         Command::Endpoint {
             url,
             allow_simulated,
-            allow_debug,
-            policy,
+            accept,
             json,
             cert_out,
             timeout,
         } => {
-            let policy = match load_policy(policy.as_deref()) {
-                Ok(p) => {
-                    let allow = allow_debug || p.allow_debug;
-                    p.allow_debug(allow)
-                }
+            let policy = match load_policy(&accept) {
+                Ok(p) => p,
                 Err(code) => return code,
             };
             runtime.block_on(endpoint(
@@ -398,7 +494,7 @@ fn main() -> ExitCode {
             pccs,
             cache_dir,
             at,
-            policy,
+            accept,
             allow_simulated,
             json,
         } => {
@@ -410,7 +506,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            tdx_quote(&quote, source, at, policy.as_deref(), allow_simulated, json)
+            tdx_quote(&quote, source, at, &accept, allow_simulated, json)
                 .unwrap_or_else(|code| code)
         }
         Command::SnpReport {
@@ -422,7 +518,7 @@ fn main() -> ExitCode {
             product,
             cache_dir,
             at,
-            policy,
+            accept,
             allow_simulated,
             json,
         } => {
@@ -439,16 +535,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            snp_report(
-                &report,
-                source,
-                at,
-                policy.as_deref(),
-                allow_simulated,
-                json,
-            )
-            .unwrap_or_else(|code| code)
+            snp_report(&report, source, at, &accept, allow_simulated, json)
+                .unwrap_or_else(|code| code)
         }
+        Command::Manifest(command) => manifest_command(command).unwrap_or_else(|code| code),
     }
 }
 

@@ -1,0 +1,522 @@
+//! The signed image manifest: the reference values a client checks a guest against.
+//!
+//! An operator cannot be trusted to say which measurements are good; the people who build
+//! the image can. `cocoon-measure` (the image build) computes the TDX MRTD/RTMR0-2 and the
+//! SEV-SNP launch digests of a release, lists the measured runtime configs that release
+//! may run, and signs that list. A client then needs one public key, not a hand-written
+//! policy, to decide whether an endpoint runs a published image.
+//!
+//! Format: a DSSE envelope (the signing envelope of in-toto and Sigstore) whose payload is
+//! the JSON [`Manifest`] and whose payload type is [`PAYLOAD_TYPE`]; signatures are
+//! Ed25519 over DSSE's pre-authentication encoding, so the bytes that were signed are the
+//! bytes that are parsed, with no JSON canonicalisation. Public keys are written
+//! `ed25519:<base64 of the 32 key bytes>`; private keys are PKCS#8 PEM, so
+//! `openssl genpkey -algorithm ed25519` keys work too.
+//!
+//! A manifest only adds reference values to a [`Policy`]; TCB rules and the debug rule
+//! stay with the policy (strict by default). Where both name the same register, that is
+//! an error rather than a silent choice.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::policy::Policy;
+use crate::{Error, Result};
+
+/// DSSE payload type of a version-1 manifest.
+pub const PAYLOAD_TYPE: &str = "application/vnd.cocoon.manifest.v1+json";
+
+/// The format version this crate reads and writes.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// TDX reference values of one image: the TD's build-time measurement and the boot
+/// chain's runtime registers (firmware, kernel + command line, initrd). RTMR3 is not
+/// here: it measures the runtime config, listed in [`Manifest::config_digests`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxReference {
+    pub mrtd: String,
+    pub rtmr0: String,
+    pub rtmr1: String,
+    pub rtmr2: String,
+}
+
+/// SEV-SNP reference values: one launch digest per supported VM shape (the digest
+/// depends on the vCPU count and type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpReference {
+    pub measurements: Vec<String>,
+}
+
+/// The reference values of one released image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Format version; must be [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Human-readable release name, e.g. `cocoon-guest 0.1.0`.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdx: Option<TdxReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sev_snp: Option<SnpReference>,
+    /// SHA-384 digests of the measured runtime configs this release may run (model,
+    /// sampling defaults, limits, prices, contract). Empty means "any".
+    #[serde(default)]
+    pub config_digests: Vec<String>,
+}
+
+fn bad_manifest(detail: impl Into<String>) -> Error {
+    Error::Malformed {
+        what: "manifest",
+        detail: detail.into(),
+    }
+}
+
+fn check_hex(name: &str, value: &str, len: usize) -> Result<()> {
+    let bytes = hex::decode(value)
+        .map_err(|e| bad_manifest(format!("{name}: '{value}' is not hex: {e}")))?;
+    if bytes.len() != len {
+        return Err(bad_manifest(format!(
+            "{name}: '{value}' has {} bytes, expected {len}",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Checks the version, hex lengths, and that the manifest pins at least one TEE.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != MANIFEST_VERSION {
+            return Err(bad_manifest(format!(
+                "version {} is not supported (this verifier reads version {MANIFEST_VERSION})",
+                self.version
+            )));
+        }
+        if self.tdx.is_none() && self.sev_snp.is_none() {
+            return Err(bad_manifest(
+                "names neither tdx nor sev_snp reference values: it would accept any image",
+            ));
+        }
+        if let Some(t) = &self.tdx {
+            for (name, v) in [
+                ("tdx.mrtd", &t.mrtd),
+                ("tdx.rtmr0", &t.rtmr0),
+                ("tdx.rtmr1", &t.rtmr1),
+                ("tdx.rtmr2", &t.rtmr2),
+            ] {
+                check_hex(name, v, 48)?;
+            }
+        }
+        if let Some(s) = &self.sev_snp {
+            if s.measurements.is_empty() {
+                return Err(bad_manifest("sev_snp.measurements is empty"));
+            }
+            for m in &s.measurements {
+                check_hex("sev_snp.measurements", m, 48)?;
+            }
+        }
+        for d in &self.config_digests {
+            check_hex("config_digests", d, 48)?;
+        }
+        Ok(())
+    }
+
+    /// Adds this manifest's reference values to `policy`. A TEE the manifest does not
+    /// describe is refused outright (an empty list would mean "any value"), and a
+    /// register the policy already pins is an error.
+    pub fn apply_to(&self, policy: &mut Policy) -> Result<()> {
+        fn set(slot: &mut Vec<String>, name: &str, values: Vec<String>) -> Result<()> {
+            if !slot.is_empty() {
+                return Err(bad_manifest(format!(
+                    "both the policy and the manifest set {name}; keep reference values in one of them"
+                )));
+            }
+            *slot = values.into_iter().map(|v| v.to_ascii_lowercase()).collect();
+            Ok(())
+        }
+        self.validate()?;
+        match &self.tdx {
+            Some(t) => {
+                set(&mut policy.tdx.mrtd, "tdx.mrtd", vec![t.mrtd.clone()])?;
+                set(&mut policy.tdx.rtmr0, "tdx.rtmr0", vec![t.rtmr0.clone()])?;
+                set(&mut policy.tdx.rtmr1, "tdx.rtmr1", vec![t.rtmr1.clone()])?;
+                set(&mut policy.tdx.rtmr2, "tdx.rtmr2", vec![t.rtmr2.clone()])?;
+            }
+            None => policy.accepted_tees.retain(|t| t != "tdx"),
+        }
+        match &self.sev_snp {
+            Some(s) => set(
+                &mut policy.snp.measurement,
+                "snp.measurement",
+                s.measurements.clone(),
+            )?,
+            None => policy.accepted_tees.retain(|t| t != "sev-snp"),
+        }
+        if !self.config_digests.is_empty() {
+            set(
+                &mut policy.config_digests,
+                "config_digests",
+                self.config_digests.clone(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The manifest as pretty JSON (the payload that gets signed).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| bad_manifest(format!("cannot encode: {e}")))
+    }
+
+    /// Signs the manifest into a DSSE envelope (pretty JSON, ready to publish).
+    pub fn sign(&self, key: &ManifestSigningKey) -> Result<Vec<u8>> {
+        self.validate()?;
+        let payload = self.to_json()?;
+        let signature = key.pair.sign(&pae(PAYLOAD_TYPE, &payload));
+        let envelope = Envelope {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload: B64.encode(&payload),
+            signatures: vec![EnvelopeSignature {
+                keyid: key.public_key().key_id(),
+                sig: B64.encode(signature.as_ref()),
+            }],
+        };
+        let mut out = serde_json::to_vec_pretty(&envelope)
+            .map_err(|e| bad_manifest(format!("cannot encode envelope: {e}")))?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Opens a signed manifest: the envelope must parse, carry our payload type, and hold
+    /// a valid signature by one of `trusted`; only then is the payload parsed.
+    pub fn open(envelope: &[u8], trusted: &[ManifestPublicKey]) -> Result<Manifest> {
+        let envelope: Envelope = serde_json::from_slice(envelope)
+            .map_err(|e| bad_manifest(format!("not a DSSE envelope: {e}")))?;
+        if envelope.payload_type != PAYLOAD_TYPE {
+            return Err(bad_manifest(format!(
+                "payloadType is '{}', expected '{PAYLOAD_TYPE}'",
+                envelope.payload_type
+            )));
+        }
+        let payload = B64
+            .decode(envelope.payload.as_bytes())
+            .map_err(|e| bad_manifest(format!("payload is not base64: {e}")))?;
+        let message = pae(&envelope.payload_type, &payload);
+        let signed_by_trusted = envelope.signatures.iter().any(|s| {
+            let Ok(sig) = B64.decode(s.sig.as_bytes()) else {
+                return false;
+            };
+            trusted.iter().any(|k| {
+                UnparsedPublicKey::new(&ED25519, &k.0)
+                    .verify(&message, &sig)
+                    .is_ok()
+            })
+        });
+        if !signed_by_trusted {
+            let seen: Vec<&str> = envelope
+                .signatures
+                .iter()
+                .map(|s| s.keyid.as_str())
+                .collect();
+            let wanted: Vec<String> = trusted.iter().map(|k| k.key_id()).collect();
+            return Err(Error::BadSignature(format!(
+                "the manifest carries no valid signature by a trusted key (signatures from key \
+                 ids [{}], trusted [{}])",
+                seen.join(", "),
+                wanted.join(", ")
+            )));
+        }
+        Self::from_json(&payload)
+    }
+
+    /// Parses and validates an unsigned manifest (JSON). Only for the publisher's own
+    /// input and for payloads whose signature already verified.
+    pub fn from_json(bytes: &[u8]) -> Result<Manifest> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| bad_manifest(format!("payload: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Reads and opens a signed manifest file.
+    pub fn open_file(path: &Path, trusted: &[ManifestPublicKey]) -> Result<Manifest> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| bad_manifest(format!("cannot read {}: {e}", path.display())))?;
+        Self::open(&bytes, trusted).map_err(|e| bad_manifest(format!("{}: {e}", path.display())))
+    }
+}
+
+/// DSSE's pre-authentication encoding: what the signature covers.
+fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    payload: String,
+    signatures: Vec<EnvelopeSignature>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeSignature {
+    #[serde(default)]
+    keyid: String,
+    sig: String,
+}
+
+/// An Ed25519 public key that may sign manifests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestPublicKey(pub [u8; 32]);
+
+impl ManifestPublicKey {
+    /// Parses `ed25519:<base64>`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |d: String| bad_manifest(format!("manifest key '{}': {d}", text.trim()));
+        let b64 = text
+            .trim()
+            .strip_prefix("ed25519:")
+            .ok_or_else(|| bad("expected ed25519:<base64 of 32 bytes>".into()))?;
+        let bytes = B64
+            .decode(b64)
+            .map_err(|e| bad(format!("not base64: {e}")))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| bad(format!("{} bytes, expected 32", b.len())))?;
+        Ok(Self(key))
+    }
+
+    /// Parses a key given inline (`ed25519:...`) or as the path of a file holding it.
+    pub fn from_arg(arg: &str) -> Result<Self> {
+        if arg.trim().starts_with("ed25519:") {
+            return Self::parse(arg);
+        }
+        let text = std::fs::read_to_string(arg)
+            .map_err(|e| bad_manifest(format!("cannot read manifest key file {arg}: {e}")))?;
+        Self::parse(&text)
+    }
+
+    /// First 8 bytes of SHA-256 of the key, hex: the DSSE `keyid` we write.
+    pub fn key_id(&self) -> String {
+        hex::encode(&Sha256::digest(self.0)[..8])
+    }
+}
+
+impl std::fmt::Display for ManifestPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ed25519:{}", B64.encode(self.0))
+    }
+}
+
+/// The Ed25519 key that signs manifests (kept by whoever publishes images).
+pub struct ManifestSigningKey {
+    pair: Ed25519KeyPair,
+}
+
+const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
+const PEM_END: &str = "-----END PRIVATE KEY-----";
+
+impl ManifestSigningKey {
+    /// A fresh key, returned with its PKCS#8 PEM encoding.
+    pub fn generate() -> Result<(Self, String)> {
+        let rng = ring::rand::SystemRandom::new();
+        let der = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| Error::Crypto("Ed25519 key generation failed".into()))?;
+        let key = Self::from_pkcs8_der(der.as_ref())?;
+        let b64 = B64.encode(der.as_ref());
+        let mut pem = String::from(PEM_BEGIN);
+        pem.push('\n');
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str(PEM_END);
+        pem.push('\n');
+        Ok((key, pem))
+    }
+
+    /// Reads a PKCS#8 (v1 or v2) Ed25519 private key in DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|e| bad_manifest(format!("not a PKCS#8 Ed25519 private key: {e}")))?;
+        Ok(Self { pair })
+    }
+
+    /// Reads a PKCS#8 PEM private key.
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        let body = pem
+            .trim()
+            .strip_prefix(PEM_BEGIN)
+            .and_then(|rest| rest.trim_end().strip_suffix(PEM_END))
+            .ok_or_else(|| bad_manifest(format!("expected a '{PEM_BEGIN}' block")))?;
+        let b64: String = body.split_whitespace().collect();
+        let der = B64
+            .decode(b64)
+            .map_err(|e| bad_manifest(format!("private key PEM is not base64: {e}")))?;
+        Self::from_pkcs8_der(&der)
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> ManifestPublicKey {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(self.pair.public_key().as_ref());
+        ManifestPublicKey(key)
+    }
+}
+
+/// The policy a client enforces: a policy file (or the strict default) plus, when given,
+/// a signed manifest's reference values. The opened manifest is returned too, for the
+/// summary a client prints.
+pub fn load_policy(
+    policy: Option<&Path>,
+    manifest: Option<(&Path, &[ManifestPublicKey])>,
+) -> Result<(Policy, Option<Manifest>)> {
+    let mut out = policy
+        .map(Policy::from_file)
+        .transpose()?
+        .unwrap_or_default();
+    let Some((path, trusted)) = manifest else {
+        return Ok((out, None));
+    };
+    if trusted.is_empty() {
+        return Err(bad_manifest(
+            "a manifest needs --manifest-key: the public key of whoever publishes the image",
+        ));
+    }
+    let opened = Manifest::open_file(path, trusted)?;
+    opened.apply_to(&mut out)?;
+    Ok((out, Some(opened)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: 1,
+            image: "cocoon-guest test".into(),
+            tdx: Some(TdxReference {
+                mrtd: "11".repeat(48),
+                rtmr0: "22".repeat(48),
+                rtmr1: "33".repeat(48),
+                rtmr2: "44".repeat(48),
+            }),
+            sev_snp: None,
+            config_digests: vec!["55".repeat(48)],
+        }
+    }
+
+    #[test]
+    fn signed_manifest_round_trips_and_applies() {
+        let (key, pem) = ManifestSigningKey::generate().unwrap();
+        let again = ManifestSigningKey::from_pem(&pem).unwrap();
+        assert_eq!(key.public_key(), again.public_key());
+        let envelope = sample().sign(&key).unwrap();
+        let opened = Manifest::open(&envelope, &[key.public_key()]).unwrap();
+        assert_eq!(opened, sample());
+        let mut policy = Policy::default();
+        opened.apply_to(&mut policy).unwrap();
+        assert_eq!(policy.tdx.mrtd, vec!["11".repeat(48)]);
+        assert_eq!(policy.config_digests, vec!["55".repeat(48)]);
+        assert_eq!(
+            policy.accepted_tees,
+            vec!["tdx".to_string()],
+            "a TDX-only manifest must refuse SNP guests"
+        );
+        // The public key's text form round-trips.
+        let text = key.public_key().to_string();
+        assert_eq!(ManifestPublicKey::parse(&text).unwrap(), key.public_key());
+    }
+
+    #[test]
+    fn wrong_key_tampered_payload_and_wrong_type_are_refused() {
+        let (key, _) = ManifestSigningKey::generate().unwrap();
+        let (other, _) = ManifestSigningKey::generate().unwrap();
+        let envelope = sample().sign(&key).unwrap();
+        let err = Manifest::open(&envelope, &[other.public_key()]).unwrap_err();
+        assert!(err.to_string().contains("no valid signature"), "{err}");
+
+        let mut json: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
+        let mut evil = sample();
+        evil.tdx.as_mut().unwrap().mrtd = "66".repeat(48);
+        json["payload"] = B64.encode(serde_json::to_vec(&evil).unwrap()).into();
+        let tampered = serde_json::to_vec(&json).unwrap();
+        let err = Manifest::open(&tampered, &[key.public_key()]).unwrap_err();
+        assert!(err.to_string().contains("no valid signature"), "{err}");
+
+        let mut json: serde_json::Value = serde_json::from_slice(&envelope).unwrap();
+        json["payloadType"] = "application/json".into();
+        let err =
+            Manifest::open(&serde_json::to_vec(&json).unwrap(), &[key.public_key()]).unwrap_err();
+        assert!(err.to_string().contains("payloadType"), "{err}");
+
+        for junk in [&b""[..], b"{}", b"[1,2]", b"\xff\xfe"] {
+            assert!(Manifest::open(junk, &[key.public_key()]).is_err());
+        }
+    }
+
+    #[test]
+    fn pae_matches_the_dsse_specification_example() {
+        // The worked example from the DSSE protocol document.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
+    }
+
+    #[test]
+    fn bad_values_and_conflicts_are_named() {
+        let mut m = sample();
+        m.version = 2;
+        assert!(m.validate().unwrap_err().to_string().contains("version 2"));
+        let mut m = sample();
+        m.tdx.as_mut().unwrap().rtmr1 = "12".into();
+        assert!(m.validate().unwrap_err().to_string().contains("tdx.rtmr1"));
+        let mut m = sample();
+        m.tdx = None;
+        assert!(m.validate().unwrap_err().to_string().contains("neither"));
+
+        let mut policy = Policy::default().allow_mrtd(&[9; 48]);
+        let err = sample().apply_to(&mut policy).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("both the policy and the manifest set tdx.mrtd"));
+
+        for bad in ["ed25519:", "ed25519:AAAA", "rsa:AAAA", "ed25519:!!"] {
+            assert!(ManifestPublicKey::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn openssl_style_pkcs8_v1_keys_are_accepted() {
+        // RFC 8410 section 10.3 example private key (PKCS#8 v1, no public key inside).
+        let pem = "-----BEGIN PRIVATE KEY-----\n\
+                   MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n\
+                   -----END PRIVATE KEY-----\n";
+        let key = ManifestSigningKey::from_pem(pem).unwrap();
+        // RFC 8410 section 10.1 gives the matching public key.
+        assert_eq!(
+            hex::encode(key.public_key().0),
+            "19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1"
+        );
+    }
+}
