@@ -17,6 +17,8 @@ pub struct Limits {
     pub default_max_tokens: usize,
     /// Largest `max_tokens` a request may ask for.
     pub max_tokens_limit: usize,
+    /// Largest prompt, in tokens after the chat template, a request may send.
+    pub max_prompt_tokens: usize,
     /// Requests generating at the same time.
     pub max_concurrent_requests: usize,
     /// Requests allowed to wait for a slot before new ones get 429.
@@ -74,6 +76,7 @@ mod tests {
                 max_body_bytes: 1,
                 default_max_tokens: 2,
                 max_tokens_limit: 3,
+                max_prompt_tokens: 7,
                 max_concurrent_requests: 4,
                 max_queued_requests: 5,
                 request_timeout_secs: 6,
@@ -86,7 +89,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;

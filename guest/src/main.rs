@@ -76,6 +76,9 @@ struct ServeArgs {
     /// Largest max_tokens a request may ask for.
     #[arg(long, default_value_t = 2048)]
     max_tokens_limit: usize,
+    /// Largest prompt, in tokens after the chat template (a longer one gets a 400).
+    #[arg(long, default_value_t = 4096)]
+    max_prompt_tokens: usize,
     /// Requests generating at once.
     #[arg(long, default_value_t = 8)]
     max_concurrent_requests: usize,
@@ -121,6 +124,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             default_max_tokens: args.default_max_tokens,
             max_tokens_limit: args.max_tokens_limit,
+            max_prompt_tokens: args.max_prompt_tokens,
             max_concurrent_requests: args.max_concurrent_requests,
             max_queued_requests: args.max_queued_requests,
             request_timeout_secs: args.request_timeout_secs,
