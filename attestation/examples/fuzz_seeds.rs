@@ -24,18 +24,16 @@ fn main() -> anyhow::Result<()> {
     let key = TlsKey::generate()?;
     let config_digest = vec![0x5a; 48];
     let report_data = certificate_binding(key.spki_der(), &config_digest);
-    let quote = SimulatedTdx::dev()?.quote(
-        &report_data,
-        &SimulatedTdConfig {
-            config_digest: config_digest.clone(),
-            debug: false,
-        },
-    )?;
+    let td = SimulatedTdConfig {
+        config_digest: config_digest.clone(),
+        debug: false,
+    };
+    let quote = SimulatedTdx::dev()?.quote(&report_data, &td)?;
     let simulated = EvidencePayload {
         version: PAYLOAD_VERSION,
         kind: EvidenceKind::SimulatedTdx,
         evidence: quote,
-        event_log: vec![],
+        event_log: td.event_log()?,
         config_digest: config_digest.clone(),
         gpu_evidence_digest: None,
     };

@@ -21,18 +21,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = TlsKey::generate()?;
     let config_digest: [u8; 48] = Sha384::digest(b"cocoon test vector config").into();
     let report_data = certificate_binding(key.spki_der(), &config_digest);
-    let quote = SimulatedTdx::dev()?.quote(
-        &report_data,
-        &SimulatedTdConfig {
-            config_digest: config_digest.to_vec(),
-            debug: false,
-        },
-    )?;
+    let td = SimulatedTdConfig {
+        config_digest: config_digest.to_vec(),
+        debug: false,
+    };
+    let quote = SimulatedTdx::dev()?.quote(&report_data, &td)?;
+    let event_log = td.event_log()?;
     let payload = EvidencePayload {
         version: PAYLOAD_VERSION,
         kind: EvidenceKind::SimulatedTdx,
         evidence: quote.clone(),
-        event_log: Vec::new(),
+        event_log: event_log.clone(),
         config_digest: config_digest.to_vec(),
         gpu_evidence_digest: None,
     };
@@ -61,7 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "kind": "simulated-tdx",
             "config_digest": hex::encode(config_digest),
             "evidence_sha256": hex::encode(Sha256::digest(&quote)),
-            "event_log_len": 0,
+            "event_log_cbor_hex": hex::encode(&event_log),
+            "rtmr3_rule": "replay of the event log: RTMR3 = SHA-384(0^48 || config_digest)",
             "spki_sha256": hex::encode(Sha256::digest(key.spki_der())),
             "report_data": hex::encode(report_data),
             "report_data_rule": "SHA-512(\"cocoon/ra-tls/cert/v1\" || u32be(len(SPKI)) || SPKI || u32be(48) || config_digest)",

@@ -90,10 +90,20 @@ impl EvidencePayload {
                 value: format!("{} bytes (max {MAX_PAYLOAD_LEN})", bytes.len()),
             });
         }
-        let payload: Self = ciborium::from_reader(bytes).map_err(|e| Error::Malformed {
+        let mut reader = std::io::Cursor::new(bytes);
+        let payload: Self = ciborium::from_reader(&mut reader).map_err(|e| Error::Malformed {
             what: "evidence payload (CBOR)",
             detail: e.to_string(),
         })?;
+        if reader.position() != bytes.len() as u64 {
+            return Err(Error::Malformed {
+                what: "evidence payload (CBOR)",
+                detail: format!(
+                    "{} trailing bytes after the payload",
+                    bytes.len() as u64 - reader.position()
+                ),
+            });
+        }
         if payload.version != PAYLOAD_VERSION {
             return Err(Error::Unsupported {
                 what: "evidence payload version",

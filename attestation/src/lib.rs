@@ -15,6 +15,7 @@ pub mod client;
 pub mod collateral;
 pub mod dev_pki;
 pub mod error;
+pub mod event_log;
 pub mod evidence;
 pub mod manifest;
 pub mod oid;

@@ -41,6 +41,24 @@ pub struct SimulatedTdConfig {
     pub debug: bool,
 }
 
+impl SimulatedTdConfig {
+    /// The runtime event log that explains this TD's RTMR3: one config event.
+    pub fn event_log(&self) -> Result<Vec<u8>> {
+        let digest: [u8; 48] =
+            self.config_digest
+                .as_slice()
+                .try_into()
+                .map_err(|_| crate::Error::Malformed {
+                    what: "simulated TD config",
+                    detail: format!(
+                        "config digest has {} bytes, expected 48",
+                        self.config_digest.len()
+                    ),
+                })?;
+        crate::event_log::RuntimeEventLog::config(3, &digest).to_cbor()
+    }
+}
+
 /// A development "TEE" that signs TDX v4 quotes through the development PKI.
 pub struct SimulatedTdx {
     pki: DevPki,
@@ -64,6 +82,21 @@ impl SimulatedTdx {
     /// A TDX v4 quote over `report_data`: fixed labelled MRTD and RTMR0-2, RTMR3 = the
     /// config digest extended once into zero.
     pub fn quote(&self, report_data: &ReportData, td: &SimulatedTdConfig) -> Result<Vec<u8>> {
+        self.quote_with_rtmr3(
+            report_data,
+            &rtmr_extend(&[0; 48], &td.config_digest),
+            td.debug,
+        )
+    }
+
+    /// A TDX v4 quote over `report_data` with the given RTMR3 (a simulated TD that keeps
+    /// its own register state and extends it like the TDX module does).
+    pub fn quote_with_rtmr3(
+        &self,
+        report_data: &ReportData,
+        rtmr3: &[u8; 48],
+        debug: bool,
+    ) -> Result<Vec<u8>> {
         self.pki.quote(
             report_data,
             &DevTdMeasurements {
@@ -72,9 +105,9 @@ impl SimulatedTdx {
                     labelled_digest("RTMR0"),
                     labelled_digest("RTMR1"),
                     labelled_digest("RTMR2"),
-                    rtmr_extend(&[0; 48], &td.config_digest),
+                    *rtmr3,
                 ],
-                debug: td.debug,
+                debug,
             },
         )
     }
@@ -97,7 +130,7 @@ pub(crate) fn test_certificate(
         version: PAYLOAD_VERSION,
         kind: EvidenceKind::SimulatedTdx,
         evidence: tee.quote(report_data, td).unwrap(),
-        event_log: vec![],
+        event_log: td.event_log().unwrap(),
         config_digest: td.config_digest.clone(),
         gpu_evidence_digest: None,
     };

@@ -8,7 +8,8 @@
 //! allowed (simulated evidence only with `allow_simulated`); the quote parses and its
 //! signature verifies with an attestation key we trust; debug is off unless allowed;
 //! REPORTDATA equals the binding of the certificate's SubjectPublicKeyInfo and the
-//! measured-config digest; RTMR3 equals the config digest extended once into zero.
+//! measured-config digest; the runtime event log replays to the quote's RTMR3 and records
+//! exactly that config digest.
 
 use std::collections::BTreeMap;
 
@@ -16,11 +17,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::dev_pki::DevPki;
+use crate::event_log::RuntimeEventLog;
 use crate::evidence::EvidenceKind;
 use crate::policy::Policy;
 use crate::ratls::parse_certificate;
 use crate::report_data::{certificate_binding, ReportData};
-use crate::simulated::rtmr_extend;
 use crate::tdx::dcap::{verify_quote, TdxRoot};
 use crate::{Error, Result};
 
@@ -169,14 +170,8 @@ fn verify_simulated_tdx(
     }
     let body = &facts.quote.body;
     check_binding(&body.report_data, expected)?;
-    let expected_rtmr3 = rtmr_extend(&[0; 48], &payload.config_digest);
-    if body.rtmr[3] != expected_rtmr3 {
-        return Err(Error::Policy {
-            rule: "RTMR3 must equal the measured config digest extended into zero",
-            observed: hex::encode(body.rtmr[3]),
-            expected: hex::encode(expected_rtmr3),
-        });
-    }
+    RuntimeEventLog::from_cbor(&payload.event_log)?
+        .check_tdx(&body.rtmr, &payload.config_digest)?;
     Ok(VerifiedEvidence {
         tee: EvidenceKind::SimulatedTdx.tee_name(),
         simulated: true,

@@ -38,6 +38,10 @@ fn vector_decodes_to_its_recorded_fields_and_verifies() {
         hex::encode(Sha256::digest(&cert.spki_der)),
         e["spki_sha256"].as_str().unwrap()
     );
+    assert_eq!(
+        hex::encode(&cert.evidence.event_log),
+        e["event_log_cbor_hex"].as_str().unwrap()
+    );
     let rd = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
     assert_eq!(hex::encode(rd), e["report_data"].as_str().unwrap());
 

@@ -38,6 +38,8 @@ pub struct AppState {
     pub spki_der: Vec<u8>,
     /// SHA-384 of the measured config.
     pub config_digest: [u8; 48],
+    /// The runtime event log (CBOR) that explains the config register (empty on SEV-SNP).
+    pub event_log: Vec<u8>,
 }
 
 /// Per-connection facts the handlers need.
@@ -194,14 +196,20 @@ pub async fn handle(
         }
         (Method::POST, "/v1/chat/completions") => chat(state, request).await,
         (Method::POST, "/v1/attestation") => attestation(state, session, request).await,
-        (_, "/healthz" | "/v1/models" | "/v1/chat/completions" | "/v1/attestation") => {
-            Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request_error",
-                Some("method_not_allowed"),
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        (Method::GET, "/v1/attestation/config") => Ok(measured_config(&state)),
+        (
+            _,
+            "/healthz"
+            | "/v1/models"
+            | "/v1/chat/completions"
+            | "/v1/attestation"
+            | "/v1/attestation/config",
+        ) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            Some("method_not_allowed"),
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
@@ -406,16 +414,15 @@ async fn attestation(
         &session.tls_exporter,
     );
     let provider = state.clone();
-    let (evidence, event_log) =
-        tokio::task::spawn_blocking(move || provider.tee.evidence(&report_data))
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .map_err(|e| internal(e.to_string()))?;
+    let evidence = tokio::task::spawn_blocking(move || provider.tee.evidence(&report_data))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
     let payload = EvidencePayload {
         version: PAYLOAD_VERSION,
         kind: state.tee.kind(),
         evidence,
-        event_log,
+        event_log: state.event_log.clone(),
         config_digest: state.config_digest.to_vec(),
         gpu_evidence_digest: None,
     };
@@ -428,6 +435,21 @@ async fn attestation(
             "evidence": base64::engine::general_purpose::STANDARD.encode(cbor),
         }),
     ))
+}
+
+/// `GET /v1/attestation/config`: the measured config document, byte for byte as hashed,
+/// so a client can check SHA-384(body) against the digest the evidence commits to.
+fn measured_config(state: &AppState) -> Response<Body> {
+    let mut response = Response::new(full(state.config.canonical_json()));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&hex::encode(state.config_digest)) {
+        headers.insert("x-cocoon-config-sha384", v);
+    }
+    response
 }
 
 async fn chat(

@@ -11,6 +11,9 @@ pub enum Error {
     Engine(String),
     #[error("evidence: {0}")]
     Evidence(#[from] cocoon_attestation::Error),
+    /// The TEE interface failed or gave evidence that does not match the guest's state.
+    #[error("TEE: {0}")]
+    Tee(String),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("I/O on {path}: {source}")]

@@ -22,21 +22,23 @@ pub struct GuestIdentity {
 
 impl GuestIdentity {
     /// Makes a fresh key, binds it in evidence from `tee`, and builds a TLS 1.3 server
-    /// configuration around the resulting certificate.
+    /// configuration around the resulting certificate. `event_log` explains the config
+    /// register (see [`crate::tee::EvidenceProvider::extend_config_register`]).
     pub fn create(
         tee: &dyn EvidenceProvider,
         config_digest: &[u8; 48],
+        event_log: &[u8],
         names: &[SubjectAltName],
         validity: time::Duration,
     ) -> Result<Self> {
         let key = TlsKey::generate()?;
         let report_data = certificate_binding(key.spki_der(), config_digest);
-        let (evidence, event_log) = tee.evidence(&report_data)?;
+        let evidence = tee.evidence(&report_data)?;
         let payload = EvidencePayload {
             version: PAYLOAD_VERSION,
             kind: tee.kind(),
             evidence,
-            event_log,
+            event_log: event_log.to_vec(),
             config_digest: config_digest.to_vec(),
             gpu_evidence_digest: None,
         };

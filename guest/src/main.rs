@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
 use cocoon_guest::config::{Limits, MeasuredConfig, ModelIdentity};
 use cocoon_guest::engine::{Engine, ModelSource};
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::server::{serve, SocketLimits};
-use cocoon_guest::tee::{EvidenceProvider, SimulatedSnpTee, SimulatedTee};
+use cocoon_guest::tee::{
+    self_check, ConfigRegister, EvidenceProvider, SimulatedSnpTee, SimulatedTee,
+};
 use tracing::info;
 
 #[derive(Parser)]
@@ -136,9 +139,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let digest = config.digest();
     let tee: Box<dyn EvidenceProvider> = match args.tee {
-        Tee::Simulated => Box::new(SimulatedTee::new(&digest, args.simulated_debug)?),
+        Tee::Simulated => Box::new(SimulatedTee::new(args.simulated_debug)?),
         Tee::SimulatedSevSnp => Box::new(SimulatedSnpTee::new(&digest, args.simulated_debug)?),
     };
+    // Record the measured config in the TEE before anything is served, then check our own
+    // evidence the way a verifier will.
+    let event_log = match tee.extend_config_register(&digest)? {
+        ConfigRegister::TdxRtmr(register) => {
+            RuntimeEventLog::config(register, &digest).to_cbor()?
+        }
+        ConfigRegister::None => Vec::new(),
+    };
+    self_check(tee.as_ref(), &digest, &event_log)
+        .context("the guest's own evidence does not match its measured config")?;
+    info!(config_sha384 = %hex::encode(digest), "measured config recorded");
     let names: Vec<SubjectAltName> = args
         .subject_alt_names
         .iter()
@@ -147,6 +161,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let identity = GuestIdentity::create(
         tee.as_ref(),
         &digest,
+        &event_log,
         &names,
         time::Duration::hours(i64::from(args.cert_validity_hours)),
     )?;
@@ -166,6 +181,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tee,
         spki_der: identity.spki_der.clone(),
         config_digest: digest,
+        event_log,
     });
     if state.tee.kind().is_simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");

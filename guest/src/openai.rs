@@ -1,20 +1,67 @@
-//! The OpenAI wire format we accept and produce.
+//! The OpenAI request bodies we accept, and their validation into a [`Plan`].
 //!
 //! Requests are parsed strictly: an unknown field is an error rather than something we
-//! silently ignore, because a client that sends `seed` or `tools` and gets an answer that
-//! ignored them has been misled. Responses are built here rather than serialised from
-//! the engine's types so their shape is exactly OpenAI's.
+//! silently ignore, because a client that sends `tools` or `logit_bias` and gets an
+//! answer that ignored them has been misled. Parameters OpenAI defines but this server
+//! cannot honour get a 400 that says why ([`unsupported_reason`]).
 
-use mistralrs::{RequestBuilder, SamplingParams, StopTokens, TextMessageRole};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use mistralrs::core::RequestMessage;
+use mistralrs::{Constraint, RequestBuilder, RequestLike, TextMessageRole};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Most choices one request may ask for (`n`).
+pub const MAX_N: u64 = 8;
+/// Most alternatives per token in chat `top_logprobs` (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u64 = 20;
+/// Most alternatives per token in completions `logprobs` (OpenAI's limit).
+pub const MAX_COMPLETION_LOGPROBS: u64 = 5;
+/// Most prompts in one completions request.
+pub const MAX_PROMPTS: usize = 8;
+
+/// Why a parameter OpenAI defines is refused here, if it is.
+pub fn unsupported_reason(param: &str) -> Option<&'static str> {
+    Some(match param {
+        "tools" | "tool_choice" | "parallel_tool_calls" | "functions" | "function_call" => {
+            "tool calling is not supported: this server does not implement tool calls, and the \
+             bundled model's chat template does not render tool definitions"
+        }
+        "logit_bias" => "logit_bias is not supported by this server",
+        "suffix" => "suffix (insertion) is not supported: the engine only appends text",
+        "best_of" => "best_of different from n is not supported by this server",
+        "audio" | "modalities" => "this model produces text only",
+        "prediction" => "predicted outputs are not supported by this server",
+        "reasoning_effort" => "this model has no reasoning-effort control",
+        "web_search_options" => "web search is not available inside the confidential VM",
+        "store" | "metadata" | "service_tier" => {
+            "this server stores nothing and has a single service tier"
+        }
+        "dimensions" | "encoding_format" => return None,
+        _ => return None,
+    })
+}
+
+/// A request that failed validation: message, offending parameter, error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub message: String,
+    pub param: String,
+    pub code: &'static str,
+}
+
+fn invalid(param: &str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        message: message.into(),
+        param: param.to_string(),
+        code: "invalid_value",
+    }
+}
 
 /// `stream_options`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
-    #[serde(default)]
-    pub include_usage: bool,
+    pub include_usage: Option<bool>,
 }
 
 /// `stop`: a string or a list of strings.
@@ -51,14 +98,32 @@ pub struct ChatMessage {
     pub name: Option<String>,
 }
 
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    pub description: Option<String>,
+    pub schema: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+/// `response_format`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
 /// `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
-    #[serde(default)]
-    pub stream: bool,
+    pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub max_tokens: Option<u64>,
     pub max_completion_tokens: Option<u64>,
@@ -68,143 +133,308 @@ pub struct ChatCompletionRequest {
     pub stop: Option<Stop>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
-    /// End-user id, accepted as OpenAI does; it does not change generation.
+    pub seed: Option<i64>,
+    pub logprobs: Option<bool>,
+    pub top_logprobs: Option<u64>,
+    pub response_format: Option<ResponseFormat>,
+    /// End-user id, accepted as OpenAI does; it does not change generation there either.
     pub user: Option<String>,
 }
 
-/// A request that failed validation: the message and the offending parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    pub message: String,
-    pub param: Option<&'static str>,
+/// `prompt` of `/v1/completions`: a string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    One(String),
+    Many(Vec<String>),
 }
 
-fn invalid(param: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid {
-        message: message.into(),
-        param: Some(param),
-    }
+/// `POST /v1/completions` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: Prompt,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub n: Option<u64>,
+    pub stop: Option<Stop>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub seed: Option<i64>,
+    pub logprobs: Option<u64>,
+    pub echo: Option<bool>,
+    /// Accepted when equal to `n` (it then changes nothing); otherwise refused.
+    pub best_of: Option<u64>,
+    pub user: Option<String>,
+}
+
+/// `POST /v1/embeddings` body (validated so that bad input still gets a precise 400).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingRequest {
+    pub model: String,
+    pub input: Value,
+    pub encoding_format: Option<String>,
+    pub dimensions: Option<u64>,
+    pub user: Option<String>,
+}
+
+/// Which endpoint a plan answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+/// Server limits that bound a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub default_max_tokens: usize,
+    pub max_tokens_limit: usize,
 }
 
 /// A validated request, ready for the engine.
-pub struct PreparedChat {
-    pub builder: RequestBuilder,
-    pub max_tokens: usize,
+#[derive(Clone)]
+pub struct Plan {
+    pub endpoint: Endpoint,
+    /// One per prompt (chat: exactly one); each is generated `n` times.
+    pub prompts: Vec<RequestMessage>,
+    /// The prompt texts, for `echo`.
+    pub prompt_texts: Vec<String>,
     pub n: usize,
+    pub max_tokens: usize,
+    /// 0 is greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: Option<u64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub stop: Vec<String>,
+    /// `Some(k)`: report log probabilities with `k` alternatives per token.
+    pub logprobs: Option<usize>,
+    pub constraint: Constraint,
+    pub echo: bool,
     pub stream: bool,
     pub include_usage: bool,
 }
 
-impl ChatCompletionRequest {
-    /// Checks ranges and builds the engine request.
-    pub fn prepare(
+/// The sampling fields chat and completions share, borrowed for one validation.
+struct Common<'a> {
+    max_tokens: Option<(&'static str, u64)>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    n: Option<u64>,
+    stop: &'a Option<Stop>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    seed: Option<i64>,
+    stream: Option<bool>,
+    stream_options: &'a Option<StreamOptions>,
+}
+
+impl Common<'_> {
+    fn plan(
         &self,
-        default_max_tokens: usize,
-        max_tokens_limit: usize,
-    ) -> Result<PreparedChat, Invalid> {
+        endpoint: Endpoint,
+        prompts: Vec<RequestMessage>,
+        prompt_texts: Vec<String>,
+        bounds: Bounds,
+    ) -> Result<Plan, Invalid> {
+        let max_tokens = match self.max_tokens {
+            None => bounds.default_max_tokens,
+            Some((p, 0)) => return Err(invalid(p, format!("'{p}' must be at least 1"))),
+            Some((p, v)) if v > bounds.max_tokens_limit as u64 => {
+                return Err(invalid(
+                    p,
+                    format!(
+                        "'{p}' is {v}, above this server's limit of {}",
+                        bounds.max_tokens_limit
+                    ),
+                ))
+            }
+            Some((_, v)) => v as usize,
+        };
+        let temperature = match self.temperature {
+            // OpenAI's default is 1; 0 is greedy.
+            None => 1.0,
+            Some(t) if (0.0..=2.0).contains(&t) => t,
+            Some(t) => {
+                return Err(invalid(
+                    "temperature",
+                    format!("'temperature' is {t}; must be in [0, 2]"),
+                ))
+            }
+        };
+        let top_p = match self.top_p {
+            None => 1.0,
+            Some(p) if p > 0.0 && p <= 1.0 => p,
+            Some(p) => {
+                return Err(invalid(
+                    "top_p",
+                    format!("'top_p' is {p}; must be in (0, 1]"),
+                ))
+            }
+        };
+        for (name, value) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if let Some(v) = value.filter(|v| !(-2.0..=2.0).contains(v)) {
+                return Err(invalid(
+                    name,
+                    format!("'{name}' is {v}; must be in [-2, 2]"),
+                ));
+            }
+        }
+        let n = match self.n {
+            None => 1,
+            Some(n) if (1..=MAX_N).contains(&n) => n as usize,
+            Some(n) => return Err(invalid("n", format!("'n' is {n}; must be in [1, {MAX_N}]"))),
+        };
+        let stop = match self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) if v.len() > 4 => {
+                return Err(invalid("stop", "'stop' may hold at most 4 sequences"))
+            }
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        if stop.iter().any(String::is_empty) {
+            return Err(invalid("stop", "'stop' sequences must not be empty"));
+        }
+        let stream = self.stream.unwrap_or(false);
+        if self.stream_options.is_some() && !stream {
+            return Err(invalid(
+                "stream_options",
+                "'stream_options' is only allowed when 'stream' is true",
+            ));
+        }
+        Ok(Plan {
+            endpoint,
+            prompts,
+            prompt_texts,
+            n,
+            max_tokens,
+            temperature,
+            top_p,
+            seed: self.seed.map(|s| s as u64),
+            presence_penalty: self.presence_penalty.filter(|v| *v != 0.0),
+            frequency_penalty: self.frequency_penalty.filter(|v| *v != 0.0),
+            stop,
+            logprobs: None,
+            constraint: Constraint::None,
+            echo: false,
+            stream,
+            include_usage: self
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+        })
+    }
+}
+
+impl ChatCompletionRequest {
+    /// Checks ranges and builds the plan.
+    pub fn plan(&self, bounds: Bounds) -> Result<Plan, Invalid> {
         if self.messages.is_empty() {
             return Err(invalid(
                 "messages",
                 "'messages' must contain at least one message",
             ));
         }
-        if self.max_tokens.is_some() && self.max_completion_tokens.is_some() {
-            return Err(invalid(
-                "max_tokens",
-                "give either 'max_tokens' or 'max_completion_tokens', not both",
-            ));
-        }
-        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
-            None => default_max_tokens,
-            Some(0) => return Err(invalid("max_tokens", "'max_tokens' must be at least 1")),
-            Some(v) if v > max_tokens_limit as u64 => {
+        let max_tokens = match (self.max_tokens, self.max_completion_tokens) {
+            (Some(_), Some(_)) => {
                 return Err(invalid(
                     "max_tokens",
-                    format!("'max_tokens' is {v}, above this server's limit of {max_tokens_limit}"),
+                    "give either 'max_tokens' or 'max_completion_tokens', not both",
                 ))
             }
-            Some(v) => v as usize,
+            (Some(v), None) => Some(("max_tokens", v)),
+            (None, Some(v)) => Some(("max_completion_tokens", v)),
+            (None, None) => None,
         };
-        let temperature = match self.temperature {
-            Some(t) if !(0.0..=2.0).contains(&t) => {
+        let prompt = self.prompt()?;
+        let mut plan = Common {
+            max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            stop: &self.stop,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+            stream: self.stream,
+            stream_options: &self.stream_options,
+        }
+        .plan(Endpoint::Chat, vec![prompt], vec![String::new()], bounds)?;
+        plan.logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+            (false, Some(_)) => {
                 return Err(invalid(
-                    "temperature",
-                    format!("'temperature' is {t}; must be in [0, 2]"),
+                    "top_logprobs",
+                    "'top_logprobs' requires 'logprobs' to be true",
                 ))
             }
-            // OpenAI's default is 1. mistral.rs reads a missing temperature as 1.0 and
-            // switches to argmax below 1e-7, so 0 passes through as 0.
-            Some(t) => Some(t),
-            None => Some(1.0),
-        };
-        let top_p = match self.top_p {
-            Some(p) if !(p > 0.0 && p <= 1.0) => {
+            (_, Some(k)) if k > MAX_TOP_LOGPROBS => {
                 return Err(invalid(
-                    "top_p",
-                    format!("'top_p' is {p}; must be in (0, 1]"),
+                    "top_logprobs",
+                    format!("'top_logprobs' is {k}; must be in [0, {MAX_TOP_LOGPROBS}]"),
                 ))
             }
-            other => other,
+            (true, k) => Some(k.unwrap_or(0) as usize),
+            (false, None) => None,
         };
-        for (name, value) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
-            if let Some(v) = value {
-                if !(-2.0..=2.0).contains(&v) {
-                    return Err(invalid(
-                        if name == "presence_penalty" {
-                            "presence_penalty"
-                        } else {
-                            "frequency_penalty"
-                        },
-                        format!("'{name}' is {v}; must be in [-2, 2]"),
-                    ));
-                }
+        plan.constraint = match &self.response_format {
+            None | Some(ResponseFormat::Text) => Constraint::None,
+            Some(ResponseFormat::JsonObject) => {
+                Constraint::JsonSchema(serde_json::json!({"type": "object"}))
             }
-        }
-        let n = match self.n {
-            None => 1,
-            Some(n) if (1..=8).contains(&n) => n as usize,
-            Some(n) => return Err(invalid("n", format!("'n' is {n}; must be in [1, 8]"))),
+            Some(ResponseFormat::JsonSchema { json_schema }) => json_schema.constraint()?,
         };
-        let stop = match &self.stop {
-            None => None,
-            Some(Stop::One(s)) => Some(vec![s.clone()]),
-            Some(Stop::Many(v)) if v.len() > 4 => {
-                return Err(invalid("stop", "'stop' may hold at most 4 sequences"))
-            }
-            Some(Stop::Many(v)) => Some(v.clone()),
-        };
-        if stop
-            .as_ref()
-            .is_some_and(|v| v.iter().any(String::is_empty))
-        {
-            return Err(invalid("stop", "'stop' sequences must not be empty"));
-        }
-        if self.stream_options.is_some() && !self.stream {
-            return Err(invalid(
-                "stream_options",
-                "'stream_options' is only allowed when 'stream' is true",
-            ));
-        }
+        Ok(plan)
+    }
 
+    /// The messages as the engine takes them.
+    fn prompt(&self) -> Result<RequestMessage, Invalid> {
         let mut builder = RequestBuilder::new();
         for (i, m) in self.messages.iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => TextMessageRole::System,
                 "user" => TextMessageRole::User,
                 "assistant" => TextMessageRole::Assistant,
+                "tool" | "function" => {
+                    return Err(invalid(
+                        "messages",
+                        format!(
+                            "messages[{i}].role is '{}': {}",
+                            m.role,
+                            unsupported_reason("tools").unwrap_or_default()
+                        ),
+                    ))
+                }
                 other => {
-                    return Err(Invalid {
-                        message: format!(
+                    return Err(invalid(
+                        "messages",
+                        format!(
                             "messages[{i}].role is '{other}'; supported roles are system, \
                              developer, user and assistant"
                         ),
-                        param: Some("messages"),
-                    })
+                    ))
                 }
             };
+            if m.name.is_some() {
+                return Err(invalid(
+                    "messages",
+                    format!(
+                        "messages[{i}].name is not supported: the model's chat template has no \
+                         place for participant names, so the model would never see it"
+                    ),
+                ));
+            }
             let text = match &m.content {
                 None => String::new(),
                 Some(Content::Text(t)) => t.clone(),
@@ -214,13 +444,14 @@ impl ChatCompletionRequest {
                         match (part.kind.as_str(), &part.text) {
                             ("text", Some(t)) => text.push_str(t),
                             (kind, _) => {
-                                return Err(Invalid {
-                                    message: format!(
-                                        "messages[{i}].content has a part of type '{kind}'; \
-                                         this model accepts text parts only"
+                                return Err(invalid(
+                                    "messages",
+                                    format!(
+                                        "messages[{i}].content has a part of type '{kind}' \
+                                         (or a text part without text); this model accepts \
+                                         text parts only"
                                     ),
-                                    param: Some("messages"),
-                                })
+                                ))
                             }
                         }
                     }
@@ -229,181 +460,280 @@ impl ChatCompletionRequest {
             };
             builder = builder.add_message(role, text);
         }
-        let mut sampling = SamplingParams::deterministic();
-        sampling.top_k = None;
-        sampling.temperature = temperature;
-        sampling.top_p = top_p;
-        sampling.presence_penalty = self.presence_penalty;
-        sampling.frequency_penalty = self.frequency_penalty;
-        sampling.max_len = Some(max_tokens);
-        sampling.n_choices = n;
-        sampling.stop_toks = stop.map(StopTokens::Seqs);
-        builder = builder.set_sampling(sampling);
-        Ok(PreparedChat {
-            builder,
-            max_tokens,
-            n,
-            stream: self.stream,
-            include_usage: self
-                .stream_options
-                .as_ref()
-                .is_some_and(|o| o.include_usage),
-        })
+        Ok(builder.take_messages())
     }
 }
 
-/// OpenAI `usage`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
-}
-
-impl From<&mistralrs::Usage> for Usage {
-    fn from(u: &mistralrs::Usage) -> Self {
-        Self {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.prompt_tokens + u.completion_tokens,
+impl JsonSchemaFormat {
+    fn constraint(&self) -> Result<Constraint, Invalid> {
+        let p = "response_format";
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Err(invalid(
+                p,
+                "response_format.json_schema.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -",
+            ));
+        }
+        if self.description.is_some() {
+            return Err(invalid(
+                p,
+                "response_format.json_schema.description is not supported: the engine \
+                 constrains output to the schema but cannot show the model a description",
+            ));
+        }
+        match &self.schema {
+            None => Ok(Constraint::JsonSchema(serde_json::json!({}))),
+            Some(schema @ Value::Object(_)) => Ok(Constraint::JsonSchema(schema.clone())),
+            Some(_) => Err(invalid(
+                p,
+                "response_format.json_schema.schema must be a JSON Schema object",
+            )),
         }
     }
 }
 
-/// OpenAI finish reasons from the engine's stop reasons.
-pub fn finish_reason(engine: &str) -> &'static str {
-    match engine {
-        "length" => "length",
-        "tool_calls" => "tool_calls",
-        "canceled" => "stop",
-        _ => "stop",
-    }
-}
-
-/// A non-streaming `chat.completion` object.
-pub fn chat_completion(
-    id: &str,
-    model: &str,
-    created: u64,
-    response: &mistralrs::ChatCompletionResponse,
-) -> Value {
-    let choices: Vec<Value> = response
-        .choices
-        .iter()
-        .map(|c| {
-            json!({
-                "index": c.index,
-                "message": {
-                    "role": "assistant",
-                    "content": c.message.content.clone().unwrap_or_default(),
-                    "refusal": null,
-                },
-                "logprobs": null,
-                "finish_reason": finish_reason(&c.finish_reason),
+impl CompletionRequest {
+    /// Checks ranges and builds the plan.
+    pub fn plan(&self, bounds: Bounds) -> Result<Plan, Invalid> {
+        let texts = match &self.prompt {
+            Prompt::One(s) => vec![s.clone()],
+            Prompt::Many(v) if v.is_empty() || v.len() > MAX_PROMPTS => {
+                return Err(invalid(
+                    "prompt",
+                    format!("'prompt' must hold 1 to {MAX_PROMPTS} strings"),
+                ))
+            }
+            Prompt::Many(v) => v.clone(),
+        };
+        let prompts = texts
+            .iter()
+            .map(|text| RequestMessage::Completion {
+                text: text.clone(),
+                echo_prompt: false,
+                best_of: None,
             })
-        })
-        .collect();
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": choices,
-        "usage": Usage::from(&response.usage),
-    })
-}
-
-/// One `chat.completion.chunk` with the given choices.
-pub fn chat_chunk(
-    id: &str,
-    model: &str,
-    created: u64,
-    choices: Vec<Value>,
-    usage: Option<Value>,
-) -> Value {
-    let mut chunk = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": choices,
-    });
-    if let (Some(map), Some(usage)) = (chunk.as_object_mut(), usage) {
-        map.insert("usage".into(), usage);
+            .collect();
+        let mut plan = Common {
+            max_tokens: self.max_tokens.map(|v| ("max_tokens", v)),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            stop: &self.stop,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+            stream: self.stream,
+            stream_options: &self.stream_options,
+        }
+        .plan(Endpoint::Completion, prompts, texts, bounds)?;
+        if let Some(best_of) = self.best_of.filter(|b| *b != plan.n as u64) {
+            return Err(invalid(
+                "best_of",
+                format!(
+                    "'best_of' is {best_of}: {}",
+                    unsupported_reason("best_of").unwrap_or_default()
+                ),
+            ));
+        }
+        plan.echo = self.echo.unwrap_or(false);
+        plan.logprobs = match self.logprobs {
+            None => None,
+            Some(k) if k > MAX_COMPLETION_LOGPROBS => {
+                return Err(invalid(
+                    "logprobs",
+                    format!("'logprobs' is {k}; must be in [0, {MAX_COMPLETION_LOGPROBS}]"),
+                ))
+            }
+            Some(_) if plan.echo => {
+                return Err(invalid(
+                    "logprobs",
+                    "'logprobs' with 'echo' needs log probabilities of the prompt tokens, \
+                     which the engine does not compute",
+                ))
+            }
+            Some(k) => Some(k as usize),
+        };
+        Ok(plan)
     }
-    chunk
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn req(body: Value) -> Result<ChatCompletionRequest, serde_json::Error> {
+    const BOUNDS: Bounds = Bounds {
+        default_max_tokens: 16,
+        max_tokens_limit: 64,
+    };
+
+    fn chat(body: Value) -> Result<ChatCompletionRequest, serde_json::Error> {
         serde_json::from_value(body)
+    }
+
+    fn with(extra: Value) -> Value {
+        let mut body = json!({"model":"m","messages":[{"role":"user","content":"hi"}]});
+        if let (Some(map), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            map.extend(extra.clone());
+        }
+        body
     }
 
     #[test]
     fn strict_parsing_rejects_unknown_fields() {
-        let err = req(json!({"model":"m","messages":[],"bogus":1})).unwrap_err();
+        let err = chat(json!({"model":"m","messages":[],"bogus":1})).unwrap_err();
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
-        let err = req(json!({"model":"m"})).unwrap_err();
+        let err = chat(json!({"model":"m"})).unwrap_err();
         assert!(
             err.to_string().contains("missing field `messages`"),
             "{err}"
         );
+        let err = chat(with(
+            json!({"response_format":{"type":"json_object","x":1}}),
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(unsupported_reason("tools").is_some());
+        assert!(unsupported_reason("temperature").is_none());
     }
 
     #[test]
-    fn validates_ranges_and_defaults() {
-        let ok = req(json!({"model":"m","messages":[{"role":"user","content":"hi"}]})).unwrap();
-        let p = ok.prepare(16, 64).unwrap();
+    fn defaults_and_every_parameter_reach_the_plan() {
+        let p = chat(with(json!({}))).unwrap().plan(BOUNDS).unwrap();
         assert_eq!(
             (p.max_tokens, p.n, p.stream, p.include_usage),
             (16, 1, false, false)
         );
-        for (body, param) in [
-            (json!({"model":"m","messages":[]}), "messages"),
+        assert_eq!(
+            (p.temperature, p.top_p, p.seed, p.logprobs),
+            (1.0, 1.0, None, None)
+        );
+        assert!(matches!(p.constraint, Constraint::None));
+        let p = chat(with(json!({
+            "max_completion_tokens": 9, "temperature": 0, "top_p": 0.5, "n": 3, "seed": -1,
+            "stop": "x", "presence_penalty": 0.5, "frequency_penalty": -0.5, "logprobs": true,
+            "top_logprobs": 4, "stream": true, "stream_options": {"include_usage": true},
+            "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
+        })))
+        .unwrap()
+        .plan(BOUNDS)
+        .unwrap();
+        assert_eq!(
+            (p.max_tokens, p.n, p.stream, p.include_usage),
+            (9, 3, true, true)
+        );
+        assert_eq!((p.temperature, p.top_p, p.seed), (0.0, 0.5, Some(u64::MAX)));
+        assert_eq!(
+            (p.presence_penalty, p.frequency_penalty),
+            (Some(0.5), Some(-0.5))
+        );
+        assert_eq!(
+            (p.stop.clone(), p.logprobs),
+            (vec!["x".to_string()], Some(4))
+        );
+        assert!(matches!(p.constraint, Constraint::JsonSchema(ref s) if s["type"] == "object"));
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_parameter() {
+        for (extra, param) in [
+            (json!({"max_tokens": 65}), "max_tokens"),
+            (json!({"max_completion_tokens": 0}), "max_completion_tokens"),
             (
-                json!({"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":65}),
+                json!({"max_tokens": 1, "max_completion_tokens": 1}),
                 "max_tokens",
             ),
+            (json!({"temperature": 3.0}), "temperature"),
+            (json!({"top_p": 0.0}), "top_p"),
+            (json!({"n": 9}), "n"),
+            (json!({"presence_penalty": 2.5}), "presence_penalty"),
+            (json!({"frequency_penalty": -3}), "frequency_penalty"),
+            (json!({"stop": ["a","b","c","d","e"]}), "stop"),
+            (json!({"stop": [""]}), "stop"),
+            (json!({"top_logprobs": 2}), "top_logprobs"),
             (
-                json!({"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}),
-                "max_tokens",
+                json!({"logprobs": true, "top_logprobs": 21}),
+                "top_logprobs",
             ),
             (
-                json!({"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3.0}),
-                "temperature",
-            ),
-            (
-                json!({"model":"m","messages":[{"role":"user","content":"x"}],"top_p":0.0}),
-                "top_p",
-            ),
-            (
-                json!({"model":"m","messages":[{"role":"user","content":"x"}],"n":9}),
-                "n",
-            ),
-            (
-                json!({"model":"m","messages":[{"role":"robot","content":"x"}]}),
-                "messages",
-            ),
-            (
-                json!({"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}),
+                json!({"stream_options": {"include_usage": true}}),
                 "stream_options",
             ),
+            (json!({"messages": []}), "messages"),
             (
-                json!({"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}),
+                json!({"messages": [{"role": "robot", "content": "x"}]}),
                 "messages",
             ),
+            (
+                json!({"messages": [{"role": "tool", "content": "x"}]}),
+                "messages",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x", "name": "a"}]}),
+                "messages",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+                "messages",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}}),
+                "response_format",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": 3}}}),
+                "response_format",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "description": "d"}}}),
+                "response_format",
+            ),
         ] {
-            let r = req(body.clone()).unwrap();
-            let err = r
-                .prepare(16, 64)
+            let body = with(extra);
+            let err = chat(body.clone())
+                .unwrap()
+                .plan(BOUNDS)
                 .err()
                 .unwrap_or_else(|| panic!("accepted {body}"));
-            assert_eq!(err.param, Some(param), "{body}: {}", err.message);
+            assert_eq!(err.param, param, "{body}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn completions_take_one_or_more_prompts_echo_and_logprobs() {
+        let req = |extra: Value| {
+            let mut body = json!({"model": "m", "prompt": "a"});
+            if let (Some(map), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+                map.extend(extra.clone());
+            }
+            serde_json::from_value::<CompletionRequest>(body)
+                .unwrap()
+                .plan(BOUNDS)
+        };
+        let p = req(json!({"prompt": ["a", "b"], "n": 2, "echo": true, "best_of": 2})).unwrap();
+        assert_eq!((p.prompts.len(), p.n, p.echo), (2, 2, true));
+        assert_eq!(p.prompt_texts, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(req(json!({"logprobs": 5})).unwrap().logprobs, Some(5));
+        for (extra, param) in [
+            (json!({"logprobs": 6}), "logprobs"),
+            (json!({"logprobs": 1, "echo": true}), "logprobs"),
+            (json!({"best_of": 3}), "best_of"),
+            (json!({"prompt": []}), "prompt"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+        ] {
+            assert_eq!(
+                req(extra.clone()).err().map(|e| e.param),
+                Some(param.into()),
+                "{extra}"
+            );
+        }
+        let err =
+            serde_json::from_value::<CompletionRequest>(json!({"model": "m", "prompt": [1, 2]}));
+        assert!(err.is_err(), "token-id prompts are refused");
     }
 }

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::{
     build_certificate, parse_certificate, CertificateParams, SubjectAltName, TlsKey,
 };
 use cocoon_attestation::verify::VerifyOptions;
 use cocoon_guest::identity::GuestIdentity;
-use cocoon_guest::tee::SimulatedTee;
+use cocoon_guest::tee::{ConfigRegister, EvidenceProvider, SimulatedTee};
 use cocoon_tests::{cocoon_verify, start_appliance};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
@@ -129,10 +130,16 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
 
     // The MITM has a perfectly valid (simulated) attested certificate for his own key,
     // claiming the genuine guest's config, and relays every byte to the genuine guest.
-    let tee = SimulatedTee::new(&config_digest, false).unwrap();
+    let tee = SimulatedTee::new(false).unwrap();
+    let register = tee.extend_config_register(&config_digest).unwrap();
+    assert_eq!(register, ConfigRegister::TdxRtmr(3));
+    let event_log = RuntimeEventLog::config(3, &config_digest)
+        .to_cbor()
+        .unwrap();
     let mitm = GuestIdentity::create(
         &tee,
         &config_digest,
+        &event_log,
         &[SubjectAltName::parse("127.0.0.1")],
         time::Duration::hours(1),
     )

@@ -187,6 +187,72 @@ fn openai_sdk_through_the_verifying_client_proxy() {
     );
 }
 
+/// One plain-HTTP GET to a local address (the proxy's side); returns the raw response.
+fn plain_get(addr: &str, path: &str) -> Vec<u8> {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn measured_config_document_hashes_to_the_attested_digest() {
+    for tee in ["simulated", "simulated-sev-snp"] {
+        let app = start_appliance_with_tee(tee, &["--max-prompt-tokens", "1234"])
+            .expect("appliance starts");
+        let upstream = format!("https://{}", app.agent_addr);
+        let summary: serde_json::Value = serde_json::from_str(&verify_ok(&[
+            "endpoint",
+            &upstream,
+            "--allow-simulated",
+            "--json",
+        ]))
+        .unwrap();
+        let (_proxy, addr) = start_proxy(&upstream, &["--allow-simulated"]).expect("proxy");
+        let response = plain_get(&addr, "/v1/attestation/config");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("headers end");
+        let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let body = &response[split + 4..];
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha384::digest(body));
+        assert_eq!(summary["config_digest"], digest.as_str(), "{tee}");
+        assert!(
+            head.contains(&format!("x-cocoon-config-sha384: {digest}")),
+            "{head}"
+        );
+        let config: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(config["limits"]["max_prompt_tokens"], 1234);
+        assert_eq!(config["model"]["id"], app.model_id.as_str());
+        let digest_bytes = hex::decode(&digest).unwrap();
+        if tee == "simulated" {
+            // RTMR3 is the replay of the event log: the config digest extended into zero.
+            let rtmr3 = cocoon_attestation::simulated::rtmr_extend(&[0; 48], &digest_bytes);
+            assert_eq!(
+                summary["measurements"]["rtmr3"],
+                hex::encode(rtmr3).as_str()
+            );
+        } else {
+            let host_data = cocoon_attestation::verify::snp_host_data(&digest_bytes);
+            assert_eq!(
+                summary["measurements"]["host_data"],
+                hex::encode(host_data).as_str()
+            );
+        }
+    }
+}
+
 /// Runs `cocoon-verify` and returns its stdout, failing the test on a non-zero exit.
 fn verify_ok(args: &[&str]) -> String {
     let out = cocoon_verify(args).unwrap();
@@ -301,17 +367,7 @@ fn signed_manifest_selects_what_the_client_accepts() {
         ],
     )
     .expect("proxy starts with the matching manifest");
-    use std::io::{Read as _, Write as _};
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        conn,
-        "GET /v1/models HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&plain_get(&addr, "/v1/models")).into_owned();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains(&app.model_id), "{response}");
 

@@ -1,0 +1,219 @@
+//! The runtime event log: what the guest extended into its runtime measurement register,
+//! so a verifier can replay it and know *what* the register value means.
+//!
+//! A TDX RTMR is a hash chain: on its own, its value proves only that some sequence of
+//! digests was extended. The guest therefore records each extension here, and the
+//! verifier recomputes the register from zero (`RTMR := SHA-384(RTMR ‖ digest)`) and
+//! compares it with the quote. Only event kinds this crate knows are accepted, so an
+//! extension nobody can explain fails verification instead of being ignored.
+//!
+//! Encoding: CBOR array of maps `{register: u8, kind: text, digest: bytes(48)}`, carried
+//! in the RA-TLS payload's `event_log` field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::simulated::rtmr_extend;
+use crate::{Error, Result};
+
+/// Event kind of the measured runtime config: `digest` is SHA-384 of the canonical
+/// config document (the config digest of the RA-TLS payload).
+pub const KIND_CONFIG: &str = "cocoon.config.v1";
+
+/// The kinds a verifier understands.
+pub const KNOWN_KINDS: &[&str] = &[KIND_CONFIG];
+
+/// One extension of a runtime measurement register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeEvent {
+    /// RTMR index (0-3).
+    pub register: u8,
+    /// What was measured ([`KNOWN_KINDS`]).
+    pub kind: String,
+    /// The 48-byte digest that was extended.
+    #[serde(with = "serde_bytes")]
+    pub digest: Vec<u8>,
+}
+
+/// The events of one boot, in extension order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeEventLog {
+    pub events: Vec<RuntimeEvent>,
+}
+
+fn malformed(detail: impl Into<String>) -> Error {
+    Error::Malformed {
+        what: "runtime event log",
+        detail: detail.into(),
+    }
+}
+
+impl RuntimeEventLog {
+    /// A log with the one event a guest records at start: its measured config.
+    pub fn config(register: u8, config_digest: &[u8; 48]) -> Self {
+        Self {
+            events: vec![RuntimeEvent {
+                register,
+                kind: KIND_CONFIG.into(),
+                digest: config_digest.to_vec(),
+            }],
+        }
+    }
+
+    /// CBOR bytes. An empty log encodes as zero bytes (a TEE without runtime registers).
+    pub fn to_cbor(&self) -> Result<Vec<u8>> {
+        if self.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        ciborium::into_writer(&self.events, &mut out)
+            .map_err(|e| malformed(format!("cannot encode: {e}")))?;
+        Ok(out)
+    }
+
+    /// Parses a log and checks every event's register, kind and digest length.
+    pub fn from_cbor(bytes: &[u8]) -> Result<Self> {
+        if bytes.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut reader = std::io::Cursor::new(bytes);
+        let events: Vec<RuntimeEvent> =
+            ciborium::from_reader(&mut reader).map_err(|e| malformed(e.to_string()))?;
+        if reader.position() != bytes.len() as u64 {
+            return Err(malformed(format!(
+                "{} trailing bytes after the log",
+                bytes.len() as u64 - reader.position()
+            )));
+        }
+        for (i, e) in events.iter().enumerate() {
+            if e.register > 3 {
+                return Err(malformed(format!("event {i}: register {} > 3", e.register)));
+            }
+            if !KNOWN_KINDS.contains(&e.kind.as_str()) {
+                return Err(malformed(format!(
+                    "event {i}: unknown kind '{}' (known: {})",
+                    e.kind,
+                    KNOWN_KINDS.join(", ")
+                )));
+            }
+            if e.digest.len() != 48 {
+                return Err(malformed(format!(
+                    "event {i}: digest has {} bytes, expected 48",
+                    e.digest.len()
+                )));
+            }
+        }
+        Ok(Self { events })
+    }
+
+    /// The value `register` has after these events, starting from zero.
+    pub fn replay(&self, register: u8) -> [u8; 48] {
+        self.events
+            .iter()
+            .filter(|e| e.register == register)
+            .fold([0u8; 48], |rtmr, e| rtmr_extend(&rtmr, &e.digest))
+    }
+
+    /// The config digests the log records (a guest records exactly one).
+    pub fn config_digests(&self) -> impl Iterator<Item = &[u8]> {
+        self.events
+            .iter()
+            .filter(|e| e.kind == KIND_CONFIG)
+            .map(|e| e.digest.as_slice())
+    }
+
+    /// Checks the log against a TDX quote's RTMRs and the payload's config digest: the
+    /// replay of every register the log touches equals the quote, RTMR3 included even
+    /// when untouched (an unexplained RTMR3 fails), and the log records exactly the
+    /// one config digest the certificate names.
+    pub fn check_tdx(&self, rtmr: &[[u8; 48]; 4], config_digest: &[u8]) -> Result<()> {
+        for register in 0..4u8 {
+            let touched = self.events.iter().any(|e| e.register == register);
+            if !touched && register != 3 {
+                continue;
+            }
+            let replayed = self.replay(register);
+            if replayed != rtmr[usize::from(register)] {
+                return Err(Error::Policy {
+                    rule: "runtime event log replay must equal the quote's RTMR",
+                    observed: format!(
+                        "RTMR{register} = {}",
+                        hex::encode(rtmr[usize::from(register)])
+                    ),
+                    expected: format!("replayed {}", hex::encode(replayed)),
+                });
+            }
+        }
+        let recorded: Vec<&[u8]> = self.config_digests().collect();
+        if recorded != [config_digest] {
+            return Err(Error::Policy {
+                rule: "the event log must record exactly the certificate's config digest",
+                observed: format!(
+                    "[{}]",
+                    recorded
+                        .iter()
+                        .map(hex::encode)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                expected: format!("[{}]", hex::encode(config_digest)),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_replays_like_the_tdx_module() {
+        let log = RuntimeEventLog::config(3, &[7; 48]);
+        let cbor = log.to_cbor().unwrap();
+        assert_eq!(RuntimeEventLog::from_cbor(&cbor).unwrap(), log);
+        assert_eq!(log.replay(3), rtmr_extend(&[0; 48], &[7; 48]));
+        assert_eq!(log.replay(2), [0; 48]);
+        assert!(RuntimeEventLog::default().to_cbor().unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_tdx_catches_unexplained_and_missing_extensions() {
+        let log = RuntimeEventLog::config(3, &[7; 48]);
+        let mut rtmr = [[0u8; 48]; 4];
+        rtmr[3] = log.replay(3);
+        log.check_tdx(&rtmr, &[7; 48]).unwrap();
+        // Another config digest than the certificate's.
+        let err = log.check_tdx(&rtmr, &[8; 48]).unwrap_err();
+        assert!(
+            err.to_string().contains("exactly the certificate's config"),
+            "{err}"
+        );
+        // RTMR3 carries an extension the log does not explain.
+        rtmr[3] = rtmr_extend(&rtmr[3], &[9; 48]);
+        let err = log.check_tdx(&rtmr, &[7; 48]).unwrap_err();
+        assert!(err.to_string().contains("RTMR3"), "{err}");
+        // An empty log cannot explain a non-zero RTMR3.
+        let err = RuntimeEventLog::default()
+            .check_tdx(&rtmr, &[7; 48])
+            .unwrap_err();
+        assert!(err.to_string().contains("replay"), "{err}");
+    }
+
+    #[test]
+    fn unknown_kinds_bad_registers_and_junk_are_refused() {
+        let mut log = RuntimeEventLog::config(3, &[7; 48]);
+        log.events[0].kind = "shell-history".into();
+        let err = RuntimeEventLog::from_cbor(&log.to_cbor().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("unknown kind"), "{err}");
+        let mut log = RuntimeEventLog::config(3, &[7; 48]);
+        log.events[0].register = 4;
+        assert!(RuntimeEventLog::from_cbor(&log.to_cbor().unwrap()).is_err());
+        let mut log = RuntimeEventLog::config(3, &[7; 48]);
+        log.events[0].digest.truncate(47);
+        assert!(RuntimeEventLog::from_cbor(&log.to_cbor().unwrap()).is_err());
+        for junk in [&[0xff][..], &[0x80, 0x01], b"not cbor"] {
+            assert!(RuntimeEventLog::from_cbor(junk).is_err());
+        }
+    }
+}

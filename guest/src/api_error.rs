@@ -1,0 +1,217 @@
+//! The one shape every API failure leaves in: OpenAI's `{"error": {...}}` object with a
+//! fitting status code, so SDKs raise their usual exception types.
+//!
+//! One constructor per kind of failure keeps status, `type` and `code` consistent
+//! across handlers instead of each call site spelling them out.
+
+use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+/// An OpenAI-style error response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub code: Option<&'static str>,
+    pub param: Option<String>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        param: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            code,
+            param,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 400: the request is wrong; `param` names the offending parameter when known.
+    pub fn invalid(
+        message: impl Into<String>,
+        param: Option<String>,
+        code: Option<&'static str>,
+    ) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            code,
+            param,
+            message,
+        )
+    }
+
+    /// 400 `context_length_exceeded`: the prompt has more tokens than this server takes.
+    pub fn context_length_exceeded(param: &str, limit: usize, tokens: usize) -> Self {
+        Self::invalid(
+            format!(
+                "This server's maximum prompt length is {limit} tokens. However, your {param} \
+                 resulted in {tokens} tokens. Please reduce the length of the {param}."
+            ),
+            Some(param.to_string()),
+            Some("context_length_exceeded"),
+        )
+    }
+
+    /// 404 for a model this server does not serve.
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+            Some("model".into()),
+            format!("The model `{model}` does not exist or you do not have access to it."),
+        )
+    }
+
+    /// 404 for a path nothing is served at.
+    pub fn unknown_url(method: &hyper::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("unknown_url"),
+            None,
+            format!("Unknown request URL: {method} {path}"),
+        )
+    }
+
+    /// 405 for a known path with the wrong method.
+    pub fn method_not_allowed(method: &hyper::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            Some("method_not_allowed"),
+            None,
+            format!("{method} is not allowed on {path}"),
+        )
+    }
+
+    /// 408: the request body did not arrive in time.
+    pub fn body_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("timeout"),
+            None,
+            "the request body did not arrive in time",
+        )
+    }
+
+    /// 413: the request body is over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("request_too_large"),
+            None,
+            format!("the request body is larger than this server's limit of {limit} bytes"),
+        )
+    }
+
+    /// 429 with `Retry-After`: the admission queue is full.
+    pub fn busy(retry_after_secs: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("server_busy"),
+            None,
+            "the server is at its concurrency limit and its queue is full; retry later",
+        );
+        err.retry_after_secs = Some(retry_after_secs);
+        err
+    }
+
+    /// 500: something inside the server failed; `code` says what.
+    pub fn internal(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            Some(code),
+            None,
+            message,
+        )
+    }
+
+    /// 503: the server is shutting down.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("shutting_down"),
+            None,
+            "the server is shutting down",
+        )
+    }
+
+    /// 504: generation ran past the request time limit.
+    pub fn generation_timeout(secs: u64) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            Some("timeout"),
+            None,
+            format!("generation took longer than this server's limit of {secs} s"),
+        )
+    }
+
+    /// The `{"error": {...}}` document.
+    pub fn body(&self) -> Value {
+        json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+
+    /// `Retry-After`, when the error carries one.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        self.retry_after_secs.map(HeaderValue::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_status_type_and_code() {
+        let cases = [
+            (ApiError::invalid("m", Some("p".into()), Some("c")), 400, "invalid_request_error"),
+            (ApiError::context_length_exceeded("messages", 4, 9), 400, "invalid_request_error"),
+            (ApiError::model_not_found("x"), 404, "invalid_request_error"),
+            (ApiError::unknown_url(&hyper::Method::GET, "/x"), 404, "invalid_request_error"),
+            (ApiError::method_not_allowed(&hyper::Method::PUT, "/x"), 405, "invalid_request_error"),
+            (ApiError::body_timeout(), 408, "invalid_request_error"),
+            (ApiError::too_large(1), 413, "invalid_request_error"),
+            (ApiError::busy(2), 429, "rate_limit_error"),
+            (ApiError::internal("engine_error", "x"), 500, "server_error"),
+            (ApiError::shutting_down(), 503, "server_error"),
+            (ApiError::generation_timeout(5), 504, "server_error"),
+        ];
+        for (err, status, kind) in cases {
+            assert_eq!(err.status.as_u16(), status, "{err:?}");
+            let body = err.body();
+            assert_eq!(body["error"]["type"], kind);
+            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        let ctx = ApiError::context_length_exceeded("messages", 4, 9).body();
+        assert_eq!(ctx["error"]["code"], "context_length_exceeded");
+        assert_eq!(ctx["error"]["param"], "messages");
+        assert!(ctx["error"]["message"].as_str().unwrap().contains("9 tokens"));
+        assert_eq!(ApiError::busy(2).retry_after(), Some(HeaderValue::from(2u64)));
+    }
+}

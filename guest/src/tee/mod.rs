@@ -1,0 +1,179 @@
+//! Evidence providers: where the guest gets a signed report over its REPORTDATA, and
+//! where it records its measured runtime config.
+//!
+//! Two duties, one trait: produce evidence (a TDX quote or an SNP report) over 64 bytes of
+//! REPORTDATA, and extend the runtime measurement register that records the measured
+//! config (TDX RTMR3). SEV-SNP has no guest-extendable register; there the config is
+//! bound through REPORTDATA and HOST_DATA (set by the launcher, checked by the guest at
+//! start), so [`EvidenceProvider::extend_config_register`] reports that nothing was
+//! extended.
+//!
+//! Simulated providers produce the real binary formats from the development PKI and keep
+//! their register state the way the TDX module does, so the code after the device read
+//! is the same for simulated and real evidence.
+
+use std::sync::Mutex;
+
+use cocoon_attestation::evidence::EvidenceKind;
+use cocoon_attestation::report_data::ReportData;
+use cocoon_attestation::simulated::{rtmr_extend, SimulatedTdx};
+use cocoon_attestation::snp::dev::DevSnpPki;
+use cocoon_attestation::verify::snp_host_data;
+use sha2::{Digest, Sha384};
+
+use crate::{Error, Result};
+
+/// What extending the config register did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigRegister {
+    /// The digest was extended into this TDX RTMR (index 0-3).
+    TdxRtmr(u8),
+    /// The TEE has no guest-extendable register (SEV-SNP): the config is bound through
+    /// REPORTDATA and HOST_DATA only.
+    None,
+}
+
+/// Something that can produce attestation evidence over 64 bytes of report data.
+pub trait EvidenceProvider: Send + Sync {
+    /// What the evidence is.
+    fn kind(&self) -> EvidenceKind;
+    /// Evidence (raw quote or report, as the TEE returned it) whose REPORTDATA is
+    /// `report_data`.
+    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>>;
+    /// Extends the register that records the measured config with its SHA-384 digest.
+    fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister>;
+}
+
+/// The RTMR the measured config goes into (RTMR3: reserved for the guest application;
+/// firmware and kernel use RTMR0-2).
+pub const CONFIG_RTMR: u8 = 3;
+
+/// TDX v4 quotes from the development DCAP PKI (public seed): for development and CI.
+/// Keeps RTMR3 like a TD does: zero at launch, changed only by extension.
+pub struct SimulatedTee {
+    tee: SimulatedTdx,
+    rtmr3: Mutex<[u8; 48]>,
+    debug: bool,
+}
+
+impl SimulatedTee {
+    /// `debug` launches the simulated TD with TD_ATTRIBUTES.DEBUG set, so that
+    /// verifiers' refusal of debug guests can be tested.
+    pub fn new(debug: bool) -> Result<Self> {
+        Ok(Self {
+            tee: SimulatedTdx::dev()?,
+            rtmr3: Mutex::new([0; 48]),
+            debug,
+        })
+    }
+
+    fn rtmr3(&self) -> Result<std::sync::MutexGuard<'_, [u8; 48]>> {
+        self.rtmr3
+            .lock()
+            .map_err(|_| Error::Tee("simulated RTMR3 lock poisoned".into()))
+    }
+}
+
+impl EvidenceProvider for SimulatedTee {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::SimulatedTdx
+    }
+
+    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
+        let rtmr3 = *self.rtmr3()?;
+        Ok(self.tee.quote_with_rtmr3(report_data, &rtmr3, self.debug)?)
+    }
+
+    fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
+        let mut rtmr3 = self.rtmr3()?;
+        *rtmr3 = rtmr_extend(&rtmr3, digest);
+        Ok(ConfigRegister::TdxRtmr(CONFIG_RTMR))
+    }
+}
+
+/// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): for development
+/// and CI. HOST_DATA is fixed at launch, as a launcher sets it: SHA-256 of the measured
+/// config digest the guest is started for.
+pub struct SimulatedSnpTee {
+    pki: &'static DevSnpPki,
+    measurement: [u8; 48],
+    host_data: [u8; 32],
+    debug: bool,
+}
+
+impl SimulatedSnpTee {
+    /// `launch_config_digest` plays the launcher's choice of HOST_DATA.
+    pub fn new(launch_config_digest: &[u8], debug: bool) -> Result<Self> {
+        Ok(Self {
+            pki: DevSnpPki::dev()?,
+            measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
+            host_data: snp_host_data(launch_config_digest),
+            debug,
+        })
+    }
+}
+
+impl EvidenceProvider for SimulatedSnpTee {
+    fn kind(&self) -> EvidenceKind {
+        EvidenceKind::SimulatedSevSnp
+    }
+
+    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
+        Ok(self
+            .pki
+            .report(report_data, &self.measurement, &self.host_data, self.debug))
+    }
+
+    fn extend_config_register(&self, _digest: &[u8; 48]) -> Result<ConfigRegister> {
+        Ok(ConfigRegister::None)
+    }
+}
+
+/// Checks, before serving, that this guest's own evidence will pass the verifier's
+/// measured-config rules: on TDX the event log must replay to the quote's RTMRs (an
+/// extension of RTMR3 by anyone else would make every client refuse us), on SEV-SNP
+/// HOST_DATA must be what the launcher was told to set for this config. Failing here
+/// gives the operator the reason at start instead of clients refusing later.
+pub fn self_check(
+    tee: &dyn EvidenceProvider,
+    config_digest: &[u8; 48],
+    event_log: &[u8],
+) -> Result<()> {
+    let probe: ReportData = {
+        let mut rd = [0u8; 64];
+        rd[..48].copy_from_slice(&Sha384::digest(b"cocoon guest self-check"));
+        rd
+    };
+    let evidence = tee.evidence(&probe)?;
+    match tee.kind() {
+        EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => {
+            let quote = cocoon_attestation::tdx::TdxQuote::parse(&evidence)?;
+            if quote.body.report_data != probe {
+                return Err(Error::Tee(
+                    "the quote's REPORTDATA is not the one requested".into(),
+                ));
+            }
+            cocoon_attestation::event_log::RuntimeEventLog::from_cbor(event_log)?
+                .check_tdx(&quote.body.rtmr, config_digest)?;
+        }
+        EvidenceKind::SevSnp | EvidenceKind::SimulatedSevSnp => {
+            let report = cocoon_attestation::snp::SnpReport::parse(&evidence)?;
+            if report.report_data != probe {
+                return Err(Error::Tee(
+                    "the report's REPORTDATA is not the one requested".into(),
+                ));
+            }
+            let expected = snp_host_data(config_digest);
+            if report.host_data != expected {
+                return Err(Error::Tee(format!(
+                    "HOST_DATA is {} but this config needs {} (SHA-256 of the config \
+                     digest): launch the VM with that HOST_DATA, or start the guest with \
+                     the config it was launched for",
+                    hex::encode(report.host_data),
+                    hex::encode(expected)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
