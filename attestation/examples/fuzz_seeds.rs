@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         event_log: td.event_log()?,
         config_digest: config_digest.clone(),
         gpu_evidence_digest: None,
+        receipt_key: None,
     };
     let snp = EvidencePayload {
         version: PAYLOAD_VERSION,
@@ -44,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         event_log: vec![1, 2, 3],
         config_digest,
         gpu_evidence_digest: Some(vec![0xa5; 48]),
+        receipt_key: Some(vec![0x5a; 32]),
     };
     // Fixed dates so that the seed only changes with the key and serial.
     let not_before = OffsetDateTime::from_unix_timestamp(1_751_328_000)?;

@@ -8,7 +8,7 @@ use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSIO
 use cocoon_attestation::ratls::{
     build_certificate, certificate_pem, CertificateParams, SubjectAltName, TlsKey,
 };
-use cocoon_attestation::report_data::certificate_binding;
+use cocoon_attestation::report_data::{certificate_binding_with, BoundExtras};
 use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
 use sha2::{Digest, Sha256, Sha384};
 
@@ -20,7 +20,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let key = TlsKey::generate()?;
     let config_digest: [u8; 48] = Sha384::digest(b"cocoon test vector config").into();
-    let report_data = certificate_binding(key.spki_der(), &config_digest);
+    // The receipt key of RFC 8032's first Ed25519 test vector: any 32 bytes would do.
+    let receipt_key =
+        hex::decode("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")?;
+    let report_data = certificate_binding_with(
+        key.spki_der(),
+        &config_digest,
+        BoundExtras {
+            receipt_key: Some(&receipt_key),
+            gpu_evidence_digest: None,
+        },
+    );
     let td = SimulatedTdConfig {
         config_digest: config_digest.to_vec(),
         debug: false,
@@ -34,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         event_log: event_log.clone(),
         config_digest: config_digest.to_vec(),
         gpu_evidence_digest: None,
+        receipt_key: Some(receipt_key.clone()),
     };
     let not_before = time::macros::datetime!(2026-01-01 00:00 UTC);
     let not_after = time::macros::datetime!(2036-01-01 00:00 UTC);
@@ -64,7 +75,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "rtmr3_rule": "replay of the event log: RTMR3 = SHA-384(0^48 || config_digest)",
             "spki_sha256": hex::encode(Sha256::digest(key.spki_der())),
             "report_data": hex::encode(report_data),
-            "report_data_rule": "SHA-512(\"cocoon/ra-tls/cert/v1\" || u32be(len(SPKI)) || SPKI || u32be(48) || config_digest)",
+            "receipt_key": hex::encode(&receipt_key),
+            "report_data_rule": "SHA-512(\"cocoon/ra-tls/cert/v1\" || u32be(len(SPKI)) || SPKI || u32be(48) || config_digest || u32be(11) || \"receipt-key\" || u32be(32) || receipt_key)",
             "verifies_at": "2030-01-01T00:00:00Z",
             "verifies_with": "allow_simulated (development root)"
         }

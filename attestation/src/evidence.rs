@@ -69,9 +69,20 @@ pub struct EvidencePayload {
     /// SHA-384 of the GPU's attestation evidence, when a GPU is attached.
     #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
     pub gpu_evidence_digest: Option<Vec<u8>>,
+    /// Ed25519 public key (32 bytes) that signs this guest's usage receipts.
+    #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
+    pub receipt_key: Option<Vec<u8>>,
 }
 
 impl EvidencePayload {
+    /// The optional fields REPORTDATA binds besides the key and config digest.
+    pub fn bound_extras(&self) -> crate::report_data::BoundExtras<'_> {
+        crate::report_data::BoundExtras {
+            receipt_key: self.receipt_key.as_deref(),
+            gpu_evidence_digest: self.gpu_evidence_digest.as_deref(),
+        }
+    }
+
     /// CBOR encoding.
     pub fn to_cbor(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -116,6 +127,22 @@ impl EvidencePayload {
                 value: payload.config_digest.len().to_string(),
             });
         }
+        if let Some(key) = &payload.receipt_key {
+            if key.len() != 32 {
+                return Err(Error::Unsupported {
+                    what: "receipt key length (Ed25519 public keys are 32 bytes)",
+                    value: key.len().to_string(),
+                });
+            }
+        }
+        if let Some(gpu) = &payload.gpu_evidence_digest {
+            if gpu.len() != 48 {
+                return Err(Error::Unsupported {
+                    what: "GPU evidence digest length (SHA-384)",
+                    value: gpu.len().to_string(),
+                });
+            }
+        }
         Ok(payload)
     }
 }
@@ -132,6 +159,7 @@ mod tests {
             event_log: vec![],
             config_digest: vec![7; 48],
             gpu_evidence_digest: None,
+            receipt_key: None,
         }
     }
 

@@ -345,6 +345,7 @@ mod tests {
             event_log: vec![],
             config_digest: vec![1; 48],
             gpu_evidence_digest: None,
+            receipt_key: None,
         }
     }
 

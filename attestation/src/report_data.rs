@@ -8,7 +8,10 @@
 //! Certificate binding (version 1):
 //! `SHA-512( "cocoon/ra-tls/cert/v1" || u32be(len(SPKI)) || SPKI || u32be(len(cfg)) || cfg )`
 //! where SPKI is the DER SubjectPublicKeyInfo of the certificate and `cfg` the 48-byte
-//! SHA-384 digest of the guest's measured configuration.
+//! SHA-384 digest of the guest's measured configuration. When the payload carries the
+//! optional receipt key or GPU evidence digest, each present one is appended as
+//! `u32be(len(name)) || name || u32be(len(value)) || value` (names `receipt-key`,
+//! `gpu-evidence`, in that order), so a certificate without them hashes exactly as above.
 
 use sha2::{Digest, Sha512};
 
@@ -24,13 +27,43 @@ pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
 /// The 64 bytes a TEE report carries as its user data.
 pub type ReportData = [u8; 64];
 
+/// Optional payload fields that REPORTDATA also binds when they are present.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BoundExtras<'a> {
+    /// Ed25519 public key that signs usage receipts.
+    pub receipt_key: Option<&'a [u8]>,
+    /// SHA-384 of the GPU's attestation evidence.
+    pub gpu_evidence_digest: Option<&'a [u8]>,
+}
+
 /// REPORTDATA that binds a certificate's public key and the measured-config digest.
 pub fn certificate_binding(spki_der: &[u8], config_digest: &[u8]) -> ReportData {
-    let mut hasher = Sha512::new();
-    hasher.update(CERT_BINDING_TAG);
-    for part in [spki_der, config_digest] {
+    certificate_binding_with(spki_der, config_digest, BoundExtras::default())
+}
+
+/// REPORTDATA that binds a certificate's public key, the measured-config digest and the
+/// optional payload fields present in `extras`.
+pub fn certificate_binding_with(
+    spki_der: &[u8],
+    config_digest: &[u8],
+    extras: BoundExtras<'_>,
+) -> ReportData {
+    let lp = |hasher: &mut Sha512, part: &[u8]| {
         hasher.update((part.len() as u32).to_be_bytes());
         hasher.update(part);
+    };
+    let mut hasher = Sha512::new();
+    hasher.update(CERT_BINDING_TAG);
+    lp(&mut hasher, spki_der);
+    lp(&mut hasher, config_digest);
+    for (name, value) in [
+        (&b"receipt-key"[..], extras.receipt_key),
+        (&b"gpu-evidence"[..], extras.gpu_evidence_digest),
+    ] {
+        if let Some(value) = value {
+            lp(&mut hasher, name);
+            lp(&mut hasher, value);
+        }
     }
     hasher.finalize().into()
 }
@@ -65,6 +98,18 @@ mod tests {
         // Moving bytes across the boundary must change the result (length prefixes).
         assert_ne!(certificate_binding(b"ke", b"ycfg"), a);
         assert_eq!(a, certificate_binding(b"key", b"cfg"));
+        // Optional fields change the binding, and which field holds a value matters.
+        let key = BoundExtras {
+            receipt_key: Some(b"k"),
+            gpu_evidence_digest: None,
+        };
+        let gpu = BoundExtras {
+            receipt_key: None,
+            gpu_evidence_digest: Some(b"k"),
+        };
+        let with_key = certificate_binding_with(b"key", b"cfg", key);
+        assert_ne!(with_key, a);
+        assert_ne!(with_key, certificate_binding_with(b"key", b"cfg", gpu));
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub(crate) fn test_certificate(
         event_log: td.event_log().unwrap(),
         config_digest: td.config_digest.clone(),
         gpu_evidence_digest: None,
+        receipt_key: None,
     };
     build_certificate(
         key,

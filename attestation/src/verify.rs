@@ -21,7 +21,7 @@ use crate::event_log::RuntimeEventLog;
 use crate::evidence::EvidenceKind;
 use crate::policy::Policy;
 use crate::ratls::parse_certificate;
-use crate::report_data::{certificate_binding, ReportData};
+use crate::report_data::{certificate_binding_with, ReportData};
 use crate::tdx::dcap::{verify_quote, TdxRoot};
 use crate::{Error, Result};
 
@@ -49,6 +49,8 @@ pub struct VerifiedEvidence {
     pub measurements: BTreeMap<&'static str, String>,
     pub report_data: String,
     pub config_digest: String,
+    /// Ed25519 key (hex) that signs this guest's usage receipts, bound in REPORTDATA.
+    pub receipt_key: Option<String>,
     /// SHA-256 of the certificate DER: pin exactly this certificate in an SDK.
     pub certificate_sha256: String,
     pub not_before: i64,
@@ -69,7 +71,11 @@ pub fn verify_certificate(
             not_after: format_time(cert.not_after),
         });
     }
-    let expected = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
+    let expected = certificate_binding_with(
+        &cert.spki_der,
+        &cert.evidence.config_digest,
+        cert.evidence.bound_extras(),
+    );
     let mut verified = verify_payload(&cert.evidence, &expected, now, options)?;
     verified.certificate_sha256 = hex::encode(cert.sha256);
     verified.not_before = cert.not_before;
@@ -91,6 +97,22 @@ pub fn verify_session_evidence(
 ) -> Result<VerifiedEvidence> {
     let cert = parse_certificate(cert_der)?;
     let payload = crate::evidence::EvidencePayload::from_cbor(payload_cbor)?;
+    if payload.receipt_key != cert.evidence.receipt_key {
+        return Err(Error::Policy {
+            rule: "session evidence must carry the certificate's receipt key",
+            observed: payload
+                .receipt_key
+                .as_deref()
+                .map(hex::encode)
+                .unwrap_or_default(),
+            expected: cert
+                .evidence
+                .receipt_key
+                .as_deref()
+                .map(hex::encode)
+                .unwrap_or_default(),
+        });
+    }
     if payload.config_digest != cert.evidence.config_digest {
         return Err(Error::Policy {
             rule: "session evidence must carry the certificate's config digest",
@@ -187,6 +209,7 @@ fn verify_simulated_tdx(
         ]),
         report_data: hex::encode(body.report_data),
         config_digest: hex::encode(&payload.config_digest),
+        receipt_key: payload.receipt_key.as_deref().map(hex::encode),
         certificate_sha256: String::new(),
         not_before: 0,
         not_after: 0,
@@ -240,6 +263,7 @@ fn verify_simulated_snp(
         ]),
         report_data: hex::encode(r.report_data),
         config_digest: hex::encode(&payload.config_digest),
+        receipt_key: payload.receipt_key.as_deref().map(hex::encode),
         certificate_sha256: String::new(),
         not_before: 0,
         not_after: 0,
@@ -274,7 +298,7 @@ mod tests {
         let key = TlsKey::generate().unwrap();
         let cfg = vec![9u8; 48];
         let bound = bind_key.unwrap_or(&key);
-        let rd = certificate_binding(bound.spki_der(), &cfg);
+        let rd = crate::report_data::certificate_binding(bound.spki_der(), &cfg);
         let t0 = OffsetDateTime::from_unix_timestamp(T0).unwrap();
         let td = SimulatedTdConfig {
             config_digest: cfg,

@@ -2,7 +2,7 @@
 //! the development root allowed) at its recorded time; without it, it is refused.
 
 use cocoon_attestation::ratls::parse_certificate;
-use cocoon_attestation::report_data::certificate_binding;
+use cocoon_attestation::report_data::certificate_binding_with;
 use cocoon_attestation::verify::{verify_certificate, VerifyOptions};
 use sha2::{Digest, Sha256};
 
@@ -42,7 +42,15 @@ fn vector_decodes_to_its_recorded_fields_and_verifies() {
         hex::encode(&cert.evidence.event_log),
         e["event_log_cbor_hex"].as_str().unwrap()
     );
-    let rd = certificate_binding(&cert.spki_der, &cert.evidence.config_digest);
+    assert_eq!(
+        cert.evidence.receipt_key.as_deref().map(hex::encode),
+        e["receipt_key"].as_str().map(String::from)
+    );
+    let rd = certificate_binding_with(
+        &cert.spki_der,
+        &cert.evidence.config_digest,
+        cert.evidence.bound_extras(),
+    );
     assert_eq!(hex::encode(rd), e["report_data"].as_str().unwrap());
 
     let at = time::OffsetDateTime::parse(

@@ -38,6 +38,52 @@ pub struct ModelIdentity {
     pub sha256: String,
 }
 
+/// What a request costs. Prices are per million tokens in `currency` units, so a
+/// client can compute every receipt's charge itself.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PriceTable {
+    /// `nanoton` (10^-9 TON).
+    pub currency: String,
+    /// Per million prompt tokens not served from the prefix cache.
+    pub prompt_per_million: u64,
+    /// Per million prompt tokens served from the prefix cache.
+    pub cached_prompt_per_million: u64,
+    /// Per million completion tokens.
+    pub completion_per_million: u64,
+}
+
+impl PriceTable {
+    /// Canonical bytes (JSON, declaration order, no whitespace).
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// SHA-256 (hex) of the canonical bytes: what every receipt names.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(sha2::Sha256::digest(self.canonical_json()))
+    }
+
+    /// The charge for `tokens`, rounded up to a whole unit. Computed from cumulative
+    /// counts, so rounding never adds up across requests.
+    pub fn charge(&self, tokens: &cocoon_attestation::receipt::TokenCounts) -> u64 {
+        let cached = tokens.cached_tokens.min(tokens.prompt_tokens);
+        let weighted = u128::from(tokens.prompt_tokens - cached)
+            * u128::from(self.prompt_per_million)
+            + u128::from(cached) * u128::from(self.cached_prompt_per_million)
+            + u128::from(tokens.completion_tokens) * u128::from(self.completion_per_million);
+        u64::try_from(weighted.div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where billing settles. Fixed at launch: a guest that bills another contract is a
+/// different guest to its clients.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Billing {
+    /// The TON escrow contract address receipts and vouchers are bound to (`local` for
+    /// the embedded in-process chain).
+    pub ton_contract: String,
+}
+
 /// The canonical measured configuration.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct MeasuredConfig {
@@ -45,6 +91,8 @@ pub struct MeasuredConfig {
     pub version: u32,
     pub model: ModelIdentity,
     pub limits: Limits,
+    pub prices: PriceTable,
+    pub billing: Billing,
 }
 
 impl MeasuredConfig {
@@ -81,6 +129,15 @@ mod tests {
                 max_queued_requests: 5,
                 request_timeout_secs: 6,
             },
+            prices: PriceTable {
+                currency: "nanoton".into(),
+                prompt_per_million: 8,
+                cached_prompt_per_million: 9,
+                completion_per_million: 10,
+            },
+            billing: Billing {
+                ton_contract: "local".into(),
+            },
         }
     }
 
@@ -89,10 +146,40 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
         assert_ne!(c.digest(), d.digest());
+        let mut e = sample();
+        e.prices.completion_per_million = 11;
+        assert_ne!(c.digest(), e.digest());
+    }
+
+    #[test]
+    fn charges_round_up_once_and_bill_cached_tokens_at_their_price() {
+        use cocoon_attestation::receipt::TokenCounts;
+        let prices = PriceTable {
+            currency: "nanoton".into(),
+            prompt_per_million: 1_000_000,
+            cached_prompt_per_million: 100_000,
+            completion_per_million: 3_000_000,
+        };
+        let t = |p, c, k| TokenCounts {
+            prompt_tokens: p,
+            cached_tokens: c,
+            completion_tokens: k,
+        };
+        assert_eq!(prices.charge(&t(10, 0, 5)), 10 + 15);
+        assert_eq!(prices.charge(&t(10, 10, 0)), 1);
+        assert_eq!(prices.charge(&t(10, 5, 0)), 5 + 1);
+        // More cached than prompt tokens cannot make the prompt part negative.
+        assert_eq!(prices.charge(&t(1, 5, 0)), 1);
+        let cheap = PriceTable {
+            prompt_per_million: 1,
+            ..prices
+        };
+        assert_eq!(cheap.charge(&t(1, 0, 0)), 1, "rounded up");
+        assert_eq!(cheap.charge(&t(0, 0, 0)), 0);
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cocoon_attestation::evidence::{EvidencePayload, PAYLOAD_VERSION};
 use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName, TlsKey};
-use cocoon_attestation::report_data::certificate_binding;
+use cocoon_attestation::report_data::{certificate_binding_with, BoundExtras};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -23,16 +23,22 @@ pub struct GuestIdentity {
 impl GuestIdentity {
     /// Makes a fresh key, binds it in evidence from `tee`, and builds a TLS 1.3 server
     /// configuration around the resulting certificate. `event_log` explains the config
-    /// register (see [`crate::tee::EvidenceProvider::extend_config_register`]).
+    /// register (see [`crate::tee::EvidenceProvider::extend_config_register`]);
+    /// `receipt_key` is the usage-receipt key the evidence vouches for.
     pub fn create(
         tee: &dyn EvidenceProvider,
         config_digest: &[u8; 48],
         event_log: &[u8],
+        receipt_key: &[u8; 32],
         names: &[SubjectAltName],
         validity: time::Duration,
     ) -> Result<Self> {
         let key = TlsKey::generate()?;
-        let report_data = certificate_binding(key.spki_der(), config_digest);
+        let extras = BoundExtras {
+            receipt_key: Some(receipt_key),
+            gpu_evidence_digest: None,
+        };
+        let report_data = certificate_binding_with(key.spki_der(), config_digest, extras);
         let evidence = tee.evidence(&report_data)?;
         let payload = EvidencePayload {
             version: PAYLOAD_VERSION,
@@ -41,6 +47,7 @@ impl GuestIdentity {
             event_log: event_log.to_vec(),
             config_digest: config_digest.to_vec(),
             gpu_evidence_digest: None,
+            receipt_key: Some(receipt_key.to_vec()),
         };
         // Back-date by a minute so a client whose clock is slightly behind still accepts.
         let now = OffsetDateTime::now_utc();

@@ -10,9 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
-use cocoon_guest::config::{Limits, MeasuredConfig, ModelIdentity};
+use cocoon_guest::config::{Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable};
 use cocoon_guest::engine::{Engine, ModelSource};
 use cocoon_guest::identity::GuestIdentity;
+use cocoon_guest::internal_api::HostToken;
+use cocoon_guest::meter::Meter;
 use cocoon_guest::server::{serve, SocketLimits};
 use cocoon_guest::tee::{
     self_check, ConfigRegister, EvidenceProvider, SimulatedSnpTee, SimulatedTee,
@@ -91,6 +93,25 @@ struct ServeArgs {
     /// Seconds a request may take end to end.
     #[arg(long, default_value_t = 600)]
     request_timeout_secs: u64,
+    /// Price per million prompt tokens (not from the prefix cache), in nanoton.
+    #[arg(long, default_value_t = 100_000_000)]
+    price_prompt: u64,
+    /// Price per million prompt tokens served from the prefix cache, in nanoton.
+    #[arg(long, default_value_t = 10_000_000)]
+    price_cached_prompt: u64,
+    /// Price per million completion tokens, in nanoton.
+    #[arg(long, default_value_t = 300_000_000)]
+    price_completion: u64,
+    /// The TON escrow contract receipts are bound to (`local`: the embedded in-process chain).
+    #[arg(long, default_value = "local")]
+    ton_contract: String,
+    /// File holding the bearer token the host agent uses for /internal/ (receipt
+    /// collection); without it the internal API is disabled.
+    #[arg(long, value_name = "FILE")]
+    host_token_file: Option<PathBuf>,
+    /// Receipts the host agent may leave uncollected before new requests get 503.
+    #[arg(long, default_value_t = 100_000)]
+    max_uncollected_receipts: usize,
     /// Open connections at most.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
@@ -132,6 +153,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_queued_requests: args.max_queued_requests,
             request_timeout_secs: args.request_timeout_secs,
         },
+        prices: PriceTable {
+            currency: "nanoton".into(),
+            prompt_per_million: args.price_prompt,
+            cached_prompt_per_million: args.price_cached_prompt,
+            completion_per_million: args.price_completion,
+        },
+        billing: Billing {
+            ton_contract: args.ton_contract.clone(),
+        },
     };
     anyhow::ensure!(
         args.default_max_tokens >= 1 && args.default_max_tokens <= args.max_tokens_limit,
@@ -153,6 +183,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     self_check(tee.as_ref(), &digest, &event_log)
         .context("the guest's own evidence does not match its measured config")?;
     info!(config_sha384 = %hex::encode(digest), "measured config recorded");
+    let meter = Meter::new(config.prices.clone(), args.max_uncollected_receipts)?;
+    let host_token = match &args.host_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --host-token-file {}", path.display()))?;
+            Some(HostToken::new(&text).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let names: Vec<SubjectAltName> = args
         .subject_alt_names
         .iter()
@@ -162,6 +201,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tee.as_ref(),
         &digest,
         &event_log,
+        &meter.public_key(),
         &names,
         time::Duration::hours(i64::from(args.cert_validity_hours)),
     )?;
@@ -182,6 +222,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         spki_der: identity.spki_der.clone(),
         config_digest: digest,
         event_log,
+        meter,
+        host_token,
     });
     if state.tee.kind().is_simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");

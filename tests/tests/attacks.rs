@@ -140,6 +140,7 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
         &tee,
         &config_digest,
         &event_log,
+        &[0x42; 32],
         &[SubjectAltName::parse("127.0.0.1")],
         time::Duration::hours(1),
     )

@@ -1,0 +1,236 @@
+//! The internal endpoint the host agent collects receipts from.
+//!
+//! The host agent sits outside the TEE and relays TLS it cannot read, so it cannot see the
+//! receipts that go to clients. It collects its own copy here, over the same attested
+//! HTTPS port, authenticated with a bearer token the operator gives the guest at launch
+//! (`--host-token-file`). The token only guards *who may drain the journal*; receipts are
+//! signed, so a host cannot alter them, only fail to collect them, and then the guest stops
+//! taking work (see `meter`).
+//!
+//! - `GET /internal/v1/receipts?after=N&limit=M` → `{"object":"list","data":[{"index",
+//!   "receipt"}],"receipt_key": hex}`
+//! - `POST /internal/v1/receipts/ack` with `{"upto": N}` → `{"acknowledged": count}`
+//!
+//! Without a configured token both answer 403: an unauthenticated admin call is never
+//! served.
+
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::meter::Meter;
+
+/// Longest page of receipts one call returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// The bearer token the host agent must present (SHA-256 of it is kept, not the token).
+pub struct HostToken {
+    sha256: [u8; 32],
+}
+
+impl HostToken {
+    /// A token of at least 32 characters (trimmed); shorter ones are refused at start.
+    pub fn new(token: &str) -> Result<Self, String> {
+        let token = token.trim();
+        if token.len() < 32 {
+            return Err(format!(
+                "the host token has {} characters; use at least 32 (e.g. `openssl rand -hex 32`)",
+                token.len()
+            ));
+        }
+        Ok(Self {
+            sha256: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        // Digests are compared without an early exit, so timing says nothing about them.
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest
+            .iter()
+            .zip(&self.sha256)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+}
+
+/// An internal API answer: status and JSON body (errors in OpenAI's error shape).
+pub type Answer = (StatusCode, Value);
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
+    (
+        status,
+        json!({"error": {"message": message.into(), "type": "invalid_request_error", "param": null, "code": code}}),
+    )
+}
+
+/// Checks the `Authorization` header value against the configured token.
+pub fn authorize(token: Option<&HostToken>, authorization: Option<&str>) -> Result<(), Answer> {
+    let Some(token) = token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "internal_api_disabled",
+            "the internal API is disabled: start the guest with --host-token-file",
+        ));
+    };
+    let presented = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if token.matches(presented) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_host_token",
+            "missing or wrong bearer token for the internal API",
+        ))
+    }
+}
+
+/// Parses `after=N&limit=M` (both optional).
+fn page(query: Option<&str>) -> Result<(u64, usize), Answer> {
+    let (mut after, mut limit) = (0u64, 100usize);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "invalid_value",
+                format!("'{name}' must be {what}, got '{value}'"),
+            )
+        };
+        match name {
+            "after" => after = value.parse().map_err(|_| bad("a non-negative integer"))?,
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| bad(&format!("an integer from 1 to {MAX_PAGE}")))?
+            }
+            _ => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_parameter",
+                    format!("unknown query parameter '{name}' (known: after, limit)"),
+                ))
+            }
+        }
+    }
+    Ok((after, limit))
+}
+
+/// `GET /internal/v1/receipts`.
+pub fn list_receipts(meter: &Meter, query: Option<&str>) -> Answer {
+    let (after, limit) = match page(query) {
+        Ok(p) => p,
+        Err(answer) => return answer,
+    };
+    match meter.pending(after, limit) {
+        Ok(entries) => (
+            StatusCode::OK,
+            json!({
+                "object": "list",
+                "data": entries,
+                "receipt_key": hex::encode(meter.public_key()),
+            }),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "meter_error",
+            e.to_string(),
+        ),
+    }
+}
+
+/// `POST /internal/v1/receipts/ack` with body `{"upto": N}`.
+pub fn acknowledge(meter: &Meter, body: &[u8]) -> Answer {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ack {
+        upto: u64,
+    }
+    let ack: Ack = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body must be {{\"upto\": <index>}}: {e}"),
+            )
+        }
+    };
+    match meter.acknowledge(ack.upto) {
+        Ok(n) => (StatusCode::OK, json!({"acknowledged": n})),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "meter_error",
+            e.to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PriceTable;
+    use cocoon_attestation::receipt::TokenCounts;
+
+    fn meter() -> Meter {
+        Meter::new(
+            PriceTable {
+                currency: "nanoton".into(),
+                prompt_per_million: 1,
+                cached_prompt_per_million: 1,
+                completion_per_million: 1,
+            },
+            10,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_are_required_and_compared_exactly() {
+        assert!(HostToken::new("short").is_err());
+        let token = HostToken::new(&"t".repeat(40)).unwrap();
+        let ok = format!("Bearer {}", "t".repeat(40));
+        assert!(authorize(Some(&token), Some(&ok)).is_ok());
+        for bad in [None, Some("Bearer "), Some("tttt"), Some("Basic abc")] {
+            assert_eq!(
+                authorize(Some(&token), bad).unwrap_err().0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        assert_eq!(
+            authorize(None, Some(&ok)).unwrap_err().0,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn pages_and_acknowledgements() {
+        let m = meter();
+        for i in 0..3 {
+            m.record("a", &format!("r{i}"), "m", "stop", TokenCounts::default())
+                .unwrap();
+        }
+        let (status, body) = list_receipts(&m, Some("after=1&limit=1"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["data"][0]["index"], 2);
+        assert_eq!(body["data"].as_array().unwrap().len(), 1);
+        for bad in ["limit=0", "after=-1", "limit=99999", "colour=red"] {
+            assert_eq!(
+                list_receipts(&m, Some(bad)).0,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+        assert_eq!(acknowledge(&m, br#"{"upto":2}"#).1["acknowledged"], 2);
+        assert_eq!(acknowledge(&m, b"{}").0, StatusCode::BAD_REQUEST);
+        assert_eq!(list_receipts(&m, None).1["data"][0]["index"], 3);
+    }
+}

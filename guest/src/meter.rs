@@ -1,0 +1,242 @@
+//! Metering: one signed usage receipt for every finished request, cancelled ones too.
+//!
+//! The guest is the only party both client and operator can trust to count tokens, so it
+//! counts, prices and signs here, inside the TEE. Each account has a sequence number and
+//! cumulative totals under this boot's receipt key; the charge is computed from the
+//! cumulative counts, so per-request rounding never accumulates.
+//!
+//! Every receipt also goes into a journal that the host agent drains over the
+//! authenticated internal endpoint (`internal_api`). The journal is bounded: when the host
+//! stops collecting, new requests are refused (503) rather than served unbilled or
+//! receipts dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use cocoon_attestation::receipt::{
+    Cumulative, ReceiptSigner, TokenCounts, UsageReceipt, RECEIPT_VERSION,
+};
+
+use crate::config::PriceTable;
+use crate::{Error, Result};
+
+/// Account billed when a request names none.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Request header that names the client account.
+pub const ACCOUNT_HEADER: &str = "x-cocoon-account";
+
+/// Response header that carries a non-streaming request's receipt.
+pub const RECEIPT_HEADER: &str = "x-cocoon-receipt";
+
+/// Checks an account name from a request: 1-128 characters of `[A-Za-z0-9._:@-]`.
+pub fn valid_account(account: &str) -> bool {
+    (1..=128).contains(&account.len())
+        && account
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+}
+
+/// A receipt as the journal keeps it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JournalEntry {
+    /// Position in this boot's journal, from 1.
+    pub index: u64,
+    /// The signed receipt (JWS compact).
+    pub receipt: String,
+}
+
+#[derive(Default)]
+struct MeterState {
+    accounts: HashMap<String, (u64, Cumulative)>,
+    /// Unacknowledged receipts by journal index.
+    journal: BTreeMap<u64, String>,
+    next_index: u64,
+}
+
+/// Counts, prices and signs.
+pub struct Meter {
+    signer: ReceiptSigner,
+    prices: PriceTable,
+    price_table_sha256: String,
+    max_unacknowledged: usize,
+    state: Mutex<MeterState>,
+}
+
+impl Meter {
+    /// A meter with a fresh receipt key.
+    pub fn new(prices: PriceTable, max_unacknowledged: usize) -> Result<Self> {
+        Ok(Self {
+            signer: ReceiptSigner::generate()?,
+            price_table_sha256: prices.sha256_hex(),
+            prices,
+            max_unacknowledged,
+            state: Mutex::new(MeterState {
+                next_index: 1,
+                ..MeterState::default()
+            }),
+        })
+    }
+
+    /// The receipt key's public half (bound in the evidence).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.signer.public_key()
+    }
+
+    fn state(&self) -> Result<std::sync::MutexGuard<'_, MeterState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Engine("meter state lock poisoned".into()))
+    }
+
+    /// False when the journal is full: the host agent has stopped collecting receipts,
+    /// and new work would go unbilled.
+    pub fn accepting(&self) -> bool {
+        self.state()
+            .map(|s| s.journal.len() < self.max_unacknowledged)
+            .unwrap_or(false)
+    }
+
+    /// Records a finished request and returns its signed receipt.
+    pub fn record(
+        &self,
+        account: &str,
+        request_id: &str,
+        model: &str,
+        finish: &str,
+        tokens: TokenCounts,
+    ) -> Result<String> {
+        let mut state = self.state()?;
+        let issued_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (sequence, cumulative) = state.accounts.entry(account.to_string()).or_default();
+        let charged_before = cumulative.charge;
+        cumulative.requests += 1;
+        cumulative.tokens = cumulative.tokens.plus(tokens);
+        cumulative.charge = self.prices.charge(&cumulative.tokens).max(charged_before);
+        *sequence += 1;
+        let (sequence, cumulative) = (*sequence, *cumulative);
+        let receipt = UsageReceipt {
+            version: RECEIPT_VERSION,
+            request_id: request_id.to_string(),
+            account: account.to_string(),
+            model: model.to_string(),
+            finish: finish.to_string(),
+            tokens,
+            charge: cumulative.charge - charged_before,
+            price_table_sha256: self.price_table_sha256.clone(),
+            issued_at,
+            sequence,
+            cumulative,
+        };
+        let jws = self.signer.sign(&receipt)?;
+        let index = state.next_index;
+        state.next_index += 1;
+        state.journal.insert(index, jws.clone());
+        Ok(jws)
+    }
+
+    /// Unacknowledged receipts after `after`, at most `limit`.
+    pub fn pending(&self, after: u64, limit: usize) -> Result<Vec<JournalEntry>> {
+        let state = self.state()?;
+        Ok(state
+            .journal
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(index, receipt)| JournalEntry {
+                index: *index,
+                receipt: receipt.clone(),
+            })
+            .collect())
+    }
+
+    /// Drops receipts up to and including `upto` (the host agent has stored them).
+    /// Returns how many were dropped.
+    pub fn acknowledge(&self, upto: u64) -> Result<usize> {
+        let mut state = self.state()?;
+        let keep = state.journal.split_off(&upto.saturating_add(1));
+        let dropped = state.journal.len();
+        state.journal = keep;
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_attestation::receipt::verify_receipt;
+
+    fn prices() -> PriceTable {
+        PriceTable {
+            currency: "nanoton".into(),
+            prompt_per_million: 1_000_000,
+            cached_prompt_per_million: 0,
+            completion_per_million: 2_000_000,
+        }
+    }
+
+    fn tokens(p: u64, k: u64) -> TokenCounts {
+        TokenCounts {
+            prompt_tokens: p,
+            cached_tokens: 0,
+            completion_tokens: k,
+        }
+    }
+
+    #[test]
+    fn receipts_count_per_account_and_verify_under_the_meter_key() {
+        let meter = Meter::new(prices(), 100).unwrap();
+        let a1 = meter.record("a", "r1", "m", "stop", tokens(3, 4)).unwrap();
+        let b1 = meter
+            .record("b", "r2", "m", "length", tokens(1, 1))
+            .unwrap();
+        let a2 = meter
+            .record("a", "r3", "m", "cancelled", tokens(2, 0))
+            .unwrap();
+        let key = meter.public_key();
+        let a1 = verify_receipt(&a1, &key).unwrap();
+        let b1 = verify_receipt(&b1, &key).unwrap();
+        let a2 = verify_receipt(&a2, &key).unwrap();
+        assert_eq!((a1.sequence, b1.sequence, a2.sequence), (1, 1, 2));
+        assert_eq!(a1.charge, 3 + 8);
+        assert_eq!(a2.cumulative.tokens, tokens(5, 4));
+        assert_eq!(a2.cumulative.requests, 2);
+        assert_eq!(a2.cumulative.charge, a1.charge + a2.charge);
+        assert_eq!(a2.finish, "cancelled");
+        assert_eq!(a2.price_table_sha256, prices().sha256_hex());
+    }
+
+    #[test]
+    fn the_journal_is_drained_by_acknowledgement_and_bounds_new_work() {
+        let meter = Meter::new(prices(), 2).unwrap();
+        assert!(meter.accepting());
+        meter.record("a", "r1", "m", "stop", tokens(1, 1)).unwrap();
+        meter.record("a", "r2", "m", "stop", tokens(1, 1)).unwrap();
+        assert!(!meter.accepting(), "a full journal refuses new work");
+        let pending = meter.pending(0, 10).unwrap();
+        assert_eq!(
+            pending.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(meter.pending(1, 10).unwrap().len(), 1);
+        assert_eq!(meter.acknowledge(1).unwrap(), 1);
+        assert!(meter.accepting());
+        assert_eq!(meter.pending(0, 10).unwrap()[0].index, 2);
+        assert_eq!(
+            meter.acknowledge(1).unwrap(),
+            0,
+            "acknowledging twice is harmless"
+        );
+    }
+
+    #[test]
+    fn account_names_are_restricted() {
+        assert!(valid_account("EQD4…".trim_end_matches('…')));
+        assert!(valid_account("user@example.org"));
+        for bad in ["", "a b", "a\nb", &"x".repeat(129), "ü"] {
+            assert!(!valid_account(bad), "{bad:?}");
+        }
+    }
+}
