@@ -133,6 +133,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a usage receipt (JWS from the x-cocoon-receipt header or the final
+    /// `cocoon.receipt` SSE event) against the receipt key a verified endpoint attested
+    /// (`receipt_key` in `endpoint --json`); prints the receipt as JSON.
+    Receipt {
+        /// The receipt (JWS compact), or a file holding it.
+        receipt: String,
+        /// The attested receipt key, hex (32 bytes).
+        #[arg(long, value_name = "HEX")]
+        receipt_key: String,
+    },
     /// Signed image manifests: make a signing key, sign reference values, check a manifest.
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -223,6 +233,37 @@ fn manifest_command(command: ManifestCommand) -> Result<ExitCode, ExitCode> {
                     Err(ExitCode::from(1))
                 }
             }
+        }
+    }
+}
+
+fn check_receipt(receipt: &str, receipt_key: &str) -> ExitCode {
+    let key = match hex::decode(receipt_key.trim()) {
+        Ok(k) if k.len() == 32 => k,
+        _ => {
+            eprintln!("cocoon-verify: --receipt-key must be 32 bytes, hex-encoded");
+            return ExitCode::from(2);
+        }
+    };
+    let jws = if receipt.matches('.').count() == 2 {
+        receipt.to_string()
+    } else {
+        match std::fs::read_to_string(receipt) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("cocoon-verify: {receipt} is neither a JWS nor a readable file: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match cocoon_attestation::receipt::verify_receipt(&jws, &key) {
+        Ok(r) => {
+            say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cocoon-verify: REFUSED: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -539,6 +580,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|code| code)
         }
         Command::Manifest(command) => manifest_command(command).unwrap_or_else(|code| code),
+        Command::Receipt {
+            receipt,
+            receipt_key,
+        } => check_receipt(&receipt, &receipt_key),
     }
 }
 
@@ -620,6 +665,9 @@ fn print_summary(url: &str, e: &VerifiedEvidence) {
         say!("  {name:<14} {value}");
     }
     say!("  config digest  {}", e.config_digest);
+    if let Some(key) = &e.receipt_key {
+        say!("  receipt key    {key} (signs usage receipts)");
+    }
     say!("  report data    {} (binds the TLS key)", e.report_data);
     say!(
         "  certificate    valid {} .. {}",
