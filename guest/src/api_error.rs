@@ -4,7 +4,7 @@
 //! One constructor per kind of failure keeps status, `type` and `code` consistent
 //! across handlers instead of each call site spelling them out.
 
-use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::header::HeaderValue;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
@@ -190,11 +190,27 @@ mod tests {
     #[test]
     fn every_kind_has_its_status_type_and_code() {
         let cases = [
-            (ApiError::invalid("m", Some("p".into()), Some("c")), 400, "invalid_request_error"),
-            (ApiError::context_length_exceeded("messages", 4, 9), 400, "invalid_request_error"),
+            (
+                ApiError::invalid("m", Some("p".into()), Some("c")),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                ApiError::context_length_exceeded("messages", 4, 9),
+                400,
+                "invalid_request_error",
+            ),
             (ApiError::model_not_found("x"), 404, "invalid_request_error"),
-            (ApiError::unknown_url(&hyper::Method::GET, "/x"), 404, "invalid_request_error"),
-            (ApiError::method_not_allowed(&hyper::Method::PUT, "/x"), 405, "invalid_request_error"),
+            (
+                ApiError::unknown_url(&hyper::Method::GET, "/x"),
+                404,
+                "invalid_request_error",
+            ),
+            (
+                ApiError::method_not_allowed(&hyper::Method::PUT, "/x"),
+                405,
+                "invalid_request_error",
+            ),
             (ApiError::body_timeout(), 408, "invalid_request_error"),
             (ApiError::too_large(1), 413, "invalid_request_error"),
             (ApiError::busy(2), 429, "rate_limit_error"),
@@ -206,12 +222,20 @@ mod tests {
             assert_eq!(err.status.as_u16(), status, "{err:?}");
             let body = err.body();
             assert_eq!(body["error"]["type"], kind);
-            assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()));
         }
         let ctx = ApiError::context_length_exceeded("messages", 4, 9).body();
         assert_eq!(ctx["error"]["code"], "context_length_exceeded");
         assert_eq!(ctx["error"]["param"], "messages");
-        assert!(ctx["error"]["message"].as_str().unwrap().contains("9 tokens"));
-        assert_eq!(ApiError::busy(2).retry_after(), Some(HeaderValue::from(2u64)));
+        assert!(ctx["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("9 tokens"));
+        assert_eq!(
+            ApiError::busy(2).retry_after(),
+            Some(HeaderValue::from(2u64))
+        );
     }
 }

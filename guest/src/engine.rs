@@ -1,4 +1,8 @@
 //! The inference engine: mistral.rs loaded from a local model, nothing fetched.
+//!
+//! The engine's prefix cache is off: mistral.rs does not report how many prompt tokens
+//! it served from that cache, and usage must be exact, so every prompt token is
+//! computed and `cached_tokens` is truly 0.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -6,6 +10,7 @@ use std::path::{Path, PathBuf};
 use mistralrs::{GgufModelBuilder, Model, TextModelBuilder, TokenSource};
 use sha2::{Digest, Sha256};
 
+use crate::tokens::TokenTexts;
 use crate::{Error, Result};
 
 /// Where the model comes from.
@@ -124,6 +129,8 @@ pub struct Engine {
     pub id: String,
     /// Unix time the model was loaded (`created` in `/v1/models`).
     pub created: u64,
+    /// Token texts for `logprobs`, decoded by the engine and cached.
+    pub texts: TokenTexts,
 }
 
 impl Engine {
@@ -134,6 +141,7 @@ impl Engine {
                 GgufModelBuilder::new(dir.to_string_lossy(), vec![file.clone()])
                     .with_token_source(TokenSource::None)
                     .with_max_num_seqs(max_seqs)
+                    .with_prefix_cache_n(None)
                     .build()
                     .await
             }
@@ -141,6 +149,7 @@ impl Engine {
                 TextModelBuilder::new(dir.to_string_lossy())
                     .with_token_source(TokenSource::None)
                     .with_max_num_seqs(max_seqs)
+                    .with_prefix_cache_n(None)
                     .build()
                     .await
             }
@@ -150,6 +159,11 @@ impl Engine {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        Ok(Self { model, id, created })
+        Ok(Self {
+            model,
+            id,
+            created,
+            texts: TokenTexts::default(),
+        })
     }
 }

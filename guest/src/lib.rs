@@ -6,12 +6,20 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod api_error;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod generate;
 pub mod identity;
+pub mod inference;
 pub mod openai;
+pub mod openapi;
+pub mod render;
+pub mod sampling;
 pub mod server;
+pub mod stop;
 pub mod tee;
+pub mod tokens;
 
 pub use error::{Error, Result};

@@ -36,7 +36,6 @@ pub fn unsupported_reason(param: &str) -> Option<&'static str> {
         "store" | "metadata" | "service_tier" => {
             "this server stores nothing and has a single service tier"
         }
-        "dimensions" | "encoding_format" => return None,
         _ => return None,
     })
 }
@@ -112,8 +111,9 @@ pub struct JsonSchemaFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ResponseFormat {
-    Text,
-    JsonObject,
+    // Struct variants, so that `deny_unknown_fields` applies to them too.
+    Text {},
+    JsonObject {},
     JsonSchema { json_schema: JsonSchemaFormat },
 }
 
@@ -389,8 +389,8 @@ impl ChatCompletionRequest {
             (false, None) => None,
         };
         plan.constraint = match &self.response_format {
-            None | Some(ResponseFormat::Text) => Constraint::None,
-            Some(ResponseFormat::JsonObject) => {
+            None | Some(ResponseFormat::Text {}) => Constraint::None,
+            Some(ResponseFormat::JsonObject {}) => {
                 Constraint::JsonSchema(serde_json::json!({"type": "object"}))
             }
             Some(ResponseFormat::JsonSchema { json_schema }) => json_schema.constraint()?,

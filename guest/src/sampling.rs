@@ -152,10 +152,7 @@ pub fn pick(logits: &[f32], config: &SamplerConfig, u: f64) -> Option<TokenChoic
 
     let token = if config.temperature <= 0.0 {
         // First maximum: deterministic tie-breaking.
-        logits
-            .iter()
-            .position(|&v| v == max)
-            .unwrap_or_default()
+        logits.iter().position(|&v| v == max).unwrap_or_default()
     } else {
         sample(logits, max, config, u)
     };
@@ -263,7 +260,12 @@ mod tests {
             assert_eq!(pick(&logits, &config(1.0, 0.5, 0), u).unwrap().token, 1);
         }
         // Without top_p, a draw near 1 reaches the last token.
-        assert_eq!(pick(&logits, &config(1.0, 1.0, 0), 0.999_999).unwrap().token, 2);
+        assert_eq!(
+            pick(&logits, &config(1.0, 1.0, 0), 0.999_999)
+                .unwrap()
+                .token,
+            2
+        );
     }
 
     #[test]
@@ -298,7 +300,11 @@ mod tests {
         s.apply(&masked, &[9, 9]).unwrap();
         assert_eq!(s.count(), 1);
         assert_eq!(s.records_from(0)[0].token, 2);
-        let out = s.apply(&first, &[9, 9, 2]).unwrap().to_vec1::<f32>().unwrap();
+        let out = s
+            .apply(&first, &[9, 9, 2])
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(out[1], 2.0, "the second step's marker");
         assert_eq!(s.count(), 2);
     }

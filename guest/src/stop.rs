@@ -85,7 +85,10 @@ mod tests {
 
     #[test]
     fn cuts_at_a_stop_split_across_pieces_and_holds_back_partial_matches() {
-        assert_eq!(run(&["END"], &["ab", "cE", "N", "Dxyz"]), ("abc".into(), true));
+        assert_eq!(
+            run(&["END"], &["ab", "cE", "N", "Dxyz"]),
+            ("abc".into(), true)
+        );
         assert_eq!(run(&["END"], &["abE", "Nope"]), ("abENope".into(), false));
         assert_eq!(run(&["x", "bc"], &["abcx"]), ("a".into(), true));
         assert_eq!(run(&[], &["a", "b"]), ("ab".into(), false));

@@ -19,15 +19,25 @@ use mistralrs::core::{DetokenizationRequest, RequestMessage, TokenizationRequest
 use mistralrs::{Model, Request};
 use tokio::sync::mpsc;
 
+/// Why a tokenizer call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The engine could not be reached or gave no answer.
+    Unavailable(String),
+    /// The engine answered with an error about the input (e.g. the chat template).
+    Refused(String),
+}
+
 /// Sends the request `make` builds and waits for the engine's answer.
 async fn engine_call<T: Send + 'static>(
     model: &Model,
     make: impl FnOnce(mpsc::Sender<anyhow::Result<T>>) -> Request,
-) -> Result<T, String> {
+) -> Result<T, CallError> {
+    let unavailable = |m: String| CallError::Unavailable(m);
     let sender = model
         .inner()
         .get_sender(None)
-        .map_err(|e| format!("the engine is not available: {e:?}"))?;
+        .map_err(|e| unavailable(format!("the engine is not available: {e:?}")))?;
     let (tx, mut rx) = mpsc::channel(1);
     let request = make(tx);
     let task = tokio::spawn(async move {
@@ -40,16 +50,21 @@ async fn engine_call<T: Send + 'static>(
             .ok_or_else(|| "the engine dropped the request".to_string())
     });
     task.await
-        .map_err(|e| format!("engine call failed: {e}"))??
-        .map_err(|e| format!("{e:#}"))
+        .map_err(|e| unavailable(format!("engine call failed: {e}")))?
+        .map_err(unavailable)?
+        .map_err(|e| CallError::Refused(format!("{e:#}")))
 }
 
 /// The prompt's token ids, exactly as the engine will tokenize `prompt`.
-pub async fn prompt_tokens(model: &Model, prompt: &RequestMessage) -> Result<Vec<u32>, String> {
+pub async fn prompt_tokens(model: &Model, prompt: &RequestMessage) -> Result<Vec<u32>, CallError> {
     let text = match prompt {
         RequestMessage::Chat { messages, .. } => Either::Left(messages.clone()),
         RequestMessage::Completion { text, .. } => Either::Right(text.clone()),
-        _ => return Err("only chat and completion prompts are counted".into()),
+        _ => {
+            return Err(CallError::Refused(
+                "only chat and completion prompts are counted".into(),
+            ))
+        }
     };
     engine_call(model, |response| {
         Request::Tokenize(TokenizationRequest {
@@ -73,7 +88,7 @@ pub struct TokenTexts {
 
 impl TokenTexts {
     /// The text of each id (special tokens included), decoded by the engine.
-    pub async fn texts(&self, model: &Model, ids: &[u32]) -> Result<Vec<String>, String> {
+    pub async fn texts(&self, model: &Model, ids: &[u32]) -> Result<Vec<String>, CallError> {
         let mut missing: Vec<u32> = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             ids.iter()

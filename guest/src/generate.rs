@@ -1,0 +1,398 @@
+//! Runs a [`Plan`] on the engine and turns what it sends back into per-choice deltas.
+//!
+//! Every choice is its own engine request with `n_choices = 1` and its own
+//! [`SeededSampler`]: mistral.rs keeps one usage record per request group that each
+//! finished sequence overwrites (`Sequence::update_time_info`), so with `n > 1` it would
+//! report one choice's tokens; separate requests keep each count exact and make a
+//! seeded choice independent of how the scheduler batches it. Every request streams,
+//! also for non-streamed answers, so both modes share one path: text goes through the
+//! stop filter, token counts come from the samplers, and dropping a [`Generation`]
+//! closes the channels, which makes the engine cancel the sequences.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use mistralrs::{NormalRequest, Request, Response, SamplingParams, StopTokens};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::api_error::ApiError;
+use crate::openai::{Endpoint, Plan};
+use crate::sampling::{step_of_reported_logprob, SamplerConfig, SeededSampler, TokenChoice};
+use crate::stop::StopFilter;
+
+/// What one choice produced since its last delta.
+#[derive(Debug, Clone, Default)]
+pub struct Delta {
+    pub index: usize,
+    pub text: String,
+    /// Sampled tokens (only when log probabilities were asked for).
+    pub tokens: Vec<TokenChoice>,
+    pub finish_reason: Option<&'static str>,
+}
+
+impl Delta {
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.tokens.is_empty() && self.finish_reason.is_none()
+    }
+}
+
+/// Token counts of a finished generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+enum JobEvent {
+    Engine(Response),
+    Closed,
+}
+
+struct Choice {
+    sampler: Arc<SeededSampler>,
+    filter: StopFilter,
+    delivered: usize,
+    finished: bool,
+}
+
+/// A running generation: all choices of one request.
+pub struct Generation {
+    choices: Vec<Choice>,
+    events: mpsc::Receiver<(usize, JobEvent)>,
+    buffered: VecDeque<(usize, JobEvent)>,
+    prompt_tokens: usize,
+    max_tokens: usize,
+    logprobs: bool,
+    endpoint: Endpoint,
+    deadline: Instant,
+    timeout_secs: u64,
+}
+
+/// The seed of choice `index`: the request's seed for the first choice, distinct
+/// derived seeds for the others, fresh randomness without a seed.
+fn choice_seed(seed: Option<u64>, index: usize) -> u64 {
+    match seed {
+        Some(s) => s ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        None => uuid::Uuid::new_v4().as_u64_pair().0,
+    }
+}
+
+fn engine_request(
+    plan: &Plan,
+    prompt: &mistralrs::core::RequestMessage,
+    sampler: Arc<SeededSampler>,
+    response: mpsc::Sender<Response>,
+) -> Request {
+    let mut sampling = SamplingParams::neutral();
+    // The engine samples greedily from what our sampler leaves: exactly one token.
+    sampling.temperature = Some(0.0);
+    sampling.presence_penalty = plan.presence_penalty;
+    sampling.frequency_penalty = plan.frequency_penalty;
+    sampling.max_len = Some(plan.max_tokens);
+    sampling.stop_toks = (!plan.stop.is_empty()).then(|| StopTokens::Seqs(plan.stop.clone()));
+    Request::Normal(Box::new(NormalRequest {
+        messages: prompt.clone(),
+        sampling_params: sampling,
+        response,
+        // The engine's per-chunk "logprob" carries our step marker (see sampling.rs).
+        return_logprobs: true,
+        is_streaming: true,
+        id: 0,
+        constraint: plan.constraint.clone(),
+        suffix: None,
+        tools: None,
+        tool_choice: None,
+        logits_processors: Some(vec![sampler]),
+        return_raw_logits: false,
+        web_search_options: None,
+        model_id: None,
+        truncate_sequence: false,
+    }))
+}
+
+/// A 400 or 500 for an error the engine reported for a request.
+fn engine_error(endpoint: Endpoint, validation: bool, message: String) -> ApiError {
+    let prompt_param = match endpoint {
+        Endpoint::Chat => "messages",
+        Endpoint::Completion => "prompt",
+    };
+    if !validation {
+        return ApiError::internal(
+            "engine_error",
+            format!("the inference engine failed: {message}"),
+        );
+    }
+    let (param, code) = if message.starts_with("Invalid grammar") {
+        ("response_format", "invalid_value")
+    } else if message.starts_with("Prompt sequence length") {
+        (prompt_param, "context_length_exceeded")
+    } else {
+        (prompt_param, "invalid_value")
+    };
+    ApiError::invalid(message, Some(param.into()), Some(code))
+}
+
+impl Generation {
+    /// Sends every choice to the engine and waits until each has answered once, so a
+    /// request the engine refuses still gets its status code before any byte is sent.
+    pub async fn start(
+        model: &mistralrs::Model,
+        plan: &Plan,
+        prompt_tokens: usize,
+        deadline: Instant,
+        timeout_secs: u64,
+    ) -> Result<Self, ApiError> {
+        let engine = model.inner().get_sender(None).map_err(|e| {
+            ApiError::internal("engine_error", format!("engine unavailable: {e:?}"))
+        })?;
+        let jobs = plan.prompts.len() * plan.n;
+        let (merged_tx, events) = mpsc::channel(64);
+        let mut choices = Vec::with_capacity(jobs);
+        for index in 0..jobs {
+            let sampler = SeededSampler::new(SamplerConfig {
+                temperature: plan.temperature,
+                top_p: plan.top_p,
+                top_logprobs: plan.logprobs.unwrap_or(0),
+                seed: choice_seed(plan.seed, index),
+            });
+            let (tx, mut rx) = mpsc::channel(8);
+            let request = engine_request(plan, &plan.prompts[index / plan.n], sampler.clone(), tx);
+            engine
+                .send(request)
+                .await
+                .map_err(|_| ApiError::internal("engine_error", "the inference engine stopped"))?;
+            let merged = merged_tx.clone();
+            tokio::spawn(async move {
+                while let Some(response) = rx.recv().await {
+                    if merged
+                        .send((index, JobEvent::Engine(response)))
+                        .await
+                        .is_err()
+                    {
+                        return; // the client is gone: dropping `rx` cancels the sequence
+                    }
+                }
+                let _ = merged.send((index, JobEvent::Closed)).await;
+            });
+            choices.push(Choice {
+                sampler,
+                filter: StopFilter::new(plan.stop.clone()),
+                delivered: 0,
+                finished: false,
+            });
+        }
+        let mut generation = Self {
+            choices,
+            events,
+            buffered: VecDeque::new(),
+            prompt_tokens,
+            max_tokens: plan.max_tokens,
+            logprobs: plan.logprobs.is_some(),
+            endpoint: plan.endpoint,
+            deadline,
+            timeout_secs,
+        };
+        let mut answered = vec![false; jobs];
+        while answered.iter().any(|a| !a) {
+            let (index, event) = generation.receive().await?;
+            if let JobEvent::Engine(response) = &event {
+                if let Some(err) = response_error(plan.endpoint, response) {
+                    return Err(err);
+                }
+            }
+            generation.buffered.push_back((index, event));
+            answered[index] = true;
+        }
+        Ok(generation)
+    }
+
+    async fn receive(&mut self) -> Result<(usize, JobEvent), ApiError> {
+        match tokio::time::timeout_at(self.deadline, self.events.recv()).await {
+            Err(_) => Err(ApiError::generation_timeout(self.timeout_secs)),
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(ApiError::internal(
+                "engine_error",
+                "the generation ended unexpectedly",
+            )),
+        }
+    }
+
+    /// Token counts; exact once every choice has finished.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.choices.iter().map(|c| c.sampler.count()).sum(),
+        }
+    }
+
+    /// The next delta of some choice; `None` when every choice has finished.
+    pub async fn next(&mut self) -> Option<Result<Delta, ApiError>> {
+        loop {
+            if self.choices.iter().all(|c| c.finished) {
+                return None;
+            }
+            let (index, event) = match self.buffered.pop_front() {
+                Some(e) => e,
+                None => match self.receive().await {
+                    Ok(e) => e,
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            let Some(choice) = self.choices.get(index) else {
+                continue;
+            };
+            if choice.finished {
+                continue;
+            }
+            let closed = matches!(event, JobEvent::Closed);
+            let (text, step, reason) = match event {
+                JobEvent::Closed => (String::new(), None, None),
+                JobEvent::Engine(response) => {
+                    if let Some(err) = response_error(self.endpoint, &response) {
+                        return Some(Err(err));
+                    }
+                    match chunk_parts(response) {
+                        Some(parts) => parts,
+                        None => continue,
+                    }
+                }
+            };
+            let delta = self.advance(index, &text, step, reason, closed);
+            if !delta.is_empty() {
+                return Some(Ok(delta));
+            }
+        }
+    }
+
+    /// Applies one engine chunk (or the end of the channel) to choice `index`.
+    fn advance(
+        &mut self,
+        index: usize,
+        text: &str,
+        step: Option<usize>,
+        reason: Option<String>,
+        closed: bool,
+    ) -> Delta {
+        let max_tokens = self.max_tokens;
+        let logprobs = self.logprobs;
+        let choice = &mut self.choices[index];
+        let mut out = choice.filter.push(text);
+        let finish = if reason.is_some() || closed {
+            if !choice.filter.stopped() {
+                out.push_str(&choice.filter.finish());
+            }
+            choice.finished = true;
+            let count = choice.sampler.count();
+            Some(match reason.as_deref() {
+                _ if choice.filter.stopped() => "stop",
+                Some("length") => "length",
+                Some(_) => "stop",
+                // The engine sends no final chunk when the last token ends inside a
+                // multi-byte character; the sampler's count tells why it stopped.
+                None if count >= max_tokens => "length",
+                None => "stop",
+            })
+        } else {
+            None
+        };
+        let tokens = if !logprobs {
+            Vec::new()
+        } else {
+            let upto = match (finish, step) {
+                (Some(_), _) | (None, None) => usize::MAX,
+                (None, Some(step)) => step + 1,
+            };
+            let records = choice.sampler.records_from(choice.delivered);
+            let take = upto.saturating_sub(choice.delivered).min(records.len());
+            choice.delivered += take;
+            records.into_iter().take(take).collect()
+        };
+        Delta {
+            index,
+            text: out,
+            tokens,
+            finish_reason: finish,
+        }
+    }
+
+    /// Runs to the end and returns each choice's whole text, tokens and finish reason.
+    pub async fn collect(&mut self) -> Result<Vec<Delta>, ApiError> {
+        let mut whole: Vec<Delta> = (0..self.choices.len())
+            .map(|index| Delta {
+                index,
+                ..Delta::default()
+            })
+            .collect();
+        while let Some(delta) = self.next().await {
+            let delta = delta?;
+            let slot = &mut whole[delta.index];
+            slot.text.push_str(&delta.text);
+            slot.tokens.extend(delta.tokens);
+            slot.finish_reason = delta.finish_reason.or(slot.finish_reason);
+        }
+        Ok(whole)
+    }
+}
+
+/// Text, step marker and finish reason of one engine chunk; `None` for responses that
+/// carry nothing for us.
+fn chunk_parts(response: Response) -> Option<(String, Option<usize>, Option<String>)> {
+    match response {
+        Response::Chunk(chunk) => chunk.choices.into_iter().next().map(|c| {
+            (
+                c.delta.content.unwrap_or_default(),
+                c.logprobs.and_then(|l| step_of_reported_logprob(l.logprob)),
+                c.finish_reason,
+            )
+        }),
+        Response::CompletionChunk(chunk) => chunk.choices.into_iter().next().map(|c| {
+            (
+                c.text,
+                c.logprobs.and_then(|l| step_of_reported_logprob(l.logprob)),
+                c.finish_reason,
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// The error an engine response reports, if it is one.
+fn response_error(endpoint: Endpoint, response: &Response) -> Option<ApiError> {
+    match response {
+        Response::ValidationError(e) => Some(engine_error(endpoint, true, e.to_string())),
+        Response::InternalError(e) => Some(engine_error(endpoint, false, e.to_string())),
+        Response::ModelError(e, _) | Response::CompletionModelError(e, _) => {
+            Some(engine_error(endpoint, false, e.clone()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_validation_errors_name_their_parameter() {
+        let e = engine_error(Endpoint::Chat, true, "Invalid grammar. x".into());
+        assert_eq!(
+            (e.status.as_u16(), e.param.as_deref()),
+            (400, Some("response_format"))
+        );
+        let e = engine_error(
+            Endpoint::Completion,
+            true,
+            "Prompt sequence length is greater than 8192".into(),
+        );
+        assert_eq!(
+            (e.param.as_deref(), e.code),
+            (Some("prompt"), Some("context_length_exceeded"))
+        );
+        let e = engine_error(Endpoint::Chat, false, "boom".into());
+        assert_eq!(e.status.as_u16(), 500);
+        assert_eq!(choice_seed(Some(5), 0), 5);
+        assert_ne!(choice_seed(Some(5), 1), 5);
+    }
+}
