@@ -40,6 +40,10 @@ pub struct AppState {
     pub config_digest: [u8; 48],
     /// The runtime event log (CBOR) that explains the config register (empty on SEV-SNP).
     pub event_log: Vec<u8>,
+    /// Usage metering and receipt signing.
+    pub meter: crate::meter::Meter,
+    /// The host agent's bearer token for `/internal/…` (`None`: internal API disabled).
+    pub host_token: Option<crate::internal_api::HostToken>,
 }
 
 /// Per-connection facts the handlers need.
@@ -133,6 +137,7 @@ pub async fn handle(
         (Method::POST, "/v1/embeddings") => crate::inference::embeddings(state, request).await,
         (Method::POST, "/v1/attestation") => attestation(state, session, request).await,
         (Method::GET, "/v1/attestation/config") => Ok(measured_config(&state)),
+        (_, p) if p.starts_with("/internal/") => Ok(internal(state, request).await),
         (
             _,
             "/healthz"
@@ -275,6 +280,7 @@ async fn attestation(
         event_log: state.event_log.clone(),
         config_digest: state.config_digest.to_vec(),
         gpu_evidence_digest: None,
+        receipt_key: Some(state.meter.public_key().to_vec()),
     };
     let cbor = payload.to_cbor().map_err(|e| internal(e.to_string()))?;
     Ok(json_response(
@@ -285,6 +291,37 @@ async fn attestation(
             "evidence": base64::engine::general_purpose::STANDARD.encode(cbor),
         }),
     ))
+}
+
+/// `/internal/…`: the host agent's receipt collection (see `internal_api`).
+async fn internal(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    use crate::internal_api as internal;
+    let authorization = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Err((status, body)) =
+        internal::authorize(state.host_token.as_ref(), authorization.as_deref())
+    {
+        return json_response(status, &body);
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let (status, body) = match (&method, path.as_str()) {
+        (&Method::GET, "/internal/v1/receipts") => {
+            internal::list_receipts(&state.meter, request.uri().query())
+        }
+        (&Method::POST, "/internal/v1/receipts/ack") => match read_body(&state, request).await {
+            Ok(bytes) => internal::acknowledge(&state.meter, &bytes),
+            Err(e) => return error_response(e),
+        },
+        (_, "/internal/v1/receipts" | "/internal/v1/receipts/ack") => {
+            return error_response(ApiError::method_not_allowed(&method, &path))
+        }
+        _ => return error_response(ApiError::unknown_url(&method, &path)),
+    };
+    json_response(status, &body)
 }
 
 /// `GET /v1/attestation/config`: the measured config document, byte for byte as hashed,
