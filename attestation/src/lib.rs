@@ -22,6 +22,7 @@ pub mod oid;
 pub mod policy;
 pub mod policy_args;
 pub mod ratls;
+pub mod receipt;
 pub mod report_data;
 pub mod simulated;
 pub mod snp;
