@@ -115,6 +115,13 @@ struct ServeArgs {
     /// Open connections at most.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
+    /// Seconds a client has to complete the TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, default_value_t = 30)]
+    header_read_timeout_secs: u64,
 }
 
 #[tokio::main]
@@ -152,6 +159,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_requests: args.max_concurrent_requests,
             max_queued_requests: args.max_queued_requests,
             request_timeout_secs: args.request_timeout_secs,
+            max_connections: args.max_connections,
+            handshake_timeout_secs: args.handshake_timeout_secs,
+            header_read_timeout_secs: args.header_read_timeout_secs,
         },
         prices: PriceTable {
             currency: "nanoton".into(),
@@ -239,8 +249,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state,
         SocketLimits {
             max_connections: args.max_connections,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
         },
         shutdown_signal(),
     )

@@ -1,0 +1,245 @@
+//! Limits and backpressure against the real guest over real sockets: oversized bodies,
+//! slow-loris and idle clients, clients that never start TLS, the connection limit, a
+//! full admission queue, the request timeout, and a disconnect that must cancel
+//! generation.
+//!
+//! Waits here are liveness bounds (how long before we call the server hung), never
+//! performance assertions.
+
+use std::time::Duration;
+
+use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::verify::VerifyOptions;
+use cocoon_tests::{start_appliance, Appliance};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// How long a server may take to act on a limit before the test calls it hung.
+const BOUND: Duration = Duration::from_secs(30);
+
+async fn tls(app: &Appliance) -> TlsStream<TcpStream> {
+    let endpoint = Endpoint::parse(&format!("https://{}", app.guest_addr)).unwrap();
+    let options = VerifyOptions {
+        allow_simulated: true,
+        policy: Default::default(),
+    };
+    connect_attested(&endpoint, options, BOUND).await.unwrap().0
+}
+
+/// Reads until the peer closes (or errors); returns what arrived. Fails the test if the
+/// peer keeps the connection open past [`BOUND`].
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(BOUND, stream.read(&mut buf)).await {
+            Err(_) => panic!("the server kept the connection open past {BOUND:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads one response head and as much body as `Content-Length` says.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, String) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            while raw.len() < end + 4 + length {
+                let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
+                    .await
+                    .expect("body in time")
+                    .unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).to_string();
+            return (head, body);
+        }
+        let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before a response: {raw:?}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn chat_body(max_tokens: u32, stream: bool) -> String {
+    serde_json::json!({
+        "model": "smollm2-135m-instruct.q4_1",
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+fn post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: guest\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_slow_idle_and_silent_clients_are_cut_off() {
+    let app = start_appliance(&[
+        "--max-body-bytes",
+        "2048",
+        "--handshake-timeout-secs",
+        "2",
+        "--header-read-timeout-secs",
+        "2",
+        "--max-connections",
+        "4",
+    ])
+    .expect("appliance starts");
+
+    // A body over the limit: 413 in OpenAI's error shape.
+    let mut s = tls(&app).await;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(4096));
+    s.write_all(post("/v1/chat/completions", &big).as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("2048"),
+        "{body}"
+    );
+
+    // A declared length over the limit is refused before the body is sent.
+    let mut s = tls(&app).await;
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: guest\r\ncontent-length: 100000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+
+    // Slow loris: half a request head, then nothing. The server closes the connection.
+    let mut s = tls(&app).await;
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: guest\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(got.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+
+    // An idle keep-alive connection is closed after one request.
+    let mut s = tls(&app).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: guest\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    read_until_closed(&mut s).await;
+
+    // A client that connects and never starts TLS.
+    let mut tcp = TcpStream::connect(&app.guest_addr).await.unwrap();
+    assert!(read_until_closed(&mut tcp).await.is_empty());
+
+    // The connection limit: with 4 held open, a fifth is closed at once, and a slot
+    // frees when one of the four goes away.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tls(&app).await);
+    }
+    let mut fifth = TcpStream::connect(&app.guest_addr).await.unwrap();
+    assert!(read_until_closed(&mut fifth).await.is_empty());
+    drop(held);
+    let mut s = tls(&app).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: guest\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_gets_429_a_slow_request_504_and_a_disconnect_frees_its_slot() {
+    let app = start_appliance(&[
+        "--max-concurrent-requests",
+        "1",
+        "--max-queued-requests",
+        "0",
+        "--request-timeout-secs",
+        "3",
+    ])
+    .expect("appliance starts");
+
+    // A: a long streaming generation holds the only slot.
+    let mut a = tls(&app).await;
+    a.write_all(post("/v1/chat/completions", &chat_body(500, true)).as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = tokio::time::timeout(BOUND, a.read(&mut first))
+        .await
+        .expect("A starts streaming")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    // B, while A runs: no slot, no queue: 429 with Retry-After, OpenAI's error shape.
+    let mut b = tls(&app).await;
+    b.write_all(post("/v1/chat/completions", &chat_body(1, false)).as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut b).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(error["error"]["message"].is_string(), "{body}");
+
+    // A's client goes away: its generation must stop and free the slot, long before the
+    // 500 tokens it asked for could have been generated.
+    drop(a);
+    let mut admitted = None;
+    for _ in 0..60 {
+        let mut c = tls(&app).await;
+        c.write_all(post("/v1/chat/completions", &chat_body(1, false)).as_bytes())
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut c).await;
+        if !head.starts_with("HTTP/1.1 429") {
+            admitted = Some((head, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (head, body) = admitted.expect("the slot is freed after the client disconnected");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+
+    // A request that cannot finish within --request-timeout-secs gets 504.
+    let mut d = tls(&app).await;
+    d.write_all(post("/v1/chat/completions", &chat_body(500, false)).as_bytes())
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut d).await;
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}\n{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains('3'),
+        "{body}"
+    );
+}
