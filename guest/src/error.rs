@@ -14,6 +14,27 @@ pub enum Error {
     /// The TEE interface failed or gave evidence that does not match the guest's state.
     #[error("TEE: {0}")]
     Tee(String),
+    /// A TEE interface (configfs-tsm, `/dev/tdx_guest`, `/dev/sev-guest`, tsm-mr, the
+    /// QGS) is missing, refused the request, or answered something unusable.
+    #[error("TEE interface {interface}: {detail}")]
+    TeeInterface { interface: String, detail: String },
+    /// The evidence does not carry the REPORTDATA the guest asked for.
+    #[error(
+        "the {what}'s REPORTDATA is {observed} but {requested} was requested: the \
+         interface returned evidence for another request"
+    )]
+    ReportDataMismatch {
+        what: &'static str,
+        observed: String,
+        requested: String,
+    },
+    /// `--tee auto` found no TEE interface at all.
+    #[error(
+        "no TEE interface found (tried {tried}); inside a TDX or SEV-SNP guest check the \
+         kernel drivers (tdx_guest / sev_guest) and configfs, or pass --tee simulated for \
+         development without a TEE"
+    )]
+    NoTee { tried: String },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("I/O on {path}: {source}")]

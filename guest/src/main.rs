@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
@@ -16,9 +16,7 @@ use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::internal_api::HostToken;
 use cocoon_guest::meter::Meter;
 use cocoon_guest::server::{serve, SocketLimits};
-use cocoon_guest::tee::{
-    self_check, ConfigRegister, EvidenceProvider, SimulatedSnpTee, SimulatedTee,
-};
+use cocoon_guest::tee::{self_check, ConfigRegister, EvidenceProvider, SelectOptions, TeeChoice};
 use tracing::info;
 
 #[derive(Parser)]
@@ -32,14 +30,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Tee {
-    /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
-    Simulated,
-    /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): no TEE.
-    SimulatedSevSnp,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Load the model, create the attested TLS identity and serve the OpenAI API over HTTPS.
@@ -51,9 +41,11 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
-    /// Evidence backend.
-    #[arg(long, value_enum, default_value = "simulated")]
-    tee: Tee,
+    /// Evidence backend. The default, auto, uses the TEE the guest runs in and fails
+    /// without one: it never falls back to simulated evidence. Develop without a TEE with
+    /// --tee simulated (or simulated-sev-snp).
+    #[arg(long, value_enum, default_value = "auto")]
+    tee: TeeChoice,
     /// Simulated backend only: set TD_ATTRIBUTES.DEBUG in the evidence (verifiers must refuse it).
     #[arg(long, hide = true)]
     simulated_debug: bool,
@@ -178,10 +170,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "--default-max-tokens must be between 1 and --max-tokens-limit"
     );
     let digest = config.digest();
-    let tee: Box<dyn EvidenceProvider> = match args.tee {
-        Tee::Simulated => Box::new(SimulatedTee::new(args.simulated_debug)?),
-        Tee::SimulatedSevSnp => Box::new(SimulatedSnpTee::new(&digest, args.simulated_debug)?),
+    let tee_options = SelectOptions {
+        simulated_debug: args.simulated_debug,
+        ..SelectOptions::new(digest)
     };
+    let tee: Box<dyn EvidenceProvider> = cocoon_guest::tee::select(args.tee, &tee_options)
+        .context("choosing the evidence backend (--tee)")?;
     // Record the measured config in the TEE before anything is served, then check our own
     // evidence the way a verifier will.
     let event_log = match tee.extend_config_register(&digest)? {

@@ -8,9 +8,15 @@
 //! start), so [`EvidenceProvider::extend_config_register`] reports that nothing was
 //! extended.
 //!
-//! Simulated providers produce the real binary formats from the development PKI and keep
-//! their register state the way the TDX module does, so the code after the device read
-//! is the same for simulated and real evidence.
+//! Backends (chosen by `--tee`, see [`probe`]): Linux configfs-tsm for both TEEs
+//! ([`configfs_tsm`]), `/dev/tdx_guest` with Intel's quote generation service
+//! ([`tdx_guest`], [`qgs`]), `/dev/sev-guest` ([`sev_guest`]), and the simulated ones
+//! below. Every backend hands what the device returned to [`check_device_output`], the
+//! one place that parses it, checks the TEE type and the REPORTDATA echo, and splits the
+//! SEV-SNP certificate table. Simulated providers produce the real binary formats from
+//! the development PKI, keep their register state the way the TDX module does, and go
+//! through that same function, so the code after the device read is the same for
+//! simulated and real evidence.
 
 use std::sync::Mutex;
 
@@ -18,10 +24,24 @@ use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::simulated::{rtmr_extend, SimulatedTdx};
 use cocoon_attestation::snp::dev::DevSnpPki;
+use cocoon_attestation::snp::ext_report::CertTable;
+use cocoon_attestation::snp::SnpReport;
+use cocoon_attestation::tdx::TdxQuote;
 use cocoon_attestation::verify::snp_host_data;
 use sha2::{Digest, Sha384};
 
 use crate::{Error, Result};
+
+pub mod configfs_tsm;
+pub mod kernel;
+pub mod probe;
+pub mod qgs;
+pub mod sev_guest;
+mod sys;
+pub mod tdx_guest;
+
+pub use kernel::{Host, HostDevice, HostFs, KernelFs, Platform, RetryPolicy, TeePaths};
+pub use probe::{select, select_on, SelectOptions, TeeChoice};
 
 /// What extending the config register did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +57,92 @@ pub enum ConfigRegister {
 pub trait EvidenceProvider: Send + Sync {
     /// What the evidence is.
     fn kind(&self) -> EvidenceKind;
-    /// Evidence (raw quote or report, as the TEE returned it) whose REPORTDATA is
+    /// Evidence whose REPORTDATA is `report_data`, checked by [`check_device_output`].
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence>;
+    /// The raw quote or report, as the TEE returned it, whose REPORTDATA is
     /// `report_data`.
-    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>>;
+    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
+        Ok(self.attest(report_data)?.raw)
+    }
     /// Extends the register that records the measured config with its SHA-384 digest.
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister>;
+}
+
+/// A quote or report, parsed.
+#[derive(Debug, Clone)]
+pub enum ParsedEvidence {
+    Tdx(Box<TdxQuote>),
+    SevSnp(Box<SnpReport>),
+}
+
+/// What a backend returns: the device's bytes, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub kind: EvidenceKind,
+    /// Exactly as the TEE returned it.
+    pub raw: Vec<u8>,
+    pub parsed: ParsedEvidence,
+    /// SEV-SNP: the certificates the host attached (VCEK or VLEK, ASK, ARK), when the
+    /// interface returns them.
+    pub certificates: Option<CertTable>,
+}
+
+/// The one post-read path of every backend, simulated included: parses what the device
+/// returned as the evidence `kind` says (which checks the TEE type: a TDX quote's header
+/// says 0x81, an SNP report has its own length and version), checks that REPORTDATA is
+/// the `requested` one, and for SEV-SNP splits `auxblob` (the host's certificate table)
+/// into typed certificates.
+pub fn check_device_output(
+    kind: EvidenceKind,
+    raw: Vec<u8>,
+    auxblob: Option<&[u8]>,
+    requested: &ReportData,
+) -> Result<Evidence> {
+    let not_a = |what: &str, e: cocoon_attestation::Error| {
+        Error::Tee(format!(
+            "the {} interface returned something that is not {what}: {e}",
+            kind.tee_name()
+        ))
+    };
+    let (parsed, observed, what, certificates) = match kind {
+        EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => {
+            let quote = TdxQuote::parse(&raw).map_err(|e| not_a("a TDX quote", e))?;
+            let observed = quote.body.report_data;
+            (
+                ParsedEvidence::Tdx(Box::new(quote)),
+                observed,
+                "TDX quote",
+                None,
+            )
+        }
+        EvidenceKind::SevSnp | EvidenceKind::SimulatedSevSnp => {
+            let report = SnpReport::parse(&raw).map_err(|e| not_a("an SEV-SNP report", e))?;
+            let observed = report.report_data;
+            let certificates = auxblob
+                .map(CertTable::parse)
+                .transpose()
+                .map_err(|e| not_a("an SEV-SNP certificate table", e))?;
+            (
+                ParsedEvidence::SevSnp(Box::new(report)),
+                observed,
+                "SEV-SNP report",
+                certificates,
+            )
+        }
+    };
+    if observed != *requested {
+        return Err(Error::ReportDataMismatch {
+            what,
+            observed: hex::encode(observed),
+            requested: hex::encode(requested),
+        });
+    }
+    Ok(Evidence {
+        kind,
+        raw,
+        parsed,
+        certificates,
+    })
 }
 
 /// The RTMR the measured config goes into (RTMR3: reserved for the guest application;
@@ -79,9 +180,10 @@ impl EvidenceProvider for SimulatedTee {
         EvidenceKind::SimulatedTdx
     }
 
-    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
         let rtmr3 = *self.rtmr3()?;
-        Ok(self.tee.quote_with_rtmr3(report_data, &rtmr3, self.debug)?)
+        let quote = self.tee.quote_with_rtmr3(report_data, &rtmr3, self.debug)?;
+        check_device_output(EvidenceKind::SimulatedTdx, quote, None, report_data)
     }
 
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
@@ -99,16 +201,20 @@ pub struct SimulatedSnpTee {
     measurement: [u8; 48],
     host_data: [u8; 32],
     debug: bool,
+    /// The development VCEK, ASK and ARK as the host's certificate table.
+    cert_table: Vec<u8>,
 }
 
 impl SimulatedSnpTee {
     /// `launch_config_digest` plays the launcher's choice of HOST_DATA.
     pub fn new(launch_config_digest: &[u8], debug: bool) -> Result<Self> {
+        let pki = DevSnpPki::dev()?;
         Ok(Self {
-            pki: DevSnpPki::dev()?,
+            pki,
             measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
             host_data: snp_host_data(launch_config_digest),
             debug,
+            cert_table: CertTable::dev(pki)?.encode(),
         })
     }
 }
@@ -118,10 +224,16 @@ impl EvidenceProvider for SimulatedSnpTee {
         EvidenceKind::SimulatedSevSnp
     }
 
-    fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
-        Ok(self
+    fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
+        let report = self
             .pki
-            .report(report_data, &self.measurement, &self.host_data, self.debug))
+            .report(report_data, &self.measurement, &self.host_data, self.debug);
+        check_device_output(
+            EvidenceKind::SimulatedSevSnp,
+            report,
+            Some(&self.cert_table),
+            report_data,
+        )
     }
 
     fn extend_config_register(&self, _digest: &[u8; 48]) -> Result<ConfigRegister> {
@@ -144,25 +256,12 @@ pub fn self_check(
         rd[..48].copy_from_slice(&Sha384::digest(b"cocoon guest self-check"));
         rd
     };
-    let evidence = tee.evidence(&probe)?;
-    match tee.kind() {
-        EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => {
-            let quote = cocoon_attestation::tdx::TdxQuote::parse(&evidence)?;
-            if quote.body.report_data != probe {
-                return Err(Error::Tee(
-                    "the quote's REPORTDATA is not the one requested".into(),
-                ));
-            }
+    match tee.attest(&probe)?.parsed {
+        ParsedEvidence::Tdx(quote) => {
             cocoon_attestation::event_log::RuntimeEventLog::from_cbor(event_log)?
                 .check_tdx(&quote.body.rtmr, config_digest)?;
         }
-        EvidenceKind::SevSnp | EvidenceKind::SimulatedSevSnp => {
-            let report = cocoon_attestation::snp::SnpReport::parse(&evidence)?;
-            if report.report_data != probe {
-                return Err(Error::Tee(
-                    "the report's REPORTDATA is not the one requested".into(),
-                ));
-            }
+        ParsedEvidence::SevSnp(report) => {
             let expected = snp_host_data(config_digest);
             if report.host_data != expected {
                 return Err(Error::Tee(format!(

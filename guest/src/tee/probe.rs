@@ -1,0 +1,197 @@
+//! Choosing the evidence backend (`--tee`).
+//!
+//! `auto` probes in the order the interfaces supersede each other: configfs-tsm (Linux
+//! ≥ 6.7, both TEEs; its `provider` says which), then `/dev/tdx_guest` with the QGS,
+//! then `/dev/sev-guest`. It never falls back to simulated evidence: a guest that meant
+//! to run in a TEE and silently served development evidence would be worse than one that
+//! does not start, so without an interface it fails and lists what it tried.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cocoon_attestation::evidence::EvidenceKind;
+
+use super::configfs_tsm::{ConfigfsTee, ConfigfsTsm};
+use super::kernel::{Host, KernelFs, Platform, RetryPolicy, TeePaths};
+use super::qgs::QgsClient;
+use super::sev_guest::SevGuestTee;
+use super::tdx_guest::{TdxGuestTee, TsmMrRtmr};
+use super::{EvidenceProvider, SimulatedSnpTee, SimulatedTee};
+use crate::{Error, Result};
+
+/// The `--tee` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TeeChoice {
+    /// Probe configfs-tsm (its provider decides TDX or SEV-SNP), then /dev/tdx_guest,
+    /// then /dev/sev-guest; fail, listing what was tried, if there is none. Never falls
+    /// back to simulated evidence.
+    Auto,
+    /// Intel TDX: configfs-tsm (provider tdx_guest), else /dev/tdx_guest with the QGS
+    /// over vsock; RTMR3 through tsm-mr (Linux ≥ 6.16).
+    Tdx,
+    /// AMD SEV-SNP: configfs-tsm (provider sev_guest), else /dev/sev-guest
+    /// (SNP_GET_EXT_REPORT).
+    SevSnp,
+    /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
+    Simulated,
+    /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): no TEE.
+    SimulatedSevSnp,
+}
+
+/// Everything a backend needs besides the choice.
+#[derive(Debug, Clone)]
+pub struct SelectOptions {
+    pub paths: TeePaths,
+    pub retry: RetryPolicy,
+    /// Bound on each read and write to the QGS.
+    pub qgs_timeout: Duration,
+    /// SEV-SNP VMPL to request; `None` leaves configfs-tsm at its default and asks the
+    /// ioctl for VMPL 0.
+    pub snp_vmpl: Option<u32>,
+    /// Simulated backends only: set the debug bit in the evidence.
+    pub simulated_debug: bool,
+    /// Simulated SEV-SNP only: the config digest the "launcher" put into HOST_DATA.
+    pub launch_config_digest: [u8; 48],
+}
+
+impl SelectOptions {
+    /// The kernel's paths and default retries, for a guest launched for `config_digest`.
+    pub fn new(config_digest: [u8; 48]) -> Self {
+        Self {
+            paths: TeePaths::default(),
+            retry: RetryPolicy::default(),
+            qgs_timeout: Duration::from_secs(60),
+            snp_vmpl: None,
+            simulated_debug: false,
+            launch_config_digest: config_digest,
+        }
+    }
+}
+
+/// The backend for `choice` on the running kernel.
+pub fn select(choice: TeeChoice, options: &SelectOptions) -> Result<Box<dyn EvidenceProvider>> {
+    select_on(&Host, choice, options)
+}
+
+/// The backend for `choice` on `platform`.
+pub fn select_on(
+    platform: &dyn Platform,
+    choice: TeeChoice,
+    options: &SelectOptions,
+) -> Result<Box<dyn EvidenceProvider>> {
+    let tee: Box<dyn EvidenceProvider> = match choice {
+        TeeChoice::Simulated => Box::new(SimulatedTee::new(options.simulated_debug)?),
+        TeeChoice::SimulatedSevSnp => Box::new(SimulatedSnpTee::new(
+            &options.launch_config_digest,
+            options.simulated_debug,
+        )?),
+        TeeChoice::Auto | TeeChoice::Tdx | TeeChoice::SevSnp => probe(platform, choice, options)?,
+    };
+    Ok(tee)
+}
+
+fn wants(choice: TeeChoice, kind: EvidenceKind) -> bool {
+    match choice {
+        TeeChoice::Auto => true,
+        TeeChoice::Tdx => kind == EvidenceKind::Tdx,
+        TeeChoice::SevSnp => kind == EvidenceKind::SevSnp,
+        TeeChoice::Simulated | TeeChoice::SimulatedSevSnp => false,
+    }
+}
+
+fn probe(
+    platform: &dyn Platform,
+    choice: TeeChoice,
+    options: &SelectOptions,
+) -> Result<Box<dyn EvidenceProvider>> {
+    let fs: Arc<dyn KernelFs> = platform.fs();
+    let paths = &options.paths;
+    let rtmr3 = || TsmMrRtmr::new(fs.clone(), &paths.rtmr3);
+    let mut tried = Vec::new();
+
+    let tsm = ConfigfsTsm::new(fs.clone(), &paths.tsm_report_dir, options.retry);
+    let dir = paths.tsm_report_dir.display();
+    if !tsm.is_present() {
+        tried.push(format!("configfs-tsm {dir}: not present"));
+    } else {
+        match tsm.provider() {
+            Ok(provider) => match provider.kind() {
+                Some(kind) if wants(choice, kind) => {
+                    tracing::info!(
+                        provider = provider.name(),
+                        "evidence from configfs-tsm {dir}"
+                    );
+                    return Ok(match kind {
+                        EvidenceKind::Tdx => Box::new(ConfigfsTee::tdx(tsm, rtmr3())),
+                        _ => Box::new(ConfigfsTee::sev_snp(tsm, options.snp_vmpl)),
+                    });
+                }
+                Some(kind) => {
+                    return Err(Error::TeeInterface {
+                        interface: dir.to_string(),
+                        detail: format!(
+                            "--tee {} was asked for, but the configfs-tsm provider is {}: \
+                             this is {} guest",
+                            clap::ValueEnum::to_possible_value(&choice)
+                                .map(|v| v.get_name().to_string())
+                                .unwrap_or_default(),
+                            provider.name(),
+                            kind.tee_name()
+                        ),
+                    })
+                }
+                None => tried.push(format!(
+                    "configfs-tsm {dir}: provider {} is not supported (tdx_guest, sev_guest)",
+                    provider.name()
+                )),
+            },
+            Err(e) => tried.push(format!("configfs-tsm: {e}")),
+        }
+    }
+
+    if wants(choice, EvidenceKind::Tdx) {
+        let path = &paths.tdx_guest;
+        if let Some(device) = open_device(&*fs, path, &mut tried, |p| platform.open_tdx_guest(p)) {
+            tracing::info!("evidence from {} and the {}", path.display(), paths.qgs);
+            return Ok(Box::new(TdxGuestTee::new(
+                device,
+                QgsClient::new(paths.qgs.clone(), options.qgs_timeout),
+                rtmr3(),
+                options.retry,
+            )));
+        }
+    }
+
+    if wants(choice, EvidenceKind::SevSnp) {
+        let path = &paths.sev_guest;
+        if let Some(device) = open_device(&*fs, path, &mut tried, |p| platform.open_sev_guest(p)) {
+            tracing::info!("evidence from {}", path.display());
+            return Ok(Box::new(SevGuestTee::new(
+                device,
+                options.snp_vmpl.unwrap_or(0),
+                options.retry,
+            )));
+        }
+    }
+
+    Err(Error::NoTee {
+        tried: tried.join("; "),
+    })
+}
+
+/// The device at `path`, or `None` with the reason added to `tried`.
+fn open_device<D>(
+    fs: &dyn KernelFs,
+    path: &Path,
+    tried: &mut Vec<String>,
+    open: impl FnOnce(&Path) -> std::io::Result<D>,
+) -> Option<D> {
+    if !fs.exists(path) {
+        tried.push(format!("{}: not present", path.display()));
+        return None;
+    }
+    open(path)
+        .map_err(|e| tried.push(format!("{}: cannot open: {e}", path.display())))
+        .ok()
+}
