@@ -54,10 +54,17 @@ fn openai_sdk_covers_every_parameter() {
 fn schemathesis_finds_no_server_error_against_openapi_json() {
     // Small token limits keep each generated request cheap on a CPU.
     let mut cmd = Command::new(binary("cocoon-guest").unwrap());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--tee", "simulated", "--model"])
-        .arg(model_path().unwrap())
-        .args(["--default-max-tokens", "2", "--max-tokens-limit", "4"])
-        .args(["--max-prompt-tokens", "256"]);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tee",
+        "simulated",
+        "--model",
+    ])
+    .arg(model_path().unwrap())
+    .args(["--default-max-tokens", "2", "--max-tokens-limit", "4"])
+    .args(["--max-prompt-tokens", "256"]);
     let (_guest, rest) = Service::start(
         "cocoon-guest",
         cmd,
@@ -65,7 +72,11 @@ fn schemathesis_finds_no_server_error_against_openapi_json() {
         Duration::from_secs(600),
     )
     .expect("guest starts");
-    let addr = rest.split_whitespace().next().unwrap_or_default().to_string();
+    let addr = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let url = format!("https://{addr}");
     let dir = std::env::temp_dir().join(format!("cocoon-schemathesis-{}", std::process::id()));
     let cert = verified_cert(&url, &dir);
@@ -73,6 +84,9 @@ fn schemathesis_finds_no_server_error_against_openapi_json() {
         .args(["run", &format!("{url}/openapi.json"), "--tls-verify", &cert])
         .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection"])
         .args(["--max-examples", "20", "--seed", "1", "--workers", "1"])
+        // A request may queue behind 64 sequences (8 prompts x n = 8) on a busy CPU:
+        // slow is not wrong; a hang would still end at the server's own time limit.
+        .args(["--request-timeout", "300"])
         .args(["--generation-database", "none", "--no-color"])
         .current_dir(&dir)
         .output()
@@ -85,7 +99,10 @@ fn schemathesis_finds_no_server_error_against_openapi_json() {
         .find(|l| l.contains(" generated, "))
         .unwrap_or_default()
         .to_string();
-    assert!(summary.contains(" passed") && !summary.contains("failed"), "{stdout}");
+    assert!(
+        summary.contains(" passed") && !summary.contains("failed") && !summary.contains("errored"),
+        "{stdout}"
+    );
     eprintln!("schemathesis: {}", summary.trim());
     let _ = std::fs::remove_dir_all(dir);
 }
