@@ -154,6 +154,21 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: the host agent has stopped collecting usage receipts, and
+    /// work served now could not be billed.
+    pub fn billing_backlog(retry_after_secs: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("billing_backlog"),
+            None,
+            "usage receipts are not being collected by the operator; new requests are \
+             paused until they are",
+        );
+        err.retry_after_secs = Some(retry_after_secs);
+        err
+    }
+
     /// 504: generation ran past the request time limit.
     pub fn generation_timeout(secs: u64) -> Self {
         Self::new(

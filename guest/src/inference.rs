@@ -24,7 +24,9 @@ use tokio::time::Instant;
 
 use crate::api::{json_response, read_body, AppState, Body};
 use crate::api_error::ApiError;
-use crate::generate::{Delta, Generation};
+use crate::generate::{Delta, Generation, Usage};
+use crate::meter::{valid_account, ACCOUNT_HEADER, ANONYMOUS, RECEIPT_HEADER};
+use cocoon_attestation::receipt::TokenCounts;
 use crate::openai::{
     unsupported_reason, Bounds, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
     Endpoint, Invalid, Plan,
@@ -135,10 +137,61 @@ pub async fn chat(
     state: Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let account = account_of(&request)?;
     let parsed: ChatCompletionRequest = from_value(read_json(&state, request).await?)?;
     check_model(&state, &parsed.model)?;
     let plan = parsed.plan(bounds(&state)).map_err(invalid)?;
-    run(state, plan).await
+    run(state, plan, account).await
+}
+
+/// The client account named by the `x-cocoon-account` header (`anonymous` without one).
+fn account_of(request: &Request<Incoming>) -> Result<String, ApiError> {
+    let Some(value) = request.headers().get(ACCOUNT_HEADER) else {
+        return Ok(ANONYMOUS.to_string());
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|a| valid_account(a))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!(
+                    "the {ACCOUNT_HEADER} header must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
+                ),
+                None,
+                Some("invalid_account"),
+            )
+        })
+}
+
+/// How a request ended, for its receipt: the first choice's finish reason.
+fn finish_of(choices: &[Delta]) -> &'static str {
+    choices
+        .first()
+        .and_then(|c| c.finish_reason)
+        .unwrap_or("stop")
+}
+
+/// Records the usage and returns the signed receipt (`None`, logged, if signing failed:
+/// the answer still goes out, the failure is the operator's to see).
+fn bill(state: &AppState, account: &str, id: &str, finish: &str, usage: Usage) -> Option<String> {
+    let tokens = TokenCounts {
+        prompt_tokens: usage.prompt_tokens as u64,
+        // The prefix cache is off (engine.rs): no prompt token is served from it.
+        cached_tokens: 0,
+        completion_tokens: usage.completion_tokens as u64,
+    };
+    match state
+        .meter
+        .record(account, id, &state.engine.id, finish, tokens)
+    {
+        Ok(receipt) => Some(receipt),
+        Err(e) => {
+            tracing::error!(request = %id, "usage receipt not recorded: {e}");
+            None
+        }
+    }
 }
 
 /// `POST /v1/completions`.
@@ -146,6 +199,7 @@ pub async fn completions(
     state: Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
+    let account = account_of(&request)?;
     let value = read_json(&state, request).await?;
     let token_prompt = value
         .get("prompt")
@@ -161,7 +215,7 @@ pub async fn completions(
     let parsed: CompletionRequest = from_value(value)?;
     check_model(&state, &parsed.model)?;
     let plan = parsed.plan(bounds(&state)).map_err(invalid)?;
-    run(state, plan).await
+    run(state, plan, account).await
 }
 
 /// `POST /v1/embeddings`: the request is validated, then refused, because the engine
@@ -248,7 +302,14 @@ async fn token_texts(state: &AppState, deltas: &[Delta]) -> Result<TokenTexts, A
     Ok(ids.into_iter().zip(texts).collect())
 }
 
-async fn run(state: Arc<AppState>, plan: Plan) -> Result<Response<Body>, ApiError> {
+async fn run(
+    state: Arc<AppState>,
+    plan: Plan,
+    account: String,
+) -> Result<Response<Body>, ApiError> {
+    if !state.meter.accepting() {
+        return Err(ApiError::billing_backlog(30));
+    }
     let permit = state.admission.admit().await?;
     let secs = state.config.limits.request_timeout_secs;
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -262,12 +323,13 @@ async fn run(state: Arc<AppState>, plan: Plan) -> Result<Response<Body>, ApiErro
     let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if plan.stream {
-        return Ok(stream(state, plan, generation, permit, id, created));
+        return Ok(stream(state, plan, generation, permit, id, account, created));
     }
     let choices = generation.collect().await?;
     let usage = generation.usage();
     drop(generation);
     drop(permit);
+    let receipt = bill(&state, &account, &id, finish_of(&choices), usage);
     let texts = token_texts(&state, &choices).await?;
     let head = Head {
         id: &id,
@@ -282,7 +344,11 @@ async fn run(state: Arc<AppState>, plan: Plan) -> Result<Response<Body>, ApiErro
             head.completion(&choices, &prefixes, logprobs, &texts, usage)
         }
     };
-    Ok(json_response(StatusCode::OK, &document))
+    let mut response = json_response(StatusCode::OK, &document);
+    if let Some(value) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        response.headers_mut().insert(RECEIPT_HEADER, value);
+    }
+    Ok(response)
 }
 
 /// The echoed prompt of each choice (empty without `echo`).
@@ -309,6 +375,7 @@ fn stream(
     mut generation: Generation,
     permit: OwnedSemaphorePermit,
     id: String,
+    account: String,
     created: u64,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(32);
@@ -338,17 +405,30 @@ fn stream(
                 .collect(),
             Endpoint::Completion => Vec::new(),
         };
+        // Every way out bills what was generated: a client that goes away pays for the
+        // tokens made until then (its receipt reaches the host agent's journal only).
+        let cancelled = |generation: &Generation| {
+            bill(&state, &account, &id, "cancelled", generation.usage());
+        };
         if !opening.is_empty() && tx.send(sse(&chunk(opening, usage_field()))).await.is_err() {
+            cancelled(&generation);
             return;
         }
+        let mut finish = "stop";
         while let Some(delta) = generation.next().await {
             let delta = match delta {
                 Ok(d) => d,
                 Err(e) => {
+                    // Timeouts and engine failures are the server's: not billed.
                     let _ = tx.send(sse(&e.body())).await;
                     return;
                 }
             };
+            if delta.index == 0 {
+                if let Some(reason) = delta.finish_reason {
+                    finish = reason;
+                }
+            }
             let texts = match token_texts(&state, std::slice::from_ref(&delta)).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -365,16 +445,34 @@ fn stream(
                 .await
                 .is_err()
             {
-                return; // client gone: dropping `generation` cancels the sequences
+                // Client gone: dropping `generation` cancels the sequences.
+                cancelled(&generation);
+                return;
             }
         }
         if include_usage {
             let usage = render::usage(generation.usage());
             if tx.send(sse(&chunk(Vec::new(), Some(usage)))).await.is_err() {
+                cancelled(&generation);
                 return;
             }
         }
-        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        let receipt = bill(&state, &account, &id, finish, generation.usage());
+        if tx
+            .send(Bytes::from_static(b"data: [DONE]\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        // After [DONE], so SDKs that stop reading there never see it; clients that want
+        // the receipt read one more event.
+        if let Some(receipt) = receipt {
+            let event = serde_json::json!({"object": "cocoon.receipt", "receipt": receipt});
+            let _ = tx
+                .send(Bytes::from(format!("event: cocoon.receipt\ndata: {event}\n\n")))
+                .await;
+        }
     });
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()

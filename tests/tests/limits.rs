@@ -6,94 +6,14 @@
 //! Waits here are liveness bounds (how long before we call the server hung), never
 //! performance assertions.
 
+mod common;
+
 use std::time::Duration;
 
-use cocoon_attestation::client::{connect_attested, Endpoint};
-use cocoon_attestation::verify::VerifyOptions;
-use cocoon_tests::{start_appliance, Appliance};
+use cocoon_tests::start_appliance;
+use common::{chat_body, post, read_response, read_until_closed, tls, BOUND};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-
-/// How long a server may take to act on a limit before the test calls it hung.
-const BOUND: Duration = Duration::from_secs(30);
-
-async fn tls(app: &Appliance) -> TlsStream<TcpStream> {
-    let endpoint = Endpoint::parse(&format!("https://{}", app.guest_addr)).unwrap();
-    let options = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    };
-    connect_attested(&endpoint, options, BOUND).await.unwrap().0
-}
-
-/// Reads until the peer closes (or errors); returns what arrived. Fails the test if the
-/// peer keeps the connection open past [`BOUND`].
-async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(BOUND, stream.read(&mut buf)).await {
-            Err(_) => panic!("the server kept the connection open past {BOUND:?}"),
-            Ok(Ok(0)) | Ok(Err(_)) => return out,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
-/// Reads one response head and as much body as `Content-Length` says.
-async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, String) {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_string();
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse::<usize>().ok())
-                        .flatten()
-                })
-                .unwrap_or(0);
-            while raw.len() < end + 4 + length {
-                let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
-                    .await
-                    .expect("body in time")
-                    .unwrap();
-                assert!(n > 0, "connection closed mid-body");
-                raw.extend_from_slice(&buf[..n]);
-            }
-            let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).to_string();
-            return (head, body);
-        }
-        let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
-            .await
-            .expect("response in time")
-            .unwrap();
-        assert!(n > 0, "connection closed before a response: {raw:?}");
-        raw.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn chat_body(max_tokens: u32, stream: bool) -> String {
-    serde_json::json!({
-        "model": "smollm2-135m-instruct.q4_1",
-        "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-        "stream": stream,
-    })
-    .to_string()
-}
-
-fn post(path: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nhost: guest\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_slow_idle_and_silent_clients_are_cut_off() {

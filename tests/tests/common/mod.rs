@@ -1,0 +1,107 @@
+//! Raw HTTP/1.1 over the guest's attested TLS, for tests that need to control every byte
+//! and every socket (limits, receipts).
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::time::Duration;
+
+use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_attestation::verify::{VerifiedEvidence, VerifyOptions};
+use cocoon_tests::Appliance;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// How long a server may take to act on a limit before the test calls it hung.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+pub async fn tls(app: &Appliance) -> TlsStream<TcpStream> {
+    tls_verified(app).await.0
+}
+
+/// An attested TLS connection to the guest (simulated evidence allowed) and what its
+/// certificate proved.
+pub async fn tls_verified(app: &Appliance) -> (TlsStream<TcpStream>, VerifiedEvidence) {
+    let endpoint = Endpoint::parse(&format!("https://{}", app.guest_addr)).unwrap();
+    let options = VerifyOptions {
+        allow_simulated: true,
+        policy: Default::default(),
+    };
+    connect_attested(&endpoint, options, BOUND).await.unwrap()
+}
+
+/// Reads until the peer closes (or errors); returns what arrived. Fails the test if the
+/// peer keeps the connection open past [`BOUND`].
+pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(BOUND, stream.read(&mut buf)).await {
+            Err(_) => panic!("the server kept the connection open past {BOUND:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Reads one response head and as much body as `Content-Length` says.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, String) {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())
+                        .flatten()
+                })
+                .unwrap_or(0);
+            while raw.len() < end + 4 + length {
+                let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
+                    .await
+                    .expect("body in time")
+                    .unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).to_string();
+            return (head, body);
+        }
+        let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        assert!(n > 0, "connection closed before a response: {raw:?}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+pub fn chat_body(max_tokens: u32, stream: bool) -> String {
+    serde_json::json!({
+        "model": "smollm2-135m-instruct.q4_1",
+        "messages": [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+pub fn post(path: &str, body: &str) -> String {
+    post_with(path, &[], body)
+}
+
+/// A POST with extra headers.
+pub fn post_with(path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: guest\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
