@@ -44,6 +44,8 @@ pub struct AppState {
     pub meter: crate::meter::Meter,
     /// The host agent's bearer token for `/internal/…` (`None`: internal API disabled).
     pub host_token: Option<crate::internal_api::HostToken>,
+    /// Evidence generations allowed at once for `POST /v1/attestation` (more get 429).
+    pub evidence_slots: tokio::sync::Semaphore,
 }
 
 /// Per-connection facts the handlers need.
@@ -268,6 +270,12 @@ async fn attestation(
         &nonce,
         &session.tls_exporter,
     );
+    // Each call costs the TEE a quote or report; bound how many run at once so a client
+    // cannot queue up unbounded work on the quoting path.
+    let _slot = state
+        .evidence_slots
+        .try_acquire()
+        .map_err(|_| ApiError::busy(1))?;
     let provider = state.clone();
     let evidence = tokio::task::spawn_blocking(move || provider.tee.evidence(&report_data))
         .await

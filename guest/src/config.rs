@@ -32,6 +32,8 @@ pub struct Limits {
     /// Seconds a client has to send a request's headers, and an idle keep-alive
     /// connection stays open (slow-loris bound).
     pub header_read_timeout_secs: u64,
+    /// `POST /v1/attestation` evidence generations at once.
+    pub max_concurrent_evidence: usize,
 }
 
 /// The model the guest serves.
@@ -138,6 +140,7 @@ mod tests {
                 max_connections: 12,
                 handshake_timeout_secs: 13,
                 header_read_timeout_secs: 14,
+                max_concurrent_evidence: 15,
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -156,7 +159,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;

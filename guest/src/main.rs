@@ -104,6 +104,9 @@ struct ServeArgs {
     /// Receipts the host agent may leave uncollected before new requests get 503.
     #[arg(long, default_value_t = 100_000)]
     max_uncollected_receipts: usize,
+    /// `POST /v1/attestation` calls generating evidence at once (more get 429).
+    #[arg(long, default_value_t = 2)]
+    max_concurrent_evidence: usize,
     /// Open connections at most.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
@@ -154,6 +157,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             handshake_timeout_secs: args.handshake_timeout_secs,
             header_read_timeout_secs: args.header_read_timeout_secs,
+            max_concurrent_evidence: args.max_concurrent_evidence,
         },
         prices: PriceTable {
             currency: "nanoton".into(),
@@ -228,6 +232,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         event_log,
         meter,
         host_token,
+        evidence_slots: tokio::sync::Semaphore::new(args.max_concurrent_evidence),
     });
     if state.tee.kind().is_simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");

@@ -121,10 +121,13 @@ async fn replayed_evidence_under_another_key_is_refused() {
 async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
     let app = start_appliance(&[]).expect("appliance starts");
     let genuine = genuine_certificate(&app.guest_addr).await;
-    let config_digest: [u8; 48] = parse_certificate(&genuine)
-        .unwrap()
-        .evidence
-        .config_digest
+    let genuine_evidence = parse_certificate(&genuine).unwrap().evidence;
+    let config_digest: [u8; 48] = genuine_evidence.config_digest.try_into().unwrap();
+    // He claims the genuine guest's receipt key too, so nothing but the session binding
+    // can tell him apart.
+    let receipt_key: [u8; 32] = genuine_evidence
+        .receipt_key
+        .expect("the guest binds a receipt key")
         .try_into()
         .unwrap();
 
@@ -140,7 +143,7 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
         &tee,
         &config_digest,
         &event_log,
-        &[0x42; 32],
+        &receipt_key,
         &[SubjectAltName::parse("127.0.0.1")],
         time::Duration::hours(1),
     )
