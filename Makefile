@@ -18,9 +18,14 @@ AGENT_PORT ?= 9443
 FUZZ_TARGETS := tdx_quote snp_report ratls_certificate evidence_payload manifest snp_ext_report qgs_message
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
+# The benchmark peer: mistral.rs's own OpenAI server (`mistralrs serve`, crate mistralrs-cli,
+# the mistral.rs version the guest links), built once outside the clone (~15-20 min on 2 cores).
+MISTRALRS_VERSION := 0.8.1
+PEER_ROOT ?= $(HOME)/.cache/cocoon-tools
+MISTRALRS_BIN ?= $(PEER_ROOT)/bin/mistralrs
 
 .DEFAULT_GOAL := help
-.PHONY: help build model venv run test bench fuzz fuzz-smoke cargo-fuzz lint fmt clean
+.PHONY: help build model venv run test bench peer fuzz fuzz-smoke cargo-fuzz lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,10 +55,19 @@ test: build model venv ## Run every test: unit, CLI, attack and end-to-end (open
 	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' .cocoon/test.log
 
-bench: build model ## Benchmarks: verifications/s vs dcap-qvl/sev; attested vs pinned TLS; proxy latency; HTTPS vs in-process mistral.rs
+bench: build model peer ## Benchmarks: verifications/s vs dcap-qvl/sev; attested vs pinned TLS; proxy latency; tokens/s + TTFT vs mistral.rs (first run builds the peer)
 	$(CARGO) run --release --locked -p cocoon-attestation --bin cocoon-verify-bench
 	COCOON_BIN_DIR=$(BIN) COCOON_MODEL=$(CURDIR)/$(MODEL) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench-tls
 	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench -- --model $(MODEL)
+	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench-serve -- \
+	  --model $(CURDIR)/$(MODEL) --mistralrs $(MISTRALRS_BIN)
+
+peer: $(MISTRALRS_BIN) ## Build the benchmark peer, mistralrs serve (mistralrs-cli, ~15-20 min on 2 cores)
+
+$(MISTRALRS_BIN):
+	$(CARGO) install mistralrs-cli --version $(MISTRALRS_VERSION) --locked --root $(PEER_ROOT) \
+	  --target-dir $(HOME)/.cache/mistralrs-cli-target
+	@test -x $@ || { echo "$@ missing after the install into $(PEER_ROOT): set MISTRALRS_BIN or PEER_ROOT"; exit 1; }
 
 # Each target runs for the given seconds on its corpus (attestation/fuzz/corpus/<target>,
 # git-ignored, grows across runs) plus the committed seeds (read only); a crash, timeout or

@@ -71,14 +71,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `cmd` and waits until a stdout line starts with `ready_prefix`; returns the
-    /// service and the rest of that line.
-    pub fn start(
-        name: &'static str,
-        mut cmd: Command,
-        ready_prefix: &str,
-        wait: Duration,
-    ) -> Result<(Self, String)> {
+    /// Starts `cmd` (stdout piped into `lines`, stderr inherited) without waiting.
+    pub fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null());
@@ -95,11 +89,22 @@ impl Service {
                 }
             }
         });
-        let mut service = Self {
+        Ok(Self {
             name,
             child,
             lines: rx,
-        };
+        })
+    }
+
+    /// Starts `cmd` and waits until a stdout line starts with `ready_prefix`; returns the
+    /// service and the rest of that line.
+    pub fn start(
+        name: &'static str,
+        cmd: Command,
+        ready_prefix: &str,
+        wait: Duration,
+    ) -> Result<(Self, String)> {
+        let mut service = Self::spawn(name, cmd)?;
         let deadline = std::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
