@@ -43,8 +43,21 @@ pub struct ModelIdentity {
     pub id: String,
     /// `gguf` or `hf-dir`.
     pub format: String,
-    /// SHA-256 of the model file (GGUF) or of the sorted file digests (directory).
+    /// SHA-256 of the model file (GGUF) or of the sorted file digests (directory). The
+    /// tokenizer and chat template are inside the GGUF file (or are files of the
+    /// directory), so this digest covers them too.
     pub sha256: String,
+    /// dm-verity root hash of the read-only model disk, when the model comes from one.
+    pub verity_root: Option<String>,
+}
+
+/// What sampling a request gets for the parameters it leaves out.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SamplingDefaults {
+    /// `temperature` when a request gives none (0 is greedy).
+    pub temperature: f64,
+    /// `top_p` when a request gives none.
+    pub top_p: f64,
 }
 
 /// What a request costs. Prices are per million tokens in `currency` units, so a
@@ -94,11 +107,12 @@ pub struct Billing {
 }
 
 /// The canonical measured configuration.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MeasuredConfig {
     /// Layout version of this document.
     pub version: u32,
     pub model: ModelIdentity,
+    pub sampling: SamplingDefaults,
     pub limits: Limits,
     pub prices: PriceTable,
     pub billing: Billing,
@@ -128,6 +142,11 @@ mod tests {
                 id: "m".into(),
                 format: "gguf".into(),
                 sha256: "00".into(),
+                verity_root: None,
+            },
+            sampling: SamplingDefaults {
+                temperature: 1.0,
+                top_p: 0.5,
             },
             limits: Limits {
                 max_body_bytes: 1,
@@ -159,7 +178,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00"},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -167,6 +186,9 @@ mod tests {
         let mut e = sample();
         e.prices.completion_per_million = 11;
         assert_ne!(c.digest(), e.digest());
+        let mut f = sample();
+        f.sampling.temperature = 0.7;
+        assert_ne!(c.digest(), f.digest());
     }
 
     #[test]

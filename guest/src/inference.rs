@@ -26,13 +26,13 @@ use crate::api::{json_response, read_body, AppState, Body};
 use crate::api_error::ApiError;
 use crate::generate::{Delta, Generation, Usage};
 use crate::meter::{valid_account, ACCOUNT_HEADER, ANONYMOUS, RECEIPT_HEADER};
-use cocoon_attestation::receipt::TokenCounts;
 use crate::openai::{
     unsupported_reason, Bounds, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
     Endpoint, Invalid, Plan,
 };
 use crate::render::{self, Head, TokenTexts};
 use crate::tokens::CallError;
+use cocoon_attestation::receipt::TokenCounts;
 
 /// The body as a JSON object, with `null` dropped from parameters we do not implement
 /// (a null means "not set", so nothing is being ignored).
@@ -125,6 +125,8 @@ fn bounds(state: &AppState) -> Bounds {
     Bounds {
         default_max_tokens: state.config.limits.default_max_tokens,
         max_tokens_limit: state.config.limits.max_tokens_limit,
+        default_temperature: state.config.sampling.temperature,
+        default_top_p: state.config.sampling.top_p,
     }
 }
 
@@ -323,7 +325,9 @@ async fn run(
     let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
     if plan.stream {
-        return Ok(stream(state, plan, generation, permit, id, account, created));
+        return Ok(stream(
+            state, plan, generation, permit, id, account, created,
+        ));
     }
     let choices = generation.collect().await?;
     let usage = generation.usage();
@@ -470,7 +474,9 @@ fn stream(
         if let Some(receipt) = receipt {
             let event = serde_json::json!({"object": "cocoon.receipt", "receipt": receipt});
             let _ = tx
-                .send(Bytes::from(format!("event: cocoon.receipt\ndata: {event}\n\n")))
+                .send(Bytes::from(format!(
+                    "event: cocoon.receipt\ndata: {event}\n\n"
+                )))
                 .await;
         }
     });

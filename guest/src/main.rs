@@ -10,7 +10,9 @@ use clap::{Parser, Subcommand};
 use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
-use cocoon_guest::config::{Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable};
+use cocoon_guest::config::{
+    Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable, SamplingDefaults,
+};
 use cocoon_guest::engine::{Engine, ModelSource};
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::internal_api::HostToken;
@@ -67,6 +69,16 @@ struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// dm-verity root hash (hex) of the read-only disk the model is on, recorded in the
+    /// measured config (set by the image's boot scripts).
+    #[arg(long, value_name = "HEX")]
+    model_verity_root: Option<String>,
+    /// temperature when a request gives none (OpenAI's default: 1; 0 is greedy).
+    #[arg(long, default_value_t = 1.0)]
+    default_temperature: f64,
+    /// top_p when a request gives none.
+    #[arg(long, default_value_t = 1.0)]
+    default_top_p: f64,
     /// max_tokens when a request gives none.
     #[arg(long, default_value_t = 256)]
     default_max_tokens: usize,
@@ -145,6 +157,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             id: model_id.clone(),
             format: source.format().into(),
             sha256,
+            verity_root: args.model_verity_root.clone(),
+        },
+        sampling: SamplingDefaults {
+            temperature: args.default_temperature,
+            top_p: args.default_top_p,
         },
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
@@ -169,6 +186,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ton_contract: args.ton_contract.clone(),
         },
     };
+    anyhow::ensure!(
+        (0.0..=2.0).contains(&args.default_temperature),
+        "--default-temperature must be in [0, 2]"
+    );
+    anyhow::ensure!(
+        args.default_top_p > 0.0 && args.default_top_p <= 1.0,
+        "--default-top-p must be in (0, 1]"
+    );
+    if let Some(root) = &args.model_verity_root {
+        anyhow::ensure!(
+            root.len() == 64 && root.bytes().all(|b| b.is_ascii_hexdigit()),
+            "--model-verity-root must be a 32-byte hex dm-verity root hash"
+        );
+    }
     anyhow::ensure!(
         args.default_max_tokens >= 1 && args.default_max_tokens <= args.max_tokens_limit,
         "--default-max-tokens must be between 1 and --max-tokens-limit"

@@ -195,6 +195,9 @@ pub enum Endpoint {
 pub struct Bounds {
     pub default_max_tokens: usize,
     pub max_tokens_limit: usize,
+    /// `temperature` / `top_p` for requests that leave them out (measured config).
+    pub default_temperature: f64,
+    pub default_top_p: f64,
 }
 
 /// A validated request, ready for the engine.
@@ -259,8 +262,8 @@ impl Common<'_> {
             Some((_, v)) => v as usize,
         };
         let temperature = match self.temperature {
-            // OpenAI's default is 1; 0 is greedy.
-            None => 1.0,
+            // The measured default (OpenAI's is 1); 0 is greedy.
+            None => bounds.default_temperature,
             Some(t) if (0.0..=2.0).contains(&t) => t,
             Some(t) => {
                 return Err(invalid(
@@ -270,7 +273,7 @@ impl Common<'_> {
             }
         };
         let top_p = match self.top_p {
-            None => 1.0,
+            None => bounds.default_top_p,
             Some(p) if p > 0.0 && p <= 1.0 => p,
             Some(p) => {
                 return Err(invalid(
@@ -570,7 +573,21 @@ mod tests {
     const BOUNDS: Bounds = Bounds {
         default_max_tokens: 16,
         max_tokens_limit: 64,
+        default_temperature: 0.25,
+        default_top_p: 0.75,
     };
+
+    #[test]
+    fn explicit_sampling_parameters_override_the_measured_defaults() {
+        let plan = chat(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                              "temperature": 0, "top_p": 1}),
+        )
+        .unwrap()
+        .plan(BOUNDS)
+        .unwrap();
+        assert_eq!((plan.temperature, plan.top_p), (0.0, 1.0));
+    }
 
     fn chat(body: Value) -> Result<ChatCompletionRequest, serde_json::Error> {
         serde_json::from_value(body)
@@ -611,7 +628,8 @@ mod tests {
         );
         assert_eq!(
             (p.temperature, p.top_p, p.seed, p.logprobs),
-            (1.0, 1.0, None, None)
+            (0.25, 0.75, None, None),
+            "the measured sampling defaults"
         );
         assert!(matches!(p.constraint, Constraint::None));
         let p = chat(with(json!({
