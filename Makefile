@@ -38,7 +38,7 @@ model: $(MODEL) ## Fetch and verify the bundled model (SmolLM2-135M-Instruct GGU
 $(MODEL):
 	scripts/fetch-model.sh models/smollm2-135m-instruct
 
-venv: $(VENV)/.installed ## Python virtualenv with the pinned openai SDK (for tests)
+venv: $(VENV)/.installed ## Python virtualenv with the pinned openai SDK and schemathesis (for tests)
 
 $(VENV)/.installed: tests/python/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 run: build model ## Run guest + host agent on loopback (simulated TEE), verify, wait for Ctrl-C
 	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
 
-test: build model venv ## Run every test: unit, CLI, attack and end-to-end (openai SDK), fuzz smoke
+test: build model venv ## Run every test: unit, fake TEE devices, CLI, attacks, limits, receipts, end-to-end (openai SDK, schemathesis), fuzz smoke
 	@mkdir -p .cocoon
 	set -o pipefail; COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
 	  $(CARGO) test --release --locked --workspace 2>&1 | tee .cocoon/test.log
