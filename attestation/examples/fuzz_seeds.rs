@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         config_digest: config_digest.clone(),
         gpu_evidence_digest: None,
         receipt_key: None,
+        snp_certificates: None,
     };
     let snp = EvidencePayload {
         version: PAYLOAD_VERSION,
@@ -46,6 +47,7 @@ fn main() -> anyhow::Result<()> {
         config_digest,
         gpu_evidence_digest: Some(vec![0xa5; 48]),
         receipt_key: Some(vec![0x5a; 32]),
+        snp_certificates: None,
     };
     // Fixed dates so that the seed only changes with the key and serial.
     let not_before = OffsetDateTime::from_unix_timestamp(1_751_328_000)?;

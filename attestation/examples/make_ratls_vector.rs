@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config_digest: config_digest.to_vec(),
         gpu_evidence_digest: None,
         receipt_key: Some(receipt_key.clone()),
+        snp_certificates: None,
     };
     let not_before = time::macros::datetime!(2026-01-01 00:00 UTC);
     let not_after = time::macros::datetime!(2036-01-01 00:00 UTC);

@@ -72,6 +72,11 @@ pub struct EvidencePayload {
     /// Ed25519 public key (32 bytes) that signs this guest's usage receipts.
     #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
     pub receipt_key: Option<Vec<u8>>,
+    /// SEV-SNP: the certificate table the host attached to the report (VCEK or VLEK,
+    /// ASK, ARK; AMD's GUID table format), so a verifier need not ask AMD KDS. Not bound
+    /// in REPORTDATA: the certificates prove themselves by chaining to a pinned ARK.
+    #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
+    pub snp_certificates: Option<Vec<u8>>,
 }
 
 impl EvidencePayload {
@@ -135,6 +140,9 @@ impl EvidencePayload {
                 });
             }
         }
+        if let Some(table) = &payload.snp_certificates {
+            crate::snp::ext_report::CertTable::parse(table)?;
+        }
         if let Some(gpu) = &payload.gpu_evidence_digest {
             if gpu.len() != 48 {
                 return Err(Error::Unsupported {
@@ -160,6 +168,7 @@ mod tests {
             config_digest: vec![7; 48],
             gpu_evidence_digest: None,
             receipt_key: None,
+            snp_certificates: None,
         }
     }
 

@@ -346,6 +346,7 @@ mod tests {
             config_digest: vec![1; 48],
             gpu_evidence_digest: None,
             receipt_key: None,
+            snp_certificates: None,
         }
     }
 

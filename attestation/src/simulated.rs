@@ -134,6 +134,7 @@ pub(crate) fn test_certificate(
         config_digest: td.config_digest.clone(),
         gpu_evidence_digest: None,
         receipt_key: None,
+        snp_certificates: None,
     };
     build_certificate(
         key,

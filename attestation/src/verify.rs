@@ -231,10 +231,16 @@ fn verify_simulated_snp(
     options: &VerifyOptions,
 ) -> Result<VerifiedEvidence> {
     let pki = crate::snp::dev::DevSnpPki::dev()?;
+    // The certificates the guest attached, when it did; the trust anchor is the
+    // (development) ARK either way.
+    let (vcek_der, chain_pem) = match &payload.snp_certificates {
+        Some(table) => snp_certificates_from_table(table)?,
+        None => (pki.vcek_der().to_vec(), pki.chain_pem()),
+    };
     let facts = crate::snp::verify::verify_report(
         &payload.evidence,
-        pki.vcek_der(),
-        pki.chain_pem().as_bytes(),
+        &vcek_der,
+        chain_pem.as_bytes(),
         now,
         &[pki.trusted_ark()],
     )?;
@@ -268,6 +274,28 @@ fn verify_simulated_snp(
         not_before: 0,
         not_after: 0,
     })
+}
+
+/// The VCEK (or VLEK) DER and the ASK + ARK chain (PEM) from an SNP certificate table.
+pub fn snp_certificates_from_table(table: &[u8]) -> Result<(Vec<u8>, String)> {
+    use crate::snp::ext_report::{CertKind, CertTable};
+    let table = CertTable::parse(table)?;
+    let missing = |what: &str| Error::Malformed {
+        what: "SNP certificate table",
+        detail: format!("has no {what} certificate"),
+    };
+    let vcek = table
+        .get(CertKind::Vcek)
+        .or_else(|| table.get(CertKind::Vlek))
+        .ok_or_else(|| missing("VCEK or VLEK"))?;
+    let ask = table.get(CertKind::Ask).ok_or_else(|| missing("ASK"))?;
+    let ark = table.get(CertKind::Ark).ok_or_else(|| missing("ARK"))?;
+    let chain = format!(
+        "{}{}",
+        crate::ratls::certificate_pem(ask),
+        crate::ratls::certificate_pem(ark)
+    );
+    Ok((vcek.to_vec(), chain))
 }
 
 /// RFC 3339 rendering of a Unix time, for messages.
@@ -357,5 +385,20 @@ mod tests {
         let err = verify_certificate(&b.der, T0 + 7200, &allow()).unwrap_err();
         assert!(matches!(err, Error::CertificateExpired { .. }), "{err}");
         assert!(verify_certificate(&b.der, T0 - 1, &allow()).is_err());
+    }
+
+    #[test]
+    fn snp_certificate_tables_give_the_vcek_and_chain_or_name_what_is_missing() {
+        use crate::snp::dev::DevSnpPki;
+        use crate::snp::ext_report::{CertKind, CertTable};
+        let pki = DevSnpPki::dev().unwrap();
+        let table = CertTable::dev(pki).unwrap();
+        let (vcek, chain) = snp_certificates_from_table(&table.encode()).unwrap();
+        assert_eq!(vcek, pki.vcek_der());
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+        let mut no_ark = table.clone();
+        no_ark.entries.retain(|e| e.kind != CertKind::Ark);
+        let err = snp_certificates_from_table(&no_ark.encode()).unwrap_err();
+        assert!(err.to_string().contains("no ARK"), "{err}");
     }
 }

@@ -277,18 +277,19 @@ async fn attestation(
         .try_acquire()
         .map_err(|_| ApiError::busy(1))?;
     let provider = state.clone();
-    let evidence = tokio::task::spawn_blocking(move || provider.tee.evidence(&report_data))
+    let evidence = tokio::task::spawn_blocking(move || provider.tee.attest(&report_data))
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(|e| internal(e.to_string()))?;
     let payload = EvidencePayload {
         version: PAYLOAD_VERSION,
         kind: state.tee.kind(),
-        evidence,
+        evidence: evidence.raw,
         event_log: state.event_log.clone(),
         config_digest: state.config_digest.to_vec(),
         gpu_evidence_digest: None,
         receipt_key: Some(state.meter.public_key().to_vec()),
+        snp_certificates: evidence.certificates.map(|table| table.encode()),
     };
     let cbor = payload.to_cbor().map_err(|e| internal(e.to_string()))?;
     Ok(json_response(

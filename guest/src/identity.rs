@@ -39,15 +39,16 @@ impl GuestIdentity {
             gpu_evidence_digest: None,
         };
         let report_data = certificate_binding_with(key.spki_der(), config_digest, extras);
-        let evidence = tee.evidence(&report_data)?;
+        let evidence = tee.attest(&report_data)?;
         let payload = EvidencePayload {
             version: PAYLOAD_VERSION,
             kind: tee.kind(),
-            evidence,
+            evidence: evidence.raw,
             event_log: event_log.to_vec(),
             config_digest: config_digest.to_vec(),
             gpu_evidence_digest: None,
             receipt_key: Some(receipt_key.to_vec()),
+            snp_certificates: evidence.certificates.map(|table| table.encode()),
         };
         // Back-date by a minute so a client whose clock is slightly behind still accepts.
         let now = OffsetDateTime::now_utc();
