@@ -310,27 +310,27 @@ async fn internal(state: Arc<AppState>, request: Request<Incoming>) -> Response<
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Err((status, body)) =
-        internal::authorize(state.host_token.as_ref(), authorization.as_deref())
-    {
-        return json_response(status, &body);
+    if let Err(e) = internal::authorize(state.host_token.as_ref(), authorization.as_deref()) {
+        return error_response(e);
     }
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let (status, body) = match (&method, path.as_str()) {
+    let answer = match (&method, path.as_str()) {
         (&Method::GET, "/internal/v1/receipts") => {
             internal::list_receipts(&state.meter, request.uri().query())
         }
-        (&Method::POST, "/internal/v1/receipts/ack") => match read_body(&state, request).await {
-            Ok(bytes) => internal::acknowledge(&state.meter, &bytes),
-            Err(e) => return error_response(e),
-        },
+        (&Method::POST, "/internal/v1/receipts/ack") => read_body(&state, request)
+            .await
+            .and_then(|bytes| internal::acknowledge(&state.meter, &bytes)),
         (_, "/internal/v1/receipts" | "/internal/v1/receipts/ack") => {
-            return error_response(ApiError::method_not_allowed(&method, &path))
+            Err(ApiError::method_not_allowed(&method, &path))
         }
-        _ => return error_response(ApiError::unknown_url(&method, &path)),
+        _ => Err(ApiError::unknown_url(&method, &path)),
     };
-    json_response(status, &body)
+    match answer {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(e) => error_response(e),
+    }
 }
 
 /// `GET /v1/attestation/config`: the measured config document, byte for byte as hashed,

@@ -143,6 +143,28 @@ impl ApiError {
         )
     }
 
+    /// 403: the internal API is off (no host token configured).
+    pub fn internal_api_disabled() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            Some("internal_api_disabled"),
+            None,
+            "the internal API is disabled: start the guest with --host-token-file",
+        )
+    }
+
+    /// 401: a missing or wrong bearer token on the internal API.
+    pub fn invalid_host_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_host_token"),
+            None,
+            "missing or wrong bearer token for the internal API",
+        )
+    }
+
     /// 503: the server is shutting down.
     pub fn shutting_down() -> Self {
         Self::new(
@@ -231,6 +253,13 @@ mod tests {
             (ApiError::busy(2), 429, "rate_limit_error"),
             (ApiError::internal("engine_error", "x"), 500, "server_error"),
             (ApiError::shutting_down(), 503, "server_error"),
+            (ApiError::billing_backlog(30), 503, "server_error"),
+            (
+                ApiError::internal_api_disabled(),
+                403,
+                "invalid_request_error",
+            ),
+            (ApiError::invalid_host_token(), 401, "invalid_request_error"),
             (ApiError::generation_timeout(5), 504, "server_error"),
         ];
         for (err, status, kind) in cases {

@@ -14,10 +14,10 @@
 //! Without a configured token both answer 403: an unauthenticated admin call is never
 //! served.
 
-use hyper::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::api_error::ApiError;
 use crate::meter::Meter;
 
 /// Longest page of receipts one call returns.
@@ -54,41 +54,21 @@ impl HostToken {
     }
 }
 
-/// An internal API answer: status and JSON body (errors in OpenAI's error shape).
-pub type Answer = (StatusCode, Value);
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Answer {
-    (
-        status,
-        json!({"error": {"message": message.into(), "type": "invalid_request_error", "param": null, "code": code}}),
-    )
-}
-
 /// Checks the `Authorization` header value against the configured token.
-pub fn authorize(token: Option<&HostToken>, authorization: Option<&str>) -> Result<(), Answer> {
-    let Some(token) = token else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "internal_api_disabled",
-            "the internal API is disabled: start the guest with --host-token-file",
-        ));
-    };
+pub fn authorize(token: Option<&HostToken>, authorization: Option<&str>) -> Result<(), ApiError> {
+    let token = token.ok_or_else(ApiError::internal_api_disabled)?;
     let presented = authorization
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if token.matches(presented) {
         Ok(())
     } else {
-        Err(error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_host_token",
-            "missing or wrong bearer token for the internal API",
-        ))
+        Err(ApiError::invalid_host_token())
     }
 }
 
 /// Parses `after=N&limit=M` (both optional).
-fn page(query: Option<&str>) -> Result<(u64, usize), Answer> {
+fn page(query: Option<&str>) -> Result<(u64, usize), ApiError> {
     let (mut after, mut limit) = (0u64, 100usize);
     for pair in query
         .unwrap_or_default()
@@ -97,10 +77,10 @@ fn page(query: Option<&str>) -> Result<(u64, usize), Answer> {
     {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let bad = |what: &str| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "invalid_value",
+            ApiError::invalid(
                 format!("'{name}' must be {what}, got '{value}'"),
+                Some(name.to_string()),
+                Some("invalid_value"),
             )
         };
         match name {
@@ -113,10 +93,10 @@ fn page(query: Option<&str>) -> Result<(u64, usize), Answer> {
                     .ok_or_else(|| bad(&format!("an integer from 1 to {MAX_PAGE}")))?
             }
             _ => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "unknown_parameter",
+                return Err(ApiError::invalid(
                     format!("unknown query parameter '{name}' (known: after, limit)"),
+                    Some(name.to_string()),
+                    Some("unknown_parameter"),
                 ))
             }
         }
@@ -124,54 +104,37 @@ fn page(query: Option<&str>) -> Result<(u64, usize), Answer> {
     Ok((after, limit))
 }
 
+fn meter_error(e: crate::Error) -> ApiError {
+    ApiError::internal("meter_error", e.to_string())
+}
+
 /// `GET /internal/v1/receipts`.
-pub fn list_receipts(meter: &Meter, query: Option<&str>) -> Answer {
-    let (after, limit) = match page(query) {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
-    match meter.pending(after, limit) {
-        Ok(entries) => (
-            StatusCode::OK,
-            json!({
-                "object": "list",
-                "data": entries,
-                "receipt_key": hex::encode(meter.public_key()),
-            }),
-        ),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "meter_error",
-            e.to_string(),
-        ),
-    }
+pub fn list_receipts(meter: &Meter, query: Option<&str>) -> Result<Value, ApiError> {
+    let (after, limit) = page(query)?;
+    let entries = meter.pending(after, limit).map_err(meter_error)?;
+    Ok(json!({
+        "object": "list",
+        "data": entries,
+        "receipt_key": hex::encode(meter.public_key()),
+    }))
 }
 
 /// `POST /internal/v1/receipts/ack` with body `{"upto": N}`.
-pub fn acknowledge(meter: &Meter, body: &[u8]) -> Answer {
+pub fn acknowledge(meter: &Meter, body: &[u8]) -> Result<Value, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Ack {
         upto: u64,
     }
-    let ack: Ack = match serde_json::from_slice(body) {
-        Ok(a) => a,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body must be {{\"upto\": <index>}}: {e}"),
-            )
-        }
-    };
-    match meter.acknowledge(ack.upto) {
-        Ok(n) => (StatusCode::OK, json!({"acknowledged": n})),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "meter_error",
-            e.to_string(),
-        ),
-    }
+    let ack: Ack = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            format!("the body must be {{\"upto\": <index>}}: {e}"),
+            None,
+            Some("invalid_json"),
+        )
+    })?;
+    let n = meter.acknowledge(ack.upto).map_err(meter_error)?;
+    Ok(json!({"acknowledged": n}))
 }
 
 #[cfg(test)]
@@ -179,6 +142,7 @@ mod tests {
     use super::*;
     use crate::config::PriceTable;
     use cocoon_attestation::receipt::TokenCounts;
+    use hyper::StatusCode;
 
     fn meter() -> Meter {
         Meter::new(
@@ -201,12 +165,12 @@ mod tests {
         assert!(authorize(Some(&token), Some(&ok)).is_ok());
         for bad in [None, Some("Bearer "), Some("tttt"), Some("Basic abc")] {
             assert_eq!(
-                authorize(Some(&token), bad).unwrap_err().0,
+                authorize(Some(&token), bad).unwrap_err().status,
                 StatusCode::UNAUTHORIZED
             );
         }
         assert_eq!(
-            authorize(None, Some(&ok)).unwrap_err().0,
+            authorize(None, Some(&ok)).unwrap_err().status,
             StatusCode::FORBIDDEN
         );
     }
@@ -218,19 +182,24 @@ mod tests {
             m.record("a", &format!("r{i}"), "m", "stop", TokenCounts::default())
                 .unwrap();
         }
-        let (status, body) = list_receipts(&m, Some("after=1&limit=1"));
-        assert_eq!(status, StatusCode::OK);
+        let body = list_receipts(&m, Some("after=1&limit=1")).unwrap();
         assert_eq!(body["data"][0]["index"], 2);
         assert_eq!(body["data"].as_array().unwrap().len(), 1);
         for bad in ["limit=0", "after=-1", "limit=99999", "colour=red"] {
             assert_eq!(
-                list_receipts(&m, Some(bad)).0,
+                list_receipts(&m, Some(bad)).unwrap_err().status,
                 StatusCode::BAD_REQUEST,
                 "{bad}"
             );
         }
-        assert_eq!(acknowledge(&m, br#"{"upto":2}"#).1["acknowledged"], 2);
-        assert_eq!(acknowledge(&m, b"{}").0, StatusCode::BAD_REQUEST);
-        assert_eq!(list_receipts(&m, None).1["data"][0]["index"], 3);
+        assert_eq!(
+            acknowledge(&m, br#"{"upto":2}"#).unwrap()["acknowledged"],
+            2
+        );
+        assert_eq!(
+            acknowledge(&m, b"{}").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(list_receipts(&m, None).unwrap()["data"][0]["index"], 3);
     }
 }
