@@ -314,6 +314,11 @@ impl ManifestPublicKey {
         Self::parse(&text)
     }
 
+    /// Every key of a repeatable `--manifest-key` argument.
+    pub fn from_args(args: &[String]) -> Result<Vec<Self>> {
+        args.iter().map(|a| Self::from_arg(a)).collect()
+    }
+
     /// First 8 bytes of SHA-256 of the key, hex: the DSSE `keyid` we write.
     pub fn key_id(&self) -> String {
         hex::encode(&Sha256::digest(self.0)[..8])

@@ -30,11 +30,7 @@ pub struct PolicyArgs {
 impl PolicyArgs {
     /// The policy these arguments select, and the manifest it came from (if any).
     pub fn load(&self) -> Result<(Policy, Option<Manifest>)> {
-        let keys = self
-            .manifest_key
-            .iter()
-            .map(|k| ManifestPublicKey::from_arg(k))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = ManifestPublicKey::from_args(&self.manifest_key)?;
         let (mut policy, manifest) = load_policy(
             self.policy.as_deref(),
             self.manifest.as_deref().map(|m| (m, keys.as_slice())),

@@ -218,11 +218,7 @@ fn manifest_command(command: ManifestCommand) -> Result<ExitCode, ExitCode> {
             manifest,
             manifest_key,
         } => {
-            let keys = manifest_key
-                .iter()
-                .map(|k| ManifestPublicKey::from_arg(k))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(usage)?;
+            let keys = ManifestPublicKey::from_args(&manifest_key).map_err(usage)?;
             match Manifest::open_file(&manifest, &keys) {
                 Ok(m) => {
                     say!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
@@ -358,6 +354,7 @@ fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
 }
 
 fn tdx_quote(
+    runtime: &tokio::runtime::Runtime,
     quote: &std::path::Path,
     source: CollateralArg,
     at: i64,
@@ -375,13 +372,6 @@ fn tdx_quote(
             })?
         }
         CollateralArg::Pccs { url, cache_dir } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    eprintln!("cocoon-verify: cannot start runtime: {e}");
-                    ExitCode::from(2)
-                })?;
             let source = PcsCollateral::new(url, cache_dir);
             runtime
                 .block_on(source.tdx_collateral(&raw, at))
@@ -439,6 +429,7 @@ enum SnpSource {
 }
 
 fn snp_report(
+    runtime: &tokio::runtime::Runtime,
     report: &std::path::Path,
     source: SnpSource,
     at: i64,
@@ -466,13 +457,6 @@ fn snp_report(
             cache_dir,
         } => {
             let parsed = SnpReport::parse(&raw).map_err(usage)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    eprintln!("cocoon-verify: cannot start runtime: {e}");
-                    ExitCode::from(2)
-                })?;
             let kds = KdsCollateral::new(url, cache_dir);
             let c = runtime
                 .block_on(kds.snp_collateral(&parsed, product.as_deref(), at))
@@ -547,7 +531,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            tdx_quote(&quote, source, at, &accept, allow_simulated, json)
+            tdx_quote(&runtime, &quote, source, at, &accept, allow_simulated, json)
                 .unwrap_or_else(|code| code)
         }
         Command::SnpReport {
@@ -576,8 +560,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            snp_report(&report, source, at, &accept, allow_simulated, json)
-                .unwrap_or_else(|code| code)
+            snp_report(
+                &runtime,
+                &report,
+                source,
+                at,
+                &accept,
+                allow_simulated,
+                json,
+            )
+            .unwrap_or_else(|code| code)
         }
         Command::Manifest(command) => manifest_command(command).unwrap_or_else(|code| code),
         Command::Receipt {
