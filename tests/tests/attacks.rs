@@ -17,6 +17,22 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// `cocoon-verify endpoint URL --allow-simulated EXTRA…`, off the async runtime.
+async fn verify_endpoint(url: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "endpoint".to_string(),
+        url.to_string(),
+        "--allow-simulated".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cocoon_verify(&args).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn allow() -> VerifyOptions {
     VerifyOptions {
         allow_simulated: true,
@@ -107,11 +123,7 @@ async fn replayed_evidence_under_another_key_is_refused() {
     )
     .unwrap();
     let addr = serve(server_config(forged, &key), None).await;
-    let out = tokio::task::spawn_blocking(move || {
-        cocoon_verify(&["endpoint", &format!("https://{addr}"), "--allow-simulated"]).unwrap()
-    })
-    .await
-    .unwrap();
+    let out = verify_endpoint(&format!("https://{addr}"), &[]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("report data does not bind"), "{stderr}");
@@ -159,11 +171,7 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
     );
     // ...the session-bound evidence does: the genuine guest's answer binds its own key and
     // the exporter of the MITM's session, not ours.
-    let out = tokio::task::spawn_blocking(move || {
-        cocoon_verify(&["endpoint", &format!("https://{addr}"), "--allow-simulated"]).unwrap()
-    })
-    .await
-    .unwrap();
+    let out = verify_endpoint(&format!("https://{addr}"), &[]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -172,12 +180,7 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
     );
 
     // Talking to the genuine guest directly passes both checks.
-    let direct = tokio::task::spawn_blocking({
-        let url = format!("https://{}", app.agent_addr);
-        move || cocoon_verify(&["endpoint", &url, "--allow-simulated", "--json"]).unwrap()
-    })
-    .await
-    .unwrap();
+    let direct = verify_endpoint(&format!("https://{}", app.agent_addr), &["--json"]).await;
     assert_eq!(direct.status.code(), Some(0), "{direct:?}");
     let json: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
     assert_eq!(json["session_bound"], true);
@@ -196,21 +199,7 @@ async fn unlisted_measured_config_and_expired_certificates_are_refused() {
         format!("[tdx]\nrtmr3 = [\"{}\"]\n", "ab".repeat(48)),
     )
     .unwrap();
-    let out = tokio::task::spawn_blocking({
-        let (url, policy) = (url.clone(), policy.clone());
-        move || {
-            cocoon_verify(&[
-                "endpoint",
-                &url,
-                "--allow-simulated",
-                "--policy",
-                policy.to_str().unwrap(),
-            ])
-            .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = verify_endpoint(&url, &["--policy", policy.to_str().unwrap()]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tdx.rtmr3"), "{stderr}");
@@ -220,11 +209,7 @@ async fn unlisted_measured_config_and_expired_certificates_are_refused() {
     let app = start_appliance(&["--cert-validity-hours", "0"]).expect("appliance starts");
     let url = format!("https://{}", app.agent_addr);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let out = tokio::task::spawn_blocking(move || {
-        cocoon_verify(&["endpoint", &url, "--allow-simulated"]).unwrap()
-    })
-    .await
-    .unwrap();
+    let out = verify_endpoint(&url, &[]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not valid at"), "{stderr}");
