@@ -40,6 +40,13 @@ impl GuestIdentity {
         };
         let report_data = certificate_binding_with(key.spki_der(), config_digest, extras);
         let evidence = tee.attest(&report_data)?;
+        // Check this very evidence the way a verifier will before it goes into the
+        // certificate: a guest that clients would refuse should not start.
+        crate::tee::self_check(&evidence, config_digest, event_log).map_err(|e| {
+            crate::Error::Tee(format!(
+                "the guest's own evidence does not match its measured config: {e}"
+            ))
+        })?;
         let payload = EvidencePayload {
             version: PAYLOAD_VERSION,
             kind: tee.kind(),
@@ -81,5 +88,44 @@ impl GuestIdentity {
     /// SHA-256 of the certificate, hex: the pin clients print and compare.
     pub fn certificate_sha256(&self) -> String {
         hex::encode(Sha256::digest(&self.certificate_der))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tee::{SimulatedSnpTee, SimulatedTee};
+    use cocoon_attestation::event_log::RuntimeEventLog;
+
+    fn create(tee: &dyn EvidenceProvider, digest: &[u8; 48], log: &[u8]) -> Result<GuestIdentity> {
+        GuestIdentity::create(
+            tee,
+            digest,
+            log,
+            &[7; 32],
+            &[SubjectAltName::parse("localhost")],
+            time::Duration::hours(1),
+        )
+    }
+
+    #[test]
+    fn an_identity_is_made_only_over_evidence_that_matches_the_measured_config() {
+        let digest = [5u8; 48];
+        let log = RuntimeEventLog::config(3, &digest).to_cbor().unwrap();
+
+        // TDX: RTMR3 extended as the log says: accepted; never extended: refused.
+        let tee = SimulatedTee::new(false).unwrap();
+        let err = create(&tee, &digest, &log).err().expect("unextended RTMR3");
+        assert!(err.to_string().contains("RTMR3"), "{err}");
+        tee.extend_config_register(&digest).unwrap();
+        create(&tee, &digest, &log).unwrap();
+
+        // SEV-SNP: HOST_DATA set for this config: accepted; for another: refused.
+        create(&SimulatedSnpTee::new(&digest, false).unwrap(), &digest, &[]).unwrap();
+        let other = SimulatedSnpTee::new(&[6u8; 48], false).unwrap();
+        let err = create(&other, &digest, &[])
+            .err()
+            .expect("foreign HOST_DATA");
+        assert!(err.to_string().contains("HOST_DATA"), "{err}");
     }
 }

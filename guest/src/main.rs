@@ -18,7 +18,7 @@ use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::internal_api::HostToken;
 use cocoon_guest::meter::Meter;
 use cocoon_guest::server::{serve, SocketLimits};
-use cocoon_guest::tee::{self_check, ConfigRegister, EvidenceProvider, SelectOptions, TeeChoice};
+use cocoon_guest::tee::{ConfigRegister, EvidenceProvider, SelectOptions, TeeChoice};
 use tracing::info;
 
 #[derive(Parser)]
@@ -211,16 +211,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tee: Box<dyn EvidenceProvider> = cocoon_guest::tee::select(args.tee, &tee_options)
         .context("choosing the evidence backend (--tee)")?;
-    // Record the measured config in the TEE before anything is served, then check our own
-    // evidence the way a verifier will.
+    // Record the measured config in the TEE before anything is served; the identity checks
+    // its own evidence against it (tee::self_check).
     let event_log = match tee.extend_config_register(&digest)? {
         ConfigRegister::TdxRtmr(register) => {
             RuntimeEventLog::config(register, &digest).to_cbor()?
         }
         ConfigRegister::None => Vec::new(),
     };
-    self_check(tee.as_ref(), &digest, &event_log)
-        .context("the guest's own evidence does not match its measured config")?;
     info!(config_sha384 = %hex::encode(digest), "measured config recorded");
     let meter = Meter::new(config.prices.clone(), args.max_uncollected_receipts)?;
     let host_token = match &args.host_token_file {

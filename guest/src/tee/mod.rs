@@ -246,17 +246,8 @@ impl EvidenceProvider for SimulatedSnpTee {
 /// extension of RTMR3 by anyone else would make every client refuse us), on SEV-SNP
 /// HOST_DATA must be what the launcher was told to set for this config. Failing here
 /// gives the operator the reason at start instead of clients refusing later.
-pub fn self_check(
-    tee: &dyn EvidenceProvider,
-    config_digest: &[u8; 48],
-    event_log: &[u8],
-) -> Result<()> {
-    let probe: ReportData = {
-        let mut rd = [0u8; 64];
-        rd[..48].copy_from_slice(&Sha384::digest(b"cocoon guest self-check"));
-        rd
-    };
-    match tee.attest(&probe)?.parsed {
+pub fn self_check(evidence: &Evidence, config_digest: &[u8; 48], event_log: &[u8]) -> Result<()> {
+    match &evidence.parsed {
         ParsedEvidence::Tdx(quote) => {
             cocoon_attestation::event_log::RuntimeEventLog::from_cbor(event_log)?
                 .check_tdx(&quote.body.rtmr, config_digest)?;
