@@ -25,7 +25,8 @@ use crate::{Error, Result};
 pub const RECEIPT_TYPE: &str = "cocoon-usage-receipt+jws";
 
 /// The receipt format version this crate writes and reads.
-pub const RECEIPT_VERSION: u32 = 1;
+/// Version 2 added `request_sha256` and `response_sha256`.
+pub const RECEIPT_VERSION: u32 = 2;
 
 /// Token counts of one request, or cumulative counts of an account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +73,20 @@ pub struct UsageReceipt {
     pub account: String,
     /// The model id that served the request.
     pub model: String,
-    /// How the request ended: `stop`, `length`, `tool_calls`, `cancelled`, `timeout`.
+    /// How the request ended: `stop`, `length`, `tool_calls`; `cancelled` (the client
+    /// went away or stopped reading: billed for everything generated); `timeout` or
+    /// `error` (the server's failure: billed for what the client was sent).
     pub finish: String,
-    /// This request's tokens.
+    /// This request's tokens. `prompt_tokens` counts the prompt once per choice that
+    /// prefilled it (`n` > 1 prefills it `n` times; OpenAI's `usage` shows it once).
     pub tokens: TokenCounts,
+    /// SHA-256 (hex) of the request body as the guest received it.
+    pub request_sha256: String,
+    /// SHA-256 (hex) of the response body the guest sent: the JSON document, or every
+    /// byte of the event stream up to and including `data: [DONE]` (padding included;
+    /// for an abandoned stream, what was sent until then; for an answer never sent, of
+    /// no bytes).
+    pub response_sha256: String,
     /// This request's charge (the increase of `cumulative.charge`).
     pub charge: u64,
     /// SHA-256 (hex) of the canonical price table in the measured config.
@@ -199,6 +210,8 @@ mod tests {
                 cached_tokens: 0,
                 completion_tokens: 5,
             },
+            request_sha256: "11".repeat(32),
+            response_sha256: "22".repeat(32),
             charge: 7,
             price_table_sha256: "00".repeat(32),
             issued_at: 1_800_000_000,

@@ -46,6 +46,10 @@ pub struct AppState {
     pub host_token: Option<crate::internal_api::HostToken>,
     /// Evidence generations allowed at once for `POST /v1/attestation` (more get 429).
     pub evidence_slots: tokio::sync::Semaphore,
+    /// Whether the engine makes progress (`/healthz`).
+    pub watchdog: Arc<crate::watchdog::EngineWatchdog>,
+    /// The tokenizer's end-of-text special tokens (`generate::end_of_text_markers`).
+    pub end_of_text: Vec<String>,
 }
 
 /// Per-connection facts the handlers need.
@@ -156,14 +160,27 @@ pub async fn handle(
     result.unwrap_or_else(error_response)
 }
 
+/// `GET /healthz`: 200 while the engine makes progress, 503 when it has work and has
+/// been silent longer than `--engine-stall-secs` (the host agent restarts such a guest).
 fn health(state: &AppState) -> Response<Body> {
+    let engine = state.watchdog.health();
+    let (status, word) = if engine.stalled {
+        (StatusCode::SERVICE_UNAVAILABLE, "engine_stalled")
+    } else {
+        (StatusCode::OK, "ok")
+    };
     json_response(
-        StatusCode::OK,
+        status,
         &json!({
-            "status": "ok",
+            "status": word,
             "model": state.engine.id,
             "tee": state.tee.kind().tee_name(),
             "simulated": state.tee.kind().is_simulated(),
+            "engine": {
+                "in_flight": engine.in_flight,
+                "silent_secs": engine.silent_for.as_secs(),
+                "stall_after_secs": state.config.limits.engine_stall_secs,
+            },
         }),
     )
 }

@@ -202,6 +202,30 @@ impl ApiError {
         )
     }
 
+    /// 408: a streaming client did not take its events as fast as the engine made them
+    /// (its buffer overflowed, or it made no progress within the stall timeout); the
+    /// generation was cancelled so that it holds no engine capacity.
+    pub fn client_too_slow() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("client_too_slow"),
+            None,
+            "the client did not read the stream fast enough; the generation was cancelled",
+        )
+    }
+
+    /// 503: the engine has made no progress for longer than its bound (see `/healthz`).
+    pub fn engine_stalled(silent_secs: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("engine_stalled"),
+            None,
+            format!("the inference engine has made no progress for {silent_secs} s"),
+        )
+    }
+
     /// The `{"error": {...}}` document.
     pub fn body(&self) -> Value {
         json!({
@@ -261,6 +285,8 @@ mod tests {
             ),
             (ApiError::invalid_host_token(), 401, "invalid_request_error"),
             (ApiError::generation_timeout(5), 504, "server_error"),
+            (ApiError::client_too_slow(), 408, "invalid_request_error"),
+            (ApiError::engine_stalled(9), 503, "server_error"),
         ];
         for (err, status, kind) in cases {
             assert_eq!(err.status.as_u16(), status, "{err:?}");

@@ -34,6 +34,18 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// `POST /v1/attestation` evidence generations at once.
     pub max_concurrent_evidence: usize,
+    /// Bytes of output one streamed request may hold in the guest (engine output not yet
+    /// rendered plus events not yet written); past it the request is cancelled.
+    pub max_stream_buffer_bytes: usize,
+    /// Seconds a client may make no progress (take no bytes) before its stream is
+    /// cancelled and its connection closed.
+    pub stream_stall_timeout_secs: u64,
+    /// Seconds the engine may stay silent with work outstanding before `/healthz`
+    /// reports it stalled (503).
+    pub engine_stall_secs: u64,
+    /// Every streamed event is padded to a multiple of this many bytes (0: no padding),
+    /// so record sizes do not follow token lengths.
+    pub stream_pad_bytes: usize,
 }
 
 /// The model the guest serves.
@@ -106,6 +118,68 @@ pub struct Billing {
     pub ton_contract: String,
 }
 
+/// How the guest is reached and what else shapes it at run time: the listen address,
+/// the certificate's names and lifetime, and the environment variables the guest or its
+/// libraries read.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Runtime {
+    /// The address the HTTPS listener binds.
+    pub listen: String,
+    /// subjectAltName entries of the certificate.
+    pub subject_alt_names: Vec<String>,
+    /// Certificate lifetime, in hours.
+    pub cert_validity_hours: u32,
+    /// Every environment variable whose name starts with one of [`MEASURED_ENV_PREFIXES`],
+    /// with its value, sorted by name (the log filter `RUST_LOG` among them).
+    pub environment: std::collections::BTreeMap<String, String>,
+}
+
+/// Name prefixes of the environment variables that the guest, mistral.rs, candle, the
+/// tokenizers, rayon or the math libraries read (found by reading their sources for
+/// `env::var`): these change what the guest does, so their values are measured.
+pub const MEASURED_ENV_PREFIXES: &[&str] = &[
+    "RUST_",
+    "MISTRALRS_",
+    "CANDLE_",
+    "HF_",
+    "HUGGINGFACE_",
+    "TOKENIZERS_",
+    "RAYON_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "RING_",
+];
+
+/// Environment variables the guest refuses to start with: mistral.rs's multi-node mode
+/// sends activations to other machines (outside the TEE).
+pub const REFUSED_ENV_PREFIXES: &[&str] = &["MISTRALRS_MN_"];
+
+impl Runtime {
+    /// The measured subset of `vars` (e.g. `std::env::vars()`); an error names a
+    /// variable the guest refuses to run with.
+    pub fn measured_environment(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut measured = std::collections::BTreeMap::new();
+        for (name, value) in vars {
+            if REFUSED_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                return Err(format!(
+                    "environment variable {name} is set: mistral.rs multi-node mode would \
+                     send data outside the TEE; unset it"
+                ));
+            }
+            if MEASURED_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                measured.insert(name, value);
+            }
+        }
+        Ok(measured)
+    }
+}
+
 /// The canonical measured configuration.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MeasuredConfig {
@@ -116,6 +190,7 @@ pub struct MeasuredConfig {
     pub limits: Limits,
     pub prices: PriceTable,
     pub billing: Billing,
+    pub runtime: Runtime,
 }
 
 impl MeasuredConfig {
@@ -160,6 +235,10 @@ mod tests {
                 handshake_timeout_secs: 13,
                 header_read_timeout_secs: 14,
                 max_concurrent_evidence: 15,
+                max_stream_buffer_bytes: 16,
+                stream_stall_timeout_secs: 17,
+                engine_stall_secs: 18,
+                stream_pad_bytes: 19,
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -170,6 +249,12 @@ mod tests {
             billing: Billing {
                 ton_contract: "local".into(),
             },
+            runtime: Runtime {
+                listen: "127.0.0.1:8443".into(),
+                subject_alt_names: vec!["localhost".into()],
+                cert_validity_hours: 20,
+                environment: [("RUST_LOG".to_string(), "info".to_string())].into(),
+            },
         }
     }
 
@@ -178,7 +263,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"max_stream_buffer_bytes":16,"stream_stall_timeout_secs":17,"engine_stall_secs":18,"stream_pad_bytes":19},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -189,6 +274,39 @@ mod tests {
         let mut f = sample();
         f.sampling.temperature = 0.7;
         assert_ne!(c.digest(), f.digest());
+        let mut g = sample();
+        g.runtime
+            .environment
+            .insert("RAYON_NUM_THREADS".into(), "1".into());
+        assert_ne!(c.digest(), g.digest());
+    }
+
+    #[test]
+    fn the_environment_the_libraries_read_is_measured_and_multi_node_is_refused() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let measured = Runtime::measured_environment(vars(&[
+            ("RUST_LOG", "trace"),
+            ("CANDLE_DEQUANTIZE_ALL", "1"),
+            ("HOME", "/root"),
+            ("TERM", "xterm"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            measured.keys().collect::<Vec<_>>(),
+            ["CANDLE_DEQUANTIZE_ALL", "RUST_LOG"]
+        );
+        let refused =
+            Runtime::measured_environment(vars(&[("MISTRALRS_MN_WORKER_SERVER_ADDR", "x:1")]))
+                .unwrap_err();
+        assert!(
+            refused.contains("MISTRALRS_MN_WORKER_SERVER_ADDR"),
+            "{refused}"
+        );
     }
 
     #[test]

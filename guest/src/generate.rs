@@ -8,8 +8,15 @@
 //! also for non-streamed answers, so both modes share one path: text goes through the
 //! stop filter, token counts come from the samplers, and dropping a [`Generation`]
 //! closes the channels, which makes the engine cancel the sequences.
+//!
+//! The engine serves every tenant from one loop that waits on each sequence's channel,
+//! so no client's pace may reach it: a forwarder per choice drains the engine's channel
+//! at once into this request's queue, which is bounded in bytes
+//! ([`GenerationContext::max_buffer_bytes`]); a request whose queue overflows (its
+//! client does not keep up) is cancelled instead of slowing the engine down.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mistralrs::{NormalRequest, Request, Response, SamplingParams, StopTokens};
@@ -20,6 +27,18 @@ use crate::api_error::ApiError;
 use crate::openai::{Endpoint, Plan};
 use crate::sampling::{step_of_reported_logprob, SamplerConfig, SeededSampler, TokenChoice};
 use crate::stop::StopFilter;
+use crate::watchdog::EngineWatchdog;
+
+/// What a generation needs besides the plan.
+pub struct GenerationContext<'a> {
+    /// Reports the engine's progress to `/healthz`.
+    pub watchdog: &'a Arc<EngineWatchdog>,
+    /// Engine output one request may hold unread before it is cancelled.
+    pub max_buffer_bytes: usize,
+    /// Special tokens that end a text (see [`end_of_text_markers`]): a constrained
+    /// generation stops at them.
+    pub end_of_text: &'a [String],
+}
 
 /// What one choice produced since its last delta.
 #[derive(Debug, Clone, Default)]
@@ -45,24 +64,99 @@ pub struct Usage {
     pub completion_tokens: usize,
 }
 
+/// The token counts a request is billed for: every choice is its own engine sequence,
+/// and the prefix cache is off, so each choice prefills its prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BilledUsage {
+    /// Prompt tokens the engine processed: the prompt once per choice.
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+/// Counts of a generation that outlive it: whoever bills a request on an exit path
+/// (a dropped response, an abandoned stream) reads them here.
+#[derive(Clone)]
+pub struct UsageProbe {
+    samplers: Vec<Arc<SeededSampler>>,
+    /// Prompt tokens of each choice.
+    prompts: Vec<usize>,
+}
+
+impl UsageProbe {
+    /// What the engine has processed so far: every choice's prompt and sampled tokens.
+    pub fn generated(&self) -> BilledUsage {
+        BilledUsage {
+            prompt_tokens: self.prompts.iter().sum(),
+            completion_tokens: self.samplers.iter().map(|s| s.count()).sum(),
+        }
+    }
+}
+
 enum JobEvent {
-    Engine(Response),
+    /// An engine response and the bytes it holds in this request's queue.
+    Engine(Response, usize),
     Closed,
+    /// The queue overflowed: the choice was cancelled.
+    Overflow,
+}
+
+/// Bytes of engine output a request holds and has not consumed yet.
+struct QueueBudget {
+    queued: AtomicUsize,
+    max: usize,
+    overflowed: AtomicBool,
+}
+
+impl QueueBudget {
+    /// Takes `bytes`; false (and marks the overflow) when that would exceed the bound.
+    fn take(&self, bytes: usize) -> bool {
+        let before = self.queued.fetch_add(bytes, Ordering::SeqCst);
+        if before + bytes > self.max {
+            self.overflowed.store(true, Ordering::SeqCst);
+            false
+        } else {
+            true
+        }
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
+
+/// What one engine response holds in memory, roughly: its text plus a fixed overhead
+/// for the response structure.
+fn response_bytes(response: &Response) -> usize {
+    const OVERHEAD: usize = 256;
+    OVERHEAD
+        + match response {
+            Response::Chunk(chunk) => chunk
+                .choices
+                .iter()
+                .map(|c| c.delta.content.as_ref().map_or(0, String::len))
+                .sum(),
+            Response::CompletionChunk(chunk) => chunk.choices.iter().map(|c| c.text.len()).sum(),
+            _ => 0,
+        }
 }
 
 struct Choice {
     sampler: Arc<SeededSampler>,
     filter: StopFilter,
     delivered: usize,
+    /// Tokens whose text has left in a delta (the step of the last delta + 1).
+    emitted_tokens: usize,
     finished: bool,
 }
 
 /// A running generation: all choices of one request.
 pub struct Generation {
     choices: Vec<Choice>,
-    events: mpsc::Receiver<(usize, JobEvent)>,
+    events: mpsc::UnboundedReceiver<(usize, JobEvent)>,
     buffered: VecDeque<(usize, JobEvent)>,
+    budget: Arc<QueueBudget>,
     prompt_tokens: usize,
+    prompt_of_choice: Vec<usize>,
     max_tokens: usize,
     logprobs: bool,
     endpoint: Endpoint,
@@ -79,10 +173,54 @@ fn choice_seed(seed: Option<u64>, index: usize) -> u64 {
     }
 }
 
+/// The end-of-text markers llguidance may end a grammar with (the names its tokenizer
+/// environment recognises as EOS, `toktrie_hf_tokenizers`), kept where the loaded
+/// tokenizer has them as one token, tokenized the way the engine tokenizes stop
+/// sequences, so that the engine stops at them as stop tokens.
+pub async fn end_of_text_markers(model: &mistralrs::Model) -> Result<Vec<String>, ApiError> {
+    const CANDIDATES: [&str; 5] = [
+        "</s>",
+        "<|endoftext|>",
+        "<|end_of_text|>",
+        "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+        "<eos>",
+    ];
+    let mut markers = Vec::new();
+    for candidate in CANDIDATES {
+        let ids = crate::tokens::text_tokens(model, candidate, true)
+            .await
+            .map_err(|e| {
+                ApiError::internal("engine_error", format!("tokenizing {candidate}: {e:?}"))
+            })?;
+        if ids.len() == 1 {
+            markers.push(candidate.to_string());
+        }
+    }
+    Ok(markers)
+}
+
+/// The stop sequences the engine gets: the client's, and with a grammar the special
+/// tokens that end a text. llguidance ends a finished grammar with the tokenizer's
+/// end-of-text token (`<|endoftext|>` for SmolLM2), while the engine stops only at the
+/// chat template's end-of-turn token (`<|im_end|>`): without this a `json_object` answer
+/// would be padded with end-of-text tokens up to `max_tokens`, and billed for them.
+fn engine_stops(plan: &Plan, end_of_text: &[String]) -> Vec<String> {
+    let mut stops = plan.stop.clone();
+    if !matches!(plan.constraint, mistralrs::Constraint::None) {
+        for marker in end_of_text {
+            if !stops.contains(marker) {
+                stops.push(marker.clone());
+            }
+        }
+    }
+    stops
+}
+
 fn engine_request(
     plan: &Plan,
     prompt: &mistralrs::core::RequestMessage,
     sampler: Arc<SeededSampler>,
+    stops: Vec<String>,
     response: mpsc::Sender<Response>,
 ) -> Request {
     let mut sampling = SamplingParams::neutral();
@@ -91,7 +229,7 @@ fn engine_request(
     sampling.presence_penalty = plan.presence_penalty;
     sampling.frequency_penalty = plan.frequency_penalty;
     sampling.max_len = Some(plan.max_tokens);
-    sampling.stop_toks = (!plan.stop.is_empty()).then(|| StopTokens::Seqs(plan.stop.clone()));
+    sampling.stop_toks = (!stops.is_empty()).then_some(StopTokens::Seqs(stops));
     Request::Normal(Box::new(NormalRequest {
         messages: prompt.clone(),
         sampling_params: sampling,
@@ -134,21 +272,65 @@ fn engine_error(endpoint: Endpoint, validation: bool, message: String) -> ApiErr
     ApiError::invalid(message, Some(param.into()), Some(code))
 }
 
+/// Drains one choice's engine channel into the request's queue without ever waiting
+/// on the consumer, so the engine loop never waits on a client. Ends (dropping the
+/// engine's channel, which cancels the sequence) when the engine closes it, when the
+/// request is gone, or when the queue would exceed its bound.
+async fn forward(
+    index: usize,
+    mut rx: mpsc::Receiver<Response>,
+    merged: mpsc::UnboundedSender<(usize, JobEvent)>,
+    budget: Arc<QueueBudget>,
+    job: crate::watchdog::EngineJob,
+) {
+    loop {
+        let response = tokio::select! {
+            response = rx.recv() => response,
+            // The request is gone: stop at once, so the engine cancels at its next token.
+            () = merged.closed() => return,
+        };
+        let Some(response) = response else {
+            let _ = merged.send((index, JobEvent::Closed));
+            return;
+        };
+        job.progress();
+        let bytes = response_bytes(&response);
+        if !budget.take(bytes) {
+            let _ = merged.send((index, JobEvent::Overflow));
+            return;
+        }
+        if merged
+            .send((index, JobEvent::Engine(response, bytes)))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 impl Generation {
     /// Sends every choice to the engine and waits until each has answered once, so a
     /// request the engine refuses still gets its status code before any byte is sent.
+    /// `prompt_tokens` holds the token count of each prompt of the plan.
     pub async fn start(
         model: &mistralrs::Model,
         plan: &Plan,
-        prompt_tokens: usize,
+        prompt_tokens: &[usize],
         deadline: Instant,
         timeout_secs: u64,
+        context: &GenerationContext<'_>,
     ) -> Result<Self, ApiError> {
         let engine = model.inner().get_sender(None).map_err(|e| {
             ApiError::internal("engine_error", format!("engine unavailable: {e:?}"))
         })?;
         let jobs = plan.prompts.len() * plan.n;
-        let (merged_tx, events) = mpsc::channel(64);
+        let (merged_tx, events) = mpsc::unbounded_channel();
+        let budget = Arc::new(QueueBudget {
+            queued: AtomicUsize::new(0),
+            max: context.max_buffer_bytes.max(1),
+            overflowed: AtomicBool::new(false),
+        });
+        let stops = engine_stops(plan, context.end_of_text);
         let mut choices = Vec::with_capacity(jobs);
         for index in 0..jobs {
             let sampler = SeededSampler::new(SamplerConfig {
@@ -157,37 +339,38 @@ impl Generation {
                 top_logprobs: plan.logprobs.unwrap_or(0),
                 seed: choice_seed(plan.seed, index),
             });
-            let (tx, mut rx) = mpsc::channel(8);
-            let request = engine_request(plan, &plan.prompts[index / plan.n], sampler.clone(), tx);
+            let (tx, rx) = mpsc::channel(8);
+            let request = engine_request(
+                plan,
+                &plan.prompts[index / plan.n],
+                sampler.clone(),
+                stops.clone(),
+                tx,
+            );
+            let job = context.watchdog.job();
             engine
                 .send(request)
                 .await
                 .map_err(|_| ApiError::internal("engine_error", "the inference engine stopped"))?;
-            let merged = merged_tx.clone();
-            tokio::spawn(async move {
-                while let Some(response) = rx.recv().await {
-                    if merged
-                        .send((index, JobEvent::Engine(response)))
-                        .await
-                        .is_err()
-                    {
-                        return; // the client is gone: dropping `rx` cancels the sequence
-                    }
-                }
-                let _ = merged.send((index, JobEvent::Closed)).await;
-            });
+            tokio::spawn(forward(index, rx, merged_tx.clone(), budget.clone(), job));
             choices.push(Choice {
                 sampler,
                 filter: StopFilter::new(plan.stop.clone()),
                 delivered: 0,
+                emitted_tokens: 0,
                 finished: false,
             });
         }
+        let prompt_of_choice = (0..jobs)
+            .map(|index| prompt_tokens.get(index / plan.n).copied().unwrap_or(0))
+            .collect();
         let mut generation = Self {
             choices,
             events,
             buffered: VecDeque::new(),
-            prompt_tokens,
+            budget,
+            prompt_tokens: prompt_tokens.iter().sum(),
+            prompt_of_choice,
             max_tokens: plan.max_tokens,
             logprobs: plan.logprobs.is_some(),
             endpoint: plan.endpoint,
@@ -197,13 +380,15 @@ impl Generation {
         let mut answered = vec![false; jobs];
         while answered.iter().any(|a| !a) {
             let (index, event) = generation.receive().await?;
-            if let JobEvent::Engine(response) = &event {
+            if let JobEvent::Engine(response, _) = &event {
                 if let Some(err) = response_error(plan.endpoint, response) {
                     return Err(err);
                 }
             }
             generation.buffered.push_back((index, event));
-            answered[index] = true;
+            if let Some(slot) = answered.get_mut(index) {
+                *slot = true;
+            }
         }
         Ok(generation)
     }
@@ -211,11 +396,49 @@ impl Generation {
     async fn receive(&mut self) -> Result<(usize, JobEvent), ApiError> {
         match tokio::time::timeout_at(self.deadline, self.events.recv()).await {
             Err(_) => Err(ApiError::generation_timeout(self.timeout_secs)),
-            Ok(Some(event)) => Ok(event),
+            Ok(Some(event)) => {
+                if let (_, JobEvent::Engine(_, bytes)) = &event {
+                    self.budget.give_back(*bytes);
+                }
+                Ok(event)
+            }
             Ok(None) => Err(ApiError::internal(
                 "engine_error",
                 "the generation ended unexpectedly",
             )),
+        }
+    }
+
+    /// True when the request's queue overflowed because its client did not keep up
+    /// with the engine; the generation was cancelled.
+    pub fn overflowed(&self) -> bool {
+        self.budget.overflowed.load(Ordering::SeqCst)
+    }
+
+    /// The counts that bill this request, readable after it is gone.
+    pub fn probe(&self) -> UsageProbe {
+        UsageProbe {
+            samplers: self.choices.iter().map(|c| c.sampler.clone()).collect(),
+            prompts: self.prompt_of_choice.clone(),
+        }
+    }
+
+    /// What the client has received: every choice's prompt, and the tokens whose text
+    /// has left in a delta (all sampled tokens of a finished choice).
+    pub fn delivered(&self) -> BilledUsage {
+        BilledUsage {
+            prompt_tokens: self.prompt_of_choice.iter().sum(),
+            completion_tokens: self
+                .choices
+                .iter()
+                .map(|c| {
+                    if c.finished {
+                        c.sampler.count()
+                    } else {
+                        c.emitted_tokens.min(c.sampler.count())
+                    }
+                })
+                .sum(),
         }
     }
 
@@ -249,7 +472,8 @@ impl Generation {
             let closed = matches!(event, JobEvent::Closed);
             let (text, step, reason) = match event {
                 JobEvent::Closed => (String::new(), None, None),
-                JobEvent::Engine(response) => {
+                JobEvent::Overflow => return Some(Err(ApiError::client_too_slow())),
+                JobEvent::Engine(response, _) => {
                     if let Some(err) = response_error(self.endpoint, &response) {
                         return Some(Err(err));
                     }
@@ -278,6 +502,9 @@ impl Generation {
         let max_tokens = self.max_tokens;
         let logprobs = self.logprobs;
         let choice = &mut self.choices[index];
+        if let Some(step) = step {
+            choice.emitted_tokens = choice.emitted_tokens.max(step + 1);
+        }
         let mut out = choice.filter.push(text);
         let finish = if reason.is_some() || closed {
             if !choice.filter.stopped() {

@@ -7,37 +7,49 @@
 //! generated; the answer is one JSON document or a Server-Sent-Events stream. When a
 //! streaming client goes away, the body is dropped, the generation with it, and the
 //! engine cancels the sequences.
+//!
+//! A stream's events wait in a buffer bounded in bytes and in time
+//! (`stream_buffer`): a client that stops reading is cancelled after the stall timeout
+//! and never slows the engine, which writes into the generation's own bounded queue.
+//! Every way a request ends is billed: a client that leaves or stalls pays for what was
+//! generated, a stream the server cuts short (deadline, engine failure) for what the
+//! client was sent, a non-streamed request whose client leaves through a drop guard.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use sha2::{Digest, Sha256};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::api::{json_response, read_body, AppState, Body};
+use crate::api::{read_body, AppState, Body};
 use crate::api_error::ApiError;
-use crate::generate::{Delta, Generation, Usage};
-use crate::meter::{valid_account, ACCOUNT_HEADER, ANONYMOUS, RECEIPT_HEADER};
+use crate::generate::{BilledUsage, Delta, Generation, GenerationContext, UsageProbe};
+use crate::meter::{valid_account, Billed, ACCOUNT_HEADER, ANONYMOUS, RECEIPT_HEADER};
 use crate::openai::{
     unsupported_reason, Bounds, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
     Endpoint, Invalid, Plan,
 };
 use crate::render::{self, Head, TokenTexts};
+use crate::stream_buffer::{self, SendError};
 use crate::tokens::CallError;
 use cocoon_attestation::receipt::TokenCounts;
 
 /// The body as a JSON object, with `null` dropped from parameters we do not implement
-/// (a null means "not set", so nothing is being ignored).
-async fn read_json(state: &AppState, request: Request<Incoming>) -> Result<Value, ApiError> {
+/// (a null means "not set", so nothing is being ignored), and the SHA-256 of the body
+/// bytes as received (named in the receipt, so a client can match it to its request).
+async fn read_json(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<(Value, [u8; 32]), ApiError> {
     let body = read_body(state, request).await?;
+    let body_sha256: [u8; 32] = Sha256::digest(&body).into();
     let mut value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
             format!("We could not parse the JSON body of your request: {e}. The body must be a JSON object."),
@@ -53,7 +65,7 @@ async fn read_json(state: &AppState, request: Request<Incoming>) -> Result<Value
         ));
     };
     map.retain(|key, v| !(v.is_null() && unsupported_reason(key).is_some()));
-    Ok(value)
+    Ok((value, body_sha256))
 }
 
 /// Deserialises strictly; a failure becomes a 400 naming the parameter.
@@ -140,10 +152,11 @@ pub async fn chat(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let account = account_of(&request)?;
-    let parsed: ChatCompletionRequest = from_value(read_json(&state, request).await?)?;
+    let (value, request_sha256) = read_json(&state, request).await?;
+    let parsed: ChatCompletionRequest = from_value(value)?;
     check_model(&state, &parsed.model)?;
     let plan = parsed.plan(bounds(&state)).map_err(invalid)?;
-    run(state, plan, account).await
+    run(state, plan, account, request_sha256).await
 }
 
 /// The client account named by the `x-cocoon-account` header (`anonymous` without one).
@@ -175,23 +188,65 @@ fn finish_of(choices: &[Delta]) -> &'static str {
         .unwrap_or("stop")
 }
 
-/// Records the usage and returns the signed receipt (`None`, logged, if signing failed:
-/// the answer still goes out, the failure is the operator's to see).
-fn bill(state: &AppState, account: &str, id: &str, finish: &str, usage: Usage) -> Option<String> {
-    let tokens = TokenCounts {
-        prompt_tokens: usage.prompt_tokens as u64,
-        // The prefix cache is off (engine.rs): no prompt token is served from it.
-        cached_tokens: 0,
-        completion_tokens: usage.completion_tokens as u64,
-    };
-    match state
-        .meter
-        .record(account, id, &state.engine.id, finish, tokens)
-    {
-        Ok(receipt) => Some(receipt),
-        Err(e) => {
-            tracing::error!(request = %id, "usage receipt not recorded: {e}");
-            None
+/// Everything a request's receipt names besides its outcome.
+#[derive(Clone)]
+struct Bill {
+    state: Arc<AppState>,
+    account: String,
+    id: String,
+    request_sha256: [u8; 32],
+}
+
+impl Bill {
+    /// Records the usage and returns the signed receipt (`None`, logged, if signing
+    /// failed: the answer still goes out, the failure is the operator's to see).
+    fn record(
+        &self,
+        finish: &str,
+        usage: BilledUsage,
+        response_sha256: [u8; 32],
+    ) -> Option<String> {
+        let tokens = TokenCounts {
+            prompt_tokens: usage.prompt_tokens as u64,
+            // The prefix cache is off (engine.rs): no prompt token is served from it.
+            cached_tokens: 0,
+            completion_tokens: usage.completion_tokens as u64,
+        };
+        let billed = Billed {
+            request_id: &self.id,
+            model: &self.state.engine.id,
+            finish,
+            tokens,
+            request_sha256: self.request_sha256,
+            response_sha256,
+        };
+        match self.state.meter.record(&self.account, &billed) {
+            Ok(receipt) => Some(receipt),
+            Err(e) => {
+                tracing::error!(request = %self.id, "usage receipt not recorded: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// Bills a non-streamed request as `cancelled` if its handler is dropped (the client
+/// went away) before the answer was built: the engine did the work.
+struct BillOnDrop {
+    bill: Option<(Bill, UsageProbe)>,
+}
+
+impl BillOnDrop {
+    /// The request ended another way (answered, or failed on the server's side).
+    fn disarm(&mut self) {
+        self.bill = None;
+    }
+}
+
+impl Drop for BillOnDrop {
+    fn drop(&mut self) {
+        if let Some((bill, probe)) = self.bill.take() {
+            bill.record("cancelled", probe.generated(), Sha256::digest(b"").into());
         }
     }
 }
@@ -202,7 +257,7 @@ pub async fn completions(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let account = account_of(&request)?;
-    let value = read_json(&state, request).await?;
+    let (value, request_sha256) = read_json(&state, request).await?;
     let token_prompt = value
         .get("prompt")
         .and_then(Value::as_array)
@@ -217,7 +272,7 @@ pub async fn completions(
     let parsed: CompletionRequest = from_value(value)?;
     check_model(&state, &parsed.model)?;
     let plan = parsed.plan(bounds(&state)).map_err(invalid)?;
-    run(state, plan, account).await
+    run(state, plan, account, request_sha256).await
 }
 
 /// `POST /v1/embeddings`: the request is validated, then refused, because the engine
@@ -226,7 +281,7 @@ pub async fn embeddings(
     state: Arc<AppState>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let parsed: EmbeddingRequest = from_value(read_json(&state, request).await?)?;
+    let parsed: EmbeddingRequest = from_value(read_json(&state, request).await?.0)?;
     check_model(&state, &parsed.model)?;
     Err(ApiError::invalid(
         format!(
@@ -246,19 +301,20 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Counts every prompt with the engine's tokenizer and enforces the prompt limit.
+/// Counts every prompt with the engine's tokenizer and enforces the prompt limit;
+/// returns each prompt's token count.
 async fn count_prompts(
     state: &AppState,
     plan: &Plan,
     deadline: Instant,
-) -> Result<usize, ApiError> {
+) -> Result<Vec<usize>, ApiError> {
     let param = match plan.endpoint {
         Endpoint::Chat => "messages",
         Endpoint::Completion => "prompt",
     };
     let limit = state.config.limits.max_prompt_tokens;
     let secs = state.config.limits.request_timeout_secs;
-    let mut total = 0;
+    let mut counts = Vec::with_capacity(plan.prompts.len());
     for prompt in &plan.prompts {
         let ids = tokio::time::timeout_at(
             deadline,
@@ -284,9 +340,9 @@ async fn count_prompts(
         if ids.len() > limit {
             return Err(ApiError::context_length_exceeded(param, limit, ids.len()));
         }
-        total += ids.len();
+        counts.push(ids.len());
     }
-    Ok(total)
+    Ok(counts)
 }
 
 /// Spells out the tokens of `deltas` for `logprobs`.
@@ -308,35 +364,65 @@ async fn run(
     state: Arc<AppState>,
     plan: Plan,
     account: String,
+    request_sha256: [u8; 32],
 ) -> Result<Response<Body>, ApiError> {
     if !state.meter.accepting() {
         return Err(ApiError::billing_backlog(30));
+    }
+    let engine = state.watchdog.health();
+    if engine.stalled {
+        return Err(ApiError::engine_stalled(engine.silent_for.as_secs()));
     }
     let permit = state.admission.admit().await?;
     let secs = state.config.limits.request_timeout_secs;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let prompt_tokens = count_prompts(&state, &plan, deadline).await?;
-    let mut generation =
-        Generation::start(&state.engine.model, &plan, prompt_tokens, deadline, secs).await?;
+    let context = GenerationContext {
+        watchdog: &state.watchdog,
+        max_buffer_bytes: state.config.limits.max_stream_buffer_bytes,
+        end_of_text: &state.end_of_text,
+    };
+    let mut generation = Generation::start(
+        &state.engine.model,
+        &plan,
+        &prompt_tokens,
+        deadline,
+        secs,
+        &context,
+    )
+    .await?;
     let prefix = match plan.endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
     };
-    let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let bill = Bill {
+        state: state.clone(),
+        account,
+        id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+        request_sha256,
+    };
     let created = unix_now();
     if plan.stream {
-        return Ok(stream(
-            state, plan, generation, permit, id, account, created,
-        ));
+        return Ok(stream(plan, generation, permit, bill, created, deadline));
     }
-    let choices = generation.collect().await?;
+    let mut on_drop = BillOnDrop {
+        bill: Some((bill.clone(), generation.probe())),
+    };
+    // A timeout or an engine failure delivers nothing to a non-streaming client: the
+    // error is the server's and is not billed.
+    let choices = generation
+        .collect()
+        .await
+        .inspect_err(|_| on_drop.disarm())?;
     let usage = generation.usage();
+    let billed = generation.probe().generated();
     drop(generation);
     drop(permit);
-    let receipt = bill(&state, &account, &id, finish_of(&choices), usage);
-    let texts = token_texts(&state, &choices).await?;
+    let texts = token_texts(&state, &choices)
+        .await
+        .inspect_err(|_| on_drop.disarm())?;
     let head = Head {
-        id: &id,
+        id: &bill.id,
         model: &state.engine.id,
         created,
     };
@@ -348,9 +434,14 @@ async fn run(
             head.completion(&choices, &prefixes, logprobs, &texts, usage)
         }
     };
-    let mut response = json_response(StatusCode::OK, &document);
+    let body = Bytes::from(document.to_string());
+    on_drop.disarm();
+    let receipt = bill.record(finish_of(&choices), billed, Sha256::digest(&body).into());
+    let mut response = Response::new(crate::api::full(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(value) = receipt.and_then(|r| HeaderValue::from_str(&r).ok()) {
-        response.headers_mut().insert(RECEIPT_HEADER, value);
+        headers.insert(RECEIPT_HEADER, value);
     }
     Ok(response)
 }
@@ -368,25 +459,60 @@ fn echo_prefixes(plan: &Plan) -> Vec<&str> {
         .collect()
 }
 
-fn sse(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+fn sse(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+/// Pads a Server-Sent Event with spaces before its closing blank line (insignificant to
+/// SSE and to JSON) so that its length is a multiple of `bucket` bytes: the host relay
+/// sees TLS records whose sizes no longer follow the tokens' lengths. `bucket` 0: as is.
+fn padded(event: String, bucket: usize) -> Bytes {
+    let mut event = event;
+    if bucket > 0 {
+        let target = event.len().div_ceil(bucket) * bucket;
+        if let Some(body) = event.strip_suffix("\n\n") {
+            let mut out = String::with_capacity(target);
+            out.push_str(body);
+            out.extend(std::iter::repeat_n(' ', target - event.len()));
+            out.push_str("\n\n");
+            event = out;
+        }
+    }
+    Bytes::from(event)
+}
+
+/// How a stream ended, for its receipt.
+enum StreamEnd {
+    /// Every choice finished; the first choice's finish reason.
+    Finished(&'static str),
+    /// The client went away, stopped reading, or let its buffer overflow: billed for
+    /// everything generated.
+    ClientGone,
+    /// The deadline passed or the engine failed: billed for what was delivered.
+    ServerSide(&'static str),
 }
 
 /// Streams the generation as Server-Sent Events.
 fn stream(
-    state: Arc<AppState>,
     plan: Plan,
     mut generation: Generation,
     permit: OwnedSemaphorePermit,
-    id: String,
-    account: String,
+    bill: Bill,
     created: u64,
+    deadline: Instant,
 ) -> Response<Body> {
-    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let state = bill.state.clone();
+    let limits = &state.config.limits;
+    let bucket = limits.stream_pad_bytes;
+    let (mut tx, rx) = stream_buffer::channel(
+        limits.max_stream_buffer_bytes,
+        Duration::from_secs(limits.stream_stall_timeout_secs),
+        deadline,
+    );
     tokio::spawn(async move {
         let _permit = permit;
         let head = Head {
-            id: &id,
+            id: &bill.id,
             model: &state.engine.id,
             created,
         };
@@ -409,83 +535,109 @@ fn stream(
                 .collect(),
             Endpoint::Completion => Vec::new(),
         };
-        // Every way out bills what was generated: a client that goes away pays for the
-        // tokens made until then (its receipt reaches the host agent's journal only).
-        let cancelled = |generation: &Generation| {
-            bill(&state, &account, &id, "cancelled", generation.usage());
+        let gone = |e: SendError| match e {
+            SendError::Deadline => StreamEnd::ServerSide("timeout"),
+            SendError::Closed | SendError::Stalled => StreamEnd::ClientGone,
         };
-        if !opening.is_empty() && tx.send(sse(&chunk(opening, usage_field()))).await.is_err() {
-            cancelled(&generation);
-            return;
-        }
-        let mut finish = "stop";
-        while let Some(delta) = generation.next().await {
-            let delta = match delta {
-                Ok(d) => d,
-                Err(e) => {
-                    // Timeouts and engine failures are the server's: not billed.
-                    let _ = tx.send(sse(&e.body())).await;
-                    return;
-                }
-            };
-            if delta.index == 0 {
-                if let Some(reason) = delta.finish_reason {
-                    finish = reason;
+        let end = 'stream: {
+            if !opening.is_empty() {
+                if let Err(e) = tx
+                    .send(padded(sse(&chunk(opening, usage_field())), bucket))
+                    .await
+                {
+                    break 'stream gone(e);
                 }
             }
-            let texts = match token_texts(&state, std::slice::from_ref(&delta)).await {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = tx.send(sse(&e.body())).await;
-                    return;
+            let mut finish = "stop";
+            while let Some(delta) = generation.next().await {
+                let failed = |e: ApiError| {
+                    if generation.overflowed() {
+                        StreamEnd::ClientGone
+                    } else if e.code == Some("timeout") {
+                        StreamEnd::ServerSide("timeout")
+                    } else {
+                        StreamEnd::ServerSide("error")
+                    }
+                };
+                let delta = match delta {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let end = failed(e.clone());
+                        if !matches!(end, StreamEnd::ClientGone) {
+                            let _ = tx.send(padded(sse(&e.body()), bucket)).await;
+                        }
+                        break 'stream end;
+                    }
+                };
+                if delta.index == 0 {
+                    if let Some(reason) = delta.finish_reason {
+                        finish = reason;
+                    }
                 }
-            };
-            let choice = match plan.endpoint {
-                Endpoint::Chat => render::chat_chunk_choice(&delta, logprobs, &texts),
-                Endpoint::Completion => render::completion_chunk_choice(&delta, logprobs, &texts),
-            };
+                let texts = match token_texts(&state, std::slice::from_ref(&delta)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = tx.send(padded(sse(&e.body()), bucket)).await;
+                        break 'stream StreamEnd::ServerSide("error");
+                    }
+                };
+                let choice = match plan.endpoint {
+                    Endpoint::Chat => render::chat_chunk_choice(&delta, logprobs, &texts),
+                    Endpoint::Completion => {
+                        render::completion_chunk_choice(&delta, logprobs, &texts)
+                    }
+                };
+                if let Err(e) = tx
+                    .send(padded(sse(&chunk(vec![choice], usage_field())), bucket))
+                    .await
+                {
+                    break 'stream gone(e);
+                }
+            }
+            if include_usage {
+                let usage = render::usage(generation.usage());
+                if let Err(e) = tx
+                    .send(padded(sse(&chunk(Vec::new(), Some(usage))), bucket))
+                    .await
+                {
+                    break 'stream gone(e);
+                }
+            }
+            StreamEnd::Finished(finish)
+        };
+        let (finish, usage) = match end {
+            StreamEnd::Finished(finish) => (finish, generation.probe().generated()),
+            // Dropping `generation` below cancels the sequences; what they made is billed.
+            StreamEnd::ClientGone => ("cancelled", generation.probe().generated()),
+            StreamEnd::ServerSide(finish) => (finish, generation.delivered()),
+        };
+        drop(generation);
+        let finished = matches!(end, StreamEnd::Finished(_));
+        if finished {
+            // [DONE] belongs to the response the receipt hashes.
             if tx
-                .send(sse(&chunk(vec![choice], usage_field())))
+                .send(padded("data: [DONE]\n\n".into(), bucket))
                 .await
                 .is_err()
             {
-                // Client gone: dropping `generation` cancels the sequences.
-                cancelled(&generation);
+                bill.record("cancelled", usage, tx.sent_sha256());
                 return;
             }
         }
-        if include_usage {
-            let usage = render::usage(generation.usage());
-            if tx.send(sse(&chunk(Vec::new(), Some(usage)))).await.is_err() {
-                cancelled(&generation);
-                return;
-            }
-        }
-        let receipt = bill(&state, &account, &id, finish, generation.usage());
-        if tx
-            .send(Bytes::from_static(b"data: [DONE]\n\n"))
-            .await
-            .is_err()
-        {
-            return;
-        }
+        let receipt = bill.record(finish, usage, tx.sent_sha256());
         // After [DONE], so SDKs that stop reading there never see it; clients that want
         // the receipt read one more event.
-        if let Some(receipt) = receipt {
+        if let (true, Some(receipt)) = (finished, receipt) {
             let event = serde_json::json!({"object": "cocoon.receipt", "receipt": receipt});
             let _ = tx
-                .send(Bytes::from(format!(
-                    "event: cocoon.receipt\ndata: {event}\n\n"
-                )))
+                .send(padded(
+                    format!("event: cocoon.receipt\ndata: {event}\n\n"),
+                    bucket,
+                ))
                 .await;
         }
     });
-    let frames = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
-    });
-    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+    let mut response = Response::new(rx.into_body());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert("cache-control", HeaderValue::from_static("no-cache"));

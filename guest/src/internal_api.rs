@@ -179,8 +179,12 @@ mod tests {
     fn pages_and_acknowledgements() {
         let m = meter();
         for i in 0..3 {
-            m.record("a", &format!("r{i}"), "m", "stop", TokenCounts::default())
-                .unwrap();
+            let id = format!("r{i}");
+            m.record(
+                "a",
+                &crate::meter::tests::billed(&id, "stop", TokenCounts::default()),
+            )
+            .unwrap();
         }
         let body = list_receipts(&m, Some("after=1&limit=1")).unwrap();
         assert_eq!(body["data"][0]["index"], 2);

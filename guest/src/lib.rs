@@ -23,7 +23,9 @@ pub mod render;
 pub mod sampling;
 pub mod server;
 pub mod stop;
+pub mod stream_buffer;
 pub mod tee;
 pub mod tokens;
+pub mod watchdog;
 
 pub use error::{Error, Result};

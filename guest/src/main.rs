@@ -11,7 +11,7 @@ use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
 use cocoon_guest::config::{
-    Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable, SamplingDefaults,
+    Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable, Runtime, SamplingDefaults,
 };
 use cocoon_guest::engine::{Engine, ModelSource};
 use cocoon_guest::identity::GuestIdentity;
@@ -19,6 +19,7 @@ use cocoon_guest::internal_api::HostToken;
 use cocoon_guest::meter::Meter;
 use cocoon_guest::server::{serve, SocketLimits};
 use cocoon_guest::tee::{ConfigRegister, EvidenceProvider, SelectOptions, TeeChoice};
+use cocoon_guest::watchdog::EngineWatchdog;
 use tracing::info;
 
 #[derive(Parser)]
@@ -129,6 +130,21 @@ struct ServeArgs {
     /// keep-alive connection stays open.
     #[arg(long, default_value_t = 30)]
     header_read_timeout_secs: u64,
+    /// Bytes of output one streamed request may hold in the guest before it is cancelled.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_stream_buffer_bytes: usize,
+    /// Seconds a client may take no bytes before its stream is cancelled (billed for what
+    /// was generated) and its connection closed.
+    #[arg(long, default_value_t = 30)]
+    stream_stall_timeout_secs: u64,
+    /// Seconds the engine may stay silent with work outstanding before /healthz answers
+    /// 503 (engine_stalled) and new generations are refused.
+    #[arg(long, default_value_t = 300)]
+    engine_stall_secs: u64,
+    /// Pad every streamed event to a multiple of this many bytes (0: off), so that TLS
+    /// record sizes do not reveal token lengths to the host.
+    #[arg(long, default_value_t = 256)]
+    stream_pad_bytes: usize,
 }
 
 #[tokio::main]
@@ -175,6 +191,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             handshake_timeout_secs: args.handshake_timeout_secs,
             header_read_timeout_secs: args.header_read_timeout_secs,
             max_concurrent_evidence: args.max_concurrent_evidence,
+            max_stream_buffer_bytes: args.max_stream_buffer_bytes,
+            stream_stall_timeout_secs: args.stream_stall_timeout_secs,
+            engine_stall_secs: args.engine_stall_secs,
+            stream_pad_bytes: args.stream_pad_bytes,
         },
         prices: PriceTable {
             currency: "nanoton".into(),
@@ -184,6 +204,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         billing: Billing {
             ton_contract: args.ton_contract.clone(),
+        },
+        runtime: Runtime {
+            listen: args.listen.to_string(),
+            subject_alt_names: args.subject_alt_names.clone(),
+            cert_validity_hours: args.cert_validity_hours,
+            // vars_os: a non-UTF-8 variable must not panic the guest (its invalid bytes
+            // are measured as U+FFFD).
+            environment: Runtime::measured_environment(std::env::vars_os().map(|(n, v)| {
+                (
+                    n.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            }))
+            .map_err(anyhow::Error::msg)?,
         },
     };
     anyhow::ensure!(
@@ -200,6 +234,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "--model-verity-root must be a 32-byte hex dm-verity root hash"
         );
     }
+    anyhow::ensure!(
+        args.stream_stall_timeout_secs >= 1 && args.engine_stall_secs >= 1,
+        "--stream-stall-timeout-secs and --engine-stall-secs must be at least 1"
+    );
+    anyhow::ensure!(
+        args.max_stream_buffer_bytes >= 4096,
+        "--max-stream-buffer-bytes must be at least 4096"
+    );
     anyhow::ensure!(
         args.default_max_tokens >= 1 && args.default_max_tokens <= args.max_tokens_limit,
         "--default-max-tokens must be between 1 and --max-tokens-limit"
@@ -246,6 +288,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let engine = Engine::load(&source, model_id.clone(), args.max_concurrent_requests).await?;
     info!(model = %model_id, "model loaded in {:.1?}", started.elapsed());
+    let end_of_text = cocoon_guest::generate::end_of_text_markers(&engine.model)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("reading the tokenizer's end-of-text tokens: {}", e.message)
+        })?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -262,6 +309,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         meter,
         host_token,
         evidence_slots: tokio::sync::Semaphore::new(args.max_concurrent_evidence),
+        watchdog: EngineWatchdog::new(Duration::from_secs(args.engine_stall_secs)),
+        end_of_text,
     });
     if state.tee.kind().is_simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");
@@ -279,6 +328,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections,
             handshake_timeout: Duration::from_secs(args.handshake_timeout_secs),
             header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+            write_stall_timeout: Duration::from_secs(args.stream_stall_timeout_secs),
         },
         shutdown_signal(),
     )

@@ -37,6 +37,21 @@ pub fn valid_account(account: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
 }
 
+/// What one request is billed for, as its receipt states it.
+#[derive(Debug, Clone, Copy)]
+pub struct Billed<'a> {
+    /// The response id the client saw.
+    pub request_id: &'a str,
+    pub model: &'a str,
+    /// How the request ended (see `UsageReceipt::finish`).
+    pub finish: &'a str,
+    pub tokens: TokenCounts,
+    /// SHA-256 of the request body as received.
+    pub request_sha256: [u8; 32],
+    /// SHA-256 of the response bytes sent.
+    pub response_sha256: [u8; 32],
+}
+
 /// A receipt as the journal keeps it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct JournalEntry {
@@ -98,14 +113,8 @@ impl Meter {
     }
 
     /// Records a finished request and returns its signed receipt.
-    pub fn record(
-        &self,
-        account: &str,
-        request_id: &str,
-        model: &str,
-        finish: &str,
-        tokens: TokenCounts,
-    ) -> Result<String> {
+    pub fn record(&self, account: &str, billed: &Billed<'_>) -> Result<String> {
+        let tokens = billed.tokens;
         let mut state = self.state()?;
         let issued_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -120,11 +129,13 @@ impl Meter {
         let (sequence, cumulative) = (*sequence, *cumulative);
         let receipt = UsageReceipt {
             version: RECEIPT_VERSION,
-            request_id: request_id.to_string(),
+            request_id: billed.request_id.to_string(),
             account: account.to_string(),
-            model: model.to_string(),
-            finish: finish.to_string(),
+            model: billed.model.to_string(),
+            finish: billed.finish.to_string(),
             tokens,
+            request_sha256: hex::encode(billed.request_sha256),
+            response_sha256: hex::encode(billed.response_sha256),
             charge: cumulative.charge - charged_before,
             price_table_sha256: self.price_table_sha256.clone(),
             issued_at,
@@ -164,7 +175,7 @@ impl Meter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cocoon_attestation::receipt::verify_receipt;
 
@@ -174,6 +185,18 @@ mod tests {
             prompt_per_million: 1_000_000,
             cached_prompt_per_million: 0,
             completion_per_million: 2_000_000,
+        }
+    }
+
+    /// A request billed `tokens`, hashes fixed.
+    pub(crate) fn billed<'a>(id: &'a str, finish: &'a str, tokens: TokenCounts) -> Billed<'a> {
+        Billed {
+            request_id: id,
+            model: "m",
+            finish,
+            tokens,
+            request_sha256: [1; 32],
+            response_sha256: [2; 32],
         }
     }
 
@@ -188,12 +211,14 @@ mod tests {
     #[test]
     fn receipts_count_per_account_and_verify_under_the_meter_key() {
         let meter = Meter::new(prices(), 100).unwrap();
-        let a1 = meter.record("a", "r1", "m", "stop", tokens(3, 4)).unwrap();
+        let a1 = meter
+            .record("a", &billed("r1", "stop", tokens(3, 4)))
+            .unwrap();
         let b1 = meter
-            .record("b", "r2", "m", "length", tokens(1, 1))
+            .record("b", &billed("r2", "length", tokens(1, 1)))
             .unwrap();
         let a2 = meter
-            .record("a", "r3", "m", "cancelled", tokens(2, 0))
+            .record("a", &billed("r3", "cancelled", tokens(2, 0)))
             .unwrap();
         let key = meter.public_key();
         let a1 = verify_receipt(&a1, &key).unwrap();
@@ -206,14 +231,20 @@ mod tests {
         assert_eq!(a2.cumulative.charge, a1.charge + a2.charge);
         assert_eq!(a2.finish, "cancelled");
         assert_eq!(a2.price_table_sha256, prices().sha256_hex());
+        assert_eq!(a2.request_sha256, "01".repeat(32));
+        assert_eq!(a2.response_sha256, "02".repeat(32));
     }
 
     #[test]
     fn the_journal_is_drained_by_acknowledgement_and_bounds_new_work() {
         let meter = Meter::new(prices(), 2).unwrap();
         assert!(meter.accepting());
-        meter.record("a", "r1", "m", "stop", tokens(1, 1)).unwrap();
-        meter.record("a", "r2", "m", "stop", tokens(1, 1)).unwrap();
+        meter
+            .record("a", &billed("r1", "stop", tokens(1, 1)))
+            .unwrap();
+        meter
+            .record("a", &billed("r2", "stop", tokens(1, 1)))
+            .unwrap();
         assert!(!meter.accepting(), "a full journal refuses new work");
         let pending = meter.pending(0, 10).unwrap();
         assert_eq!(

@@ -1,8 +1,10 @@
 //! The HTTPS listener: TLS 1.3 terminates here, inside the guest.
 //!
 //! Every socket is bounded: a connection limit (excess connections are closed at once),
-//! a TLS handshake timeout, and hyper's header-read timeout, which also closes idle
-//! keep-alive connections and slow-loris clients.
+//! a TLS handshake timeout, hyper's header-read timeout, which also closes idle
+//! keep-alive connections and slow-loris clients, and a write-stall timeout: a client
+//! that takes no bytes for that long (a zero receive window, a relay that stopped
+//! reading) loses its connection, so nothing it left unread is held for ever.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -26,6 +29,8 @@ pub struct SocketLimits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// How long a write may wait for the client to take bytes.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for SocketLimits {
@@ -34,6 +39,7 @@ impl Default for SocketLimits {
             max_connections: 512,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -76,6 +82,9 @@ pub async fn serve(
         let limits = limits.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let mut tcp = TimeoutStream::new(tcp);
+            tcp.set_write_timeout(Some(limits.write_stall_timeout));
+            let tcp = Box::pin(tcp);
             let tls =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,

@@ -118,3 +118,25 @@ impl TokenTexts {
             .collect())
     }
 }
+
+/// The token ids of a plain text, tokenized as the engine tokenizes stop sequences
+/// (`add_special_tokens` as given, no chat template).
+pub async fn text_tokens(
+    model: &Model,
+    text: &str,
+    add_special_tokens: bool,
+) -> Result<Vec<u32>, CallError> {
+    let text = text.to_string();
+    engine_call(model, move |response| {
+        Request::Tokenize(TokenizationRequest {
+            text: Either::Right(text),
+            tools: None,
+            add_generation_prompt: false,
+            add_special_tokens,
+            enable_thinking: None,
+            reasoning_effort: None,
+            response,
+        })
+    })
+    .await
+}
