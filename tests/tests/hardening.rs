@@ -118,6 +118,9 @@ async fn a_client_that_stops_reading_cannot_stall_the_engine() {
         tokens.to_str().unwrap(),
         "--stream-stall-timeout-secs",
         "5",
+        // Small, so that A's buffers fill within seconds on a slow CI machine.
+        "--max-stream-buffer-bytes",
+        "16384",
     ])
     .expect("appliance starts");
 
@@ -171,11 +174,35 @@ async fn a_client_that_stops_reading_cannot_stall_the_engine() {
     .to_string();
     let mut a_receipt = None;
     for round in 0..60 {
-        let answer = tokio::time::timeout(Duration::from_secs(90), ask(&app, &one_token)).await;
-        let (head, body) = answer.unwrap_or_else(|_| {
+        let started = std::time::Instant::now();
+        let mut b = tls(&app).await;
+        b.write_all(
+            post_with(
+                "/v1/chat/completions",
+                &[("connection", "close")],
+                &one_token,
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // Not read_response: its own bound is shorter than this liveness bound.
+        let answer = tokio::time::timeout(Duration::from_secs(120), async {
+            let mut raw = Vec::new();
+            let _ = b.read_to_end(&mut raw).await;
+            raw
+        })
+        .await
+        .unwrap_or_else(|_| {
             panic!("round {round}: a one-token request got no answer while A stalled")
         });
-        assert!(head.starts_with("HTTP/1.1 200"), "{head} {body}");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        eprintln!(
+            "round {round}: B answered in {:.1?}; health {}",
+            started.elapsed(),
+            health(&app).await
+        );
         if let Some(r) = journal(&app)
             .await
             .into_iter()
@@ -213,15 +240,20 @@ async fn a_client_that_stops_reading_cannot_stall_the_engine() {
     // Afterwards the guest serves, and /healthz reports an engine with nothing pending.
     let (head, _) = ask(&app, &one_token).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut s = tls(&app).await;
+    let health = health(&app).await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["engine"]["in_flight"], 0, "{health}");
+}
+
+/// `GET /healthz` (which must answer 200).
+async fn health(app: &Appliance) -> serde_json::Value {
+    let mut s = tls(app).await;
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: guest\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let (head, body) = read_response(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(health["status"], "ok", "{health}");
-    assert_eq!(health["engine"]["in_flight"], 0, "{health}");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head} {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
