@@ -107,7 +107,7 @@ impl PcsCollateral {
         let mut h = Sha256::new();
         h.update(self.url.as_bytes());
         h.update([0]);
-        h.update(&ext.fmspc);
+        h.update(ext.fmspc);
         h.update(format!("{:?}", parsed.header.tee_type).as_bytes());
         Some(dir.join(format!("tdx-{}.json", hex::encode(&h.finalize()[..16]))))
     }

@@ -93,8 +93,9 @@ impl UsageProbe {
 }
 
 enum JobEvent {
-    /// An engine response and the bytes it holds in this request's queue.
-    Engine(Response, usize),
+    /// An engine response (boxed: responses are large, the other events empty) and the
+    /// bytes it holds in this request's queue.
+    Engine(Box<Response>, usize),
     Closed,
     /// The queue overflowed: the choice was cancelled.
     Overflow,
@@ -300,7 +301,7 @@ async fn forward(
             return;
         }
         if merged
-            .send((index, JobEvent::Engine(response, bytes)))
+            .send((index, JobEvent::Engine(Box::new(response), bytes)))
             .is_err()
         {
             return;
@@ -477,7 +478,7 @@ impl Generation {
                     if let Some(err) = response_error(self.endpoint, &response) {
                         return Some(Err(err));
                     }
-                    match chunk_parts(response) {
+                    match chunk_parts(*response) {
                         Some(parts) => parts,
                         None => continue,
                     }

@@ -615,7 +615,7 @@ async fn endpoint(
         }
     }
     if json {
-        let mut value = serde_json::to_value(&evidence).unwrap_or_default();
+        let mut value = serde_json::to_value(evidence).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.insert("endpoint".into(), url.into());
             map.insert("verified".into(), true.into());
