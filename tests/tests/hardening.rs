@@ -467,7 +467,9 @@ fn padded_record(len: usize, bucket: usize) -> bool {
         return false;
     };
     let events = |plain: usize| {
-        (0..=16).any(|chunks| plain >= 7 * chunks + bucket && (plain - 7 * chunks).is_multiple_of(bucket))
+        (0..=16).any(|chunks| {
+            plain >= 7 * chunks + bucket && (plain - 7 * chunks).is_multiple_of(bucket)
+        })
     };
     plain <= 7 || events(plain) || plain.checked_sub(5).is_some_and(events)
 }
