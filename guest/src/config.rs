@@ -32,8 +32,37 @@ pub struct Limits {
     /// Seconds a client has to send a request's headers, and an idle keep-alive
     /// connection stays open (slow-loris bound).
     pub header_read_timeout_secs: u64,
-    /// `POST /v1/attestation` evidence generations at once.
+    /// `POST /v1/attestation` evidence generations at once; more wait their turn, in
+    /// arrival order.
     pub max_concurrent_evidence: usize,
+    /// Seconds a `POST /v1/attestation` call waits for an evidence slot before it gets 429.
+    pub evidence_wait_secs: u64,
+    /// `POST /v1/attestation` calls one connection may make (more get 429: a client that
+    /// wants more evidence opens a new session, each with its own handshake).
+    pub max_evidence_per_connection: usize,
+}
+
+/// Who a request may be billed to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Accounts {
+    /// A request that names no account is served and billed to `anonymous` (an account
+    /// no key owns, so it can never be settled); when false it gets 401.
+    pub allow_anonymous: bool,
+    /// Distinct proven accounts served per boot (`anonymous` not counted). A new account
+    /// past it gets 503; accounts are never evicted, so sequences stay monotonic.
+    pub max_accounts: usize,
+}
+
+/// Where receipts go besides the client.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Receipts {
+    /// Receipts kept for the host's collector until it acknowledges them; past it new
+    /// requests get 503. 0: no collector is configured, nothing is journaled, and
+    /// receipts go only to the clients.
+    pub journal_capacity: usize,
+    /// The separate listener the collector uses (`null` without a collector); the public
+    /// listener never serves the internal API.
+    pub internal_listen: Option<String>,
 }
 
 /// The model the guest serves.
@@ -116,6 +145,8 @@ pub struct MeasuredConfig {
     pub limits: Limits,
     pub prices: PriceTable,
     pub billing: Billing,
+    pub accounts: Accounts,
+    pub receipts: Receipts,
 }
 
 impl MeasuredConfig {
@@ -160,6 +191,8 @@ mod tests {
                 handshake_timeout_secs: 13,
                 header_read_timeout_secs: 14,
                 max_concurrent_evidence: 15,
+                evidence_wait_secs: 16,
+                max_evidence_per_connection: 17,
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -170,6 +203,14 @@ mod tests {
             billing: Billing {
                 ton_contract: "local".into(),
             },
+            accounts: Accounts {
+                allow_anonymous: false,
+                max_accounts: 18,
+            },
+            receipts: Receipts {
+                journal_capacity: 0,
+                internal_listen: None,
+            },
         }
     }
 
@@ -178,7 +219,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"accounts":{"allow_anonymous":false,"max_accounts":18},"receipts":{"journal_capacity":0,"internal_listen":null}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -189,6 +230,12 @@ mod tests {
         let mut f = sample();
         f.sampling.temperature = 0.7;
         assert_ne!(c.digest(), f.digest());
+        let mut g = sample();
+        g.accounts.allow_anonymous = true;
+        assert_ne!(c.digest(), g.digest());
+        let mut h = sample();
+        h.receipts.journal_capacity = 1;
+        assert_ne!(c.digest(), h.digest());
     }
 
     #[test]

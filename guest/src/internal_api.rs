@@ -1,18 +1,24 @@
 //! The internal endpoint the host agent collects receipts from.
 //!
 //! The host agent sits outside the TEE and relays TLS it cannot read, so it cannot see the
-//! receipts that go to clients. It collects its own copy here, over the same attested
-//! HTTPS port, authenticated with a bearer token the operator gives the guest at launch
-//! (`--host-token-file`). The token only guards *who may drain the journal*; receipts are
-//! signed, so a host cannot alter them, only fail to collect them, and then the guest stops
-//! taking work (see `meter`).
+//! receipts that go to clients. It collects its own copy here, authenticated with a bearer
+//! token the operator gives the guest at launch (`--host-token-file`). The token only
+//! guards *who may drain the journal*; receipts are signed, so a host cannot alter them,
+//! only fail to collect them, and then the guest stops taking work (see `meter`).
+//!
+//! These routes are served only on a separate listener (`--internal-listen`, plain HTTP on
+//! a loopback address: in a VM, an address only the host reaches), never on the public TLS
+//! port that the relay forwards, so no client reaches them and a guessing client costs the
+//! collector nothing. Without a token there is no collector: no listener, no journal.
 //!
 //! - `GET /internal/v1/receipts?after=N&limit=M` → `{"object":"list","data":[{"index",
 //!   "receipt"}],"receipt_key": hex}`
 //! - `POST /internal/v1/receipts/ack` with `{"upto": N}` → `{"acknowledged": count}`
 //!
-//! Without a configured token both answer 403: an unauthenticated admin call is never
-//! served.
+//! The token must be hard to guess, judged by its content, not its length: zxcvbn's
+//! estimate (repeats, sequences, keyboard walks and dictionary words count for little)
+//! must reach [`MIN_TOKEN_BITS`] bits, so `"a"×32` or `"abab…"` are refused at start and
+//! `openssl rand -hex 32` passes.
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -23,19 +29,26 @@ use crate::meter::Meter;
 /// Longest page of receipts one call returns.
 pub const MAX_PAGE: usize = 1000;
 
+/// Least strength of a host token, in bits of zxcvbn's guess estimate.
+pub const MIN_TOKEN_BITS: f64 = 128.0;
+
 /// The bearer token the host agent must present (SHA-256 of it is kept, not the token).
 pub struct HostToken {
     sha256: [u8; 32],
 }
 
 impl HostToken {
-    /// A token of at least 32 characters (trimmed); shorter ones are refused at start.
+    /// A token (trimmed) whose estimated strength is at least [`MIN_TOKEN_BITS`]; weaker
+    /// ones are refused at start with the estimate.
     pub fn new(token: &str) -> Result<Self, String> {
         let token = token.trim();
-        if token.len() < 32 {
+        // zxcvbn looks at the first 100 characters; a longer token is at least as strong.
+        let bits = zxcvbn::zxcvbn(token, &[]).guesses_log10() * std::f64::consts::LOG2_10;
+        if !(bits >= MIN_TOKEN_BITS) {
             return Err(format!(
-                "the host token has {} characters; use at least 32 (e.g. `openssl rand -hex 32`)",
-                token.len()
+                "the host token is too easy to guess: about {:.0} bits by zxcvbn's estimate                  ({} characters), at least {MIN_TOKEN_BITS:.0} needed; make one with                  `openssl rand -hex 32`",
+                bits.max(0.0),
+                token.chars().count()
             ));
         }
         Ok(Self {
@@ -153,17 +166,57 @@ mod tests {
                 completion_per_million: 1,
             },
             10,
+            10,
         )
         .unwrap()
     }
 
+    /// What `openssl rand -hex 32` printed once.
+    const STRONG: &str = "372e6511537134e8d6940693fa82498804d75a3c675a82de789c7ed7fd91438d";
+
+    #[test]
+    fn tokens_are_judged_by_content_not_length() {
+        for weak in [
+            "short".to_string(),
+            "a".repeat(32),
+            "a".repeat(200),
+            "ab".repeat(32),
+            "0123456789abcdef".repeat(4),
+            "0123456789abcdef0123456789abcdef-host-token".to_string(),
+            "passwordpasswordpasswordpassword1".to_string(),
+            "qwertyuiopasdfghjklzxcvbnm1234567890".to_string(),
+            String::new(),
+        ] {
+            let err = HostToken::new(&weak)
+                .err()
+                .unwrap_or_else(|| panic!("{weak:?} accepted"));
+            assert!(err.contains("too easy to guess"), "{err}");
+        }
+        for strong in [
+            STRONG,
+            // `openssl rand -base64 32`
+            "rJF4YSJaKeimTl0DdBG5+XVBilmA6jQYB4cofJbsFxw=",
+            // trailing newline from `> file`
+            "372e6511537134e8d6940693fa82498804d75a3c675a82de789c7ed7fd91438d\n",
+        ] {
+            assert!(HostToken::new(strong).is_ok(), "{strong:?} refused");
+        }
+    }
+
     #[test]
     fn tokens_are_required_and_compared_exactly() {
-        assert!(HostToken::new("short").is_err());
-        let token = HostToken::new(&"t".repeat(40)).unwrap();
-        let ok = format!("Bearer {}", "t".repeat(40));
+        let token = HostToken::new(STRONG).unwrap();
+        let ok = format!("Bearer {STRONG}");
         assert!(authorize(Some(&token), Some(&ok)).is_ok());
-        for bad in [None, Some("Bearer "), Some("tttt"), Some("Basic abc")] {
+        let other = format!("Bearer {}", &STRONG[1..]);
+        for bad in [
+            None,
+            Some("Bearer "),
+            Some("tttt"),
+            Some("Basic abc"),
+            Some(STRONG),
+            Some(other.as_str()),
+        ] {
             assert_eq!(
                 authorize(Some(&token), bad).unwrap_err().status,
                 StatusCode::UNAUTHORIZED

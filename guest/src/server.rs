@@ -3,6 +3,10 @@
 //! Every socket is bounded: a connection limit (excess connections are closed at once),
 //! a TLS handshake timeout, and hyper's header-read timeout, which also closes idle
 //! keep-alive connections and slow-loris clients.
+//!
+//! The host's internal API has its own listener ([`serve_internal`]): plain HTTP on an
+//! address only the host reaches (loopback; vsock in a VM, not implemented yet), so the
+//! public port that the relay forwards never routes to it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
 
-use crate::api::{handle, AppState, Session};
+use crate::api::{handle, handle_internal, AppState, Session};
 
 /// Socket-level limits.
 #[derive(Debug, Clone)]
@@ -97,9 +101,9 @@ pub async fn serve(
                 debug!(%peer, "no TLS exporter: {e}");
                 return;
             }
-            let session = Session { tls_exporter };
+            let session = Session::new(tls_exporter);
             let service = service_fn(move |request| {
-                let state = state.clone();
+                let (state, session) = (state.clone(), session.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(state, session, request).await) }
             });
             let result = http1::Builder::new()
@@ -110,6 +114,52 @@ pub async fn serve(
                 .await;
             if let Err(e) = result {
                 debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Connections the internal listener keeps open at once (its only client is the host's
+/// collector).
+const MAX_INTERNAL_CONNECTIONS: usize = 16;
+
+/// Serves the host's internal API (plain HTTP/1.1) on its own listener until the process
+/// ends. Connections are bounded in number and by the header-read timeout, as on the
+/// public port.
+pub async fn serve_internal(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    header_read_timeout: Duration,
+) {
+    let connections = Arc::new(Semaphore::new(MAX_INTERNAL_CONNECTIONS));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!("internal listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "internal listener: connection limit ({MAX_INTERNAL_CONNECTIONS}) reached; closing");
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle_internal(state, request).await) }
+            });
+            let result = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+            if let Err(e) = result {
+                debug!(%peer, "internal connection ended: {e}");
             }
         });
     }
