@@ -185,7 +185,8 @@ impl ApiError {
             Some("account_limit"),
             None,
             format!(
-                "this guest serves at most {max_accounts} accounts per boot and has no room                  for a new one; accounts it already serves are unaffected"
+                "this guest serves at most {max_accounts} accounts per boot and has no room \
+                 for a new one; accounts it already serves are unaffected"
             ),
         )
     }
@@ -212,7 +213,8 @@ impl ApiError {
             Some("evidence_limit"),
             None,
             format!(
-                "a connection may ask for session evidence {per_connection} times; open a                  new TLS session for more"
+                "a connection may ask for session evidence {per_connection} times; open a \
+                 new TLS session for more"
             ),
         )
     }

@@ -295,7 +295,8 @@ async fn without_allow_anonymous_an_unnamed_request_is_refused() {
     assert_eq!(status(&head), 401, "{head}\n{body}");
     assert_eq!(error_code(&body), "account_not_proven", "{body}");
     let (key, _) = AccountKey::generate().unwrap();
-    let (head, body) = chat_on(&mut s, &proof_headers(&key, &exporter(&s))).await;
+    let headers = proof_headers(&key, &exporter(&s));
+    let (head, body) = chat_on(&mut s, &headers).await;
     assert_eq!(status(&head), 200, "{head}\n{body}");
     assert_eq!(receipt(&head, &receipt_key).account, key.id().to_string());
     // The measured config says so.
