@@ -284,7 +284,9 @@ mod tests {
         let id = key.id().to_string();
         let proof = key.prove(&EXPORTER);
         assert_eq!(verify_claim(None, None, &EXPORTER).unwrap(), None);
-        let cases: Vec<(Option<&[u8]>, Option<&[u8]>, &str)> = vec![
+        // (x-cocoon-account, x-cocoon-account-proof, what the refusal says)
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 Some(b"victim-account"),
                 None,
