@@ -28,8 +28,10 @@ trap cleanup INT TERM EXIT
 
 guest_log="$STATE/guest.log"
 agent_log="$STATE/host-agent.log"
+# --allow-anonymous: requests that name no account (the curl line and plain SDKs below)
+# are served and billed to `anonymous`, which no key owns and no one can settle.
 "$BIN/cocoon-guest" serve --listen "127.0.0.1:$GUEST_PORT" --tee simulated --model "$MODEL" \
-  >"$guest_log" 2>&1 &
+  --allow-anonymous >"$guest_log" 2>&1 &
 pids+=($!)
 "$BIN/cocoon-host-agent" run --listen "127.0.0.1:$AGENT_PORT" --guest "127.0.0.1:$GUEST_PORT" \
   >"$agent_log" 2>&1 &
@@ -81,6 +83,11 @@ Python (pip install openai):
   r = client.chat.completions.create(model="$model_id",
         messages=[{"role": "user", "content": "Hello!"}], max_tokens=32)
   print(r.choices[0].message.content)
+
+Billed to your own account (an Ed25519 key, proven inside every attested TLS session):
+  $BIN/cocoon-client account keygen --out $STATE/account.pem   (once; prints the account id)
+  $BIN/cocoon-client proxy --upstream $url --allow-simulated --account-key $STATE/account.pem
+  (then point any OpenAI SDK at http://127.0.0.1:8080/v1)
 
 Logs: $guest_log, $agent_log. Press Ctrl-C to stop.
 MSG

@@ -154,9 +154,29 @@ pub type SessionBody =
 pub struct AttestedConnection {
     pub verified: SessionVerified,
     pub sender: hyper::client::conn::http1::SendRequest<SessionBody>,
+    /// The RFC 9266 exporter of this TLS session (what an account proof signs, see
+    /// [`crate::account`]).
+    pub tls_exporter: [u8; 32],
 }
 
-/// Like [`connect_and_verify_session`], keeping the connection open for requests.
+/// First pause before asking a busy guest for session evidence again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between two attempts.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The `Retry-After` delay (seconds form) a response asks for, if any.
+fn retry_after<B>(response: &hyper::Response<B>) -> Option<Duration> {
+    response
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Like [`connect_and_verify_session`], keeping the connection open for requests. A guest
+/// that answers `429`/`503` with `Retry-After` (its evidence queue is busy) is asked again,
+/// with backoff, until `timeout` has passed.
 pub async fn open_attested_session(
     endpoint: &Endpoint,
     options: VerifyOptions,
@@ -183,6 +203,7 @@ pub async fn open_attested_session(
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .map_err(|_| Error::Crypto("RNG failure".into()))?;
 
+    let started = std::time::Instant::now();
     let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, SessionBody>(
             hyper_util::rt::TokioIo::new(tls),
@@ -191,32 +212,54 @@ pub async fn open_attested_session(
         .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
         tokio::spawn(conn);
         let body = format!(r#"{{"nonce":"{}"}}"#, hex::encode(nonce));
-        let request = hyper::Request::post("/v1/attestation")
-            .header("host", endpoint.host.as_str())
-            .header("content-type", "application/json")
-            .body(
-                Full::new(bytes::Bytes::from(body))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
-        let status = response.status();
-        let bytes = http_body_util::Limited::new(response.into_body(), 1 << 20)
-            .collect()
-            .await
-            .map_err(|e| Error::Tls(address.clone(), e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(Error::Rejected(format!(
-                "POST /v1/attestation answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )));
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let request = hyper::Request::post("/v1/attestation")
+                .header("host", endpoint.host.as_str())
+                .header("content-type", "application/json")
+                .body(
+                    Full::new(bytes::Bytes::from(body.clone()))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
+            let status = response.status();
+            let retry_after = retry_after(&response);
+            let bytes = http_body_util::Limited::new(response.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map_err(|e| Error::Tls(address.clone(), e.to_string()))?
+                .to_bytes();
+            if status.is_success() {
+                return Ok((bytes, sender));
+            }
+            // A busy guest (429/503 with Retry-After) is asked again until `timeout`
+            // runs out: evidence generation is a queue shared with other clients, and a
+            // refusal here would be a denial of service, not a verdict on the guest.
+            let busy = matches!(status.as_u16(), 429 | 503);
+            let pause = retry_after.map(|hint| hint.min(RETRY_MAX).max(backoff));
+            match pause {
+                Some(pause) if busy && started.elapsed() + pause < timeout => {
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                _ => {
+                    return Err(Error::Rejected(format!(
+                        "POST /v1/attestation answered {status} (after {:.1?}): {}",
+                        started.elapsed(),
+                        String::from_utf8_lossy(&bytes)
+                    )))
+                }
+            }
         }
-        Ok((bytes, sender))
     };
     let (bytes, sender) = tokio::time::timeout(timeout, exchange)
         .await
@@ -253,5 +296,6 @@ pub async fn open_attested_session(
             certificate_der,
         },
         sender,
+        tls_exporter: exporter,
     })
 }

@@ -11,6 +11,7 @@
 //! labelled as such and refused unless the caller explicitly allows it.
 #![forbid(unsafe_code)]
 
+pub mod account;
 pub mod client;
 pub mod collateral;
 pub mod dev_pki;
@@ -19,6 +20,7 @@ pub mod event_log;
 pub mod evidence;
 pub mod manifest;
 pub mod oid;
+mod pkcs8;
 pub mod policy;
 pub mod policy_args;
 pub mod ratls;

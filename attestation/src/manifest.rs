@@ -21,7 +21,7 @@ use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -336,54 +336,30 @@ pub struct ManifestSigningKey {
     pair: Ed25519KeyPair,
 }
 
-const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
-const PEM_END: &str = "-----END PRIVATE KEY-----";
-
 impl ManifestSigningKey {
     /// A fresh key, returned with its PKCS#8 PEM encoding.
     pub fn generate() -> Result<(Self, String)> {
-        let rng = ring::rand::SystemRandom::new();
-        let der = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| Error::Crypto("Ed25519 key generation failed".into()))?;
-        let key = Self::from_pkcs8_der(der.as_ref())?;
-        let b64 = B64.encode(der.as_ref());
-        let mut pem = String::from(PEM_BEGIN);
-        pem.push('\n');
-        for line in b64.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(line));
-            pem.push('\n');
-        }
-        pem.push_str(PEM_END);
-        pem.push('\n');
-        Ok((key, pem))
+        let (pair, pem) = crate::pkcs8::generate("manifest")?;
+        Ok((Self { pair }, pem))
     }
 
     /// Reads a PKCS#8 (v1 or v2) Ed25519 private key in DER.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|e| bad_manifest(format!("not a PKCS#8 Ed25519 private key: {e}")))?;
-        Ok(Self { pair })
+        Ok(Self {
+            pair: crate::pkcs8::from_der(der, "manifest")?,
+        })
     }
 
     /// Reads a PKCS#8 PEM private key.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        let body = pem
-            .trim()
-            .strip_prefix(PEM_BEGIN)
-            .and_then(|rest| rest.trim_end().strip_suffix(PEM_END))
-            .ok_or_else(|| bad_manifest(format!("expected a '{PEM_BEGIN}' block")))?;
-        let b64: String = body.split_whitespace().collect();
-        let der = B64
-            .decode(b64)
-            .map_err(|e| bad_manifest(format!("private key PEM is not base64: {e}")))?;
-        Self::from_pkcs8_der(&der)
+        Ok(Self {
+            pair: crate::pkcs8::from_pem(pem, "manifest")?,
+        })
     }
 
     /// The matching public key.
     pub fn public_key(&self) -> ManifestPublicKey {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(self.pair.public_key().as_ref());
-        ManifestPublicKey(key)
+        ManifestPublicKey(crate::pkcs8::public_key(&self.pair))
     }
 }
 

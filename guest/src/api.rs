@@ -3,6 +3,12 @@
 //! Every error leaves as OpenAI's JSON error object with a fitting status code, so SDKs
 //! raise their usual exception types. Generation is admitted through a bounded queue:
 //! past it, new requests get `429` with `Retry-After` instead of piling up.
+//!
+//! A generating request is billed to an account proven in its own TLS session
+//! (`cocoon_attestation::account`): [`bill_to`] checks the proof against the exporter the
+//! guest computed for the connection, before the body is read, and refuses with 401
+//! otherwise. The host's internal API is routed only by [`handle_internal`], which serves
+//! the separate internal listener; the public port answers 404 there.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +17,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use cocoon_attestation::account::verify_claim;
 use cocoon_attestation::evidence::{EvidencePayload, PAYLOAD_VERSION};
 use cocoon_attestation::report_data::session_binding;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
@@ -23,6 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use crate::api_error::ApiError;
 use crate::config::MeasuredConfig;
 use crate::engine::Engine;
+use crate::meter::{ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER, ANONYMOUS};
 
 /// Response body type: whole JSON documents or an SSE stream.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -44,7 +52,8 @@ pub struct AppState {
     pub meter: crate::meter::Meter,
     /// The host agent's bearer token for `/internal/…` (`None`: internal API disabled).
     pub host_token: Option<crate::internal_api::HostToken>,
-    /// Evidence generations allowed at once for `POST /v1/attestation` (more get 429).
+    /// Evidence generations allowed at once for `POST /v1/attestation`; more wait for one
+    /// in arrival order (tokio's semaphore is fair) for `limits.evidence_wait_secs`.
     pub evidence_slots: tokio::sync::Semaphore,
     /// Whether the engine makes progress (`/healthz`).
     pub watchdog: Arc<crate::watchdog::EngineWatchdog>,
@@ -53,11 +62,29 @@ pub struct AppState {
 }
 
 /// Per-connection facts the handlers need.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Session {
-    /// RFC 9266 `EXPORTER-Channel-Binding` value of this TLS session.
+    /// RFC 9266 `EXPORTER-Channel-Binding` value of this TLS session, computed by the
+    /// guest's own TLS stack (never taken from a request).
     pub tls_exporter: [u8; 32],
+    /// `POST /v1/attestation` calls made on this connection so far.
+    evidence_calls: Arc<AtomicUsize>,
 }
+
+impl Session {
+    /// The facts of a new connection whose TLS session has this exporter.
+    pub fn new(tls_exporter: [u8; 32]) -> Self {
+        Self {
+            tls_exporter,
+            evidence_calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// The account a generating request is billed to (a request extension set by
+/// [`bill_to`]): an `ed25519:` account id proven in the session, or `anonymous`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledAccount(pub String);
 
 /// An error as its HTTP response.
 pub(crate) fn error_response(err: ApiError) -> Response<Body> {
@@ -138,12 +165,17 @@ pub async fn handle(
             model(&state, &p["/v1/models/".len()..])
         }
         (Method::GET, "/openapi.json") => Ok(crate::openapi::document(&state)),
-        (Method::POST, "/v1/chat/completions") => crate::inference::chat(state, request).await,
-        (Method::POST, "/v1/completions") => crate::inference::completions(state, request).await,
+        (Method::POST, "/v1/chat/completions") => match bill_to(&state, &session, request) {
+            Ok(request) => crate::inference::chat(state, request).await,
+            Err(e) => Err(e),
+        },
+        (Method::POST, "/v1/completions") => match bill_to(&state, &session, request) {
+            Ok(request) => crate::inference::completions(state, request).await,
+            Err(e) => Err(e),
+        },
         (Method::POST, "/v1/embeddings") => crate::inference::embeddings(state, request).await,
         (Method::POST, "/v1/attestation") => attestation(state, session, request).await,
         (Method::GET, "/v1/attestation/config") => Ok(measured_config(&state)),
-        (_, p) if p.starts_with("/internal/") => Ok(internal(state, request).await),
         (
             _,
             "/healthz"
@@ -158,6 +190,55 @@ pub async fn handle(
         _ => Err(ApiError::unknown_url(&method, &path)),
     };
     result.unwrap_or_else(error_response)
+}
+
+/// The account `request` is billed to, checked before anything else of it is read: a
+/// named account must come with its proof for this session's exporter, and an unnamed
+/// request is `anonymous` only where the measured config allows it. The account must also
+/// fit in the meter's account table. The result rides along as a [`BilledAccount`].
+fn bill_to(
+    state: &AppState,
+    session: &Session,
+    mut request: Request<Incoming>,
+) -> Result<Request<Incoming>, ApiError> {
+    let headers = request.headers();
+    let single = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next().map(HeaderValue::as_bytes);
+        match values.next() {
+            Some(_) => Err(ApiError::account_not_proven(format!(
+                "the {name} header appears more than once"
+            ))),
+            None => Ok(first),
+        }
+    };
+    let claim = verify_claim(
+        single(ACCOUNT_HEADER)?,
+        single(ACCOUNT_PROOF_HEADER)?,
+        &session.tls_exporter,
+    )
+    .map_err(|e| ApiError::account_not_proven(e.to_string()))?;
+    let account = match claim {
+        Some(id) => id.to_string(),
+        None if state.config.accounts.allow_anonymous => ANONYMOUS.to_string(),
+        None => {
+            return Err(ApiError::account_not_proven(format!(
+                "this guest bills only proven accounts: send {ACCOUNT_HEADER} (an Ed25519 \
+                 account key, ed25519:<hex>) with {ACCOUNT_PROOF_HEADER} (its signature \
+                 over this TLS session's exporter); `cocoon-client proxy --account-key FILE` \
+                 does both"
+            )))
+        }
+    };
+    let admitted = state
+        .meter
+        .admit(&account)
+        .map_err(|e| ApiError::internal("meter_error", e.to_string()))?;
+    if !admitted {
+        return Err(ApiError::account_limit(state.meter.max_accounts()));
+    }
+    request.extensions_mut().insert(BilledAccount(account));
+    Ok(request)
 }
 
 /// `GET /healthz`: 200 while the engine makes progress, 503 when it has work and has
@@ -249,6 +330,10 @@ async fn attestation(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let internal = |e: String| ApiError::internal("evidence_error", e);
+    let per_connection = state.config.limits.max_evidence_per_connection;
+    if session.evidence_calls.fetch_add(1, Ordering::SeqCst) >= per_connection {
+        return Err(ApiError::evidence_limit(per_connection));
+    }
     let body = read_body(&state, request).await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid(
@@ -288,11 +373,15 @@ async fn attestation(
         &session.tls_exporter,
     );
     // Each call costs the TEE a quote or report; bound how many run at once so a client
-    // cannot queue up unbounded work on the quoting path.
-    let _slot = state
-        .evidence_slots
-        .try_acquire()
-        .map_err(|_| ApiError::busy(1))?;
+    // cannot queue up unbounded work on the quoting path. Callers past the bound wait in
+    // arrival order (the semaphore is fair), so a client that keeps a few connections busy
+    // delays others by a few quotes instead of refusing them; each waits at most
+    // `evidence_wait_secs`.
+    let wait = state.config.limits.evidence_wait_secs;
+    let _slot = tokio::time::timeout(Duration::from_secs(wait), state.evidence_slots.acquire())
+        .await
+        .map_err(|_| ApiError::evidence_busy(wait))?
+        .map_err(|_| ApiError::shutting_down())?;
     let provider = state.clone();
     let evidence = tokio::task::spawn_blocking(move || provider.tee.attest(&report_data))
         .await
@@ -319,9 +408,16 @@ async fn attestation(
     ))
 }
 
-/// `/internal/…`: the host agent's receipt collection (see `internal_api`).
-async fn internal(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+/// Routes one request of the internal listener: the host agent's receipt collection
+/// (see `internal_api`), nothing else.
+pub async fn handle_internal(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     use crate::internal_api as internal;
+    if !request.uri().path().starts_with("/internal/") {
+        return error_response(ApiError::unknown_url(
+            request.method(),
+            request.uri().path(),
+        ));
+    }
     let authorization = request
         .headers()
         .get(hyper::header::AUTHORIZATION)

@@ -165,6 +165,60 @@ impl ApiError {
         )
     }
 
+    /// 401 `account_not_proven`: the request names an account without a valid proof of it
+    /// in this TLS session, or names none where anonymous use is off.
+    pub fn account_not_proven(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("account_not_proven"),
+            None,
+            message,
+        )
+    }
+
+    /// 503 `account_limit`: this boot serves no more new accounts.
+    pub fn account_limit(max_accounts: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("account_limit"),
+            None,
+            format!(
+                "this guest serves at most {max_accounts} accounts per boot and has no room \
+                 for a new one; accounts it already serves are unaffected"
+            ),
+        )
+    }
+
+    /// 429 with `Retry-After`: no evidence slot came free within the wait.
+    pub fn evidence_busy(wait_secs: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("server_busy"),
+            None,
+            format!("no evidence slot came free within {wait_secs} s; retry later"),
+        );
+        err.retry_after_secs = Some(1);
+        err
+    }
+
+    /// 429 `evidence_limit` (no `Retry-After`: retrying on this connection cannot help):
+    /// the connection has used up its evidence calls.
+    pub fn evidence_limit(per_connection: usize) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("evidence_limit"),
+            None,
+            format!(
+                "a connection may ask for session evidence {per_connection} times; open a \
+                 new TLS session for more"
+            ),
+        )
+    }
+
     /// 503: the server is shutting down.
     pub fn shutting_down() -> Self {
         Self::new(
@@ -284,6 +338,14 @@ mod tests {
                 "invalid_request_error",
             ),
             (ApiError::invalid_host_token(), 401, "invalid_request_error"),
+            (
+                ApiError::account_not_proven("m"),
+                401,
+                "invalid_request_error",
+            ),
+            (ApiError::account_limit(3), 503, "server_error"),
+            (ApiError::evidence_busy(10), 429, "rate_limit_error"),
+            (ApiError::evidence_limit(4), 429, "rate_limit_error"),
             (ApiError::generation_timeout(5), 504, "server_error"),
             (ApiError::client_too_slow(), 408, "invalid_request_error"),
             (ApiError::engine_stalled(9), 503, "server_error"),

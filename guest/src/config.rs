@@ -32,8 +32,14 @@ pub struct Limits {
     /// Seconds a client has to send a request's headers, and an idle keep-alive
     /// connection stays open (slow-loris bound).
     pub header_read_timeout_secs: u64,
-    /// `POST /v1/attestation` evidence generations at once.
+    /// `POST /v1/attestation` evidence generations at once; more wait their turn, in
+    /// arrival order.
     pub max_concurrent_evidence: usize,
+    /// Seconds a `POST /v1/attestation` call waits for an evidence slot before it gets 429.
+    pub evidence_wait_secs: u64,
+    /// `POST /v1/attestation` calls one connection may make (more get 429: a client that
+    /// wants more evidence opens a new session, each with its own handshake).
+    pub max_evidence_per_connection: usize,
     /// Bytes of output one streamed request may hold in the guest (engine output not yet
     /// rendered plus events not yet written); past it the request is cancelled.
     pub max_stream_buffer_bytes: usize,
@@ -46,6 +52,29 @@ pub struct Limits {
     /// Every streamed event is padded to a multiple of this many bytes (0: no padding),
     /// so record sizes do not follow token lengths.
     pub stream_pad_bytes: usize,
+}
+
+/// Who a request may be billed to.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Accounts {
+    /// A request that names no account is served and billed to `anonymous` (an account
+    /// no key owns, so it can never be settled); when false it gets 401.
+    pub allow_anonymous: bool,
+    /// Distinct proven accounts served per boot (`anonymous` not counted). A new account
+    /// past it gets 503; accounts are never evicted, so sequences stay monotonic.
+    pub max_accounts: usize,
+}
+
+/// Where receipts go besides the client.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Receipts {
+    /// Receipts kept for the host's collector until it acknowledges them; past it new
+    /// requests get 503. 0: no collector is configured, nothing is journaled, and
+    /// receipts go only to the clients.
+    pub journal_capacity: usize,
+    /// The separate listener the collector uses (`null` without a collector); the public
+    /// listener never serves the internal API.
+    pub internal_listen: Option<String>,
 }
 
 /// The model the guest serves.
@@ -190,6 +219,8 @@ pub struct MeasuredConfig {
     pub limits: Limits,
     pub prices: PriceTable,
     pub billing: Billing,
+    pub accounts: Accounts,
+    pub receipts: Receipts,
     pub runtime: Runtime,
 }
 
@@ -235,10 +266,12 @@ mod tests {
                 handshake_timeout_secs: 13,
                 header_read_timeout_secs: 14,
                 max_concurrent_evidence: 15,
-                max_stream_buffer_bytes: 16,
-                stream_stall_timeout_secs: 17,
-                engine_stall_secs: 18,
-                stream_pad_bytes: 19,
+                evidence_wait_secs: 16,
+                max_evidence_per_connection: 17,
+                max_stream_buffer_bytes: 18,
+                stream_stall_timeout_secs: 19,
+                engine_stall_secs: 20,
+                stream_pad_bytes: 21,
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -248,6 +281,14 @@ mod tests {
             },
             billing: Billing {
                 ton_contract: "local".into(),
+            },
+            accounts: Accounts {
+                allow_anonymous: false,
+                max_accounts: 22,
+            },
+            receipts: Receipts {
+                journal_capacity: 0,
+                internal_listen: None,
             },
             runtime: Runtime {
                 listen: "127.0.0.1:8443".into(),
@@ -263,7 +304,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"max_stream_buffer_bytes":16,"stream_stall_timeout_secs":17,"engine_stall_secs":18,"stream_pad_bytes":19},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -275,10 +316,16 @@ mod tests {
         f.sampling.temperature = 0.7;
         assert_ne!(c.digest(), f.digest());
         let mut g = sample();
-        g.runtime
+        g.accounts.allow_anonymous = true;
+        assert_ne!(c.digest(), g.digest());
+        let mut h = sample();
+        h.receipts.journal_capacity = 1;
+        assert_ne!(c.digest(), h.digest());
+        let mut i = sample();
+        i.runtime
             .environment
             .insert("RAYON_NUM_THREADS".into(), "1".into());
-        assert_ne!(c.digest(), g.digest());
+        assert_ne!(c.digest(), i.digest());
     }
 
     #[test]

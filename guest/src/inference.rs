@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::api::{read_body, AppState, Body};
 use crate::api_error::ApiError;
 use crate::generate::{BilledUsage, Delta, Generation, GenerationContext, UsageProbe};
-use crate::meter::{valid_account, Billed, ACCOUNT_HEADER, ANONYMOUS, RECEIPT_HEADER};
+use crate::meter::{Billed, RECEIPT_HEADER};
 use crate::openai::{
     unsupported_reason, Bounds, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
     Endpoint, Invalid, Plan,
@@ -159,23 +159,18 @@ pub async fn chat(
     run(state, plan, account, request_sha256).await
 }
 
-/// The client account named by the `x-cocoon-account` header (`anonymous` without one).
+/// The account the request is billed to, proven in its TLS session by `api::bill_to`
+/// before the request got here (a request without one is refused, never billed to a
+/// default).
 fn account_of(request: &Request<Incoming>) -> Result<String, ApiError> {
-    let Some(value) = request.headers().get(ACCOUNT_HEADER) else {
-        return Ok(ANONYMOUS.to_string());
-    };
-    value
-        .to_str()
-        .ok()
-        .filter(|a| valid_account(a))
-        .map(str::to_string)
+    request
+        .extensions()
+        .get::<crate::api::BilledAccount>()
+        .map(|account| account.0.clone())
         .ok_or_else(|| {
-            ApiError::invalid(
-                format!(
-                    "the {ACCOUNT_HEADER} header must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
-                ),
-                None,
-                Some("invalid_account"),
+            ApiError::internal(
+                "account_error",
+                "the request reached billing without a proven account",
             )
         })
 }

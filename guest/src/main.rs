@@ -11,13 +11,14 @@ use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
 use cocoon_guest::config::{
-    Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable, Runtime, SamplingDefaults,
+    Accounts, Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable, Receipts, Runtime,
+    SamplingDefaults,
 };
 use cocoon_guest::engine::{Engine, ModelSource};
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::internal_api::HostToken;
 use cocoon_guest::meter::Meter;
-use cocoon_guest::server::{serve, SocketLimits};
+use cocoon_guest::server::{serve, serve_internal, SocketLimits};
 use cocoon_guest::tee::{ConfigRegister, EvidenceProvider, SelectOptions, TeeChoice};
 use cocoon_guest::watchdog::EngineWatchdog;
 use tracing::info;
@@ -111,15 +112,38 @@ struct ServeArgs {
     #[arg(long, default_value = "local")]
     ton_contract: String,
     /// File holding the bearer token the host agent uses for /internal/ (receipt
-    /// collection); without it the internal API is disabled.
+    /// collection) on --internal-listen; it must be hard to guess (about 128 bits or more,
+    /// e.g. `openssl rand -hex 32`). Without it there is no collector: no internal
+    /// listener, no receipt journal (receipts go to clients only).
     #[arg(long, value_name = "FILE")]
     host_token_file: Option<PathBuf>,
-    /// Receipts the host agent may leave uncollected before new requests get 503.
+    /// Where the internal API (receipt collection) listens, plain HTTP, with
+    /// --host-token-file only: a loopback address, or in a VM one only the host reaches.
+    /// Never the public port: the relay does not reach it.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    internal_listen: SocketAddr,
+    /// Receipts the host agent may leave uncollected before new requests get 503 (with
+    /// --host-token-file; without a collector nothing is kept).
     #[arg(long, default_value_t = 100_000)]
     max_uncollected_receipts: usize,
-    /// `POST /v1/attestation` calls generating evidence at once (more get 429).
+    /// Serve requests that name no account, billed to `anonymous` (no key owns it, so
+    /// it is never settled). Without this flag they get 401.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Distinct proven accounts served per boot (`anonymous` not counted); a request for a
+    /// new account past it gets 503. Accounts are never evicted.
+    #[arg(long, default_value_t = 100_000)]
+    max_accounts: usize,
+    /// `POST /v1/attestation` calls generating evidence at once; more wait their turn in
+    /// arrival order.
     #[arg(long, default_value_t = 2)]
     max_concurrent_evidence: usize,
+    /// Seconds a `POST /v1/attestation` call waits for its turn before it gets 429.
+    #[arg(long, default_value_t = 10)]
+    evidence_wait_secs: u64,
+    /// `POST /v1/attestation` calls one connection may make (more get 429).
+    #[arg(long, default_value_t = 4)]
+    max_evidence_per_connection: usize,
     /// Open connections at most.
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
@@ -162,6 +186,26 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Checked first: a weak token is refused before anything slow happens.
+    let host_token = match &args.host_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --host-token-file {}", path.display()))?;
+            Some(
+                HostToken::new(&text)
+                    .map_err(|e| anyhow::anyhow!("--host-token-file {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    anyhow::ensure!(
+        args.max_uncollected_receipts >= 1,
+        "--max-uncollected-receipts must be at least 1"
+    );
+    anyhow::ensure!(
+        args.max_evidence_per_connection >= 1,
+        "--max-evidence-per-connection must be at least 1"
+    );
     let source = ModelSource::from_path(&args.model)?;
     let model_id = args.model_id.clone().unwrap_or_else(|| source.default_id());
     let started = Instant::now();
@@ -191,6 +235,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             handshake_timeout_secs: args.handshake_timeout_secs,
             header_read_timeout_secs: args.header_read_timeout_secs,
             max_concurrent_evidence: args.max_concurrent_evidence,
+            evidence_wait_secs: args.evidence_wait_secs,
+            max_evidence_per_connection: args.max_evidence_per_connection,
             max_stream_buffer_bytes: args.max_stream_buffer_bytes,
             stream_stall_timeout_secs: args.stream_stall_timeout_secs,
             engine_stall_secs: args.engine_stall_secs,
@@ -204,6 +250,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         billing: Billing {
             ton_contract: args.ton_contract.clone(),
+        },
+        accounts: Accounts {
+            allow_anonymous: args.allow_anonymous,
+            max_accounts: args.max_accounts,
+        },
+        receipts: Receipts {
+            journal_capacity: if host_token.is_some() {
+                args.max_uncollected_receipts
+            } else {
+                0
+            },
+            internal_listen: host_token
+                .as_ref()
+                .map(|_| args.internal_listen.to_string()),
         },
         runtime: Runtime {
             listen: args.listen.to_string(),
@@ -262,15 +322,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ConfigRegister::None => Vec::new(),
     };
     info!(config_sha384 = %hex::encode(digest), "measured config recorded");
-    let meter = Meter::new(config.prices.clone(), args.max_uncollected_receipts)?;
-    let host_token = match &args.host_token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --host-token-file {}", path.display()))?;
-            Some(HostToken::new(&text).map_err(anyhow::Error::msg)?)
-        }
-        None => None,
-    };
+    let meter = Meter::new(
+        config.prices.clone(),
+        config.receipts.journal_capacity,
+        config.accounts.max_accounts,
+    )?;
     let names: Vec<SubjectAltName> = args
         .subject_alt_names
         .iter()
@@ -314,6 +370,24 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     if state.tee.kind().is_simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");
+    }
+    if state.host_token.is_some() {
+        let internal = tokio::net::TcpListener::bind(args.internal_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on --internal-listen {}",
+                    args.internal_listen
+                )
+            })?;
+        let internal_addr = internal.local_addr()?;
+        // Printed before the line scripts wait for, so they have both when it comes.
+        println!("cocoon-guest: internal API on http://{internal_addr}");
+        tokio::spawn(serve_internal(
+            internal,
+            state.clone(),
+            Duration::from_secs(args.header_read_timeout_secs),
+        ));
     }
     // One line on stdout that scripts wait for.
     println!(

@@ -5,10 +5,18 @@
 //! cumulative totals under this boot's receipt key; the charge is computed from the
 //! cumulative counts, so per-request rounding never accumulates.
 //!
-//! Every receipt also goes into a journal that the host agent drains over the
-//! authenticated internal endpoint (`internal_api`). The journal is bounded: when the host
-//! stops collecting, new requests are refused (503) rather than served unbilled or
-//! receipts dropped.
+//! Accounts are Ed25519 keys proven in the TLS session (`cocoon_attestation::account`,
+//! checked in `api`), plus [`ANONYMOUS`] where the measured config allows unnamed use. The
+//! per-account table is bounded (`accounts.max_accounts`): a request for a new account past
+//! the bound is refused before it generates. Nothing is ever evicted, because a receipt's
+//! sequence and cumulative totals must only grow within one boot (a settled-then-forgotten
+//! account would restart at sequence 1 under the same receipt key); `anonymous` always fits.
+//!
+//! When a collector is configured (the host agent, over the internal listener), every
+//! receipt also goes into a journal it drains (`internal_api`). The journal is bounded:
+//! when the host stops collecting, new requests are refused (503) rather than served
+//! unbilled or receipts dropped. Without a collector nothing is journaled (capacity 0 in
+//! the measured config): receipts go to the clients only, and nothing can fill up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -20,22 +28,13 @@ use cocoon_attestation::receipt::{
 use crate::config::PriceTable;
 use crate::{Error, Result};
 
-/// Account billed when a request names none.
+/// Account billed when a request names none. Not a key: no one can ever settle it.
 pub const ANONYMOUS: &str = "anonymous";
 
-/// Request header that names the client account.
-pub const ACCOUNT_HEADER: &str = "x-cocoon-account";
+pub use cocoon_attestation::account::{ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
 
 /// Response header that carries a non-streaming request's receipt.
 pub const RECEIPT_HEADER: &str = "x-cocoon-receipt";
-
-/// Checks an account name from a request: 1-128 characters of `[A-Za-z0-9._:@-]`.
-pub fn valid_account(account: &str) -> bool {
-    (1..=128).contains(&account.len())
-        && account
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
-}
 
 /// What one request is billed for, as its receipt states it.
 #[derive(Debug, Clone, Copy)]
@@ -74,18 +73,23 @@ pub struct Meter {
     signer: ReceiptSigner,
     prices: PriceTable,
     price_table_sha256: String,
-    max_unacknowledged: usize,
+    /// 0: no collector, no journal.
+    journal_capacity: usize,
+    max_accounts: usize,
     state: Mutex<MeterState>,
 }
 
 impl Meter {
-    /// A meter with a fresh receipt key.
-    pub fn new(prices: PriceTable, max_unacknowledged: usize) -> Result<Self> {
+    /// A meter with a fresh receipt key. `journal_capacity` receipts wait for the collector
+    /// at most (0: there is no collector, nothing is journaled); `max_accounts` proven
+    /// accounts are served per boot.
+    pub fn new(prices: PriceTable, journal_capacity: usize, max_accounts: usize) -> Result<Self> {
         Ok(Self {
             signer: ReceiptSigner::generate()?,
             price_table_sha256: prices.sha256_hex(),
             prices,
-            max_unacknowledged,
+            journal_capacity,
+            max_accounts,
             state: Mutex::new(MeterState {
                 next_index: 1,
                 ..MeterState::default()
@@ -105,11 +109,35 @@ impl Meter {
     }
 
     /// False when the journal is full: the host agent has stopped collecting receipts,
-    /// and new work would go unbilled.
+    /// and new work would go unbilled. Always true without a collector.
     pub fn accepting(&self) -> bool {
-        self.state()
-            .map(|s| s.journal.len() < self.max_unacknowledged)
-            .unwrap_or(false)
+        self.journal_capacity == 0
+            || self
+                .state()
+                .map(|s| s.journal.len() < self.journal_capacity)
+                .unwrap_or(false)
+    }
+
+    /// Makes room for `account` before a request for it generates: true if it is known,
+    /// is [`ANONYMOUS`], or fits under `max_accounts` (it is then added, with sequence 0).
+    pub fn admit(&self, account: &str) -> Result<bool> {
+        let mut state = self.state()?;
+        if account == ANONYMOUS || state.accounts.contains_key(account) {
+            return Ok(true);
+        }
+        let proven = state.accounts.len() - usize::from(state.accounts.contains_key(ANONYMOUS));
+        if proven >= self.max_accounts {
+            return Ok(false);
+        }
+        state
+            .accounts
+            .insert(account.to_string(), Default::default());
+        Ok(true)
+    }
+
+    /// The most proven accounts served per boot.
+    pub fn max_accounts(&self) -> usize {
+        self.max_accounts
     }
 
     /// Records a finished request and returns its signed receipt.
@@ -143,9 +171,11 @@ impl Meter {
             cumulative,
         };
         let jws = self.signer.sign(&receipt)?;
-        let index = state.next_index;
-        state.next_index += 1;
-        state.journal.insert(index, jws.clone());
+        if self.journal_capacity > 0 {
+            let index = state.next_index;
+            state.next_index += 1;
+            state.journal.insert(index, jws.clone());
+        }
         Ok(jws)
     }
 
@@ -210,7 +240,7 @@ pub(crate) mod tests {
 
     #[test]
     fn receipts_count_per_account_and_verify_under_the_meter_key() {
-        let meter = Meter::new(prices(), 100).unwrap();
+        let meter = Meter::new(prices(), 100, 10).unwrap();
         let a1 = meter
             .record("a", &billed("r1", "stop", tokens(3, 4)))
             .unwrap();
@@ -237,7 +267,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_journal_is_drained_by_acknowledgement_and_bounds_new_work() {
-        let meter = Meter::new(prices(), 2).unwrap();
+        let meter = Meter::new(prices(), 2, 10).unwrap();
         assert!(meter.accepting());
         meter
             .record("a", &billed("r1", "stop", tokens(1, 1)))
@@ -263,11 +293,40 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn account_names_are_restricted() {
-        assert!(valid_account("EQD4…".trim_end_matches('…')));
-        assert!(valid_account("user@example.org"));
-        for bad in ["", "a b", "a\nb", &"x".repeat(129), "ü"] {
-            assert!(!valid_account(bad), "{bad:?}");
+    fn without_a_collector_nothing_is_journaled_and_work_never_stops() {
+        let meter = Meter::new(prices(), 0, 10).unwrap();
+        for i in 0..5 {
+            assert!(meter.accepting(), "request {i}");
+            let id = format!("r{i}");
+            meter
+                .record("a", &billed(&id, "stop", tokens(1, 1)))
+                .unwrap();
         }
+        assert!(meter.pending(0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_account_table_is_bounded_without_eviction() {
+        let meter = Meter::new(prices(), 0, 2).unwrap();
+        assert!(meter.admit("k1").unwrap());
+        assert!(meter.admit(ANONYMOUS).unwrap(), "anonymous always fits");
+        meter
+            .record(ANONYMOUS, &billed("r0", "stop", tokens(1, 1)))
+            .unwrap();
+        assert!(meter.admit("k2").unwrap(), "anonymous is not counted");
+        assert!(
+            !meter.admit("k3").unwrap(),
+            "a third account is past the bound"
+        );
+        assert!(meter.admit("k1").unwrap(), "known accounts stay");
+        assert!(meter.admit(ANONYMOUS).unwrap());
+        let r = meter
+            .record("k1", &billed("r1", "stop", tokens(1, 1)))
+            .unwrap();
+        let r = cocoon_attestation::receipt::verify_receipt(&r, &meter.public_key()).unwrap();
+        assert_eq!(
+            r.sequence, 1,
+            "admission alone does not advance the sequence"
+        );
     }
 }

@@ -5,6 +5,10 @@
 //! keep-alive connections and slow-loris clients, and a write-stall timeout: a client
 //! that takes no bytes for that long (a zero receive window, a relay that stopped
 //! reading) loses its connection, so nothing it left unread is held for ever.
+//!
+//! The host's internal API has its own listener ([`serve_internal`]): plain HTTP on an
+//! address only the host reaches (loopback; vsock in a VM, not implemented yet), so the
+//! public port that the relay forwards never routes to it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
 
-use crate::api::{handle, AppState, Session};
+use crate::api::{handle, handle_internal, AppState, Session};
 
 /// Socket-level limits.
 #[derive(Debug, Clone)]
@@ -106,9 +110,9 @@ pub async fn serve(
                 debug!(%peer, "no TLS exporter: {e}");
                 return;
             }
-            let session = Session { tls_exporter };
+            let session = Session::new(tls_exporter);
             let service = service_fn(move |request| {
-                let state = state.clone();
+                let (state, session) = (state.clone(), session.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(state, session, request).await) }
             });
             let result = http1::Builder::new()
@@ -119,6 +123,52 @@ pub async fn serve(
                 .await;
             if let Err(e) = result {
                 debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Connections the internal listener keeps open at once (its only client is the host's
+/// collector).
+const MAX_INTERNAL_CONNECTIONS: usize = 16;
+
+/// Serves the host's internal API (plain HTTP/1.1) on its own listener until the process
+/// ends. Connections are bounded in number and by the header-read timeout, as on the
+/// public port.
+pub async fn serve_internal(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    header_read_timeout: Duration,
+) {
+    let connections = Arc::new(Semaphore::new(MAX_INTERNAL_CONNECTIONS));
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!("internal listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            warn!(%peer, "internal listener: connection limit ({MAX_INTERNAL_CONNECTIONS}) reached; closing");
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle_internal(state, request).await) }
+            });
+            let result = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+            if let Err(e) = result {
+                debug!(%peer, "internal connection ended: {e}");
             }
         });
     }

@@ -104,19 +104,31 @@ impl Service {
         ready_prefix: &str,
         wait: Duration,
     ) -> Result<(Self, String)> {
+        Self::start_with_lines(name, cmd, ready_prefix, wait)
+            .map(|(service, rest, _)| (service, rest))
+    }
+
+    /// Like [`Service::start`], also returning the stdout lines printed before the ready
+    /// line.
+    pub fn start_with_lines(
+        name: &'static str,
+        cmd: Command,
+        ready_prefix: &str,
+        wait: Duration,
+    ) -> Result<(Self, String, Vec<String>)> {
         let mut service = Self::spawn(name, cmd)?;
         let deadline = std::time::Instant::now() + wait;
+        let mut before = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match service
                 .lines
                 .recv_timeout(left.max(Duration::from_millis(1)))
             {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix(ready_prefix) {
-                        return Ok((service, rest.to_string()));
-                    }
-                }
+                Ok(line) => match line.strip_prefix(ready_prefix) {
+                    Some(rest) => return Ok((service, rest.to_string(), before)),
+                    None => before.push(line),
+                },
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = service.child.wait().ok();
                     bail!("{name} exited before it was ready (status: {status:?}); its stderr is above");
@@ -156,27 +168,48 @@ pub struct Appliance {
     /// Certificate SHA-256 the guest printed at start.
     pub guest_pin: String,
     pub model_id: String,
+    /// `127.0.0.1:PORT` of the guest's internal (host-only, plain HTTP) listener, when it
+    /// was started with `--host-token-file`.
+    pub internal_addr: Option<String>,
 }
 
 /// Starts guest and host agent; `extra_guest_args` are appended to `cocoon-guest serve`.
+/// The guest serves unnamed requests (`--allow-anonymous`, as `make run` does), so plain
+/// SDKs work; its internal listener, if any, is on a free loopback port.
 pub fn start_appliance(extra_guest_args: &[&str]) -> Result<Appliance> {
-    start_appliance_with_tee("simulated", extra_guest_args)
+    start_appliance_with("simulated", true, extra_guest_args)
 }
 
 /// Like [`start_appliance`], with the guest's `--tee` backend chosen.
 pub fn start_appliance_with_tee(tee: &str, extra_guest_args: &[&str]) -> Result<Appliance> {
+    start_appliance_with(tee, true, extra_guest_args)
+}
+
+/// Like [`start_appliance`], with the `--tee` backend chosen and `--allow-anonymous`
+/// given or not.
+pub fn start_appliance_with(
+    tee: &str,
+    allow_anonymous: bool,
+    extra_guest_args: &[&str],
+) -> Result<Appliance> {
     let mut guest_cmd = Command::new(binary("cocoon-guest")?);
     guest_cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--tee", tee, "--model"])
         .arg(model_path()?)
         .args(["--default-max-tokens", "32", "--max-tokens-limit", "512"])
+        .args(["--internal-listen", "127.0.0.1:0"])
+        .args(allow_anonymous.then_some("--allow-anonymous"))
         .args(extra_guest_args);
-    let (guest, rest) = Service::start(
+    let (guest, rest, before) = Service::start_with_lines(
         "cocoon-guest",
         guest_cmd,
         "cocoon-guest: listening on https://",
         Duration::from_secs(600),
     )?;
+    let internal_addr = before.iter().find_map(|line| {
+        line.strip_prefix("cocoon-guest: internal API on http://")
+            .map(|addr| addr.trim().to_string())
+    });
     // rest: "127.0.0.1:PORT model=ID certificate-sha256=HEX"
     let mut fields = rest.split_whitespace();
     let guest_addr = fields.next().unwrap_or_default().to_string();
@@ -217,7 +250,53 @@ pub fn start_appliance_with_tee(tee: &str, extra_guest_args: &[&str]) -> Result<
         agent_addr,
         guest_pin,
         model_id,
+        internal_addr,
     })
+}
+
+/// Starts `cocoon-client proxy` in front of `upstream` (`https://…`) with `extra` flags;
+/// returns it and its `127.0.0.1:PORT`.
+pub fn start_proxy(upstream: &str, extra: &[&str]) -> Result<(Service, String)> {
+    let mut cmd = Command::new(binary("cocoon-client")?);
+    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        .args(extra);
+    let (proxy, rest) = Service::start(
+        "cocoon-client",
+        cmd,
+        "cocoon-client: listening on http://",
+        Duration::from_secs(60),
+    )?;
+    let addr = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok((proxy, addr))
+}
+
+/// Runs `cmd` (stdout and stderr captured) until it exits, for at most `wait`; a process
+/// still running then is killed and reported as an error.
+pub fn run_to_exit(mut cmd: Command, wait: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the process")?;
+    let deadline = std::time::Instant::now() + wait;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output()?;
+            bail!(
+                "still running after {wait:?} (killed); stdout: {} stderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child.wait_with_output()?)
 }
 
 /// Runs `cocoon-verify` with `args` and returns its output.
@@ -226,4 +305,59 @@ pub fn cocoon_verify(args: &[&str]) -> Result<Output> {
         .args(args)
         .output()
         .context("running cocoon-verify")
+}
+
+/// A host token for tests (from `openssl rand -hex 32`: the guest refuses guessable ones).
+pub const TEST_HOST_TOKEN: &str =
+    "f71dd1bfe4ea8bb9bca0deee6cb445df82151d9c078183746e3dec0f7aeb8e4b";
+
+/// A fresh scratch directory under the system temp dir, named after `tag` and this process.
+pub fn scratch_dir(tag: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cocoon-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Writes `token` into `dir/host-token` and returns the path.
+pub fn host_token_file(dir: &Path, token: &str) -> Result<PathBuf> {
+    let path = dir.join("host-token");
+    std::fs::write(&path, token).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// One request to the guest's internal listener (plain HTTP/1.1, `connection: close`),
+/// with the bearer `token` if given; returns the status and the JSON body.
+pub fn internal_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, serde_json::Value)> {
+    use std::io::{Read as _, Write as _};
+    let mut conn =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("no HTTP response from {addr}: {raw:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status line: {head:?}"))?;
+    let value = serde_json::from_str(body).with_context(|| format!("body {body:?}"))?;
+    Ok((status, value))
 }

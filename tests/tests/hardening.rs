@@ -20,38 +20,42 @@ use std::time::Duration;
 use cocoon_attestation::receipt::{verify_receipt, UsageReceipt};
 use cocoon_attestation::tls::AttestedServerVerifier;
 use cocoon_attestation::verify::VerifyOptions;
-use cocoon_tests::{start_appliance, Appliance};
+use cocoon_tests::{
+    host_token_file, internal_call, scratch_dir, start_appliance, Appliance, TEST_HOST_TOKEN,
+};
 use common::{post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-const TOKEN: &str = "b2f1c9e07a5d4c3f8e6a1b0d9c8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e";
 const MODEL: &str = "smollm2-135m-instruct.q4_1";
 
-/// A token file for the internal receipt API, in a fresh temporary directory.
+/// A host-token file for the internal receipt API, in a fresh scratch directory.
 fn token_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("cocoon-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("host-token");
-    std::fs::write(&file, TOKEN).unwrap();
-    file
+    let dir = scratch_dir(name).unwrap();
+    host_token_file(&dir, TEST_HOST_TOKEN).unwrap()
 }
 
-/// Every receipt in the guest's journal, verified under its receipt key.
+/// Every receipt in the guest's journal (its internal listener), verified under its
+/// receipt key.
 async fn journal(app: &Appliance) -> Vec<UsageReceipt> {
-    let mut s = tls(app).await;
-    s.write_all(
-        format!(
-            "GET /internal/v1/receipts?limit=1000 HTTP/1.1\r\nhost: guest\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+    let addr = app
+        .internal_addr
+        .clone()
+        .expect("the guest printed its internal address");
+    let (status, list) = tokio::task::spawn_blocking(move || {
+        internal_call(
+            &addr,
+            "GET",
+            "/internal/v1/receipts?limit=1000",
+            Some(TEST_HOST_TOKEN),
+            "",
         )
-        .as_bytes(),
-    )
+        .unwrap()
+    })
     .await
     .unwrap();
-    let (head, body) = read_response(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head} {body}");
-    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{list}");
     let key = hex::decode(list["receipt_key"].as_str().unwrap()).unwrap();
     list["data"]
         .as_array()

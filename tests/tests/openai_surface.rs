@@ -64,7 +64,8 @@ fn schemathesis_finds_no_server_error_against_openapi_json() {
     ])
     .arg(model_path().unwrap())
     .args(["--default-max-tokens", "2", "--max-tokens-limit", "4"])
-    .args(["--max-prompt-tokens", "256"]);
+    .args(["--max-prompt-tokens", "256"])
+    .arg("--allow-anonymous");
     let (_guest, rest) = Service::start(
         "cocoon-guest",
         cmd,

@@ -1,15 +1,44 @@
 //! Usage receipts end to end: a real guest meters non-streaming, streaming and cancelled
-//! requests, signs receipts that verify under the receipt key its evidence attests, and
-//! hands every receipt to the host agent's authenticated internal endpoint.
+//! requests of proven accounts, signs receipts that verify under the receipt key its
+//! evidence attests, and hands every receipt to the host agent's authenticated internal
+//! endpoint, which listens apart from the public port (review finding 21). Without a
+//! collector nothing is journaled, so the guest never stops for a backlog (finding 10).
 
 mod common;
 
+use std::time::Duration;
+
+use cocoon_attestation::account::{AccountKey, ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
 use cocoon_attestation::receipt::{verify_receipt, UsageReceipt};
-use cocoon_tests::start_appliance;
+use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
+use cocoon_tests::{
+    binary, host_token_file, internal_call, model_path, run_to_exit, scratch_dir, start_appliance,
+    TEST_HOST_TOKEN,
+};
 use common::{chat_body, post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef-host-token";
+const TOKEN: &str = TEST_HOST_TOKEN;
+
+/// The account headers that prove `key` in `stream`'s TLS session.
+fn proven(key: &AccountKey, stream: &TlsStream<TcpStream>) -> [(&'static str, String); 2] {
+    let mut exporter = [0u8; 32];
+    stream
+        .get_ref()
+        .1
+        .export_keying_material(&mut exporter, TLS_EXPORTER_LABEL, None)
+        .unwrap();
+    [
+        (ACCOUNT_HEADER, key.id().to_string()),
+        (ACCOUNT_PROOF_HEADER, key.prove(&exporter)),
+    ]
+}
+
+fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+}
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
@@ -18,36 +47,36 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// `GET`/`POST` on the internal API with an optional bearer token.
+/// `GET`/`POST` on the internal listener with an optional bearer token.
 async fn internal(
     app: &cocoon_tests::Appliance,
     request: &str,
     token: Option<&str>,
 ) -> (String, serde_json::Value) {
-    let mut s = tls(app).await;
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let addr = app
+        .internal_addr
+        .clone()
+        .expect("the guest printed its internal address");
     let (line, body) = request.split_once('\n').unwrap_or((request, ""));
-    s.write_all(
-        format!(
-            "{line} HTTP/1.1\r\nhost: guest\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
+    let (method, path) = line.split_once(' ').unwrap();
+    let (method, path, body, token) = (
+        method.to_string(),
+        path.to_string(),
+        body.to_string(),
+        token.map(str::to_string),
+    );
+    let (status, value) = tokio::task::spawn_blocking(move || {
+        internal_call(&addr, &method, &path, token.as_deref(), &body).unwrap()
+    })
     .await
     .unwrap();
-    let (head, body) = read_response(&mut s).await;
-    (head, serde_json::from_str(&body).unwrap())
+    (format!("HTTP/1.1 {status}"), value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
-    let dir = std::env::temp_dir().join(format!("cocoon-receipts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token_file = dir.join("host-token");
-    std::fs::write(&token_file, TOKEN).unwrap();
+    let dir = scratch_dir("receipts").unwrap();
+    let token_file = host_token_file(&dir, TOKEN).unwrap();
     let app = start_appliance(&[
         "--host-token-file",
         token_file.to_str().unwrap(),
@@ -64,12 +93,20 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
             .expect("the evidence binds a receipt key"),
     )
     .unwrap();
-    let account = [("x-cocoon-account", "alice")];
+    let (alice, _) = AccountKey::generate().unwrap();
+    let account = proven(&alice, &s);
 
     // Non-streaming: the receipt is a response header and matches the usage.
-    s.write_all(post_with("/v1/chat/completions", &account, &chat_body(8, false)).as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        post_with(
+            "/v1/chat/completions",
+            &as_refs(&account),
+            &chat_body(8, false),
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
     let (head, body) = read_response(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let first = verify_receipt(
@@ -79,7 +116,7 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
     .unwrap();
     let document: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(first.request_id, document["id"].as_str().unwrap());
-    assert_eq!(first.account, "alice");
+    assert_eq!(first.account, alice.id().to_string());
     assert_eq!(first.model, app.model_id);
     assert_eq!(first.sequence, 1);
     assert_eq!(
@@ -106,7 +143,8 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
     })
     .to_string();
     let mut s = tls(&app).await;
-    let request = post_with("/v1/chat/completions", &account, &body).replacen(
+    let account = proven(&alice, &s);
+    let request = post_with("/v1/chat/completions", &as_refs(&account), &body).replacen(
         "\r\n\r\n",
         "\r\nconnection: close\r\n\r\n",
         1,
@@ -151,16 +189,10 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
         "stream": true,
     })
     .to_string();
-    s.write_all(
-        post_with(
-            "/v1/chat/completions",
-            &[("x-cocoon-account", "bob")],
-            &long,
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let (bob, _) = AccountKey::generate().unwrap();
+    s.write_all(post_with("/v1/chat/completions", &as_refs(&proven(&bob, &s)), &long).as_bytes())
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 8192];
     let mut seen = String::new();
     while seen.matches("data: {").count() < 4 {
@@ -205,7 +237,7 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
     let cancelled = &journal[2];
     assert_eq!(
         (cancelled.account.as_str(), cancelled.finish.as_str()),
-        ("bob", "cancelled")
+        (bob.id().to_string().as_str(), "cancelled")
     );
     assert_eq!(cancelled.sequence, 1, "bob's own sequence");
     assert!(
@@ -224,7 +256,7 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
     let (_, list) = internal(&app, "GET /internal/v1/receipts", Some(TOKEN)).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
 
-    // A malformed account is a 400, not a silent "anonymous".
+    // An account that is not a key, or not proven, is a 401, not a silent "anonymous".
     let mut s = tls(&app).await;
     s.write_all(
         post_with(
@@ -237,7 +269,94 @@ async fn receipts_are_signed_by_the_attested_key_and_reach_the_host() {
     .await
     .unwrap();
     let (head, body) = read_response(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
-    assert!(body.contains("invalid_account"), "{body}");
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(body.contains("account_not_proven"), "{body}");
+
+    // Finding 21: the public port, which the relay forwards, has no internal API at all,
+    // with or without the token.
+    for token in [None, Some(TOKEN)] {
+        let mut s = tls(&app).await;
+        let auth = token
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        s.write_all(
+            format!("GET /internal/v1/receipts HTTP/1.1\r\nhost: guest\r\n{auth}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let (head, body) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}\n{body}");
+        assert!(body.contains("unknown_url"), "{body}");
+    }
+    // Nor does the internal listener serve the public API.
+    let (head, body) = internal(&app, "GET /v1/models", Some(TOKEN)).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head} {body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Finding 10: without a collector (no --host-token-file) nothing is journaled, so a small
+/// journal bound never stops the guest, and clients still get their receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_collector_the_guest_keeps_serving() {
+    let app = start_appliance(&["--max-uncollected-receipts", "2"]).expect("appliance starts");
+    assert_eq!(
+        app.internal_addr, None,
+        "no collector, no internal listener"
+    );
+    let (mut s, verified) = tls_verified(&app).await;
+    let key = hex::decode(verified.receipt_key.unwrap()).unwrap();
+    for i in 1..=5u64 {
+        s.write_all(post_with("/v1/chat/completions", &[], &chat_body(1, false)).as_bytes())
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut s).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "request {i}: {head}\n{body}"
+        );
+        let r = verify_receipt(header(&head, "x-cocoon-receipt").unwrap(), &key).unwrap();
+        assert_eq!((r.account.as_str(), r.sequence), ("anonymous", i));
+    }
+    s.write_all(b"GET /v1/attestation/config HTTP/1.1\r\nhost: guest\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, config) = read_response(&mut s).await;
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["receipts"]["journal_capacity"], 0, "{config}");
+    assert_eq!(
+        config["receipts"]["internal_listen"],
+        serde_json::Value::Null
+    );
+}
+
+/// Finding 21: the host token is judged by how guessable it is, not by its length; a weak
+/// one stops the guest at start with a message that says why.
+#[test]
+fn guessable_host_tokens_are_refused_at_start() {
+    let dir = scratch_dir("weak-token").unwrap();
+    for weak in [
+        "a".repeat(32),
+        "ab".repeat(32),
+        "0123456789abcdef".repeat(4),
+    ] {
+        let token = host_token_file(&dir, &weak).unwrap();
+        let mut cmd = std::process::Command::new(binary("cocoon-guest").unwrap());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--tee", "simulated"])
+            .args(["--internal-listen", "127.0.0.1:0", "--host-token-file"])
+            .arg(&token)
+            .arg("--model")
+            .arg(model_path().unwrap());
+        let out = run_to_exit(cmd, Duration::from_secs(120)).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{weak:?} accepted: {stderr}");
+        assert!(
+            stderr.contains("--host-token-file") && stderr.contains("too easy to guess"),
+            "{weak:?}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "a guest with a weak token never listens"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }

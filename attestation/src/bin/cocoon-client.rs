@@ -6,19 +6,29 @@
 //! exporter), and only then forwards requests over that same session, streaming the
 //! answers back unchanged. If verification fails, nothing is forwarded: each request
 //! gets an OpenAI-style 502 naming the reason.
+//!
+//! With `--account-key FILE` the proxy bills every request to that account: for each
+//! upstream session it signs the session's exporter once with the account key and adds
+//! `x-cocoon-account` and `x-cocoon-account-proof` to every request it forwards there (see
+//! `cocoon_attestation::account`). Account headers sent by the local client are always
+//! dropped: only the proxy, which sees the upstream session, can prove an account in it.
+//! `cocoon-client account keygen|show` makes and shows account keys.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use cocoon_attestation::account::{AccountKey, ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
 use cocoon_attestation::client::{open_attested_session, Endpoint, SessionBody};
 use cocoon_attestation::policy_args::PolicyArgs;
 use cocoon_attestation::verify::VerifyOptions;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -55,7 +65,79 @@ enum Command {
         /// Seconds to connect and verify an upstream session.
         #[arg(long, default_value_t = 15)]
         connect_timeout: u64,
+        /// The account key (PKCS#8 PEM, from `cocoon-client account keygen`) that requests
+        /// are billed to; it proves the account in every upstream session. Without it,
+        /// requests go unnamed (billed to `anonymous` where the guest allows that).
+        #[arg(long, value_name = "FILE")]
+        account_key: Option<PathBuf>,
     },
+    /// Make or show an account key (an account is an Ed25519 public key).
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Write a new account key (PKCS#8 PEM, mode 0600) and print its account id.
+    Keygen {
+        /// File to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print the account id of a key file.
+    Show {
+        /// The account key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+}
+
+fn read_account_key(path: &Path) -> Result<AccountKey, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read account key {}: {e}", path.display()))?;
+    AccountKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn account(command: AccountCommand) -> ExitCode {
+    match command {
+        AccountCommand::Keygen { out } => {
+            let written =
+                AccountKey::generate()
+                    .map_err(|e| e.to_string())
+                    .and_then(|(key, pem)| {
+                        let mut options = std::fs::OpenOptions::new();
+                        options.write(true).create_new(true);
+                        #[cfg(unix)]
+                        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                        let mut file = options
+                            .open(&out)
+                            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+                        std::io::Write::write_all(&mut file, pem.as_bytes())
+                            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                        Ok(key)
+                    });
+            match written {
+                Ok(key) => {
+                    println!("{}", key.id());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cocoon-client: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        AccountCommand::Show { key } => match read_account_key(&key) {
+            Ok(key) => {
+                println!("{}", key.id());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cocoon-client: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
 }
 
 type ProxyResponse = Response<SessionBody>;
@@ -89,14 +171,42 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// One verified upstream session and the account headers proven in it (if any).
+struct Upstream {
+    sender: Mutex<hyper::client::conn::http1::SendRequest<SessionBody>>,
+    account: Option<(HeaderValue, HeaderValue)>,
+}
+
+/// The account headers for the upstream session with this exporter. The proof signs the
+/// exporter, so it is good in this session and nowhere else: made once per session.
+fn account_headers(
+    key: Option<&AccountKey>,
+    exporter: &[u8],
+) -> Result<Option<(HeaderValue, HeaderValue)>, hyper::header::InvalidHeaderValue> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    Ok(Some((
+        HeaderValue::from_str(&key.id().to_string())?,
+        HeaderValue::from_str(&key.prove(exporter))?,
+    )))
+}
+
 async fn forward(
-    upstream: Arc<Mutex<hyper::client::conn::http1::SendRequest<SessionBody>>>,
+    upstream: Arc<Upstream>,
     host: String,
     request: Request<Incoming>,
 ) -> ProxyResponse {
     let (mut parts, body) = request.into_parts();
-    for name in HOP_BY_HOP {
+    for name in HOP_BY_HOP
+        .iter()
+        .chain(&[ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER])
+    {
         parts.headers.remove(*name);
+    }
+    if let Some((account, proof)) = &upstream.account {
+        parts.headers.insert(ACCOUNT_HEADER, account.clone());
+        parts.headers.insert(ACCOUNT_PROOF_HEADER, proof.clone());
     }
     if let Ok(value) = hyper::header::HeaderValue::from_str(&host) {
         parts.headers.insert(hyper::header::HOST, value);
@@ -119,7 +229,7 @@ async fn forward(
     let body = body
         .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         .boxed();
-    let mut sender = upstream.lock().await;
+    let mut sender = upstream.sender.lock().await;
     if sender.ready().await.is_err() {
         return error_response(
             StatusCode::BAD_GATEWAY,
@@ -142,13 +252,32 @@ async fn forward(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Proxy {
-        listen,
-        upstream,
-        accept,
-        allow_simulated,
-        connect_timeout,
-    } = Cli::parse().command;
+    let (listen, upstream, accept, allow_simulated, connect_timeout, account_key) =
+        match Cli::parse().command {
+            Command::Proxy {
+                listen,
+                upstream,
+                accept,
+                allow_simulated,
+                connect_timeout,
+                account_key,
+            } => (
+                listen,
+                upstream,
+                accept,
+                allow_simulated,
+                connect_timeout,
+                account_key,
+            ),
+            Command::Account(command) => return account(command),
+        };
+    let account_key = match account_key.as_deref().map(read_account_key).transpose() {
+        Ok(key) => key.map(Arc::new),
+        Err(e) => {
+            eprintln!("cocoon-client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if !listen.ip().is_loopback() {
         eprintln!("cocoon-client: --listen must be a loopback address (the local side is plain HTTP): {listen}");
         return ExitCode::from(2);
@@ -196,6 +325,12 @@ async fn main() -> ExitCode {
             m.image, v.config_digest
         );
     }
+    if let Some(key) = &account_key {
+        eprintln!(
+            "cocoon-client: billing account {} (proven in every upstream session)",
+            key.id()
+        );
+    }
     drop(first);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -223,10 +358,20 @@ async fn main() -> ExitCode {
             },
         };
         let (endpoint, options, host) = (endpoint.clone(), options.clone(), host.clone());
+        let account_key = account_key.clone();
         tokio::spawn(async move {
             // Re-verify for every local connection, on the session that will carry it.
             let upstream = match open_attested_session(&endpoint, options, timeout).await {
-                Ok(c) => Some(Arc::new(Mutex::new(c.sender))),
+                Ok(c) => match account_headers(account_key.as_deref(), &c.tls_exporter) {
+                    Ok(account) => Some(Arc::new(Upstream {
+                        sender: Mutex::new(c.sender),
+                        account,
+                    })),
+                    Err(e) => {
+                        eprintln!("cocoon-client: {peer}: cannot write the account proof: {e}");
+                        None
+                    }
+                },
                 Err(e) => {
                     eprintln!("cocoon-client: {peer}: upstream REFUSED: {e}");
                     None
