@@ -34,6 +34,30 @@ pub struct Limits {
     pub header_read_timeout_secs: u64,
     /// `POST /v1/attestation` evidence generations at once.
     pub max_concurrent_evidence: usize,
+    /// Bounds on `response_format.json_schema.schema`.
+    pub response_format_schema: SchemaLimits,
+}
+
+/// Bounds on a `response_format` JSON schema, checked before it reaches the engine:
+/// mistral.rs compiles the schema (llguidance) inside the engine loop that serves every
+/// client, so its size decides how long everyone else waits.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct SchemaLimits {
+    /// Largest schema, in bytes of its compact JSON.
+    pub max_bytes: usize,
+    /// Deepest nesting of JSON objects and arrays in the schema (the schema object
+    /// itself is depth 1).
+    pub max_depth: usize,
+    /// Most `enum` entries and `const` values, all of the schema together.
+    pub max_enum_values: usize,
+    /// Most bytes of regular expressions (`pattern` values and `patternProperties`
+    /// keys), all of the schema together.
+    pub max_pattern_bytes: usize,
+    /// Most `$ref`s in the schema.
+    pub max_refs: usize,
+    /// Largest repetition bound (`minLength`, `maxLength`, `minItems`, `maxItems`,
+    /// `minProperties`, `maxProperties`).
+    pub max_repeat: u64,
 }
 
 /// The model the guest serves.
@@ -43,11 +67,18 @@ pub struct ModelIdentity {
     pub id: String,
     /// `gguf` or `hf-dir`.
     pub format: String,
-    /// SHA-256 of the model file (GGUF) or of the sorted file digests (directory). The
-    /// tokenizer and chat template are inside the GGUF file (or are files of the
-    /// directory), so this digest covers them too.
+    /// SHA-256 (hex) of exactly what the engine loads. GGUF: the file's SHA-256 (the
+    /// tokenizer and chat template are inside it; the engine loads it alone from a
+    /// staged copy, or in place from a dm-verity disk that holds no side files beside
+    /// it). Directory: the SHA-256 of one `NAME:SHA256HEX\n` line per entry, sorted by
+    /// name, where every entry must be a regular file (symlinks, subdirectories and
+    /// special files are refused), so it covers every file the engine may read: weights,
+    /// `tokenizer.json`, `chat_template.jinja`, `generation_config.json` and the rest.
     pub sha256: String,
-    /// dm-verity root hash of the read-only model disk, when the model comes from one.
+    /// dm-verity root hash of the read-only model disk. When set, the guest proved at
+    /// start that the model is on a device-mapper `verity` device with this root hash
+    /// (and refused to start otherwise) and loads it in place; when `None`, the guest
+    /// loaded a copy it made in its own memory while hashing.
     pub verity_root: Option<String>,
 }
 
@@ -160,6 +191,14 @@ mod tests {
                 handshake_timeout_secs: 13,
                 header_read_timeout_secs: 14,
                 max_concurrent_evidence: 15,
+                response_format_schema: SchemaLimits {
+                    max_bytes: 16,
+                    max_depth: 17,
+                    max_enum_values: 18,
+                    max_pattern_bytes: 19,
+                    max_refs: 20,
+                    max_repeat: 21,
+                },
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -178,7 +217,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"response_format_schema":{"max_bytes":16,"max_depth":17,"max_enum_values":18,"max_pattern_bytes":19,"max_refs":20,"max_repeat":21}},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -189,6 +228,9 @@ mod tests {
         let mut f = sample();
         f.sampling.temperature = 0.7;
         assert_ne!(c.digest(), f.digest());
+        let mut g = sample();
+        g.limits.response_format_schema.max_depth = 3;
+        assert_ne!(c.digest(), g.digest());
     }
 
     #[test]
