@@ -537,6 +537,9 @@ impl Engine {
             }
         }
         .map_err(|e| Error::Engine(format!("loading the model failed: {e:#}")))?;
+        crate::tokens::verify_neutralised(&model, &special_tokens)
+            .await
+            .map_err(|e| Error::Engine(format!("chat content protection: {e}")))?;
         // Everything is read (memory-mapped weights stay valid after unlinking): the
         // staged copy goes, and with it its memory.
         drop(prepared);

@@ -556,15 +556,16 @@ pub fn check_schema(schema: &Value, limits: &SchemaLimits) -> Result<(), String>
                             patterns += by_regex.keys().map(String::len).sum::<usize>()
                         }
                         ("$ref", _) => refs += 1,
-                        (k, Value::Number(n)) if REPEAT_KEYWORDS.contains(&k) => {
-                            if n.as_u64().is_none_or(|n| n > limits.max_repeat) {
-                                return Err(format!(
-                                    "has {k} {n}; this server accepts repetition bounds up \
-                                     to {} (max_repeat of limits.response_format_schema in \
-                                     the measured config)",
-                                    limits.max_repeat
-                                ));
-                            }
+                        (k, Value::Number(n))
+                            if REPEAT_KEYWORDS.contains(&k)
+                                && n.as_u64().is_none_or(|n| n > limits.max_repeat) =>
+                        {
+                            return Err(format!(
+                                "has {k} {n}; this server accepts repetition bounds up to {} \
+                                 (max_repeat of limits.response_format_schema in the \
+                                 measured config)",
+                                limits.max_repeat
+                            ));
                         }
                         _ => {}
                     }

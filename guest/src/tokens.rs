@@ -86,6 +86,49 @@ pub async fn prompt_tokens(model: &Model, prompt: &RequestMessage) -> Result<Vec
     .await
 }
 
+/// The token ids of plain `text`, without a chat template or added BOS/EOS: how the
+/// engine's tokenizer splits it (special-token strings in it included).
+pub async fn text_tokens(model: &Model, text: &str) -> Result<Vec<u32>, CallError> {
+    let text = text.to_string();
+    engine_call(model, |response| {
+        Request::Tokenize(TokenizationRequest {
+            text: Either::Right(text),
+            tools: None,
+            add_generation_prompt: false,
+            add_special_tokens: false,
+            enable_thinking: None,
+            reasoning_effort: None,
+            response,
+        })
+    })
+    .await
+}
+
+/// Checks, with the engine's own tokenizer, that no special-token string of `special`
+/// still becomes its token once neutralised. The rule that found the strings and the
+/// joiner are ours; this proves they hold for the tokenizer loaded (a normalizer that
+/// dropped the joiner would fail here, at start, not in a client's prompt).
+pub async fn verify_neutralised(model: &Model, special: &SpecialTokens) -> Result<(), String> {
+    for token in special.strings() {
+        let raw = text_tokens(model, token)
+            .await
+            .map_err(|e| format!("tokenizing {token:?}: {e:?}"))?;
+        // A string the tokenizer does not keep whole cannot be forged whole either.
+        let [id] = raw[..] else { continue };
+        let safe = special.neutralise(token)?;
+        let ids = text_tokens(model, &safe)
+            .await
+            .map_err(|e| format!("tokenizing {safe:?}: {e:?}"))?;
+        if ids.contains(&id) {
+            return Err(format!(
+                "the special token {token:?} (id {id}) is still tokenized as itself after \
+                 neutralisation ({safe:?} -> {ids:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Token id to text, cached: a vocabulary is small and fixed while the model is loaded.
 #[derive(Default)]
 pub struct TokenTexts {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cocoon_guest::config::SchemaLimits;
 use cocoon_guest::engine::{Engine, ModelSource, PreparedModel};
 use cocoon_guest::openai::{Bounds, ChatCompletionRequest};
-use cocoon_guest::tokens::{prompt_tokens, SpecialTokens};
+use cocoon_guest::tokens::{prompt_tokens, text_tokens, SpecialTokens};
 use cocoon_tests::{binary, model_path, start_appliance};
 use common::{read_response, tls};
 use mistralrs::core::RequestMessage;
@@ -159,17 +159,17 @@ async fn message_content_cannot_forge_role_markers() {
         special.strings()
     );
 
-    // The id of `<|im_start|>`, from the engine's own tokenizer.
-    let marker = prompt_tokens(
-        &engine.model,
-        &RequestMessage::Completion {
-            text: "<|im_start|>".into(),
-            echo_prompt: false,
-            best_of: None,
-        },
-    )
-    .await
-    .unwrap();
+    // Every string read from the model is one token to the engine's own tokenizer:
+    // the list is the engine's, not a guess.
+    for token in special.strings() {
+        let ids = text_tokens(&engine.model, token).await.unwrap();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{token:?} is one token to the engine: {ids:?}"
+        );
+    }
+    let marker = text_tokens(&engine.model, "<|im_start|>").await.unwrap();
     let [im_start] = marker[..] else {
         panic!("<|im_start|> is one special token: {marker:?}")
     };

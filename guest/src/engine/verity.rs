@@ -306,7 +306,7 @@ mod tests {
             assert!(err.contains("unverified"), "{err}");
         }
         let linear = target("0 2048 linear 7:2 0");
-        assert!(check_table(&[linear.clone()], ROOT)
+        assert!(check_table(std::slice::from_ref(&linear), ROOT)
             .unwrap_err()
             .contains("`linear`"));
         assert!(check_table(&[target(&line("")), linear], ROOT)
