@@ -52,6 +52,8 @@ pub struct Limits {
     /// Every streamed event is padded to a multiple of this many bytes (0: no padding),
     /// so record sizes do not follow token lengths.
     pub stream_pad_bytes: usize,
+    /// Bounds on `response_format.json_schema.schema`.
+    pub response_format_schema: SchemaLimits,
 }
 
 /// Who a request may be billed to.
@@ -77,6 +79,28 @@ pub struct Receipts {
     pub internal_listen: Option<String>,
 }
 
+/// Bounds on a `response_format` JSON schema, checked before it reaches the engine:
+/// mistral.rs compiles the schema (llguidance) inside the engine loop that serves every
+/// client, so its size decides how long everyone else waits.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct SchemaLimits {
+    /// Largest schema, in bytes of its compact JSON.
+    pub max_bytes: usize,
+    /// Deepest nesting of JSON objects and arrays in the schema (the schema object
+    /// itself is depth 1).
+    pub max_depth: usize,
+    /// Most `enum` entries and `const` values, all of the schema together.
+    pub max_enum_values: usize,
+    /// Most bytes of regular expressions (`pattern` values and `patternProperties`
+    /// keys), all of the schema together.
+    pub max_pattern_bytes: usize,
+    /// Most `$ref`s in the schema.
+    pub max_refs: usize,
+    /// Largest repetition bound (`minLength`, `maxLength`, `minItems`, `maxItems`,
+    /// `minProperties`, `maxProperties`).
+    pub max_repeat: u64,
+}
+
 /// The model the guest serves.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ModelIdentity {
@@ -84,11 +108,18 @@ pub struct ModelIdentity {
     pub id: String,
     /// `gguf` or `hf-dir`.
     pub format: String,
-    /// SHA-256 of the model file (GGUF) or of the sorted file digests (directory). The
-    /// tokenizer and chat template are inside the GGUF file (or are files of the
-    /// directory), so this digest covers them too.
+    /// SHA-256 (hex) of exactly what the engine loads. GGUF: the file's SHA-256 (the
+    /// tokenizer and chat template are inside it; the engine loads it alone from a
+    /// staged copy, or in place from a dm-verity disk that holds no side files beside
+    /// it). Directory: the SHA-256 of one `NAME:SHA256HEX\n` line per entry, sorted by
+    /// name, where every entry must be a regular file (symlinks, subdirectories and
+    /// special files are refused), so it covers every file the engine may read: weights,
+    /// `tokenizer.json`, `chat_template.jinja`, `generation_config.json` and the rest.
     pub sha256: String,
-    /// dm-verity root hash of the read-only model disk, when the model comes from one.
+    /// dm-verity root hash of the read-only model disk. When set, the guest proved at
+    /// start that the model is on a device-mapper `verity` device with this root hash
+    /// (and refused to start otherwise) and loads it in place; when `None`, the guest
+    /// loaded a copy it made in its own memory while hashing.
     pub verity_root: Option<String>,
 }
 
@@ -272,6 +303,14 @@ mod tests {
                 stream_stall_timeout_secs: 19,
                 engine_stall_secs: 20,
                 stream_pad_bytes: 21,
+                response_format_schema: SchemaLimits {
+                    max_bytes: 16,
+                    max_depth: 17,
+                    max_enum_values: 18,
+                    max_pattern_bytes: 19,
+                    max_refs: 20,
+                    max_repeat: 21,
+                },
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -304,7 +343,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21,"response_format_schema":{"max_bytes":16,"max_depth":17,"max_enum_values":18,"max_pattern_bytes":19,"max_refs":20,"max_repeat":21}},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -326,6 +365,9 @@ mod tests {
             .environment
             .insert("RAYON_NUM_THREADS".into(), "1".into());
         assert_ne!(c.digest(), i.digest());
+        let mut j = sample();
+        j.limits.response_format_schema.max_depth = 3;
+        assert_ne!(c.digest(), j.digest());
     }
 
     #[test]

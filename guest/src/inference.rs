@@ -133,12 +133,14 @@ fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
     }
 }
 
-fn bounds(state: &AppState) -> Bounds {
+fn bounds(state: &AppState) -> Bounds<'_> {
     Bounds {
         default_max_tokens: state.config.limits.default_max_tokens,
         max_tokens_limit: state.config.limits.max_tokens_limit,
         default_temperature: state.config.sampling.temperature,
         default_top_p: state.config.sampling.top_p,
+        schema: state.config.limits.response_format_schema,
+        special_tokens: &state.engine.special_tokens,
     }
 }
 

@@ -3,8 +3,9 @@
 //! At start it loads the model, makes its TLS key, asks the TEE for evidence that binds
 //! the key and the measured configuration, and serves the OpenAI API over HTTPS that
 //! terminates here, inside the trust boundary. Nothing outside the guest sees a prompt.
-// Unsafe code only in `tee::sys` (the guest-device ioctls and the vsock socket), which
-// allows it locally; everywhere else it is an error.
+// Unsafe code only in `tee::sys` (the guest-device ioctls and the vsock socket) and
+// `engine::sys` (the device-mapper table ioctl and statfs), which allow it locally;
+// everywhere else it is an error.
 #![deny(unsafe_code)]
 
 pub mod api;

@@ -12,9 +12,9 @@ use cocoon_attestation::ratls::SubjectAltName;
 use cocoon_guest::api::{Admission, AppState};
 use cocoon_guest::config::{
     Accounts, Billing, Limits, MeasuredConfig, ModelIdentity, PriceTable, Receipts, Runtime,
-    SamplingDefaults,
+    SamplingDefaults, SchemaLimits,
 };
-use cocoon_guest::engine::{Engine, ModelSource};
+use cocoon_guest::engine::{Engine, ModelSource, PreparedModel};
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::internal_api::HostToken;
 use cocoon_guest::meter::Meter;
@@ -71,10 +71,18 @@ struct ServeArgs {
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
-    /// dm-verity root hash (hex) of the read-only disk the model is on, recorded in the
-    /// measured config (set by the image's boot scripts).
+    /// dm-verity root hash (hex) of the read-only disk the model is on (set by the
+    /// image's boot scripts). The guest refuses to start unless the model is on a
+    /// device-mapper verity device with exactly this root hash, then loads it in place
+    /// (the kernel verifies every read); recorded in the measured config.
     #[arg(long, value_name = "HEX")]
     model_verity_root: Option<String>,
+    /// Without --model-verity-root the model is copied (and hashed in the same pass)
+    /// into a private directory here, and the engine loads that copy, so the bytes it
+    /// runs are the bytes the config names. Must be tmpfs or ramfs (guest memory): the
+    /// copy costs the model's size in memory while it loads.
+    #[arg(long, value_name = "DIR", default_value = "/dev/shm")]
+    model_staging_dir: PathBuf,
     /// temperature when a request gives none (OpenAI's default: 1; 0 is greedy).
     #[arg(long, default_value_t = 1.0)]
     default_temperature: f64,
@@ -169,6 +177,25 @@ struct ServeArgs {
     /// record sizes do not reveal token lengths to the host.
     #[arg(long, default_value_t = 256)]
     stream_pad_bytes: usize,
+    /// Largest `response_format` JSON schema, in bytes of its compact JSON (more: 400).
+    #[arg(long, default_value_t = 32 * 1024)]
+    max_schema_bytes: usize,
+    /// Deepest nesting of objects and arrays in a `response_format` schema.
+    #[arg(long, default_value_t = 32)]
+    max_schema_depth: usize,
+    /// Most `enum` entries plus `const` values in one `response_format` schema.
+    #[arg(long, default_value_t = 1000)]
+    max_schema_enum_values: usize,
+    /// Most bytes of `pattern` / `patternProperties` regular expressions in one schema.
+    #[arg(long, default_value_t = 1024)]
+    max_schema_pattern_bytes: usize,
+    /// Most `$ref`s in one `response_format` schema.
+    #[arg(long, default_value_t = 100)]
+    max_schema_refs: usize,
+    /// Largest minLength / maxLength / minItems / maxItems / minProperties /
+    /// maxProperties in a `response_format` schema.
+    #[arg(long, default_value_t = 1000)]
+    max_schema_repeat: u64,
 }
 
 #[tokio::main]
@@ -208,16 +235,37 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let source = ModelSource::from_path(&args.model)?;
     let model_id = args.model_id.clone().unwrap_or_else(|| source.default_id());
+    if let Some(root) = &args.model_verity_root {
+        anyhow::ensure!(
+            root.len() == 64 && root.bytes().all(|b| b.is_ascii_hexdigit()),
+            "--model-verity-root must be a 32-byte hex dm-verity root hash"
+        );
+    }
     let started = Instant::now();
-    let sha256 = source.sha256()?;
-    info!(model = %model_id, %sha256, "hashed the model in {:.1?}", started.elapsed());
+    // Hash exactly what the engine will load: a private in-memory copy, or the model in
+    // place on a dm-verity device proven to have the configured root hash.
+    let prepared = match &args.model_verity_root {
+        Some(root) => PreparedModel::in_place_on_verity(&source, root)?,
+        None => PreparedModel::stage(&source, &args.model_staging_dir)?,
+    };
+    let sha256 = prepared.sha256().to_string();
+    info!(
+        model = %model_id,
+        %sha256,
+        staged = prepared.staging_dir().is_some(),
+        "hashed the model in {:.1?}",
+        started.elapsed()
+    );
     let config = MeasuredConfig {
         version: 1,
         model: ModelIdentity {
             id: model_id.clone(),
             format: source.format().into(),
             sha256,
-            verity_root: args.model_verity_root.clone(),
+            verity_root: args
+                .model_verity_root
+                .as_ref()
+                .map(|r| r.to_ascii_lowercase()),
         },
         sampling: SamplingDefaults {
             temperature: args.default_temperature,
@@ -241,6 +289,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             stream_stall_timeout_secs: args.stream_stall_timeout_secs,
             engine_stall_secs: args.engine_stall_secs,
             stream_pad_bytes: args.stream_pad_bytes,
+            response_format_schema: SchemaLimits {
+                max_bytes: args.max_schema_bytes,
+                max_depth: args.max_schema_depth,
+                max_enum_values: args.max_schema_enum_values,
+                max_pattern_bytes: args.max_schema_pattern_bytes,
+                max_refs: args.max_schema_refs,
+                max_repeat: args.max_schema_repeat,
+            },
         },
         prices: PriceTable {
             currency: "nanoton".into(),
@@ -288,12 +344,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.default_top_p > 0.0 && args.default_top_p <= 1.0,
         "--default-top-p must be in (0, 1]"
     );
-    if let Some(root) = &args.model_verity_root {
-        anyhow::ensure!(
-            root.len() == 64 && root.bytes().all(|b| b.is_ascii_hexdigit()),
-            "--model-verity-root must be a 32-byte hex dm-verity root hash"
-        );
-    }
     anyhow::ensure!(
         args.stream_stall_timeout_secs >= 1 && args.engine_stall_secs >= 1,
         "--stream-stall-timeout-secs and --engine-stall-secs must be at least 1"
@@ -342,7 +392,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )?;
 
     let started = Instant::now();
-    let engine = Engine::load(&source, model_id.clone(), args.max_concurrent_requests).await?;
+    let engine = Engine::load(prepared, model_id.clone(), args.max_concurrent_requests).await?;
     info!(model = %model_id, "model loaded in {:.1?}", started.elapsed());
     let end_of_text = cocoon_guest::generate::end_of_text_markers(&engine.model)
         .await

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use clap::Parser;
 use cocoon_attestation::client::{connect_attested, Endpoint};
 use cocoon_attestation::verify::VerifyOptions;
-use cocoon_guest::engine::{Engine, ModelSource};
+use cocoon_guest::engine::{Engine, ModelSource, PreparedModel};
 use cocoon_tests::start_appliance;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -55,7 +55,9 @@ impl Tally {
 
 async fn in_process(args: &Args) -> Result<Tally> {
     let source = ModelSource::from_path(&args.model)?;
-    let engine = Engine::load(&source, source.default_id(), 8).await?;
+    // Staged like the guest does it, so both load the same way.
+    let prepared = PreparedModel::stage(&source, std::path::Path::new("/dev/shm"))?;
+    let engine = Engine::load(prepared, source.default_id(), 8).await?;
     let run = |prompt: &'static str| {
         let engine = &engine;
         async move {
