@@ -174,8 +174,9 @@ struct ServeArgs {
     #[arg(long, default_value_t = 300)]
     engine_stall_secs: u64,
     /// Pad every streamed event to a multiple of this many bytes (0: off), so that TLS
-    /// record sizes do not reveal token lengths to the host.
-    #[arg(long, default_value_t = 256)]
+    /// record sizes do not reveal token lengths to the host. 512 holds a whole plain chat
+    /// chunk (~260-280 bytes) plus any token, so such events all have one size.
+    #[arg(long, default_value_t = 512)]
     stream_pad_bytes: usize,
     /// Largest `response_format` JSON schema, in bytes of its compact JSON (more: 400).
     #[arg(long, default_value_t = 32 * 1024)]

@@ -487,7 +487,8 @@ fn padded_record(len: usize, bucket: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_record_sizes_do_not_follow_token_lengths() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    // 256 is the default of --stream-pad-bytes.
+    // The default of --stream-pad-bytes.
+    const PAD: usize = 512;
     let app = start_appliance(&[]).expect("appliance starts");
     let (relay, records) = recording_relay(app.guest_addr.clone()).await;
     let endpoint =
@@ -516,12 +517,12 @@ async fn streamed_record_sizes_do_not_follow_token_lengths() {
         .unwrap();
     let raw = read_until_closed(&mut s).await;
     let stream = dechunk(&raw);
-    // Every event the client got is a multiple of 256 bytes.
+    // Every event the client got is a multiple of the pad size.
     let text = String::from_utf8_lossy(&stream);
     let events: Vec<&str> = text.split_inclusive("\n\n").collect();
     assert!(events.len() > 10, "{text}");
     for event in &events {
-        assert_eq!(event.len() % 256, 0, "{event:?}");
+        assert_eq!(event.len() % PAD, 0, "{event:?}");
     }
     // And what the relay saw: after the record with the response head, every
     // application-data record is made of padded events.
@@ -535,7 +536,7 @@ async fn streamed_record_sizes_do_not_follow_token_lengths() {
     let odd: Vec<usize> = seen[1..]
         .iter()
         .copied()
-        .filter(|len| !padded_record(*len, 256))
+        .filter(|len| !padded_record(*len, PAD))
         .collect();
     assert!(
         odd.is_empty(),
