@@ -5,8 +5,8 @@
 use std::process::Command;
 
 use cocoon_tests::{
-    binary, cocoon_verify, python, start_appliance, start_appliance_with_tee, workspace_root,
-    Service,
+    binary, cocoon_verify, python, start_appliance, start_appliance_with_tee, start_proxy,
+    workspace_root,
 };
 
 #[test]
@@ -140,24 +140,6 @@ fn simulated_snp_guest_verifies_through_the_dev_amd_chain() {
         96
     );
     assert_eq!(summary["certificate_sha256"], app.guest_pin.as_str());
-}
-
-fn start_proxy(upstream: &str, extra: &[&str]) -> anyhow::Result<(Service, String)> {
-    let mut cmd = Command::new(binary("cocoon-client")?);
-    cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
-        .args(extra);
-    let (proxy, rest) = Service::start(
-        "cocoon-client",
-        cmd,
-        "cocoon-client: listening on http://",
-        std::time::Duration::from_secs(60),
-    )?;
-    let addr = rest
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    Ok((proxy, addr))
 }
 
 #[test]
