@@ -14,15 +14,14 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use cocoon_guest::config::SchemaLimits;
 use cocoon_guest::engine::{Engine, ModelSource, PreparedModel};
 use cocoon_guest::openai::{Bounds, ChatCompletionRequest};
 use cocoon_guest::tokens::{prompt_tokens, text_tokens, SpecialTokens};
-use cocoon_tests::{binary, model_path, start_appliance};
+use cocoon_tests::{binary, model_path, run_to_exit, start_appliance};
 use common::{read_response, tls};
 use mistralrs::core::RequestMessage;
 use sha2::{Digest, Sha256};
@@ -32,42 +31,23 @@ use tokio::io::AsyncWriteExt;
 /// a liveness bound; returns (exit code, stderr). A guest that starts serving instead
 /// fails the test (and is killed).
 fn guest_exit(extra: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(binary("cocoon-guest").unwrap())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tee",
-            "simulated",
-            "--model",
-        ])
-        .arg(model_path().unwrap())
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return (status.code(), stderr);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let mut stdout = String::new();
-            let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
-            panic!("the guest did not refuse to start with {extra:?}; stdout: {stdout}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut cmd = Command::new(binary("cocoon-guest").unwrap());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tee",
+        "simulated",
+        "--model",
+    ])
+    .arg(model_path().unwrap())
+    .args(extra);
+    let out = run_to_exit(cmd, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("the guest did not refuse to start with {extra:?}: {e:#}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

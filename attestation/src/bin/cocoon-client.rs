@@ -99,44 +99,32 @@ fn read_account_key(path: &Path) -> Result<AccountKey, String> {
 }
 
 fn account(command: AccountCommand) -> ExitCode {
-    match command {
-        AccountCommand::Keygen { out } => {
-            let written =
-                AccountKey::generate()
-                    .map_err(|e| e.to_string())
-                    .and_then(|(key, pem)| {
-                        let mut options = std::fs::OpenOptions::new();
-                        options.write(true).create_new(true);
-                        #[cfg(unix)]
-                        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                        let mut file = options
-                            .open(&out)
-                            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-                        std::io::Write::write_all(&mut file, pem.as_bytes())
-                            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-                        Ok(key)
-                    });
-            match written {
-                Ok(key) => {
-                    println!("{}", key.id());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("cocoon-client: {e}");
-                    ExitCode::from(2)
-                }
-            }
+    let key = match command {
+        AccountCommand::Keygen { out } => AccountKey::generate()
+            .map_err(|e| e.to_string())
+            .and_then(|(key, pem)| {
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options
+                    .open(&out)
+                    .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+                std::io::Write::write_all(&mut file, pem.as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                Ok(key)
+            }),
+        AccountCommand::Show { key } => read_account_key(&key),
+    };
+    match key {
+        Ok(key) => {
+            println!("{}", key.id());
+            ExitCode::SUCCESS
         }
-        AccountCommand::Show { key } => match read_account_key(&key) {
-            Ok(key) => {
-                println!("{}", key.id());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("cocoon-client: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Err(e) => {
+            eprintln!("cocoon-client: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
