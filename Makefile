@@ -56,7 +56,7 @@ test: build model venv ## Run every test: unit, fake TEE devices, CLI, attacks, 
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' .cocoon/test.log
 
 bench: build model peer ## Benchmarks: verifications/s vs dcap-qvl/sev; attested vs pinned TLS; proxy latency; tokens/s + TTFT vs mistral.rs (first run builds the peer)
-	$(CARGO) run --release --locked -p cocoon-attestation --bin cocoon-verify-bench
+	$(CARGO) run --release --locked -p cocoon-tests --bin cocoon-verify-bench
 	COCOON_BIN_DIR=$(BIN) COCOON_MODEL=$(CURDIR)/$(MODEL) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench-tls
 	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench -- --model $(MODEL)
 	COCOON_BIN_DIR=$(BIN) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench-serve -- \

@@ -10,7 +10,7 @@ use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSIO
 use cocoon_attestation::manifest::{Manifest, ManifestSigningKey, SnpReference, TdxReference};
 use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName, TlsKey};
 use cocoon_attestation::report_data::certificate_binding;
-use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
+use cocoon_attestation_dev::{SimulatedTdConfig, SimulatedTdx};
 use time::OffsetDateTime;
 
 const SNP_REPORT: &[u8] = include_bytes!("../tests/fixtures/snp/gosev_milan_attestation.bin");
@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let quote = SimulatedTdx::dev()?.quote(&report_data, &td)?;
     let simulated = EvidencePayload {
         version: PAYLOAD_VERSION,
-        kind: EvidenceKind::SimulatedTdx,
+        kind: EvidenceKind::Tdx,
         evidence: quote,
         event_log: td.event_log()?,
         config_digest: config_digest.clone(),

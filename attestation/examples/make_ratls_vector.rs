@@ -9,7 +9,7 @@ use cocoon_attestation::ratls::{
     build_certificate, certificate_pem, CertificateParams, SubjectAltName, TlsKey,
 };
 use cocoon_attestation::report_data::{certificate_binding_with, BoundExtras};
-use cocoon_attestation::simulated::{SimulatedTdConfig, SimulatedTdx};
+use cocoon_attestation_dev::{SimulatedTdConfig, SimulatedTdx};
 use sha2::{Digest, Sha256, Sha384};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let event_log = td.event_log()?;
     let payload = EvidencePayload {
         version: PAYLOAD_VERSION,
-        kind: EvidenceKind::SimulatedTdx,
+        kind: EvidenceKind::Tdx,
         evidence: quote.clone(),
         event_log: event_log.clone(),
         config_digest: config_digest.to_vec(),
@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "extension_cbor_hex": hex::encode(payload.to_cbor()?),
         "expected": {
             "payload_version": PAYLOAD_VERSION,
-            "kind": "simulated-tdx",
+            "kind": "tdx",
             "config_digest": hex::encode(config_digest),
             "evidence_sha256": hex::encode(Sha256::digest(&quote)),
             "event_log_cbor_hex": hex::encode(&event_log),
@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "receipt_key": hex::encode(&receipt_key),
             "report_data_rule": "SHA-512(\"cocoon/ra-tls/cert/v1\" || u32be(len(SPKI)) || SPKI || u32be(48) || config_digest || u32be(11) || \"receipt-key\" || u32be(32) || receipt_key)",
             "verifies_at": "2030-01-01T00:00:00Z",
-            "verifies_with": "allow_simulated (development root)"
+            "verifies_with": "the development TDX root as a trust anchor (--allow-simulated) and the development collateral"
         }
     });
     std::fs::create_dir_all(&dir)?;

@@ -1,49 +1,108 @@
-//! Where verification collateral comes from: offline bundle files, or Intel PCS / a PCCS
-//! through `dcap-qvl`'s collateral client, with an on-disk cache.
+//! Verification collateral as values: what a [`crate::Verifier`] checks evidence with
+//! besides the anchors, and where it finds it.
 //!
-//! The verifier core takes collateral as a value and does no I/O; this module is the I/O.
-//! Cached collateral is reused only while every part of it is current (the earliest
-//! `nextUpdate` of the TCB info, the QE identity and both CRLs), so a cache can make a
-//! verifier faster but never make it accept stale collateral.
+//! TDX quotes need Intel's TCB info, QE identity and CRLs for the quote's platform (its
+//! FMSPC); SEV-SNP reports need the VCEK (or VLEK) and its ASK/ARK chain, which the guest
+//! usually carries in its evidence. The TLS handshake verifier is synchronous, so the
+//! verifier only ever *looks up* collateral here; fetching happens before the handshake
+//! (`fetch`, behind the feature of that name) and fills a [`CollateralStore`]. Every
+//! piece of collateral is proven by the anchors when it is used, so whoever filled the
+//! store is not trusted, and freshness (CRL and TCB-info `nextUpdate`) is checked against
+//! the verification time by the verifier, not here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::snp::SnpReport;
 use crate::tdx::dcap::{collateral_from_json, TdxCollateral};
 use crate::{Error, Result};
 
-/// Intel's Provisioning Certification Service.
-pub const INTEL_PCS_URL: &str = "https://api.trustedservices.intel.com";
-
-/// A source of TDX collateral for a quote.
-#[allow(async_fn_in_trait)]
-pub trait TdxCollateralSource {
-    /// Collateral for `quote`, current at `now` (Unix seconds).
-    async fn tdx_collateral(&self, quote: &[u8], now: i64) -> Result<TdxCollateral>;
+/// Where a verifier looks up collateral. Implementations never do network I/O (the
+/// handshake verifier calls them synchronously); the development crate implements one that
+/// signs fresh collateral for its own PKI.
+pub trait CollateralSource: Send + Sync + std::fmt::Debug {
+    /// TDX collateral candidates for a quote of the platform `fmspc`, at `now`.
+    fn tdx_collateral(&self, fmspc: &[u8; 6], now: i64) -> Vec<TdxCollateral>;
+    /// Certificates for an SEV-SNP report that does not carry its own.
+    fn snp_collateral(&self, report: &SnpReport, now: i64) -> Vec<SnpCollateral>;
 }
 
-/// One collateral bundle file (the JSON `cocoon-verify tdx-quote --collateral` reads).
-pub struct OfflineBundle {
-    collateral: TdxCollateral,
+/// The FMSPC a TDX collateral bundle is for (from its TCB info), lowercase hex.
+pub fn tdx_collateral_fmspc(c: &TdxCollateral) -> Result<String> {
+    let value: serde_json::Value =
+        serde_json::from_str(&c.tcb_info).map_err(|e| Error::Malformed {
+            what: "TDX collateral TCB info",
+            detail: e.to_string(),
+        })?;
+    value["fmspc"]
+        .as_str()
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| Error::Malformed {
+            what: "TDX collateral TCB info",
+            detail: "no fmspc".into(),
+        })
 }
 
-impl OfflineBundle {
-    pub fn from_file(path: &Path) -> Result<Self> {
+/// Collateral held in memory: loaded from bundle files, or put there by a fetcher before
+/// a handshake. Shared between the handshake verifier and the code that fills it.
+#[derive(Debug, Default)]
+pub struct CollateralStore {
+    tdx: RwLock<Vec<(String, TdxCollateral)>>,
+    snp: RwLock<Vec<SnpCollateral>>,
+}
+
+impl CollateralStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds TDX collateral (kept under the FMSPC its TCB info names; replaces an entry
+    /// with identical content).
+    pub fn add_tdx(&self, collateral: TdxCollateral) -> Result<()> {
+        let fmspc = tdx_collateral_fmspc(&collateral)?;
+        if let Ok(mut all) = self.tdx.write() {
+            all.retain(|(_, c)| c != &collateral);
+            all.push((fmspc, collateral));
+        }
+        Ok(())
+    }
+
+    /// Adds the certificates for SEV-SNP reports.
+    pub fn add_snp(&self, collateral: SnpCollateral) {
+        if let Ok(mut all) = self.snp.write() {
+            all.retain(|c| c != &collateral);
+            all.push(collateral);
+        }
+    }
+
+    /// Reads a TDX collateral bundle file (dcap-qvl's JSON) into the store.
+    pub fn add_tdx_bundle_file(&self, path: &Path) -> Result<()> {
         let bytes = std::fs::read(path).map_err(|e| Error::Malformed {
             what: "collateral bundle",
             detail: format!("cannot read {}: {e}", path.display()),
         })?;
-        Ok(Self {
-            collateral: collateral_from_json(&bytes)?,
-        })
+        self.add_tdx(collateral_from_json(&bytes)?)
     }
 }
 
-impl TdxCollateralSource for OfflineBundle {
-    async fn tdx_collateral(&self, _quote: &[u8], _now: i64) -> Result<TdxCollateral> {
-        Ok(self.collateral.clone())
+impl CollateralSource for CollateralStore {
+    fn tdx_collateral(&self, fmspc: &[u8; 6], _now: i64) -> Vec<TdxCollateral> {
+        let want = hex::encode(fmspc);
+        self.tdx
+            .read()
+            .map(|all| {
+                all.iter()
+                    .filter(|(f, _)| *f == want)
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn snp_collateral(&self, _report: &SnpReport, _now: i64) -> Vec<SnpCollateral> {
+        self.snp.read().map(|all| all.clone()).unwrap_or_default()
     }
 }
 
@@ -73,115 +132,6 @@ pub fn valid_until(c: &TdxCollateral) -> Result<i64> {
     Ok(until)
 }
 
-#[derive(Serialize, Deserialize)]
-struct CacheEntry {
-    source: String,
-    fetched_at: i64,
-    valid_until: i64,
-    collateral: TdxCollateral,
-}
-
-/// Collateral fetched from Intel PCS or a PCCS, cached on disk.
-pub struct PcsCollateral {
-    url: String,
-    cache_dir: Option<PathBuf>,
-}
-
-impl PcsCollateral {
-    /// `url` is Intel PCS ([`INTEL_PCS_URL`]) or a PCCS base URL; `cache_dir`, when set,
-    /// keeps fetched collateral until its earliest `nextUpdate`.
-    pub fn new(url: impl Into<String>, cache_dir: Option<PathBuf>) -> Self {
-        Self {
-            url: url.into(),
-            cache_dir,
-        }
-    }
-
-    /// The cache file for a quote: keyed by the source and the quote's platform (FMSPC and
-    /// PCK CA from the PCK certificate), so quotes from one platform share an entry.
-    fn cache_path(&self, quote: &[u8]) -> Option<PathBuf> {
-        let dir = self.cache_dir.as_ref()?;
-        let parsed = dcap_qvl::quote::Quote::parse(quote).ok()?;
-        let chain = parsed.raw_cert_chain().ok()?;
-        let ext = dcap_qvl::intel::parse_pck_extension_from_pem(chain).ok()?;
-        let mut h = Sha256::new();
-        h.update(self.url.as_bytes());
-        h.update([0]);
-        h.update(ext.fmspc);
-        h.update(format!("{:?}", parsed.header.tee_type).as_bytes());
-        Some(dir.join(format!("tdx-{}.json", hex::encode(&h.finalize()[..16]))))
-    }
-
-    fn read_cache(&self, path: &Path, now: i64) -> Option<TdxCollateral> {
-        let bytes = std::fs::read(path).ok()?;
-        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
-        (entry.source == self.url && now < entry.valid_until && now >= entry.fetched_at - 300)
-            .then_some(entry.collateral)
-    }
-
-    fn write_cache(&self, path: &Path, collateral: &TdxCollateral, now: i64) -> Result<()> {
-        let entry = CacheEntry {
-            source: self.url.clone(),
-            fetched_at: now,
-            valid_until: valid_until(collateral)?,
-            collateral: collateral.clone(),
-        };
-        let io = |e: std::io::Error| Error::Malformed {
-            what: "collateral cache",
-            detail: format!("{}: {e}", path.display()),
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        // Write then rename, so a crash never leaves a half-written entry behind.
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec(&entry).map_err(|e| Error::Malformed {
-            what: "collateral cache",
-            detail: e.to_string(),
-        })?;
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    }
-}
-
-impl TdxCollateralSource for PcsCollateral {
-    async fn tdx_collateral(&self, quote: &[u8], now: i64) -> Result<TdxCollateral> {
-        let cache = self.cache_path(quote);
-        if let Some(hit) = cache.as_deref().and_then(|p| self.read_cache(p, now)) {
-            return Ok(hit);
-        }
-        let client = dcap_qvl::collateral::CollateralClient::with_default_http(self.url.clone())
-            .map_err(|e| Error::Collateral(format!("{e:#}")))?;
-        let collateral = client
-            .fetch(quote)
-            .await
-            .map_err(|e| Error::Collateral(format!("fetching from {}: {e:#}", self.url)))?;
-        if let Some(path) = cache {
-            self.write_cache(&path, &collateral, now)?;
-        }
-        Ok(collateral)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const COLLATERAL: &[u8] =
-        include_bytes!("../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
-
-    #[test]
-    fn valid_until_is_the_earliest_next_update() {
-        let c = collateral_from_json(COLLATERAL).unwrap();
-        let until = valid_until(&c).unwrap();
-        // The TCB info says 2025-07-19T10:16:03Z, the QE identity 10:32:27Z; a CRL expires
-        // earlier still, and the earliest wins.
-        assert_eq!(crate::verify::format_time(until), "2025-07-19T10:00:35Z");
-    }
-}
-
-/// AMD's Key Distribution Service.
-pub const AMD_KDS_URL: &str = "https://kdsintf.amd.com";
 
 /// The certificates an SEV-SNP report is verified with. As a bundle file this is the JSON
 /// `{"vcek": "<PEM>", "cert_chain": "<PEM: ASK then ARK>"}`.
@@ -236,129 +186,21 @@ impl SnpCollateral {
     }
 }
 
-/// VCEKs and chains fetched from AMD KDS (or a mirror), cached on disk.
-pub struct KdsCollateral {
-    url: String,
-    cache_dir: Option<PathBuf>,
-}
 
-#[derive(Serialize, Deserialize)]
-struct SnpCacheEntry {
-    source: String,
-    valid_until: i64,
-    collateral: SnpCollateral,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl KdsCollateral {
-    pub fn new(url: impl Into<String>, cache_dir: Option<PathBuf>) -> Self {
-        Self {
-            url: url.into().trim_end_matches('/').to_string(),
-            cache_dir,
-        }
-    }
+    const COLLATERAL: &[u8] =
+        include_bytes!("../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
 
-    /// The VCEK for the report's chip and REPORTED_TCB, and its product's chain.
-    /// `product` names the CPU line for version 2 reports, which do not carry CPUID.
-    pub async fn snp_collateral(
-        &self,
-        report: &crate::snp::SnpReport,
-        product: Option<&str>,
-        now: i64,
-    ) -> Result<SnpCollateral> {
-        let product = report.product().or(product).ok_or_else(|| {
-            Error::Collateral(
-                "the report does not name its CPU (version 2): give the product (Milan, Genoa, Turin)".into(),
-            )
-        })?;
-        if !["Milan", "Genoa", "Turin"].contains(&product) {
-            return Err(Error::Collateral(format!(
-                "unknown SEV-SNP product '{product}'"
-            )));
-        }
-        if report.signed_by_vlek() {
-            return Err(Error::Collateral(
-                "the report is signed with a VLEK, which KDS does not serve by chip: pass the VLEK"
-                    .into(),
-            ));
-        }
-        if report.chip_id_masked() {
-            return Err(Error::Collateral(
-                "the report masks CHIP_ID, so its VCEK cannot be looked up".into(),
-            ));
-        }
-        let t = report.reported_tcb;
-        let (hwid, mut query) = if product == "Turin" {
-            (
-                hex::encode(&report.chip_id[..8]),
-                format!("fmcSPL={:02}&", t.fmc.unwrap_or(0)),
-            )
-        } else {
-            (hex::encode(report.chip_id), String::new())
-        };
-        query.push_str(&format!(
-            "blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
-            t.bootloader, t.tee, t.snp, t.microcode
-        ));
-        let vcek_url = format!("{}/vcek/v1/{product}/{hwid}?{query}", self.url);
-        let chain_url = format!("{}/vcek/v1/{product}/cert_chain", self.url);
-        let cache = self.cache_dir.as_ref().map(|dir| {
-            let key = Sha256::digest(format!("{}\n{vcek_url}", self.url));
-            dir.join(format!("snp-{}.json", hex::encode(&key[..16])))
-        });
-        if let Some(hit) = cache.as_deref().and_then(|p| {
-            let entry: SnpCacheEntry = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-            (entry.source == self.url && now < entry.valid_until).then_some(entry.collateral)
-        }) {
-            return Ok(hit);
-        }
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Collateral(e.to_string()))?;
-        let get = |url: String| {
-            let client = client.clone();
-            async move {
-                let response = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| Error::Collateral(format!("fetching {url}: {e}")))?;
-                if !response.status().is_success() {
-                    return Err(Error::Collateral(format!(
-                        "fetching {url}: HTTP {}",
-                        response.status()
-                    )));
-                }
-                response
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| Error::Collateral(format!("reading {url}: {e}")))
-            }
-        };
-        let vcek_der = get(vcek_url).await?;
-        let chain = get(chain_url).await?;
-        let collateral = SnpCollateral {
-            vcek: crate::ratls::certificate_pem(&vcek_der),
-            cert_chain: String::from_utf8(chain).map_err(|_| {
-                Error::Collateral("the KDS certificate chain is not PEM text".into())
-            })?,
-        };
-        if let Some(path) = cache {
-            let entry = SnpCacheEntry {
-                source: self.url.clone(),
-                valid_until: collateral.valid_until()?,
-                collateral: collateral.clone(),
-            };
-            let io =
-                |e: std::io::Error| Error::Collateral(format!("cache {}: {e}", path.display()));
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&entry).unwrap_or_default()).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-        }
-        Ok(collateral)
+    #[test]
+    fn valid_until_is_the_earliest_next_update() {
+        let c = collateral_from_json(COLLATERAL).unwrap();
+        let until = valid_until(&c).unwrap();
+        // The TCB info says 2025-07-19T10:16:03Z, the QE identity 10:32:27Z; a CRL expires
+        // earlier still, and the earliest wins.
+        assert_eq!(crate::unix_time::format_time(until), "2025-07-19T10:00:35Z");
     }
 }
+

@@ -35,13 +35,10 @@ pub enum Error {
     /// A signature over the evidence did not verify.
     #[error("signature check failed: {0}")]
     BadSignature(String),
-    /// Simulated evidence was presented and the caller did not allow it.
-    #[error(
-        "the evidence is SIMULATED (it chains to the Cocoon development root, not to Intel \
-         or AMD): it proves nothing about confidentiality; pass --allow-simulated only for \
-         development and tests"
-    )]
-    SimulatedRefused,
+    /// The evidence chains to a root the verifier was not given as a trust anchor (a
+    /// development root without `--allow-simulated`, or a root nobody pinned).
+    #[error("{tee} evidence is not from a trusted root: {detail}")]
+    UntrustedAnchor { tee: &'static str, detail: String },
     /// A policy rule rejected the evidence.
     #[error("policy rule '{rule}' failed: observed {observed}, expected {expected}")]
     Policy {

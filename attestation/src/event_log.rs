@@ -11,9 +11,20 @@
 //! in the RA-TLS payload's `event_log` field.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha384};
 
-use crate::simulated::rtmr_extend;
 use crate::{Error, Result};
+
+/// TDX RTMR extension: `RTMR := SHA-384(RTMR || digest)`, digest zero-padded to 48 bytes.
+pub fn rtmr_extend(rtmr: &[u8; 48], digest: &[u8]) -> [u8; 48] {
+    let mut padded = [0u8; 48];
+    let n = digest.len().min(48);
+    padded[..n].copy_from_slice(&digest[..n]);
+    let mut h = Sha384::new();
+    h.update(rtmr);
+    h.update(padded);
+    h.finalize().into()
+}
 
 /// Event kind of the measured runtime config: `digest` is SHA-384 of the canonical
 /// config document (the config digest of the RA-TLS payload).

@@ -15,7 +15,8 @@ pub const PAYLOAD_VERSION: u32 = 1;
 /// Largest payload a verifier will decode (quotes with certificate chains are ~10 KiB).
 pub const MAX_PAYLOAD_LEN: usize = 256 * 1024;
 
-/// What produced the evidence.
+/// Which TEE produced the evidence. Development evidence has the same kinds: only the
+/// root its chain ends at tells it apart, and verifiers trust that root only on request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EvidenceKind {
     /// An Intel TDX quote (v4 or v5) from real hardware.
@@ -24,28 +25,14 @@ pub enum EvidenceKind {
     /// An AMD SEV-SNP attestation report from real hardware.
     #[serde(rename = "sev-snp")]
     SevSnp,
-    /// A TDX v4 quote from the development DCAP PKI: no hardware involved.
-    #[serde(rename = "simulated-tdx")]
-    SimulatedTdx,
-    /// An SEV-SNP v3 report from the development ARK/ASK/VCEK: no hardware involved.
-    #[serde(rename = "simulated-sev-snp")]
-    SimulatedSevSnp,
 }
 
 impl EvidenceKind {
-    /// True for evidence that no TEE produced.
-    pub fn is_simulated(self) -> bool {
-        matches!(
-            self,
-            EvidenceKind::SimulatedTdx | EvidenceKind::SimulatedSevSnp
-        )
-    }
-
     /// The name used in CLI output and JSON (`tdx`, `sev-snp`).
     pub fn tee_name(self) -> &'static str {
         match self {
-            EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => "tdx",
-            EvidenceKind::SevSnp | EvidenceKind::SimulatedSevSnp => "sev-snp",
+            EvidenceKind::Tdx => "tdx",
+            EvidenceKind::SevSnp => "sev-snp",
         }
     }
 }
@@ -162,7 +149,7 @@ mod tests {
     fn sample() -> EvidencePayload {
         EvidencePayload {
             version: PAYLOAD_VERSION,
-            kind: EvidenceKind::SimulatedTdx,
+            kind: EvidenceKind::Tdx,
             evidence: vec![1, 2, 3],
             event_log: vec![],
             config_digest: vec![7; 48],

@@ -104,6 +104,10 @@ pub struct Policy {
     /// SHA-384 digests of the measured runtime configs accepted (hex, 48 bytes); empty
     /// means any. The digest is the one RTMR3 / HOST_DATA commit to.
     pub config_digests: Vec<String>,
+    /// Accept RA-TLS evidence whose image and config are not pinned (no MRTD/RTMR0-2 or
+    /// SNP MEASUREMENT, no `config_digests`): any genuine TEE running *any* software then
+    /// passes. Off by default; `--accept-any-image` sets it and the CLIs say so loudly.
+    pub accept_any_image: bool,
     pub tdx: TdxRules,
     pub snp: SnpRules,
 }
@@ -117,6 +121,7 @@ impl Default for Policy {
             report_data: None,
             accepted_tees: TEES.iter().map(|t| t.to_string()).collect(),
             config_digests: Vec::new(),
+            accept_any_image: false,
             tdx: TdxRules::default(),
             snp: SnpRules::default(),
         }
@@ -251,6 +256,45 @@ impl Policy {
                 "config_digests",
                 hex::encode(config_digest),
                 format!("one of [{}]", self.config_digests.join(", ")),
+            )
+        })
+    }
+
+    /// The reference values this policy leaves open for `tee` (`tdx` or `sev-snp`): what
+    /// an operator could change without the verifier noticing.
+    pub fn unpinned(&self, tee: &str) -> Vec<&'static str> {
+        let mut open = Vec::new();
+        let image: &[(&'static str, &Vec<String>)] = match tee {
+            "tdx" => &[
+                ("tdx.mrtd", &self.tdx.mrtd),
+                ("tdx.rtmr0", &self.tdx.rtmr0),
+                ("tdx.rtmr1", &self.tdx.rtmr1),
+                ("tdx.rtmr2", &self.tdx.rtmr2),
+            ],
+            _ => &[("snp.measurement", &self.snp.measurement)],
+        };
+        for (name, list) in image {
+            if list.is_empty() {
+                open.push(*name);
+            }
+        }
+        if self.config_digests.is_empty() {
+            open.push("config_digests");
+        }
+        open
+    }
+
+    /// Refuses RA-TLS evidence checked against no reference values, unless
+    /// `accept_any_image` says otherwise.
+    pub fn check_reference_values(&self, tee: &str) -> Option<Error> {
+        let open = self.unpinned(tee);
+        (!open.is_empty() && !self.accept_any_image).then(|| {
+            rule_err(
+                "reference values",
+                format!("nothing pinned for {}", open.join(", ")),
+                "a signed manifest (--manifest) or policy pins for the image and the config, \
+                 or --accept-any-image to accept any software in a genuine TEE"
+                    .into(),
             )
         })
     }

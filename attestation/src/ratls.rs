@@ -318,6 +318,30 @@ pub fn parse_certificate(der: &[u8]) -> Result<ParsedRaTlsCertificate> {
     })
 }
 
+/// The DNS names in a certificate's subjectAltName (empty when it has none).
+pub fn dns_names(der: &[u8]) -> Result<Vec<String>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| Error::Malformed {
+        what: "certificate",
+        detail: e.to_string(),
+    })?;
+    let san = cert.subject_alternative_name().map_err(|e| Error::Malformed {
+        what: "certificate subjectAltName",
+        detail: e.to_string(),
+    })?;
+    Ok(san
+        .map(|ext| {
+            ext.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// PEM armour for a DER certificate (for SDKs that take a CA file).
 pub fn certificate_pem(der: &[u8]) -> String {
     use base64::Engine;
@@ -340,7 +364,7 @@ mod tests {
     fn payload() -> EvidencePayload {
         EvidencePayload {
             version: PAYLOAD_VERSION,
-            kind: EvidenceKind::SimulatedTdx,
+            kind: EvidenceKind::Tdx,
             evidence: vec![0xaa; 700],
             event_log: vec![],
             config_digest: vec![1; 48],

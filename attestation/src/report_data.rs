@@ -13,7 +13,7 @@
 //! `u32be(len(name)) || name || u32be(len(value)) || value` (names `receipt-key`,
 //! `gpu-evidence`, in that order), so a certificate without them hashes exactly as above.
 
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 /// Domain tag for REPORTDATA that binds an RA-TLS certificate key.
 pub const CERT_BINDING_TAG: &[u8] = b"cocoon/ra-tls/cert/v1";
@@ -84,6 +84,12 @@ pub fn session_binding(
         hasher.update(part);
     }
     hasher.finalize().into()
+}
+
+/// The SEV-SNP HOST_DATA a guest is launched with: SHA-256 of the measured-config digest (the
+/// field is 32 bytes; the digest is 48).
+pub fn snp_host_data(config_digest: &[u8]) -> [u8; 32] {
+    Sha256::digest(config_digest).into()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! still checked with the certificate's key (rustls does that through
 //! `verify_tls13_signature`), which proves the peer holds the key the evidence binds.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -12,7 +13,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 
-use crate::verify::{verify_certificate, VerifiedEvidence, VerifyOptions};
+use sha2::{Digest, Sha256};
+
+use crate::verified::Verified;
+use crate::verifier::Verifier;
 
 /// The handshake-signature checks both verifiers share: the peer proves it holds the key
 /// of the certificate whose evidence was checked. Needs a `provider` field.
@@ -54,37 +58,66 @@ macro_rules! handshake_signature_checks {
     };
 }
 
-/// Verifies RA-TLS certificates and remembers the outcome of the last handshake.
+/// Verifies RA-TLS certificates, and keeps each outcome under the certificate's SHA-256
+/// so that the caller reads the outcome *of the certificate its connection presented*
+/// (never "whatever the last handshake said"). Session resumption is off in the configs
+/// it makes, so every connection runs `verify_server_cert`.
 #[derive(Debug)]
 pub struct AttestedServerVerifier {
-    options: VerifyOptions,
+    verifier: Arc<Verifier>,
     provider: Arc<CryptoProvider>,
-    outcome: Mutex<Option<Result<VerifiedEvidence, String>>>,
+    outcomes: Mutex<HashMap<[u8; 32], Result<Verified, Refusal>>>,
+    last_refusal: Mutex<Option<Refusal>>,
 }
 
+/// Why a certificate was refused, with what a caller needs to do something about it.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub message: String,
+    /// The verifier lacked collateral for this evidence (fetch it and try again).
+    pub needs_collateral: bool,
+    /// The refused certificate (DER).
+    pub certificate_der: Vec<u8>,
+}
+
+/// Most outcomes kept (one per distinct certificate seen; a verifier is per client).
+const MAX_OUTCOMES: usize = 64;
+
 impl AttestedServerVerifier {
-    pub fn new(options: VerifyOptions) -> Arc<Self> {
+    pub fn new(verifier: Arc<Verifier>) -> Arc<Self> {
         Arc::new(Self {
-            options,
+            verifier,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
-            outcome: Mutex::new(None),
+            outcomes: Mutex::new(HashMap::new()),
+            last_refusal: Mutex::new(None),
         })
     }
 
-    /// The evidence accepted in the last handshake, or why it was refused.
-    pub fn last_outcome(&self) -> Option<Result<VerifiedEvidence, String>> {
-        self.outcome.lock().ok().and_then(|g| g.clone())
+    /// The last refusal (a failed handshake has no peer certificate to look up by).
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        self.last_refusal.lock().ok().and_then(|g| g.clone())
     }
 
-    /// A TLS 1.3-only client configuration that uses this verifier.
+    /// The outcome of verifying exactly this certificate (DER), if it was checked.
+    pub fn outcome_for(&self, certificate_der: &[u8]) -> Option<Result<Verified, Refusal>> {
+        let key: [u8; 32] = Sha256::digest(certificate_der).into();
+        self.outcomes
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&key).cloned())
+    }
+
+    /// A TLS 1.3-only client configuration that uses this verifier, without session
+    /// resumption (a resumed session would skip the certificate check).
     pub fn client_config(self: &Arc<Self>) -> Result<rustls::ClientConfig, rustls::Error> {
-        Ok(
-            rustls::ClientConfig::builder_with_provider(self.provider.clone())
-                .with_protocol_versions(&[&rustls::version::TLS13])?
-                .dangerous()
-                .with_custom_certificate_verifier(self.clone())
-                .with_no_client_auth(),
-        )
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        config.enable_early_data = false;
+        Ok(config)
     }
 }
 
@@ -93,26 +126,37 @@ impl ServerCertVerifier for AttestedServerVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        let result = verify_certificate(end_entity.as_ref(), now, &self.options);
+        let result = check_server_name(end_entity.as_ref(), server_name)
+            .and_then(|()| self.verifier.verify_certificate(end_entity.as_ref(), now));
         let (stored, verdict) = match result {
             Ok(v) => (Ok(v), Ok(ServerCertVerified::assertion())),
             Err(e) => {
-                let message = e.to_string();
+                let refusal = Refusal {
+                    message: e.to_string(),
+                    needs_collateral: matches!(e, crate::Error::Collateral(_)),
+                    certificate_der: end_entity.as_ref().to_vec(),
+                };
+                if let Ok(mut last) = self.last_refusal.lock() {
+                    *last = Some(refusal.clone());
+                }
                 (
-                    Err(message),
+                    Err(refusal),
                     Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                         OtherError(Arc::new(e)),
                     ))),
                 )
             }
         };
-        if let Ok(mut guard) = self.outcome.lock() {
-            *guard = Some(stored);
+        if let Ok(mut guard) = self.outcomes.lock() {
+            if guard.len() >= MAX_OUTCOMES {
+                guard.clear();
+            }
+            guard.insert(Sha256::digest(end_entity.as_ref()).into(), stored);
         }
         verdict
     }
@@ -120,18 +164,37 @@ impl ServerCertVerifier for AttestedServerVerifier {
     handshake_signature_checks!();
 }
 
+/// Where the client asked for a DNS name, the certificate must carry it (a guest's
+/// certificate names the hosts it serves, `--san`); addresses are not checked, the evidence
+/// binding is what identifies the guest.
+fn check_server_name(der: &[u8], server_name: &ServerName<'_>) -> crate::Result<()> {
+    let ServerName::DnsName(wanted) = server_name else {
+        return Ok(());
+    };
+    let wanted = wanted.as_ref().trim_end_matches('.');
+    let names = crate::ratls::dns_names(der)?;
+    if names.iter().any(|n| n.eq_ignore_ascii_case(wanted)) {
+        return Ok(());
+    }
+    Err(crate::Error::Policy {
+        rule: "server name must be in the certificate",
+        observed: format!("certificate names [{}]", names.join(", ")),
+        expected: wanted.to_string(),
+    })
+}
+
 /// A rustls `ClientCertVerifier` for mutual attestation between our own components:
 /// the client must present an RA-TLS certificate whose evidence verifies.
 #[derive(Debug)]
 pub struct AttestedClientVerifier {
-    options: VerifyOptions,
+    verifier: Arc<Verifier>,
     provider: Arc<CryptoProvider>,
 }
 
 impl AttestedClientVerifier {
-    pub fn new(options: VerifyOptions) -> Arc<Self> {
+    pub fn new(verifier: Arc<Verifier>) -> Arc<Self> {
         Arc::new(Self {
-            options,
+            verifier,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         })
     }
@@ -149,7 +212,8 @@ impl rustls::server::danger::ClientCertVerifier for AttestedClientVerifier {
         now: UnixTime,
     ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        verify_certificate(end_entity.as_ref(), now, &self.options)
+        self.verifier
+            .verify_certificate(end_entity.as_ref(), now)
             .map(|_| rustls::server::danger::ClientCertVerified::assertion())
             .map_err(|e| {
                 rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
@@ -157,113 +221,4 @@ impl rustls::server::danger::ClientCertVerifier for AttestedClientVerifier {
     }
 
     handshake_signature_checks!();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ratls::TlsKey;
-    use crate::report_data::certificate_binding;
-    use crate::simulated::{test_certificate, SimulatedTdConfig, SimulatedTdx};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    /// An RA-TLS identity with simulated evidence (or none, for the negative case).
-    fn identity(with_evidence: bool) -> (Vec<u8>, TlsKey) {
-        let key = TlsKey::generate().unwrap();
-        let cfg = vec![4u8; 48];
-        let rd = if with_evidence {
-            certificate_binding(key.spki_der(), &cfg)
-        } else {
-            [0; 64]
-        };
-        let now = time::OffsetDateTime::now_utc();
-        let td = SimulatedTdConfig {
-            config_digest: cfg,
-            debug: false,
-        };
-        let tee = SimulatedTdx::dev().unwrap();
-        let der = test_certificate(
-            &key,
-            &tee,
-            &rd,
-            &td,
-            now - time::Duration::minutes(1),
-            now + time::Duration::hours(1),
-        );
-        (der, key)
-    }
-
-    fn options() -> VerifyOptions {
-        VerifyOptions {
-            allow_simulated: true,
-            policy: Default::default(),
-        }
-    }
-
-    async fn handshake(client_has_evidence: bool) -> Result<(), String> {
-        let (server_cert, server_key) = identity(true);
-        let (client_cert, client_key) = identity(client_has_evidence);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_client_cert_verifier(AttestedClientVerifier::new(options()))
-            .with_single_cert(
-                vec![CertificateDer::from(server_cert)],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.pkcs8_der().to_vec())),
-            )
-            .unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(AttestedServerVerifier::new(options()))
-            .with_client_auth_cert(
-                vec![CertificateDer::from(client_cert)],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.pkcs8_der().to_vec())),
-            )
-            .unwrap();
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let server_side = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut tls = acceptor.accept(a).await.map_err(|e| e.to_string())?;
-            let mut buf = [0u8; 4];
-            tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
-            let _ = tls.shutdown().await; // the client may already be gone
-            Ok::<_, String>(buf)
-        });
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let client_result = async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut tls = connector
-                .connect(name, b)
-                .await
-                .map_err(|e| e.to_string())?;
-            tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
-            tls.flush().await.map_err(|e| e.to_string())?;
-            let mut reply = [0u8; 4];
-            tls.read_exact(&mut reply)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(())
-        }
-        .await;
-        let server_result = server_side.await.map_err(|e| e.to_string())?;
-        let received =
-            server_result.map_err(|e| format!("server: {e}; client: {client_result:?}"))?;
-        client_result?;
-        (received == *b"ping")
-            .then_some(())
-            .ok_or_else(|| "wrong bytes".to_string())
-    }
-
-    #[tokio::test]
-    async fn mutual_attestation_accepts_attested_clients_only() {
-        handshake(true).await.unwrap();
-        let err = handshake(false).await.unwrap_err();
-        assert!(!err.is_empty());
-    }
 }

@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cocoon_attestation::collateral::{KdsCollateral, SnpCollateral};
+use cocoon_attestation::collateral::SnpCollateral;
+use cocoon_attestation::fetch::KdsCollateral;
 use cocoon_attestation::snp::verify::{amd_production_arks, verify_report};
 use cocoon_attestation::snp::SnpReport;
 

@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cocoon_attestation::collateral::{valid_until, PcsCollateral, TdxCollateralSource};
+use cocoon_attestation::collateral::valid_until;
+use cocoon_attestation::fetch::{PcsCollateral, TdxCollateralFetch};
 use cocoon_attestation::tdx::dcap::{
     collateral_from_json, intel_sgx_root_ca, verify_quote, TdxRoot,
 };

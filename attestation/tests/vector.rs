@@ -3,7 +3,7 @@
 
 use cocoon_attestation::ratls::parse_certificate;
 use cocoon_attestation::report_data::certificate_binding_with;
-use cocoon_attestation::verify::{verify_certificate, VerifyOptions};
+use cocoon_attestation::{Policy, TrustAnchors, Verifier};
 use sha2::{Digest, Sha256};
 
 const VECTOR: &str = include_str!("vectors/ra-tls-simulated-tdx.json");
@@ -59,12 +59,16 @@ fn vector_decodes_to_its_recorded_fields_and_verifies() {
     )
     .unwrap()
     .unix_timestamp();
-    let allow = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
+    let policy = Policy {
+        accept_any_image: true,
+        ..Default::default()
     };
-    let verified = verify_certificate(&der, at, &allow).unwrap();
+    let allow = cocoon_attestation_dev::verifier(policy.clone()).unwrap();
+    let verified = allow.verify_certificate(&der, at).unwrap();
     assert!(verified.simulated);
     assert_eq!(verified.report_data, e["report_data"].as_str().unwrap());
-    assert!(verify_certificate(&der, at, &VerifyOptions::default()).is_err());
+    let vendor_only = Verifier::new(TrustAnchors::vendor(), policy)
+        .with_collateral(std::sync::Arc::new(cocoon_attestation_dev::DevCollateral));
+    let refused = vendor_only.verify_certificate(&der, at).unwrap_err();
+    assert!(refused.to_string().contains("not among the anchors"), "{refused}");
 }

@@ -256,7 +256,7 @@ fn health(state: &AppState) -> Response<Body> {
             "status": word,
             "model": state.engine.id,
             "tee": state.tee.kind().tee_name(),
-            "simulated": state.tee.kind().is_simulated(),
+            "simulated": state.tee.simulated(),
             "engine": {
                 "in_flight": engine.in_flight,
                 "silent_secs": engine.silent_for.as_secs(),

@@ -419,7 +419,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         watchdog: EngineWatchdog::new(Duration::from_secs(args.engine_stall_secs)),
         end_of_text,
     });
-    if state.tee.kind().is_simulated() {
+    if state.tee.simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");
     }
     if state.host_token.is_some() {

@@ -1146,17 +1146,17 @@ fn simulated_backends_go_through_the_same_post_read_checks() {
     let evidence = backend(&kernel, TeeChoice::Simulated)
         .attest(&asked)
         .unwrap();
-    assert_eq!(evidence.kind, EvidenceKind::SimulatedTdx);
+    assert_eq!(evidence.kind, EvidenceKind::Tdx);
     assert_eq!(quote_of(&evidence).body.report_data, asked);
 
     let snp = backend(&kernel, TeeChoice::SimulatedSevSnp);
     let evidence = snp.attest(&asked).unwrap();
-    assert_eq!(evidence.kind, EvidenceKind::SimulatedSevSnp);
+    assert_eq!(evidence.kind, EvidenceKind::SevSnp);
     // The certificate table was split by the shared path: the development chain.
     let certs = evidence
         .certificates
         .expect("the simulated host's certificate table");
-    let pki = cocoon_attestation::snp::dev::DevSnpPki::dev().unwrap();
+    let pki = cocoon_attestation_dev::DevSnpPki::dev().unwrap();
     assert_eq!(certs.get(CertKind::Vcek), Some(pki.vcek_der()));
     assert_eq!(
         certs.get(CertKind::Ark),

@@ -11,6 +11,22 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 /// The workspace root.
+/// How the tests check simulated guests: the vendor anchors plus the development roots and
+/// collateral (`--allow-simulated`), any image (`--accept-any-image`: the tests' guests are
+/// not built from a published image), everything else at the secure defaults.
+pub fn dev_attestor() -> cocoon_client::Attestor {
+    dev_attestor_with(cocoon_attestation::Policy {
+        accept_any_image: true,
+        ..Default::default()
+    })
+}
+
+/// [`dev_attestor`] with a policy of the caller's.
+pub fn dev_attestor_with(policy: cocoon_attestation::Policy) -> cocoon_client::Attestor {
+    let verifier = cocoon_attestation_dev::verifier(policy).expect("the development anchors");
+    cocoon_client::Attestor::offline(verifier)
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_attestation::client::{connect_attested, Endpoint};
+use cocoon_client::{connect_attested, Endpoint};
 use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::{
     build_certificate, parse_certificate, CertificateParams, SubjectAltName, TlsKey,
 };
-use cocoon_attestation::verify::VerifyOptions;
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::tee::{ConfigRegister, EvidenceProvider, SimulatedTee};
 use cocoon_tests::{cocoon_verify, start_appliance};
@@ -33,17 +32,14 @@ async fn verify_endpoint(url: &str, extra: &[&str]) -> std::process::Output {
     .unwrap()
 }
 
-fn allow() -> VerifyOptions {
-    VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    }
+fn allow() -> cocoon_client::Attestor {
+    cocoon_tests::dev_attestor()
 }
 
 /// Fetches the genuine guest's certificate over an attested connection.
 async fn genuine_certificate(addr: &str) -> Vec<u8> {
     let endpoint = Endpoint::parse(&format!("https://{addr}")).unwrap();
-    let (tls, _) = connect_attested(&endpoint, allow(), Duration::from_secs(10))
+    let (tls, _) = connect_attested(&endpoint, &allow(), Duration::from_secs(10))
         .await
         .unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0]
@@ -71,7 +67,7 @@ async fn serve(config: Arc<rustls::ServerConfig>, relay_to: Option<String>) -> S
                     // The man in the middle: his own attested TLS towards the genuine guest.
                     let endpoint = Endpoint::parse(&format!("https://{upstream}")).unwrap();
                     if let Ok((mut guest_side, _)) =
-                        connect_attested(&endpoint, allow(), Duration::from_secs(10)).await
+                        connect_attested(&endpoint, &allow(), Duration::from_secs(10)).await
                     {
                         let _ = tokio::time::timeout(
                             Duration::from_secs(60),
@@ -165,7 +161,7 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
     // The certificate alone does not reveal him...
     let endpoint = Endpoint::parse(&format!("https://{addr}")).unwrap();
     assert!(
-        connect_attested(&endpoint, allow(), Duration::from_secs(10))
+        connect_attested(&endpoint, &allow(), Duration::from_secs(10))
             .await
             .is_ok()
     );

@@ -220,13 +220,13 @@ fn measured_config_document_hashes_to_the_attested_digest() {
         let digest_bytes = hex::decode(&digest).unwrap();
         if tee == "simulated" {
             // RTMR3 is the replay of the event log: the config digest extended into zero.
-            let rtmr3 = cocoon_attestation::simulated::rtmr_extend(&[0; 48], &digest_bytes);
+            let rtmr3 = cocoon_attestation::event_log::rtmr_extend(&[0; 48], &digest_bytes);
             assert_eq!(
                 summary["measurements"]["rtmr3"],
                 hex::encode(rtmr3).as_str()
             );
         } else {
-            let host_data = cocoon_attestation::verify::snp_host_data(&digest_bytes);
+            let host_data = cocoon_attestation::report_data::snp_host_data(&digest_bytes);
             assert_eq!(
                 summary["measurements"]["host_data"],
                 hex::encode(host_data).as_str()

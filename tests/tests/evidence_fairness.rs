@@ -8,8 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cocoon_attestation::client::{open_attested_session, Endpoint};
-use cocoon_attestation::verify::VerifyOptions;
+use cocoon_client::{open_attested_session, Endpoint};
 use cocoon_tests::start_appliance;
 use common::{post, read_response, tls, BOUND};
 use tokio::io::AsyncWriteExt;
@@ -63,13 +62,10 @@ async fn looping_evidence_callers_do_not_lock_out_a_verifying_client() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let endpoint = Endpoint::parse(&format!("https://{}", app.guest_addr)).unwrap();
-    let options = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    };
+    let options = cocoon_tests::dev_attestor();
     let mut failures = Vec::new();
     for attempt in 0..10 {
-        if let Err(e) = open_attested_session(&endpoint, options.clone(), BOUND).await {
+        if let Err(e) = open_attested_session(&endpoint, &options, BOUND).await {
             failures.push(format!("attempt {attempt}: {e}"));
         }
     }
@@ -150,11 +146,8 @@ struct AddrOnly(String);
 impl AddrOnly {
     async fn connect(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let endpoint = Endpoint::parse(&format!("https://{}", self.0)).unwrap();
-        let options = VerifyOptions {
-            allow_simulated: true,
-            policy: Default::default(),
-        };
-        cocoon_attestation::client::connect_attested(&endpoint, options, BOUND)
+        let options = cocoon_tests::dev_attestor();
+        cocoon_client::connect_attested(&endpoint, &options, BOUND)
             .await
             .unwrap()
             .0

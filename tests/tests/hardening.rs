@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use cocoon_attestation::receipt::{verify_receipt, UsageReceipt};
 use cocoon_attestation::tls::AttestedServerVerifier;
-use cocoon_attestation::verify::VerifyOptions;
 use cocoon_tests::{
     host_token_file, internal_call, scratch_dir, start_appliance, Appliance, TEST_HOST_TOKEN,
 };
@@ -163,10 +162,7 @@ async fn a_client_that_stops_reading_cannot_stall_the_engine() {
         .connect(app.guest_addr.parse().unwrap())
         .await
         .unwrap();
-    let verifier = AttestedServerVerifier::new(VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    });
+    let verifier = AttestedServerVerifier::new(cocoon_tests::dev_attestor().verifier);
     let config = Arc::new(verifier.client_config().unwrap());
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut a = tokio_rustls::TlsConnector::from(config)
@@ -500,12 +496,9 @@ async fn streamed_record_sizes_do_not_follow_token_lengths() {
     let app = start_appliance(&[]).expect("appliance starts");
     let (relay, records) = recording_relay(app.guest_addr.clone()).await;
     let endpoint =
-        cocoon_attestation::client::Endpoint::parse(&format!("https://{relay}")).unwrap();
-    let options = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    };
-    let (mut s, _) = cocoon_attestation::client::connect_attested(&endpoint, options, BOUND)
+        cocoon_client::Endpoint::parse(&format!("https://{relay}")).unwrap();
+    let options = cocoon_tests::dev_attestor();
+    let (mut s, _) = cocoon_client::connect_attested(&endpoint, &options, BOUND)
         .await
         .unwrap();
     // Let the session tickets arrive, then mark where the response starts.

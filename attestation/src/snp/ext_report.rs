@@ -246,31 +246,22 @@ impl CertTable {
         self.entries.is_empty()
     }
 
-    /// The development PKI's VCEK, ASK and ARK as a host would attach them, so that
-    /// simulated reports take the same path as real ones.
-    pub fn dev(pki: &super::dev::DevSnpPki) -> Result<Self> {
-        let chain = pki.chain_pem();
-        let ask = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes())
-            .next()
-            .and_then(|item| item.ok())
-            .map(|pem| pem.contents)
-            .ok_or_else(|| malformed("the development ASK PEM did not decode".into()))?;
-        Ok(Self {
-            entries: vec![
-                CertEntry {
-                    kind: CertKind::Vcek,
-                    der: pki.vcek_der().to_vec(),
-                },
-                CertEntry {
-                    kind: CertKind::Ask,
-                    der: ask,
-                },
-                CertEntry {
-                    kind: CertKind::Ark,
-                    der: pki.trusted_ark().der,
-                },
-            ],
-        })
+    /// The signing certificate (VCEK, else VLEK) as DER and the ASK/ASVK + ARK chain as
+    /// PEM, or which one the table lacks. (For a VLEK the host puts the ASVK in the ASK slot.)
+    pub fn vcek_and_chain(&self) -> Result<(Vec<u8>, String)> {
+        let missing = |what: &str| malformed(format!("has no {what} certificate"));
+        let vcek = self
+            .get(CertKind::Vcek)
+            .or_else(|| self.get(CertKind::Vlek))
+            .ok_or_else(|| missing("VCEK or VLEK"))?;
+        let ask = self.get(CertKind::Ask).ok_or_else(|| missing("ASK"))?;
+        let ark = self.get(CertKind::Ark).ok_or_else(|| missing("ARK"))?;
+        let chain = format!(
+            "{}{}",
+            crate::ratls::certificate_pem(ask),
+            crate::ratls::certificate_pem(ark)
+        );
+        Ok((vcek.to_vec(), chain))
     }
 }
 
@@ -460,17 +451,5 @@ mod tests {
         rsp[4..8].copy_from_slice(&4000u32.to_le_bytes());
         assert!(ReportResponse::parse(&rsp).is_err());
         assert!(ReportResponse::parse(&rsp[..10]).is_err());
-    }
-
-    #[test]
-    fn the_dev_table_holds_the_dev_chain() {
-        let pki = super::super::dev::DevSnpPki::dev().unwrap();
-        let t = CertTable::parse(&CertTable::dev(pki).unwrap().encode()).unwrap();
-        assert_eq!(t.get(CertKind::Vcek), Some(pki.vcek_der()));
-        assert_eq!(t.get(CertKind::Ark), Some(pki.trusted_ark().der.as_slice()));
-        let ask = t.get(CertKind::Ask).unwrap();
-        assert!(pki
-            .chain_pem()
-            .starts_with(&crate::ratls::certificate_pem(ask)));
     }
 }

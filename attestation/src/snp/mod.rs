@@ -1,5 +1,4 @@
 //! AMD SEV-SNP evidence.
-pub mod dev;
 pub mod ext_report;
 pub mod report;
 pub mod verify;

@@ -90,9 +90,9 @@ fn check_validity(cert: &X509Certificate<'_>, name: &str, now: i64) -> Result<()
     let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
     if now < from || now > to {
         return Err(Error::CertificateExpired {
-            at: format!("{} ({name})", crate::verify::format_time(now)),
-            not_before: crate::verify::format_time(from),
-            not_after: crate::verify::format_time(to),
+            at: format!("{} ({name})", crate::unix_time::format_time(now)),
+            not_before: crate::unix_time::format_time(from),
+            not_after: crate::unix_time::format_time(to),
         });
     }
     Ok(())

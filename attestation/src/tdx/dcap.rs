@@ -36,6 +36,34 @@ pub struct TdxFacts {
     pub tcb_status: String,
     pub advisory_ids: Vec<String>,
     pub simulated: bool,
+    /// The platform's FMSPC from the PCK certificate, lowercase hex.
+    pub fmspc: String,
+}
+
+/// The FMSPC of the platform that produced a quote (from the PCK certificate in it): the
+/// key under which its collateral is found.
+pub fn quote_fmspc(raw: &[u8]) -> Result<[u8; 6]> {
+    let malformed = |detail: String| Error::Malformed {
+        what: "TDX quote PCK certificate",
+        detail,
+    };
+    let quote = dcap_qvl::quote::Quote::parse(raw).map_err(|e| malformed(format!("{e:#}")))?;
+    let chain = quote
+        .raw_cert_chain()
+        .map_err(|e| malformed(format!("{e:#}")))?;
+    let ext = dcap_qvl::intel::parse_pck_extension_from_pem(chain)
+        .map_err(|e| malformed(format!("{e:#}")))?;
+    Ok(ext.fmspc)
+}
+
+/// The root certificate (DER) the quote's PCK chain ends at, when the chain carries it.
+pub fn quote_chain_root(raw: &[u8]) -> Option<Vec<u8>> {
+    let quote = dcap_qvl::quote::Quote::parse(raw).ok()?;
+    let chain = quote.raw_cert_chain().ok()?;
+    x509_parser::pem::Pem::iter_from_buffer(chain)
+        .filter_map(|p| p.ok())
+        .last()
+        .map(|p| p.contents)
 }
 
 /// Reads a collateral bundle (dcap-qvl's JSON: PEM chains, hex CRLs and signatures).
@@ -67,6 +95,7 @@ pub fn verify_quote(
         tcb_status: verified.status,
         advisory_ids: verified.advisory_ids,
         simulated: root.simulated,
+        fmspc: hex::encode(quote_fmspc(raw)?),
     })
 }
 

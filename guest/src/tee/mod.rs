@@ -22,12 +22,12 @@ use std::sync::Mutex;
 
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
-use cocoon_attestation::simulated::{rtmr_extend, SimulatedTdx};
-use cocoon_attestation::snp::dev::DevSnpPki;
+use cocoon_attestation::event_log::rtmr_extend;
+use cocoon_attestation_dev::{DevSnpPki, SimulatedTdx};
 use cocoon_attestation::snp::ext_report::CertTable;
 use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::tdx::TdxQuote;
-use cocoon_attestation::verify::snp_host_data;
+use cocoon_attestation::report_data::snp_host_data;
 use sha2::{Digest, Sha384};
 
 use crate::{Error, Result};
@@ -63,6 +63,10 @@ pub trait EvidenceProvider: Send + Sync {
     /// `report_data`.
     fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
         Ok(self.attest(report_data)?.raw)
+    }
+    /// True for the development backends (no TEE: evidence from the public dev PKI).
+    fn simulated(&self) -> bool {
+        false
     }
     /// Extends the register that records the measured config with its SHA-384 digest.
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister>;
@@ -105,7 +109,7 @@ pub fn check_device_output(
         ))
     };
     let (parsed, observed, what, certificates) = match kind {
-        EvidenceKind::Tdx | EvidenceKind::SimulatedTdx => {
+        EvidenceKind::Tdx => {
             let quote = TdxQuote::parse(&raw).map_err(|e| not_a("a TDX quote", e))?;
             let observed = quote.body.report_data;
             (
@@ -115,7 +119,7 @@ pub fn check_device_output(
                 None,
             )
         }
-        EvidenceKind::SevSnp | EvidenceKind::SimulatedSevSnp => {
+        EvidenceKind::SevSnp => {
             let report = SnpReport::parse(&raw).map_err(|e| not_a("an SEV-SNP report", e))?;
             let observed = report.report_data;
             let certificates = auxblob
@@ -177,13 +181,17 @@ impl SimulatedTee {
 
 impl EvidenceProvider for SimulatedTee {
     fn kind(&self) -> EvidenceKind {
-        EvidenceKind::SimulatedTdx
+        EvidenceKind::Tdx
+    }
+
+    fn simulated(&self) -> bool {
+        true
     }
 
     fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
         let rtmr3 = *self.rtmr3()?;
         let quote = self.tee.quote_with_rtmr3(report_data, &rtmr3, self.debug)?;
-        check_device_output(EvidenceKind::SimulatedTdx, quote, None, report_data)
+        check_device_output(EvidenceKind::Tdx, quote, None, report_data)
     }
 
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
@@ -214,14 +222,18 @@ impl SimulatedSnpTee {
             measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
             host_data: snp_host_data(launch_config_digest),
             debug,
-            cert_table: CertTable::dev(pki)?.encode(),
+            cert_table: cocoon_attestation_dev::snp_cert_table(pki)?.encode(),
         })
     }
 }
 
 impl EvidenceProvider for SimulatedSnpTee {
     fn kind(&self) -> EvidenceKind {
-        EvidenceKind::SimulatedSevSnp
+        EvidenceKind::SevSnp
+    }
+
+    fn simulated(&self) -> bool {
+        true
     }
 
     fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
@@ -229,7 +241,7 @@ impl EvidenceProvider for SimulatedSnpTee {
             .pki
             .report(report_data, &self.measurement, &self.host_data, self.debug);
         check_device_output(
-            EvidenceKind::SimulatedSevSnp,
+            EvidenceKind::SevSnp,
             report,
             Some(&self.cert_table),
             report_data,

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
-use cocoon_attestation::client::{connect_attested, Endpoint};
-use cocoon_attestation::verify::VerifyOptions;
+use cocoon_client::{connect_attested, Endpoint};
 use cocoon_tests::{model_path, start_appliance, Service};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -119,11 +118,8 @@ impl Target {
         Ok(match self {
             Target::Cocoon { addr, .. } => {
                 let endpoint = Endpoint::parse(&format!("https://{addr}"))?;
-                let options = VerifyOptions {
-                    allow_simulated: true,
-                    policy: Default::default(),
-                };
-                let (tls, _) = connect_attested(&endpoint, options, Duration::from_secs(30))
+                let options = cocoon_tests::dev_attestor();
+                let (tls, _) = connect_attested(&endpoint, &options, Duration::from_secs(30))
                     .await
                     .context("attested connection to cocoon-guest")?;
                 let (sender, conn) =

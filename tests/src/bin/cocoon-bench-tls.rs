@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cocoon_attestation::client::{connect_attested, open_attested_session, Endpoint, SessionBody};
-use cocoon_attestation::verify::VerifyOptions;
+use cocoon_client::{connect_attested, open_attested_session, Endpoint, SessionBody};
 use cocoon_tests::{binary, start_appliance, Service};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -117,10 +116,7 @@ async fn get_models(
 async fn main() -> Result<()> {
     let app = start_appliance(&[])?;
     let endpoint = Endpoint::parse(&format!("https://{}", app.guest_addr))?;
-    let options = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    };
+    let options = cocoon_tests::dev_attestor();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let pinned = Arc::new(Pinned {
         sha256: hex::decode(&app.guest_pin)?,
@@ -149,10 +145,10 @@ async fn main() -> Result<()> {
             .context("pinned TLS")?;
         plain.push(started.elapsed());
         let started = Instant::now();
-        connect_attested(&endpoint, options.clone(), timeout).await?;
+        connect_attested(&endpoint, &options, timeout).await?;
         cert.push(started.elapsed());
         let started = Instant::now();
-        open_attested_session(&endpoint, options.clone(), timeout).await?;
+        open_attested_session(&endpoint, &options, timeout).await?;
         session.push(started.elapsed());
     }
     let (plain_mean, _, _) = summary("TLS 1.3, certificate pinned (peer)", plain);
@@ -189,7 +185,7 @@ async fn main() -> Result<()> {
         .unwrap_or_default()
         .to_string();
 
-    let mut direct = open_attested_session(&endpoint, options.clone(), timeout).await?;
+    let mut direct = open_attested_session(&endpoint, &options, timeout).await?;
     let tcp = tokio::net::TcpStream::connect(&proxy_addr).await?;
     let (mut via_proxy, conn) =
         hyper::client::conn::http1::handshake::<_, SessionBody>(TokioIo::new(tcp)).await?;

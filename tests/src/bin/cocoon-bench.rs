@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::Parser;
-use cocoon_attestation::client::{connect_attested, Endpoint};
-use cocoon_attestation::verify::VerifyOptions;
+use cocoon_client::{connect_attested, Endpoint};
 use cocoon_guest::engine::{Engine, ModelSource, PreparedModel};
 use cocoon_tests::start_appliance;
 use http_body_util::{BodyExt, Full};
@@ -103,11 +102,8 @@ async fn in_process(args: &Args) -> Result<Tally> {
 /// tokens from the final usage chunk.
 async fn https_request(addr: &str, model: &str, prompt: &str, max_tokens: usize) -> Result<usize> {
     let endpoint = Endpoint::parse(&format!("https://{addr}"))?;
-    let options = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    };
-    let (tls, _) = connect_attested(&endpoint, options, Duration::from_secs(10)).await?;
+    let options = cocoon_tests::dev_attestor();
+    let (tls, _) = connect_attested(&endpoint, &options, Duration::from_secs(10)).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(conn);
     let body = serde_json::json!({

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cocoon_attestation::client::{connect_attested, Endpoint};
-use cocoon_attestation::verify::{VerifiedEvidence, VerifyOptions};
+use cocoon_client::{connect_attested, Endpoint};
+use cocoon_attestation::Verified;
 use cocoon_tests::Appliance;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -20,13 +20,10 @@ pub async fn tls(app: &Appliance) -> TlsStream<TcpStream> {
 
 /// An attested TLS connection to the guest (simulated evidence allowed) and what its
 /// certificate proved.
-pub async fn tls_verified(app: &Appliance) -> (TlsStream<TcpStream>, VerifiedEvidence) {
+pub async fn tls_verified(app: &Appliance) -> (TlsStream<TcpStream>, Verified) {
     let endpoint = Endpoint::parse(&format!("https://{}", app.guest_addr)).unwrap();
-    let options = VerifyOptions {
-        allow_simulated: true,
-        policy: Default::default(),
-    };
-    connect_attested(&endpoint, options, BOUND).await.unwrap()
+    let options = cocoon_tests::dev_attestor();
+    connect_attested(&endpoint, &options, BOUND).await.unwrap()
 }
 
 /// Reads until the peer closes (or errors); returns what arrived. Fails the test if the

@@ -25,18 +25,18 @@ use rcgen::{
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::report_data::ReportData;
-use crate::tdx::dcap::TdxCollateral;
-use crate::tdx::quote::{
+use cocoon_attestation::report_data::ReportData;
+use cocoon_attestation::tdx::dcap::TdxCollateral;
+use cocoon_attestation::tdx::quote::{
     CertificationData, QuoteHeader, QuoteSignatureData, TdReportBody, TdxQuote,
     ATT_KEY_TYPE_ECDSA_P256, TEE_TYPE_TDX,
 };
-use crate::{Error, Result};
+use cocoon_attestation::{Error, Result};
 
 /// The real quote and collateral whose platform description the dev PKI re-signs.
-const TEMPLATE_QUOTE: &[u8] = include_bytes!("../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.bin");
+const TEMPLATE_QUOTE: &[u8] = include_bytes!("../data/dcapqvl_tdx_quote_v4.bin");
 const TEMPLATE_COLLATERAL: &[u8] =
-    include_bytes!("../tests/fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
+    include_bytes!("../data/dcapqvl_tdx_quote_v4.collateral.json");
 
 /// Intel's QE vendor ID (DCAP verifiers accept no other).
 pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
@@ -85,6 +85,9 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
+/// Serial number of the development PCK certificate.
+const PCK_LEAF_SERIAL: u64 = 3;
+
 fn cert_params(cn: &str, ca: bool, serial: u64) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
     p.distinguished_name = name(cn);
@@ -105,7 +108,7 @@ fn cert_params(cn: &str, ca: bool, serial: u64) -> Result<CertificateParams> {
 }
 
 fn pem(der: &[u8]) -> String {
-    crate::ratls::certificate_pem(der)
+    cocoon_attestation::ratls::certificate_pem(der)
 }
 
 /// The pieces of the template quote the dev PKI reuses.
@@ -147,7 +150,7 @@ fn template() -> Result<Template> {
         .find(|e| e.oid.to_id_string() == "1.2.840.113741.1.13.1")
         .map(|e| e.value.to_vec())
         .ok_or_else(|| malformed("no SGX extension in the PCK leaf"))?;
-    let collateral = crate::tdx::dcap::collateral_from_json(TEMPLATE_COLLATERAL)?;
+    let collateral = cocoon_attestation::tdx::dcap::collateral_from_json(TEMPLATE_COLLATERAL)?;
     Ok(Template {
         quote,
         qe_report,
@@ -183,7 +186,7 @@ pub struct DevPki {
 impl DevPki {
     /// The PKI every verifier can recreate from the public development seed.
     pub fn dev() -> Result<Self> {
-        Self::from_seed(crate::simulated::DEV_SEED)
+        Self::from_seed(crate::DEV_SEED)
     }
 
     /// A PKI of its own (tests use one to play an impostor with another root).
@@ -198,7 +201,8 @@ impl DevPki {
             .signed_by(&pck_ca_key, &root, &root_key)
             .map_err(crypto)?;
         let pck_leaf_signer = derive_key(seed, "pck-leaf");
-        let mut leaf_params = cert_params("Cocoon DEV SGX PCK Certificate", false, 3)?;
+        let mut leaf_params =
+            cert_params("Cocoon DEV SGX PCK Certificate", false, PCK_LEAF_SERIAL)?;
         leaf_params.custom_extensions = vec![CustomExtension::from_oid_content(
             SGX_EXTENSION_OID,
             template.pck_sgx_extension.clone(),
@@ -303,10 +307,20 @@ impl DevPki {
     /// Collateral valid from a day before `now` to 30 days after it: the template's TCB
     /// info and QE identity re-dated and re-signed, and fresh empty CRLs.
     pub fn collateral(&self, now: i64) -> Result<TdxCollateral> {
+        self.collateral_with(now, false)
+    }
+
+    /// Like [`Self::collateral`], with the PCK certificate listed in the PCK CRL (for
+    /// testing that a revoked platform is refused).
+    pub fn collateral_revoking_pck(&self, now: i64) -> Result<TdxCollateral> {
+        self.collateral_with(now, true)
+    }
+
+    fn collateral_with(&self, now: i64, revoke_pck: bool) -> Result<TdxCollateral> {
         let now = OffsetDateTime::from_unix_timestamp(now).map_err(crypto)?;
         let issue = now - time::Duration::days(1);
         let next = now + time::Duration::days(30);
-        let fmt = |t: OffsetDateTime| crate::verify::format_time(t.unix_timestamp());
+        let fmt = |t: OffsetDateTime| cocoon_attestation::unix_time::format_time(t.unix_timestamp());
         let redate = |json: &str| -> Result<String> {
             let mut value: serde_json::Value =
                 serde_json::from_str(json).map_err(|e| Error::Malformed {
@@ -323,13 +337,21 @@ impl DevPki {
             let s: Signature = self.tcb_signer.sign(text.as_bytes());
             s.to_bytes().to_vec()
         };
-        let crl = |issuer: &rcgen::Certificate, key: &KeyPair| -> Result<Vec<u8>> {
+        let crl = |issuer: &rcgen::Certificate, key: &KeyPair, revoked: &[u64]| -> Result<Vec<u8>> {
             CertificateRevocationListParams {
                 this_update: issue,
                 next_update: next,
                 crl_number: SerialNumber::from(1u64),
                 issuing_distribution_point: None,
-                revoked_certs: Vec::new(),
+                revoked_certs: revoked
+                    .iter()
+                    .map(|serial| rcgen::RevokedCertParams {
+                        serial_number: SerialNumber::from(*serial),
+                        revocation_time: issue,
+                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                        invalidity_date: None,
+                    })
+                    .collect(),
                 key_identifier_method: KeyIdMethod::Sha256,
             }
             .signed_by(issuer, key)
@@ -339,8 +361,12 @@ impl DevPki {
         let tcb_chain = format!("{}{}", pem(self.tcb_cert.der()), pem(self.root.der()));
         Ok(TdxCollateral {
             pck_crl_issuer_chain: format!("{}{}", pem(self.pck_ca.der()), pem(self.root.der())),
-            root_ca_crl: crl(&self.root, &self.root_key)?,
-            pck_crl: crl(&self.pck_ca, &self.pck_ca_key)?,
+            root_ca_crl: crl(&self.root, &self.root_key, &[])?,
+            pck_crl: crl(
+                &self.pck_ca,
+                &self.pck_ca_key,
+                if revoke_pck { &[PCK_LEAF_SERIAL] } else { &[] },
+            )?,
             tcb_info_issuer_chain: tcb_chain.clone(),
             tcb_info_signature: sign(&tcb_info),
             tcb_info,
@@ -362,7 +388,7 @@ fn raw_point(key: &SigningKey) -> [u8; 64] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tdx::dcap::{intel_sgx_root_ca, verify_quote, TdxRoot};
+    use cocoon_attestation::tdx::dcap::{intel_sgx_root_ca, verify_quote, TdxRoot};
 
     const NOW: i64 = 1_800_000_000;
 

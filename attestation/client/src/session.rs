@@ -1,16 +1,18 @@
-//! Connecting to an attested endpoint (the one place in this crate that does I/O).
+//! Connecting to an attested endpoint: the handshake verified by the one pipeline
+//! ([`Verifier`]), collateral fetched when the evidence needs some the verifier lacks, and
+//! fresh evidence bound to the session.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use cocoon_attestation::tls::{AttestedServerVerifier, Refusal};
+use cocoon_attestation::{Error, Verified, Verifier};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::tls::AttestedServerVerifier;
-use crate::verify::{VerifiedEvidence, VerifyOptions};
-use crate::Error;
+use crate::fetcher::CollateralFetcher;
 
 /// Host and port of an `https://HOST:PORT[/path]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,39 +52,116 @@ impl Endpoint {
     }
 }
 
+/// A client's way of checking endpoints: the verifier, and where to fetch collateral the
+/// verifier lacks (none: refuse instead).
+#[derive(Clone)]
+pub struct Attestor {
+    pub verifier: Arc<Verifier>,
+    pub fetcher: Option<Arc<CollateralFetcher>>,
+}
+
+impl Attestor {
+    /// Verifies with `verifier` and never fetches.
+    pub fn offline(verifier: Verifier) -> Self {
+        Self {
+            verifier: Arc::new(verifier),
+            fetcher: None,
+        }
+    }
+}
+
 /// Opens a TLS 1.3 connection that completes only if the server's evidence verifies.
+/// When the evidence needs collateral the verifier does not hold (a TDX platform seen for
+/// the first time, an SNP report without certificates) and a fetcher is configured, the
+/// collateral is fetched (and cached) and the handshake made once more: the handshake
+/// verifier itself is synchronous and never does network I/O.
 pub async fn connect_attested(
     endpoint: &Endpoint,
-    options: VerifyOptions,
+    attestor: &Attestor,
     timeout: Duration,
-) -> Result<(TlsStream<TcpStream>, VerifiedEvidence), Error> {
+) -> Result<(TlsStream<TcpStream>, Verified), Error> {
     let address = endpoint.address();
-    let verifier = AttestedServerVerifier::new(options);
-    let config = verifier
-        .client_config()
-        .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
-    let server_name = ServerName::try_from(endpoint.host.clone())
-        .map_err(|_| Error::BadUrl(endpoint.host.clone()))?;
     let attempt = async {
-        let tcp = TcpStream::connect(&address)
-            .await
-            .map_err(|e| Error::Unreachable(address.clone(), e.to_string()))?;
-        tcp.set_nodelay(true).ok();
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(server_name, tcp)
-            .await;
-        match (tls, verifier.last_outcome()) {
-            (Ok(stream), Some(Ok(evidence))) => Ok((stream, evidence)),
-            (_, Some(Err(reason))) => Err(Error::Rejected(reason)),
-            (Err(e), _) => Err(Error::Tls(address.clone(), e.to_string())),
-            (Ok(_), None) => Err(Error::Rejected(
-                "the server's certificate was never checked".into(),
-            )),
+        match handshake(endpoint, &attestor.verifier).await {
+            Err(Refused::Refusal(refusal)) if refusal.needs_collateral => {
+                let Some(fetcher) = &attestor.fetcher else {
+                    return Err(Error::Rejected(refusal.message));
+                };
+                fetcher
+                    .fetch_for_certificate(&refusal.certificate_der)
+                    .await
+                    .map_err(|e| Error::Rejected(format!("{}; {e}", refusal.message)))?;
+                handshake(endpoint, &attestor.verifier)
+                    .await
+                    .map_err(Refused::into_error)
+            }
+            other => other.map_err(Refused::into_error),
         }
     };
     tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| Error::Timeout(address.clone(), timeout))?
+}
+
+/// Why one handshake did not give a verified connection.
+enum Refused {
+    Refusal(Refusal),
+    Other(Error),
+}
+
+impl Refused {
+    fn into_error(self) -> Error {
+        match self {
+            Refused::Refusal(r) => Error::Rejected(r.message),
+            Refused::Other(e) => e,
+        }
+    }
+}
+
+/// One TCP connection and TLS handshake. The outcome is read for the certificate this
+/// very connection presented.
+async fn handshake(
+    endpoint: &Endpoint,
+    verifier: &Arc<Verifier>,
+) -> Result<(TlsStream<TcpStream>, Verified), Refused> {
+    let address = endpoint.address();
+    let tls_verifier = AttestedServerVerifier::new(verifier.clone());
+    let config = tls_verifier
+        .client_config()
+        .map_err(|e| Refused::Other(Error::Tls(address.clone(), e.to_string())))?;
+    let server_name = ServerName::try_from(endpoint.host.clone())
+        .map_err(|_| Refused::Other(Error::BadUrl(endpoint.host.clone())))?;
+    let tcp = TcpStream::connect(&address)
+        .await
+        .map_err(|e| Refused::Other(Error::Unreachable(address.clone(), e.to_string())))?;
+    tcp.set_nodelay(true).ok();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await;
+    match tls {
+        Ok(stream) => {
+            let presented = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .ok_or_else(|| {
+                    Refused::Other(Error::Rejected("the server sent no certificate".into()))
+                })?;
+            match tls_verifier.outcome_for(&presented) {
+                Some(Ok(verified)) => Ok((stream, verified)),
+                Some(Err(refusal)) => Err(Refused::Refusal(refusal)),
+                None => Err(Refused::Other(Error::Rejected(
+                    "the server's certificate was never checked".into(),
+                ))),
+            }
+        }
+        Err(e) => match tls_verifier.last_refusal() {
+            Some(refusal) => Err(Refused::Refusal(refusal)),
+            None => Err(Refused::Other(Error::Tls(address.clone(), e.to_string()))),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -122,9 +201,9 @@ mod tests {
 #[derive(Debug, Clone)]
 pub struct SessionVerified {
     /// The evidence in the certificate.
-    pub certificate: VerifiedEvidence,
+    pub certificate: Verified,
     /// The fresh evidence over our nonce and the session's TLS exporter.
-    pub session: VerifiedEvidence,
+    pub session: Verified,
     /// DER of the server certificate.
     pub certificate_der: Vec<u8>,
 }
@@ -137,10 +216,10 @@ pub struct SessionVerified {
 /// the certificate's key answered inside it.
 pub async fn connect_and_verify_session(
     endpoint: &Endpoint,
-    options: VerifyOptions,
+    attestor: &Attestor,
     timeout: Duration,
 ) -> Result<SessionVerified, Error> {
-    Ok(open_attested_session(endpoint, options, timeout)
+    Ok(open_attested_session(endpoint, attestor, timeout)
         .await?
         .verified)
 }
@@ -155,7 +234,7 @@ pub struct AttestedConnection {
     pub verified: SessionVerified,
     pub sender: hyper::client::conn::http1::SendRequest<SessionBody>,
     /// The RFC 9266 exporter of this TLS session (what an account proof signs, see
-    /// [`crate::account`]).
+    /// `cocoon_attestation::account`).
     pub tls_exporter: [u8; 32],
 }
 
@@ -179,13 +258,13 @@ fn retry_after<B>(response: &hyper::Response<B>) -> Option<Duration> {
 /// with backoff, until `timeout` has passed.
 pub async fn open_attested_session(
     endpoint: &Endpoint,
-    options: VerifyOptions,
+    attestor: &Attestor,
     timeout: Duration,
 ) -> Result<AttestedConnection, Error> {
     use base64::Engine as _;
     use http_body_util::{BodyExt, Full};
 
-    let (tls, certificate) = connect_attested(endpoint, options.clone(), timeout).await?;
+    let (tls, certificate) = connect_attested(endpoint, attestor, timeout).await?;
     let address = endpoint.address();
     let certificate_der = tls
         .get_ref()
@@ -197,7 +276,7 @@ pub async fn open_attested_session(
     let mut exporter = [0u8; 32];
     tls.get_ref()
         .1
-        .export_keying_material(&mut exporter, crate::report_data::TLS_EXPORTER_LABEL, None)
+        .export_keying_material(&mut exporter, cocoon_attestation::report_data::TLS_EXPORTER_LABEL, None)
         .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
     let mut nonce = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
@@ -280,15 +359,10 @@ pub async fn open_attested_session(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let session = crate::verify::verify_session_evidence(
-        &certificate_der,
-        &payload,
-        &nonce,
-        &exporter,
-        now,
-        &options,
-    )
-    .map_err(|e| Error::Rejected(format!("session-bound evidence: {e}")))?;
+    let session = attestor
+        .verifier
+        .verify_session_evidence(&certificate_der, &payload, &nonce, &exporter, now)
+        .map_err(|e| Error::Rejected(format!("session-bound evidence: {e}")))?;
     Ok(AttestedConnection {
         verified: SessionVerified {
             certificate,

@@ -3,30 +3,18 @@
 //! CI has no TEE, yet must run the verifier code that real evidence goes through. So the
 //! simulated backend produces genuine TDX v4 quotes (header, TD 1.0 body, ECDSA quote
 //! signature, QE report certification data with a PCK chain) signed through
-//! [`crate::dev_pki::DevPki`], derived from a public development seed. Verifiers run the
+//! [`cocoon_attestation::tdx_pki::DevPki`], derived from a public development seed. Verifiers run the
 //! full DCAP verification on them against the development root; anyone can derive that
 //! root, which is exactly why verifiers refuse it unless told otherwise: it shows the code
 //! path works, never that a TEE exists.
 
 use sha2::{Digest, Sha384};
 
-use crate::dev_pki::{DevPki, DevTdMeasurements};
-use crate::report_data::ReportData;
-use crate::Result;
+use crate::tdx_pki::{DevPki, DevTdMeasurements};
+use cocoon_attestation::event_log::rtmr_extend;
+use cocoon_attestation::report_data::ReportData;
+use cocoon_attestation::Result;
 
-/// The public seed of the development PKI.
-pub const DEV_SEED: &[u8] = b"cocoon development evidence: NOT a TEE";
-
-/// TDX RTMR extension: `RTMR := SHA-384(RTMR || digest)`, digest zero-padded to 48 bytes.
-pub fn rtmr_extend(rtmr: &[u8; 48], digest: &[u8]) -> [u8; 48] {
-    let mut padded = [0u8; 48];
-    let n = digest.len().min(48);
-    padded[..n].copy_from_slice(&digest[..n]);
-    let mut h = Sha384::new();
-    h.update(rtmr);
-    h.update(padded);
-    h.finalize().into()
-}
 
 fn labelled_digest(label: &str) -> [u8; 48] {
     Sha384::digest(format!("cocoon simulated {label}").as_bytes()).into()
@@ -48,14 +36,14 @@ impl SimulatedTdConfig {
             self.config_digest
                 .as_slice()
                 .try_into()
-                .map_err(|_| crate::Error::Malformed {
+                .map_err(|_| cocoon_attestation::Error::Malformed {
                     what: "simulated TD config",
                     detail: format!(
                         "config digest has {} bytes, expected 48",
                         self.config_digest.len()
                     ),
                 })?;
-        crate::event_log::RuntimeEventLog::config(3, &digest).to_cbor()
+        cocoon_attestation::event_log::RuntimeEventLog::config(3, &digest).to_cbor()
     }
 }
 
@@ -65,7 +53,7 @@ pub struct SimulatedTdx {
 }
 
 impl SimulatedTdx {
-    /// The development TEE every verifier can recreate (from [`DEV_SEED`]).
+    /// The development TEE every verifier can recreate (from [`crate::DEV_SEED`]).
     pub fn dev() -> Result<Self> {
         Ok(Self {
             pki: DevPki::dev()?,
@@ -114,21 +102,20 @@ impl SimulatedTdx {
 }
 
 /// An RA-TLS certificate for `key` carrying a simulated TDX quote over `report_data`
-/// (unit tests of the certificate verifiers build theirs with it).
-#[cfg(test)]
-pub(crate) fn test_certificate(
-    key: &crate::ratls::TlsKey,
+/// (tests of the certificate verifiers build theirs with it).
+pub fn test_certificate(
+    key: &cocoon_attestation::ratls::TlsKey,
     tee: &SimulatedTdx,
     report_data: &ReportData,
     td: &SimulatedTdConfig,
     not_before: time::OffsetDateTime,
     not_after: time::OffsetDateTime,
 ) -> Vec<u8> {
-    use crate::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
-    use crate::ratls::{build_certificate, CertificateParams, SubjectAltName};
+    use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
+    use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName};
     let payload = EvidencePayload {
         version: PAYLOAD_VERSION,
-        kind: EvidenceKind::SimulatedTdx,
+        kind: EvidenceKind::Tdx,
         evidence: tee.quote(report_data, td).unwrap(),
         event_log: td.event_log().unwrap(),
         config_digest: td.config_digest.clone(),
@@ -152,7 +139,7 @@ pub(crate) fn test_certificate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tdx::TdxQuote;
+    use cocoon_attestation::tdx::TdxQuote;
 
     #[test]
     fn simulated_quote_carries_the_measured_config_in_rtmr3() {

@@ -23,9 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use cocoon_attestation::account::{AccountKey, ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
-use cocoon_attestation::client::{open_attested_session, Endpoint, SessionBody};
-use cocoon_attestation::policy_args::PolicyArgs;
-use cocoon_attestation::verify::VerifyOptions;
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::{open_attested_session, Endpoint, SessionBody};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -59,9 +58,8 @@ enum Command {
         upstream: String,
         #[command(flatten)]
         accept: PolicyArgs,
-        /// Accept SIMULATED evidence (development roots, no TEE). For development only.
-        #[arg(long)]
-        allow_simulated: bool,
+        #[command(flatten)]
+        collateral: CollateralArgs,
         /// Seconds to connect and verify an upstream session.
         #[arg(long, default_value_t = 15)]
         connect_timeout: u64,
@@ -240,20 +238,20 @@ async fn forward(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let (listen, upstream, accept, allow_simulated, connect_timeout, account_key) =
+    let (listen, upstream, accept, collateral, connect_timeout, account_key) =
         match Cli::parse().command {
             Command::Proxy {
                 listen,
                 upstream,
                 accept,
-                allow_simulated,
+                collateral,
                 connect_timeout,
                 account_key,
             } => (
                 listen,
                 upstream,
                 accept,
-                allow_simulated,
+                collateral,
                 connect_timeout,
                 account_key,
             ),
@@ -277,21 +275,30 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (policy, manifest) = match accept.load() {
+    let (_, manifest) = match accept.load() {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("cocoon-client: {e}");
             return ExitCode::from(2);
         }
     };
-    let options = VerifyOptions {
-        allow_simulated,
-        policy,
+    let options = match attestor(&accept, &collateral) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cocoon-client: {e}");
+            return ExitCode::from(2);
+        }
     };
+    if options.verifier.policy().accept_any_image {
+        eprintln!(
+            "cocoon-client: WARNING: --accept-any-image: guests are accepted whatever image \
+             and config they run, as long as the TEE is genuine"
+        );
+    }
     let timeout = Duration::from_secs(connect_timeout);
 
     // Verify once before listening: a client that starts must be talking to a good guest.
-    let first = match open_attested_session(&endpoint, options.clone(), timeout).await {
+    let first = match open_attested_session(&endpoint, &options, timeout).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cocoon-client: {upstream}: REFUSED: {e}");
@@ -305,12 +312,13 @@ async fn main() -> ExitCode {
         if v.simulated { " (SIMULATED: development root, no TEE)" } else { "" },
         v.debug,
         v.tcb_status.as_deref().unwrap_or("n/a"),
-        v.certificate_sha256,
+        v.certificate.as_ref().map(|c| c.sha256.as_str()).unwrap_or("n/a"),
     );
     if let Some(m) = &manifest {
         eprintln!(
             "cocoon-client: measurements match the signed manifest of '{}' (config digest {})",
-            m.image, v.config_digest
+            m.image,
+            v.config_digest.as_deref().unwrap_or("n/a")
         );
     }
     if let Some(key) = &account_key {
@@ -349,7 +357,7 @@ async fn main() -> ExitCode {
         let account_key = account_key.clone();
         tokio::spawn(async move {
             // Re-verify for every local connection, on the session that will carry it.
-            let upstream = match open_attested_session(&endpoint, options, timeout).await {
+            let upstream = match open_attested_session(&endpoint, &options, timeout).await {
                 Ok(c) => match account_headers(account_key.as_deref(), &c.tls_exporter) {
                     Ok(account) => Some(Arc::new(Upstream {
                         sender: Mutex::new(c.sender),

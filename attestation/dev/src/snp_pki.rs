@@ -4,7 +4,7 @@
 //! The chain has AMD's shape: ARK (RSA, self-signed, RSASSA-PSS/SHA-384) → ASK (RSA,
 //! RSASSA-PSS/SHA-384) → VCEK (ECDSA P-384) carrying AMD's VCEK extensions (blSPL,
 //! teeSPL, snpSPL, ucodeSPL, hwID, productName), and the report is signed with the VCEK
-//! over bytes 0x000..0x2A0 with r and s stored little-endian, so [`super::verify`] and
+//! over bytes 0x000..0x2A0 with r and s stored little-endian, so `cocoon_attestation::snp::verify` and
 //! the `sev` crate check it exactly as they check a real report. The RSA keys are 2048
 //! bits (AMD uses 4096) so that deriving them stays fast; nothing else differs.
 //! Everything derives from a public seed: the ARK proves nothing, and verifiers trust it
@@ -29,10 +29,10 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{EncodePublicKey, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
-use super::report::{TcbVersion, REPORT_LEN, SIGNED_LEN};
-use super::verify::TrustedArk;
-use crate::report_data::ReportData;
-use crate::{Error, Result};
+use cocoon_attestation::snp::report::{TcbVersion, REPORT_LEN, SIGNED_LEN};
+use cocoon_attestation::snp::verify::TrustedArk;
+use cocoon_attestation::report_data::ReportData;
+use cocoon_attestation::{Error, Result};
 
 /// The TCB the development VCEK is issued for.
 pub const DEV_TCB: TcbVersion = TcbVersion {
@@ -122,7 +122,7 @@ impl DevSnpPki {
     /// per process: RSA key derivation takes a moment).
     pub fn dev() -> Result<&'static DevSnpPki> {
         static DEV: OnceLock<std::result::Result<DevSnpPki, String>> = OnceLock::new();
-        DEV.get_or_init(|| Self::from_seed(crate::simulated::DEV_SEED).map_err(|e| e.to_string()))
+        DEV.get_or_init(|| Self::from_seed(crate::DEV_SEED).map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| Error::Crypto(e.clone()))
     }
@@ -266,8 +266,8 @@ impl DevSnpPki {
     pub fn chain_pem(&self) -> String {
         format!(
             "{}{}",
-            crate::ratls::certificate_pem(&self.ask_der),
-            crate::ratls::certificate_pem(&self.ark_der)
+            cocoon_attestation::ratls::certificate_pem(&self.ask_der),
+            cocoon_attestation::ratls::certificate_pem(&self.ark_der)
         )
     }
 
@@ -322,7 +322,7 @@ impl DevSnpPki {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snp::verify::{amd_production_arks, verify_report};
+    use cocoon_attestation::snp::verify::{amd_production_arks, verify_report};
 
     const NOW: i64 = 1_800_000_000;
 

@@ -1,0 +1,111 @@
+//! The command-line arguments that select what a client accepts and where it gets
+//! collateral, shared by `cocoon-verify` and `cocoon-client` so both build their
+//! [`Verifier`] the same way.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cocoon_attestation::fetch::{AMD_KDS_URL, INTEL_PCS_URL};
+use cocoon_attestation::manifest::{load_policy, Manifest, ManifestPublicKey};
+use cocoon_attestation::{CollateralStore, Policy, Result, TrustAnchors, Verifier};
+
+use crate::fetcher::CollateralFetcher;
+use crate::session::Attestor;
+
+/// `--policy`, `--manifest`, `--manifest-key`, `--allow-debug`, `--accept-any-image`,
+/// `--allow-simulated`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only, and
+    /// nothing accepted until the image and config are pinned (here or by --manifest).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Signed image manifest (DSSE envelope written by the image build): accept only the
+    /// measurements and runtime configs it lists. Needs --manifest-key.
+    #[arg(long, value_name = "FILE", requires = "manifest_key")]
+    pub manifest: Option<PathBuf>,
+    /// Public key trusted to sign manifests: ed25519:BASE64, or a file holding it.
+    /// Repeat to trust several publishers.
+    #[arg(long, value_name = "KEY", requires = "manifest")]
+    pub manifest_key: Vec<String>,
+    /// Accept a guest launched with the DEBUG attribute (its memory is readable by the host).
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// DANGER: accept any image and any config in a genuine TEE when no manifest or policy
+    /// pins them (an operator's own prompt-logging image would pass).
+    #[arg(long)]
+    pub accept_any_image: bool,
+    /// Also trust the development roots (SIMULATED evidence, no TEE). Development only.
+    #[arg(long)]
+    pub allow_simulated: bool,
+}
+
+impl PolicyArgs {
+    /// The policy these arguments select, and the manifest it came from (if any).
+    pub fn load(&self) -> Result<(Policy, Option<Manifest>)> {
+        let keys = ManifestPublicKey::from_args(&self.manifest_key)?;
+        let (mut policy, manifest) = load_policy(
+            self.policy.as_deref(),
+            self.manifest.as_deref().map(|m| (m, keys.as_slice())),
+        )?;
+        policy.allow_debug |= self.allow_debug;
+        policy.accept_any_image |= self.accept_any_image;
+        Ok((policy, manifest))
+    }
+
+    /// The anchors: Intel's and AMD's, plus the development roots with --allow-simulated.
+    pub fn anchors(&self) -> Result<TrustAnchors> {
+        let vendor = TrustAnchors::vendor();
+        if self.allow_simulated {
+            Ok(vendor.with(cocoon_attestation_dev::anchors()?))
+        } else {
+            Ok(vendor)
+        }
+    }
+}
+
+/// `--pccs`, `--kds`, `--collateral`, `--cache-dir`: where an endpoint check gets the
+/// collateral its evidence needs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CollateralArgs {
+    /// Intel PCS or a PCCS to fetch TDX collateral (TCB info, QE identity, CRLs) from.
+    #[arg(long, value_name = "URL", default_value = INTEL_PCS_URL)]
+    pub pccs: String,
+    /// AMD KDS (or a mirror) for SEV-SNP certificates a guest did not attach.
+    #[arg(long, value_name = "URL", default_value = AMD_KDS_URL)]
+    pub kds: String,
+    /// TDX collateral bundle files (dcap-qvl JSON) to use before fetching (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub collateral: Vec<PathBuf>,
+    /// Cache fetched collateral here until its earliest nextUpdate.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Never fetch: refuse evidence whose collateral is not in a --collateral bundle.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// The verifier and fetcher an endpoint check runs with.
+pub fn attestor(policy: &PolicyArgs, collateral: &CollateralArgs) -> Result<Attestor> {
+    let (policy_value, _) = policy.load()?;
+    let store = Arc::new(CollateralStore::new());
+    for file in &collateral.collateral {
+        store.add_tdx_bundle_file(file)?;
+    }
+    let mut verifier = Verifier::new(policy.anchors()?, policy_value).with_collateral(store.clone());
+    if policy.allow_simulated {
+        verifier = verifier.with_collateral(Arc::new(cocoon_attestation_dev::DevCollateral));
+    }
+    let fetcher = (!collateral.offline).then(|| {
+        Arc::new(CollateralFetcher {
+            pccs: collateral.pccs.clone(),
+            kds: collateral.kds.clone(),
+            cache_dir: collateral.cache_dir.clone(),
+            store,
+        })
+    });
+    Ok(Attestor {
+        verifier: Arc::new(verifier),
+        fetcher,
+    })
+}

@@ -1,0 +1,179 @@
+//! `cocoon-verify endpoint`: the certificate's evidence and fresh session-bound evidence,
+//! through the same pipeline as hardware evidence, with collateral fetched as needed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cocoon_attestation::ratls::certificate_pem;
+use cocoon_attestation::unix_time::format_time;
+use cocoon_attestation::{Error, Verified};
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::{open_attested_session, Endpoint};
+
+use crate::output::say;
+
+pub async fn run(
+    url: &str,
+    accept: &PolicyArgs,
+    collateral: &CollateralArgs,
+    json: bool,
+    cert_out: Option<PathBuf>,
+    timeout: Duration,
+) -> Result<ExitCode, ExitCode> {
+    let attestor = attestor(accept, collateral).map_err(|e| {
+        eprintln!("cocoon-verify: {e}");
+        ExitCode::from(2)
+    })?;
+    warn_if_unpinned(attestor.verifier.policy());
+    let result = match Endpoint::parse(url) {
+        Ok(endpoint) => match open_attested_session(&endpoint, &attestor, timeout).await {
+            Ok(mut connection) => {
+                let config = fetch_config(&mut connection, &endpoint).await;
+                Ok((connection.verified, config))
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let (verified, config) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            let code = match e {
+                Error::Rejected(_) => 1,
+                _ => 2,
+            };
+            if json {
+                say!(
+                    "{}",
+                    serde_json::json!({ "endpoint": url, "verified": false, "errors": [e.to_string()] })
+                );
+            }
+            eprintln!("cocoon-verify: {url}: REFUSED: {e}");
+            return Err(ExitCode::from(code));
+        }
+    };
+    let evidence = &verified.certificate;
+    if let Some(path) = cert_out {
+        if let Err(e) = std::fs::write(&path, certificate_pem(&verified.certificate_der)) {
+            eprintln!("cocoon-verify: cannot write {}: {e}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    if json {
+        let mut value = serde_json::to_value(evidence).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("endpoint".into(), url.into());
+            map.insert("verified".into(), true.into());
+            map.insert("session_bound".into(), true.into());
+            map.insert(
+                "session_report_data".into(),
+                verified.session.report_data.clone().into(),
+            );
+            map.insert("config".into(), config.clone().unwrap_or_default());
+            map.insert("errors".into(), serde_json::json!([]));
+        }
+        say!("{value}");
+    } else {
+        print_summary(url, evidence);
+        say!(
+            "  session        fresh evidence over a random nonce and this TLS session's exporter verified (report data {}…)",
+            &verified.session.report_data[..16.min(verified.session.report_data.len())]
+        );
+        match &config {
+            Some(doc) => say!(
+                "  served config  (its SHA-384 is the attested config digest)\n{}",
+                serde_json::to_string_pretty(doc).unwrap_or_default()
+            ),
+            None => say!("  served config  (not available)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says loudly when nothing pins the image or the config.
+fn warn_if_unpinned(policy: &cocoon_attestation::Policy) {
+    if !policy.accept_any_image {
+        return;
+    }
+    let open: Vec<_> = ["tdx", "sev-snp"]
+        .into_iter()
+        .flat_map(|tee| policy.unpinned(tee))
+        .collect();
+    if !open.is_empty() {
+        eprintln!(
+            "cocoon-verify: WARNING: --accept-any-image: nothing pins {}; ANY software in a \
+             genuine TEE will be accepted (an operator's own image that logs prompts included)",
+            open.join(", ")
+        );
+    }
+}
+
+/// `GET /v1/attestation/config` over the verified session; the document's SHA-384 must be
+/// the attested config digest (the guest serves it byte-exact).
+async fn fetch_config(
+    connection: &mut cocoon_client::AttestedConnection,
+    endpoint: &Endpoint,
+) -> Option<serde_json::Value> {
+    use http_body_util::{BodyExt, Empty};
+    use sha2::{Digest, Sha384};
+    let request = hyper::Request::get("/v1/attestation/config")
+        .header("host", endpoint.host.as_str())
+        .body(Empty::new().map_err(|never| match never {}).boxed())
+        .ok()?;
+    connection.sender.ready().await.ok()?;
+    let response = connection.sender.send_request(request).await.ok()?;
+    let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let digest = hex::encode(Sha384::digest(&body));
+    let attested = connection.verified.certificate.config_digest.as_deref()?;
+    if digest != attested {
+        eprintln!(
+            "cocoon-verify: the served config document hashes to {digest}, not to the attested {attested}: not shown"
+        );
+        return None;
+    }
+    serde_json::from_slice(&body).ok()
+}
+
+fn print_summary(url: &str, e: &Verified) {
+    if e.simulated {
+        say!("{url}: VERIFIED, but the evidence is SIMULATED (development root, no TEE)");
+    } else {
+        say!("{url}: VERIFIED");
+    }
+    let tee = if e.simulated {
+        format!("{} (simulated)", e.tee)
+    } else {
+        e.tee.to_string()
+    };
+    say!("  tee            {tee}");
+    if let Some(status) = &e.tcb_status {
+        say!("  tcb status     {status}");
+    }
+    say!("  debug          {}", if e.debug { "ON" } else { "off" });
+    for (name, value) in &e.measurements {
+        say!("  {name:<14} {value}");
+    }
+    for (name, value) in &e.details {
+        say!("  {name:<14} {value}");
+    }
+    if let Some(digest) = &e.config_digest {
+        say!("  config digest  {digest}");
+    }
+    if let Some(key) = &e.receipt_key {
+        say!("  receipt key    {key} (signs usage receipts)");
+    }
+    say!("  report data    {} (binds the TLS key)", e.report_data);
+    if let Some(cert) = &e.certificate {
+        say!(
+            "  certificate    valid {} .. {}",
+            format_time(cert.not_before),
+            format_time(cert.not_after)
+        );
+        say!("  sha256 pin     {}", cert.sha256);
+    }
+}
