@@ -59,8 +59,8 @@ model_id=$(sed -n 's/^cocoon-guest: listening on .* model=\([^ ]*\) .*/\1/p' "$g
 
 url="https://127.0.0.1:$AGENT_PORT"
 echo
-echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated"
-"$BIN/cocoon-verify" endpoint "$url" --allow-simulated --cert-out "$CERT"
+echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated --accept-any-image"
+"$BIN/cocoon-verify" endpoint "$url" --allow-simulated --accept-any-image --cert-out "$CERT"
 
 cat <<MSG
 
@@ -86,7 +86,7 @@ Python (pip install openai):
 
 Billed to your own account (an Ed25519 key, proven inside every attested TLS session):
   $BIN/cocoon-client account keygen --out $STATE/account.pem   (once; prints the account id)
-  $BIN/cocoon-client proxy --upstream $url --allow-simulated --account-key $STATE/account.pem
+  $BIN/cocoon-client proxy --upstream $url --allow-simulated --accept-any-image --account-key $STATE/account.pem
   (then point any OpenAI SDK at http://127.0.0.1:8080/v1)
 
 Logs: $guest_log, $agent_log. Press Ctrl-C to stop.

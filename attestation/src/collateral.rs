@@ -132,7 +132,6 @@ pub fn valid_until(c: &TdxCollateral) -> Result<i64> {
     Ok(until)
 }
 
-
 /// The certificates an SEV-SNP report is verified with. As a bundle file this is the JSON
 /// `{"vcek": "<PEM>", "cert_chain": "<PEM: ASK then ARK>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,7 +185,6 @@ impl SnpCollateral {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,4 +201,3 @@ mod tests {
         assert_eq!(crate::unix_time::format_time(until), "2025-07-19T10:00:35Z");
     }
 }
-

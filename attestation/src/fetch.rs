@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -324,10 +324,12 @@ pub fn dns_names(der: &[u8]) -> Result<Vec<String>> {
         what: "certificate",
         detail: e.to_string(),
     })?;
-    let san = cert.subject_alternative_name().map_err(|e| Error::Malformed {
-        what: "certificate subjectAltName",
-        detail: e.to_string(),
-    })?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| Error::Malformed {
+            what: "certificate subjectAltName",
+            detail: e.to_string(),
+        })?;
     Ok(san
         .map(|ext| {
             ext.value

@@ -101,10 +101,7 @@ impl AttestedServerVerifier {
     /// The outcome of verifying exactly this certificate (DER), if it was checked.
     pub fn outcome_for(&self, certificate_der: &[u8]) -> Option<Result<Verified, Refusal>> {
         let key: [u8; 32] = Sha256::digest(certificate_der).into();
-        self.outcomes
-            .lock()
-            .ok()
-            .and_then(|g| g.get(&key).cloned())
+        self.outcomes.lock().ok().and_then(|g| g.get(&key).cloned())
     }
 
     /// A TLS 1.3-only client configuration that uses this verifier, without session

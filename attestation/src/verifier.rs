@@ -255,6 +255,26 @@ impl Verifier {
 
     /// DCAP verification of a quote, to the first anchor and collateral that verify it.
     fn tdx_facts(&self, raw: &[u8], now: i64) -> Result<Facts> {
+        let roots = self.anchors.tdx_roots();
+        if let Some(root) = quote_chain_root(raw) {
+            // Compared by key: a root re-issued with the same key (a new signature, new
+            // dates) is the same anchor, as it is for dcap-qvl's chain check.
+            if !roots.iter().any(|r| same_key(&r.der, &root)) {
+                return Err(Error::UntrustedAnchor {
+                    tee: "tdx",
+                    detail: format!(
+                        "its PCK chain ends at '{}', which is not among the anchors given [{}]{}",
+                        root_name(&root),
+                        roots
+                            .iter()
+                            .map(|r| root_name(&r.der))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        development_hint(&root),
+                    ),
+                });
+            }
+        }
         let fmspc = quote_fmspc(raw)?;
         let candidates: Vec<_> = self
             .collateral
@@ -268,22 +288,6 @@ impl Verifier {
                 hex::encode(fmspc),
                 format_time(now)
             )));
-        }
-        let roots = self.anchors.tdx_roots();
-        if let Some(root) = quote_chain_root(raw) {
-            // Compared by key: a root re-issued with the same key (a new signature, new
-            // dates) is the same anchor, as it is for dcap-qvl's chain check.
-            if !roots.iter().any(|r| same_key(&r.der, &root)) {
-                return Err(Error::UntrustedAnchor {
-                    tee: "tdx",
-                    detail: format!(
-                        "its PCK chain ends at '{}', which is not among the anchors given [{}]{}",
-                        root_name(&root),
-                        roots.iter().map(|r| root_name(&r.der)).collect::<Vec<_>>().join(", "),
-                        development_hint(&root),
-                    ),
-                });
-            }
         }
         let mut failures = Vec::new();
         for root in self.anchors.tdx_roots() {
@@ -302,7 +306,8 @@ impl Verifier {
     /// collateral sources.
     fn snp_facts(&self, raw: &[u8], table: Option<&[u8]>, now: i64) -> Result<Facts> {
         if let Some(table) = table {
-            let (vcek, chain) = crate::snp::ext_report::CertTable::parse(table)?.vcek_and_chain()?;
+            let (vcek, chain) =
+                crate::snp::ext_report::CertTable::parse(table)?.vcek_and_chain()?;
             return self.snp_facts_with(raw, &vcek, chain.as_bytes(), now);
         }
         let report = SnpReport::parse(raw)?;

@@ -70,5 +70,8 @@ fn vector_decodes_to_its_recorded_fields_and_verifies() {
     let vendor_only = Verifier::new(TrustAnchors::vendor(), policy)
         .with_collateral(std::sync::Arc::new(cocoon_attestation_dev::DevCollateral));
     let refused = vendor_only.verify_certificate(&der, at).unwrap_err();
-    assert!(refused.to_string().contains("not among the anchors"), "{refused}");
+    assert!(
+        refused.to_string().contains("not among the anchors"),
+        "{refused}"
+    );
 }

@@ -250,9 +250,18 @@ async fn the_proxy_proves_its_account_key_and_drops_the_local_clients_claims() {
 
     let upstream = format!("https://{}", app.agent_addr);
     let key_arg = key_file.to_str().unwrap();
-    let (_with_key, with_key) =
-        start_proxy(&upstream, &["--allow-simulated", "--account-key", key_arg]).unwrap();
-    let (_without, without) = start_proxy(&upstream, &["--allow-simulated"]).unwrap();
+    let (_with_key, with_key) = start_proxy(
+        &upstream,
+        &[
+            "--allow-simulated",
+            "--accept-any-image",
+            "--account-key",
+            key_arg,
+        ],
+    )
+    .unwrap();
+    let (_without, without) =
+        start_proxy(&upstream, &["--allow-simulated", "--accept-any-image"]).unwrap();
     // The local client claims someone else's account; the proxy replaces the claim with
     // its own proven account, or drops it.
     for (proxy, billed) in [(&with_key, account.as_str()), (&without, "anonymous")] {

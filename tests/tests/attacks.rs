@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cocoon_client::{connect_attested, Endpoint};
 use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::{
     build_certificate, parse_certificate, CertificateParams, SubjectAltName, TlsKey,
 };
+use cocoon_client::{connect_attested, Endpoint};
 use cocoon_guest::identity::GuestIdentity;
 use cocoon_guest::tee::{ConfigRegister, EvidenceProvider, SimulatedTee};
 use cocoon_tests::{cocoon_verify, start_appliance};
@@ -22,6 +22,7 @@ async fn verify_endpoint(url: &str, extra: &[&str]) -> std::process::Output {
         "endpoint".to_string(),
         url.to_string(),
         "--allow-simulated".into(),
+        "--accept-any-image".into(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     tokio::task::spawn_blocking(move || {

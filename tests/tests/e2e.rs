@@ -31,6 +31,7 @@ fn verify_then_openai_sdk_through_the_host_agent() {
         "endpoint",
         &url,
         "--allow-simulated",
+        "--accept-any-image",
         "--json",
         "--cert-out",
         cert.to_str().unwrap(),
@@ -46,11 +47,12 @@ fn verify_then_openai_sdk_through_the_host_agent() {
         summary["tcb_status"], "UpToDate",
         "full DCAP verification against the dev root"
     );
-    assert_eq!(summary["certificate_sha256"], app.guest_pin.as_str());
+    assert_eq!(summary["certificate"]["sha256"], app.guest_pin.as_str());
     assert_eq!(summary["report_data"].as_str().unwrap().len(), 128);
 
     // The human summary prints the pin too.
-    let text = cocoon_verify(&["endpoint", &url, "--allow-simulated"]).unwrap();
+    let text =
+        cocoon_verify(&["endpoint", &url, "--allow-simulated", "--accept-any-image"]).unwrap();
     let text_out = String::from_utf8_lossy(&text.stdout);
     assert!(
         text_out.contains(&app.guest_pin) && text_out.contains("SIMULATED"),
@@ -84,7 +86,8 @@ fn verify_then_openai_sdk_through_the_host_agent() {
 fn debug_guest_is_refused_and_unreachable_endpoint_exits_2() {
     let app = start_appliance(&["--simulated-debug"]).expect("appliance starts");
     let url = format!("https://{}", app.agent_addr);
-    let out = cocoon_verify(&["endpoint", &url, "--allow-simulated"]).unwrap();
+    let out =
+        cocoon_verify(&["endpoint", &url, "--allow-simulated", "--accept-any-image"]).unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("debug"), "{stderr}");
@@ -92,6 +95,7 @@ fn debug_guest_is_refused_and_unreachable_endpoint_exits_2() {
         "endpoint",
         &url,
         "--allow-simulated",
+        "--accept-any-image",
         "--allow-debug",
         "--json",
     ])
@@ -126,7 +130,14 @@ fn simulated_snp_guest_verifies_through_the_dev_amd_chain() {
     let url = format!("https://{}", app.agent_addr);
     let refused = cocoon_verify(&["endpoint", &url]).unwrap();
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
-    let ok = cocoon_verify(&["endpoint", &url, "--allow-simulated", "--json"]).unwrap();
+    let ok = cocoon_verify(&[
+        "endpoint",
+        &url,
+        "--allow-simulated",
+        "--accept-any-image",
+        "--json",
+    ])
+    .unwrap();
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let summary: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(summary["tee"], "sev-snp");
@@ -139,14 +150,15 @@ fn simulated_snp_guest_verifies_through_the_dev_amd_chain() {
             .len(),
         96
     );
-    assert_eq!(summary["certificate_sha256"], app.guest_pin.as_str());
+    assert_eq!(summary["certificate"]["sha256"], app.guest_pin.as_str());
 }
 
 #[test]
 fn openai_sdk_through_the_verifying_client_proxy() {
     let app = start_appliance(&[]).expect("appliance starts");
     let upstream = format!("https://{}", app.agent_addr);
-    let (_proxy, addr) = start_proxy(&upstream, &["--allow-simulated"]).expect("proxy starts");
+    let (_proxy, addr) =
+        start_proxy(&upstream, &["--allow-simulated", "--accept-any-image"]).expect("proxy starts");
     let script = workspace_root().join("tests/python/openai_e2e.py");
     let out = Command::new(python())
         .arg(script)
@@ -195,10 +207,12 @@ fn measured_config_document_hashes_to_the_attested_digest() {
             "endpoint",
             &upstream,
             "--allow-simulated",
+            "--accept-any-image",
             "--json",
         ]))
         .unwrap();
-        let (_proxy, addr) = start_proxy(&upstream, &["--allow-simulated"]).expect("proxy");
+        let (_proxy, addr) =
+            start_proxy(&upstream, &["--allow-simulated", "--accept-any-image"]).expect("proxy");
         let response = plain_get(&addr, "/v1/attestation/config");
         let split = response
             .windows(4)
@@ -256,6 +270,7 @@ fn signed_manifest_selects_what_the_client_accepts() {
         "endpoint",
         &upstream,
         "--allow-simulated",
+        "--accept-any-image",
         "--json",
     ]))
     .unwrap();
@@ -312,6 +327,7 @@ fn signed_manifest_selects_what_the_client_accepts() {
             "endpoint",
             &upstream,
             "--allow-simulated",
+            "--accept-any-image",
             "--manifest",
             &path(name),
             "--manifest-key",
@@ -342,6 +358,7 @@ fn signed_manifest_selects_what_the_client_accepts() {
         &upstream,
         &[
             "--allow-simulated",
+            "--accept-any-image",
             "--manifest",
             &path("good.manifest"),
             "--manifest-key",
@@ -361,6 +378,7 @@ fn signed_manifest_selects_what_the_client_accepts() {
             "--upstream",
             &upstream,
             "--allow-simulated",
+            "--accept-any-image",
         ])
         .args([
             "--manifest",

@@ -495,8 +495,7 @@ async fn streamed_record_sizes_do_not_follow_token_lengths() {
     const PAD: usize = 512;
     let app = start_appliance(&[]).expect("appliance starts");
     let (relay, records) = recording_relay(app.guest_addr.clone()).await;
-    let endpoint =
-        cocoon_client::Endpoint::parse(&format!("https://{relay}")).unwrap();
+    let endpoint = cocoon_client::Endpoint::parse(&format!("https://{relay}")).unwrap();
     let options = cocoon_tests::dev_attestor();
     let (mut s, _) = cocoon_client::connect_attested(&endpoint, &options, BOUND)
         .await

@@ -15,7 +15,15 @@ fn verified_cert(url: &str, dir: &Path) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let cert = dir.join("guest.pem");
     let cert = cert.to_str().unwrap().to_string();
-    let out = cocoon_verify(&["endpoint", url, "--allow-simulated", "--cert-out", &cert]).unwrap();
+    let out = cocoon_verify(&[
+        "endpoint",
+        url,
+        "--allow-simulated",
+        "--accept-any-image",
+        "--cert-out",
+        &cert,
+    ])
+    .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     cert
 }

@@ -263,7 +263,7 @@ fn unreadable_input_is_a_usage_error() {
 
 #[test]
 fn simulated_snp_report_needs_allow_simulated() {
-    use cocoon_attestation::snp::dev::DevSnpPki;
+    use cocoon_attestation_dev::DevSnpPki;
     let pki = DevSnpPki::dev().unwrap();
     let report = tmp(
         "dev-snp.bin",

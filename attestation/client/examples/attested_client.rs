@@ -34,7 +34,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "verified {} (simulated: {}), certificate {}",
         evidence.tee,
         evidence.simulated,
-        evidence.certificate.as_ref().map(|c| c.sha256.as_str()).unwrap_or("?")
+        evidence
+            .certificate
+            .as_ref()
+            .map(|c| c.sha256.as_str())
+            .unwrap_or("?")
     );
 
     let request = hyper::Request::get("/v1/models")

@@ -92,7 +92,8 @@ pub fn attestor(policy: &PolicyArgs, collateral: &CollateralArgs) -> Result<Atte
     for file in &collateral.collateral {
         store.add_tdx_bundle_file(file)?;
     }
-    let mut verifier = Verifier::new(policy.anchors()?, policy_value).with_collateral(store.clone());
+    let mut verifier =
+        Verifier::new(policy.anchors()?, policy_value).with_collateral(store.clone());
     if policy.allow_simulated {
         verifier = verifier.with_collateral(Arc::new(cocoon_attestation_dev::DevCollateral));
     }

@@ -36,16 +36,17 @@ impl CollateralFetcher {
                 let collateral = source
                     .tdx_collateral(&cert.evidence.evidence, now)
                     .await
-                    .map_err(|e| Error::Collateral(format!("TDX collateral from {}: {e}", self.pccs)))?;
+                    .map_err(|e| {
+                        Error::Collateral(format!("TDX collateral from {}: {e}", self.pccs))
+                    })?;
                 self.store.add_tdx(collateral)
             }
             EvidenceKind::SevSnp => {
                 let report = SnpReport::parse(&cert.evidence.evidence)?;
                 let kds = KdsCollateral::new(self.kds.clone(), self.cache_dir.clone());
-                let collateral = kds
-                    .snp_collateral(&report, None, now)
-                    .await
-                    .map_err(|e| Error::Collateral(format!("SEV-SNP certificates from {}: {e}", self.kds)))?;
+                let collateral = kds.snp_collateral(&report, None, now).await.map_err(|e| {
+                    Error::Collateral(format!("SEV-SNP certificates from {}: {e}", self.kds))
+                })?;
                 self.store.add_snp(collateral);
                 Ok(())
             }

@@ -276,7 +276,11 @@ pub async fn open_attested_session(
     let mut exporter = [0u8; 32];
     tls.get_ref()
         .1
-        .export_keying_material(&mut exporter, cocoon_attestation::report_data::TLS_EXPORTER_LABEL, None)
+        .export_keying_material(
+            &mut exporter,
+            cocoon_attestation::report_data::TLS_EXPORTER_LABEL,
+            None,
+        )
         .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
     let mut nonce = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)

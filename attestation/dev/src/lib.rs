@@ -50,8 +50,9 @@ impl CollateralSource for DevCollateral {
     fn tdx_collateral(&self, fmspc: &[u8; 6], now: i64) -> Vec<TdxCollateral> {
         let collateral = DevPki::dev().and_then(|pki| pki.collateral(now));
         match collateral {
-            Ok(c) if cocoon_attestation::collateral::tdx_collateral_fmspc(&c)
-                .is_ok_and(|f| f == hex::encode(fmspc)) =>
+            Ok(c)
+                if cocoon_attestation::collateral::tdx_collateral_fmspc(&c)
+                    .is_ok_and(|f| f == hex::encode(fmspc)) =>
             {
                 vec![c]
             }

@@ -15,7 +15,6 @@ use cocoon_attestation::event_log::rtmr_extend;
 use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::Result;
 
-
 fn labelled_digest(label: &str) -> [u8; 48] {
     Sha384::digest(format!("cocoon simulated {label}").as_bytes()).into()
 }
@@ -32,17 +31,15 @@ pub struct SimulatedTdConfig {
 impl SimulatedTdConfig {
     /// The runtime event log that explains this TD's RTMR3: one config event.
     pub fn event_log(&self) -> Result<Vec<u8>> {
-        let digest: [u8; 48] =
-            self.config_digest
-                .as_slice()
-                .try_into()
-                .map_err(|_| cocoon_attestation::Error::Malformed {
-                    what: "simulated TD config",
-                    detail: format!(
-                        "config digest has {} bytes, expected 48",
-                        self.config_digest.len()
-                    ),
-                })?;
+        let digest: [u8; 48] = self.config_digest.as_slice().try_into().map_err(|_| {
+            cocoon_attestation::Error::Malformed {
+                what: "simulated TD config",
+                detail: format!(
+                    "config digest has {} bytes, expected 48",
+                    self.config_digest.len()
+                ),
+            }
+        })?;
         cocoon_attestation::event_log::RuntimeEventLog::config(3, &digest).to_cbor()
     }
 }

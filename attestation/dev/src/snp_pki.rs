@@ -29,9 +29,9 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{EncodePublicKey, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
+use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::snp::report::{TcbVersion, REPORT_LEN, SIGNED_LEN};
 use cocoon_attestation::snp::verify::TrustedArk;
-use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::{Error, Result};
 
 /// The TCB the development VCEK is issued for.

@@ -35,8 +35,7 @@ use cocoon_attestation::{Error, Result};
 
 /// The real quote and collateral whose platform description the dev PKI re-signs.
 const TEMPLATE_QUOTE: &[u8] = include_bytes!("../data/dcapqvl_tdx_quote_v4.bin");
-const TEMPLATE_COLLATERAL: &[u8] =
-    include_bytes!("../data/dcapqvl_tdx_quote_v4.collateral.json");
+const TEMPLATE_COLLATERAL: &[u8] = include_bytes!("../data/dcapqvl_tdx_quote_v4.collateral.json");
 
 /// Intel's QE vendor ID (DCAP verifiers accept no other).
 pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
@@ -320,7 +319,8 @@ impl DevPki {
         let now = OffsetDateTime::from_unix_timestamp(now).map_err(crypto)?;
         let issue = now - time::Duration::days(1);
         let next = now + time::Duration::days(30);
-        let fmt = |t: OffsetDateTime| cocoon_attestation::unix_time::format_time(t.unix_timestamp());
+        let fmt =
+            |t: OffsetDateTime| cocoon_attestation::unix_time::format_time(t.unix_timestamp());
         let redate = |json: &str| -> Result<String> {
             let mut value: serde_json::Value =
                 serde_json::from_str(json).map_err(|e| Error::Malformed {
@@ -337,27 +337,28 @@ impl DevPki {
             let s: Signature = self.tcb_signer.sign(text.as_bytes());
             s.to_bytes().to_vec()
         };
-        let crl = |issuer: &rcgen::Certificate, key: &KeyPair, revoked: &[u64]| -> Result<Vec<u8>> {
-            CertificateRevocationListParams {
-                this_update: issue,
-                next_update: next,
-                crl_number: SerialNumber::from(1u64),
-                issuing_distribution_point: None,
-                revoked_certs: revoked
-                    .iter()
-                    .map(|serial| rcgen::RevokedCertParams {
-                        serial_number: SerialNumber::from(*serial),
-                        revocation_time: issue,
-                        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                        invalidity_date: None,
-                    })
-                    .collect(),
-                key_identifier_method: KeyIdMethod::Sha256,
-            }
-            .signed_by(issuer, key)
-            .map(|c| c.der().to_vec())
-            .map_err(crypto)
-        };
+        let crl =
+            |issuer: &rcgen::Certificate, key: &KeyPair, revoked: &[u64]| -> Result<Vec<u8>> {
+                CertificateRevocationListParams {
+                    this_update: issue,
+                    next_update: next,
+                    crl_number: SerialNumber::from(1u64),
+                    issuing_distribution_point: None,
+                    revoked_certs: revoked
+                        .iter()
+                        .map(|serial| rcgen::RevokedCertParams {
+                            serial_number: SerialNumber::from(*serial),
+                            revocation_time: issue,
+                            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                            invalidity_date: None,
+                        })
+                        .collect(),
+                    key_identifier_method: KeyIdMethod::Sha256,
+                }
+                .signed_by(issuer, key)
+                .map(|c| c.der().to_vec())
+                .map_err(crypto)
+            };
         let tcb_chain = format!("{}{}", pem(self.tcb_cert.der()), pem(self.root.der()));
         Ok(TdxCollateral {
             pck_crl_issuer_chain: format!("{}{}", pem(self.pck_ca.der()), pem(self.root.der())),

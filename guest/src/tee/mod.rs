@@ -20,14 +20,14 @@
 
 use std::sync::Mutex;
 
-use cocoon_attestation::evidence::EvidenceKind;
-use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::event_log::rtmr_extend;
-use cocoon_attestation_dev::{DevSnpPki, SimulatedTdx};
+use cocoon_attestation::evidence::EvidenceKind;
+use cocoon_attestation::report_data::snp_host_data;
+use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::snp::ext_report::CertTable;
 use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::tdx::TdxQuote;
-use cocoon_attestation::report_data::snp_host_data;
+use cocoon_attestation_dev::{DevSnpPki, SimulatedTdx};
 use sha2::{Digest, Sha384};
 
 use crate::{Error, Result};

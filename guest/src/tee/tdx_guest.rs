@@ -19,9 +19,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cocoon_attestation::event_log::rtmr_extend;
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
-use cocoon_attestation::event_log::rtmr_extend;
 use cocoon_attestation::tdx::td_report::TdReport;
 
 use super::kernel::{interface_error, is_transient, Attempt, HostDevice, KernelFs, RetryPolicy};

@@ -172,6 +172,7 @@ async fn main() -> Result<()> {
         "--upstream",
         &format!("https://{}", app.guest_addr),
         "--allow-simulated",
+        "--accept-any-image",
     ]);
     let (_proxy, rest) = Service::start(
         "cocoon-client",

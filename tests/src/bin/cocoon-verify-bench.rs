@@ -24,15 +24,19 @@ use sev::certs::snp::{Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 
-const TDX_QUOTE: &[u8] = include_bytes!("../../../attestation/tests/fixtures/tdx/dcapqvl_tdx_quote_v4.bin");
+const TDX_QUOTE: &[u8] =
+    include_bytes!("../../../attestation/tests/fixtures/tdx/dcapqvl_tdx_quote_v4.bin");
 const TDX_COLLATERAL: &[u8] =
     include_bytes!("../../../attestation/tests/fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");
 /// 2025-07-01T00:00:00Z, inside the collateral's validity.
 const TDX_NOW: i64 = 1_751_328_000;
 
-const SNP_REPORT: &[u8] = include_bytes!("../../../attestation/tests/fixtures/snp/gosev_milan_attestation.bin");
-const SNP_VCEK: &[u8] = include_bytes!("../../../attestation/tests/fixtures/snp/gosev_milan_vcek.der");
-const SNP_CHAIN: &[u8] = include_bytes!("../../../attestation/tests/fixtures/snp/amd_ask_ark_milan.pem");
+const SNP_REPORT: &[u8] =
+    include_bytes!("../../../attestation/tests/fixtures/snp/gosev_milan_attestation.bin");
+const SNP_VCEK: &[u8] =
+    include_bytes!("../../../attestation/tests/fixtures/snp/gosev_milan_vcek.der");
+const SNP_CHAIN: &[u8] =
+    include_bytes!("../../../attestation/tests/fixtures/snp/amd_ask_ark_milan.pem");
 /// 2023-06-01T00:00:00Z, inside the VCEK's validity.
 const SNP_NOW: i64 = 1_685_577_600;
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cocoon_client::{connect_attested, Endpoint};
 use cocoon_attestation::Verified;
+use cocoon_client::{connect_attested, Endpoint};
 use cocoon_tests::Appliance;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

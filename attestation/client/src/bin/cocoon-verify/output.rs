@@ -79,4 +79,3 @@ pub fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
         ExitCode::from(1)
     }
 }
-

@@ -37,7 +37,6 @@ pub enum ManifestCommand {
     },
 }
 
-
 pub fn run(command: ManifestCommand) -> Result<ExitCode, ExitCode> {
     let usage = |e: cocoon_attestation::Error| {
         eprintln!("cocoon-verify: {e}");
@@ -108,4 +107,3 @@ fn write_new_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Resu
     file.write_all(bytes)?;
     file.sync_all()
 }
-

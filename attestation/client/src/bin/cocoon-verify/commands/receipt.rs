@@ -34,4 +34,3 @@ pub fn run(receipt: &str, receipt_key: &str) -> ExitCode {
         }
     }
 }
-
