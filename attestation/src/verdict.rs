@@ -231,20 +231,19 @@ mod tests {
             "{:?}",
             v.errors
         );
-        let v = snp_verdict(
-            REPORT,
-            VCEK,
-            MILAN,
-            snp_at(),
-            &arks,
-            &Policy::default().allow_debug(true),
-        );
+        // The sample is a 2021 debug guest, below Milan's default TCB floor: say so.
+        let old_milan = || {
+            Policy::default()
+                .allow_debug(true)
+                .min_snp_tcb(crate::policy::MinSnpTcb::NONE)
+        };
+        let v = snp_verdict(REPORT, VCEK, MILAN, snp_at(), &arks, &old_milan());
         assert!(v.verified, "{:?}", v.errors);
         assert_eq!(v.details["product"], "Milan");
         let m = hex::decode(&v.measurements["measurement"]).unwrap();
-        let pinned = Policy::default().allow_debug(true).allow_measurement(&m);
+        let pinned = old_milan().allow_measurement(&m);
         assert!(snp_verdict(REPORT, VCEK, MILAN, snp_at(), &arks, &pinned).verified);
-        let mut strict = Policy::default().allow_debug(true);
+        let mut strict = old_milan();
         strict.snp.allow_smt = false;
         let v = snp_verdict(REPORT, VCEK, MILAN, snp_at(), &arks, &strict);
         assert!(
