@@ -157,6 +157,12 @@ pub struct SnpRules {
     pub require_alias_check: bool,
     /// Require PLATFORM_INFO.TSME_EN (bit 1). Default: false.
     pub require_tsme: bool,
+    /// Require POLICY.SINGLE_SOCKET (bit 20): the guest may run on one socket only.
+    /// Default: false.
+    pub require_single_socket: bool,
+    /// Minimum firmware ABI the guest's POLICY demands (`"major.minor"`, e.g. `"1.55"`):
+    /// a guest launched with a lower ABI_MAJOR/ABI_MINOR accepts older firmware.
+    pub min_abi: Option<String>,
     /// Allowed chips by CHIP_ID (64-byte hex); empty: any. VLEK-signed reports and
     /// reports with MASK_CHIP_ID carry a zero CHIP_ID, which a non-empty list refuses.
     pub chip_id: Vec<String>,
@@ -174,6 +180,8 @@ impl Default for SnpRules {
             min_guest_svn: None,
             require_alias_check: true,
             require_tsme: false,
+            require_single_socket: false,
+            min_abi: None,
             chip_id: Vec::new(),
         }
     }
@@ -243,6 +251,15 @@ pub fn parse_u64_hex(text: &str) -> std::result::Result<u64, String> {
         .or_else(|| text.strip_prefix("0X"))
         .unwrap_or(text);
     u64::from_str_radix(digits, 16).map_err(|e| format!("'{text}' is not a 64-bit hex value: {e}"))
+}
+
+/// `"major.minor"`, each 0..=255.
+fn parse_abi(text: &str) -> std::result::Result<(u8, u8), String> {
+    let (major, minor) = text
+        .split_once('.')
+        .ok_or_else(|| format!("'{text}' is not major.minor"))?;
+    let number = |n: &str| n.parse::<u8>().map_err(|e| format!("'{text}': {e}"));
+    Ok((number(major)?, number(minor)?))
 }
 
 fn listed_u64(allowed: &[String], observed: u64) -> bool {
@@ -347,6 +364,9 @@ impl Policy {
         check_hex_list("tdx.ppid", &self.tdx.ppid, 16)?;
         check_hex_list("tdx.fmspc", &self.tdx.fmspc, 6)?;
         check_hex_list("snp.chip_id", &self.snp.chip_id, 64)?;
+        if let Some(abi) = &self.snp.min_abi {
+            parse_abi(abi).map_err(|e| bad_policy(format!("snp.min_abi: {e}")))?;
+        }
         for (name, list) in [
             ("tdx.td_attributes", &self.tdx.td_attributes),
             ("tdx.xfam", &self.tdx.xfam),
@@ -681,6 +701,23 @@ impl Policy {
                 "POLICY.SMT set".into(),
                 "SMT not allowed".into(),
             ));
+        }
+        if self.snp.require_single_socket && !r.policy.single_socket() {
+            errors.push(rule_err(
+                "snp.require_single_socket",
+                format!("POLICY = {:#018x}: SINGLE_SOCKET clear", r.policy.0),
+                "SINGLE_SOCKET set".into(),
+            ));
+        }
+        if let Some(Ok(min)) = self.snp.min_abi.as_deref().map(parse_abi) {
+            let have = (r.policy.abi_major(), r.policy.abi_minor());
+            if have < min {
+                errors.push(rule_err(
+                    "snp.min_abi",
+                    format!("POLICY ABI {}.{}", have.0, have.1),
+                    format!(">= {}.{}", min.0, min.1),
+                ));
+            }
         }
         if r.policy.migrate_ma_allowed() && !self.snp.allow_migration_agent {
             errors.push(rule_err(

@@ -371,6 +371,38 @@ fn snp_platform_info_bits_are_checked() {
     assert!(rules(&tsme.check_snp(&ok)).contains("snp.require_tsme"));
 }
 
+/// Finding 8: guest POLICY bits a policy can require: SINGLE_SOCKET and a minimum ABI.
+#[test]
+fn snp_policy_single_socket_and_min_abi() {
+    let dev = DevSnpPki::dev().unwrap();
+    let plain = snp_facts(dev, &DevReportOptions::default()).unwrap();
+    let mut strict = Policy::default();
+    strict.snp.require_single_socket = true;
+    strict.snp.min_abi = Some("1.55".into());
+    let text = rules(&strict.check_snp(&plain));
+    assert!(text.contains("snp.require_single_socket"), "{text}");
+    assert!(
+        text.contains("snp.min_abi") && text.contains("ABI 0.0"),
+        "{text}"
+    );
+    // ABI 1.55, SMT, reserved bit 17, SINGLE_SOCKET.
+    let pinned = snp_facts(
+        dev,
+        &DevReportOptions {
+            policy: Some(55 | 1 << 8 | 1 << 16 | 1 << 17 | 1 << 20),
+            ..DevReportOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        strict.check_snp(&pinned).is_empty(),
+        "{}",
+        rules(&strict.check_snp(&pinned))
+    );
+    strict.snp.min_abi = Some("1.x".into());
+    assert!(strict.validate().is_err());
+}
+
 /// Finding 8: the certificate's kind must match SIGNING_KEY. A report that claims a
 /// VLEK skipped the CHIP_ID/hwID check while a VCEK signed it.
 #[test]

@@ -113,6 +113,8 @@ pub struct DevReportOptions {
     pub platform_info: u64,
     /// The key-info word at 0x48; default SIGNING_KEY of the PKI's key kind.
     pub key_info: Option<u32>,
+    /// POLICY; default ABI 0.0, the reserved bit 17, SMT allowed, and DEBUG if `debug`.
+    pub policy: Option<u64>,
 }
 
 impl Default for DevReportOptions {
@@ -124,6 +126,7 @@ impl Default for DevReportOptions {
             launch_tcb: None,
             platform_info: 0x21,
             key_info: None,
+            policy: None,
         }
     }
 }
@@ -473,7 +476,9 @@ impl DevSnpPki {
         let tcb = self.options.tcb.encode(turin);
         let launch = options.launch_tcb.unwrap_or(self.options.tcb).encode(turin);
         // POLICY: ABI 0.0, bit 17 (reserved, must be one), SMT allowed (16), DEBUG (19).
-        let policy: u64 = (1 << 17) | (1 << 16) | if options.debug { 1 << 19 } else { 0 };
+        let policy: u64 = options
+            .policy
+            .unwrap_or((1 << 17) | (1 << 16) | if options.debug { 1 << 19 } else { 0 });
         let key_info = options
             .key_info
             .unwrap_or(if self.options.vlek { 1 << 2 } else { 0 });
