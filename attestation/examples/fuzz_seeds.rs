@@ -88,14 +88,19 @@ fn main() -> anyhow::Result<()> {
     let manifest = Manifest {
         version: 1,
         image: "cocoon-guest fuzz seed".into(),
+        release: 1,
+        not_after: "2030-01-01T00:00:00Z".into(),
         tdx: Some(TdxReference {
             mrtd: "11".repeat(48),
             rtmr0: "22".repeat(48),
             rtmr1: "33".repeat(48),
             rtmr2: "44".repeat(48),
+            td_attributes: None,
+            xfam: None,
         }),
         sev_snp: Some(SnpReference {
             measurements: vec!["55".repeat(48)],
+            min_tcb: None,
         }),
         config_digests: vec!["66".repeat(48)],
     };

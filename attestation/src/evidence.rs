@@ -37,8 +37,10 @@ impl EvidenceKind {
     }
 }
 
-/// Everything a verifier needs besides the certificate itself.
+/// Everything a verifier needs besides the certificate itself. Unknown keys are errors
+/// (RA-TLS.md), so this verifier and one written from the spec accept the same payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EvidencePayload {
     /// Layout version ([`PAYLOAD_VERSION`]).
     pub version: u32,
@@ -182,5 +184,20 @@ mod tests {
         let mut p = sample();
         p.config_digest = vec![1; 10];
         assert!(EvidencePayload::from_cbor(&p.to_cbor().unwrap()).is_err());
+    }
+
+    /// RA-TLS.md: unknown keys are errors (review finding 17), so a verifier written from
+    /// the spec and this one accept the same payloads.
+    #[test]
+    fn rejects_unknown_keys() {
+        let mut value: ciborium::Value =
+            ciborium::from_reader(sample().to_cbor().unwrap().as_slice()).unwrap();
+        if let ciborium::Value::Map(entries) = &mut value {
+            entries.push(("x".into(), 1.into()));
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&value, &mut bytes).unwrap();
+        let err = EvidencePayload::from_cbor(&bytes).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 }

@@ -194,33 +194,8 @@ impl KdsCollateral {
         }) {
             return Ok(hit);
         }
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| Error::Collateral(e.to_string()))?;
-        let get = |url: String| {
-            let client = client.clone();
-            async move {
-                let response = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| Error::Collateral(format!("fetching {url}: {e}")))?;
-                if !response.status().is_success() {
-                    return Err(Error::Collateral(format!(
-                        "fetching {url}: HTTP {}",
-                        response.status()
-                    )));
-                }
-                response
-                    .bytes()
-                    .await
-                    .map(|b| b.to_vec())
-                    .map_err(|e| Error::Collateral(format!("reading {url}: {e}")))
-            }
-        };
-        let vcek_der = get(vcek_url).await?;
-        let chain = get(chain_url).await?;
+        let vcek_der = kds_get(&vcek_url).await?;
+        let chain = kds_get(&chain_url).await?;
         let collateral = SnpCollateral {
             vcek: crate::ratls::certificate_pem(&vcek_der),
             cert_chain: String::from_utf8(chain).map_err(|_| {
@@ -233,15 +208,96 @@ impl KdsCollateral {
                 valid_until: collateral.valid_until()?,
                 collateral: collateral.clone(),
             };
-            let io =
-                |e: std::io::Error| Error::Collateral(format!("cache {}: {e}", path.display()));
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&entry).unwrap_or_default()).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
+            write_cache_entry(&path, &entry)?;
         }
         Ok(collateral)
     }
+
+    /// AMD's CRL for a product line's VCEK (`vlek` false: `/vcek/v1/{product}/crl`) or
+    /// VLEK chain (`/vlek/v1/{product}/crl`), DER, cached on disk until its nextUpdate.
+    /// The bytes are not trusted here: [`crate::snp::verify::check_snp_crl`] checks the
+    /// ARK's signature and the dates.
+    pub async fn snp_crl(&self, product: &str, vlek: bool, now: i64) -> Result<Vec<u8>> {
+        if !["Milan", "Genoa", "Turin"].contains(&product) {
+            return Err(Error::Collateral(format!(
+                "unknown SEV-SNP product '{product}'"
+            )));
+        }
+        let kind = if vlek { "vlek" } else { "vcek" };
+        let url = format!("{}/{kind}/v1/{product}/crl", self.url);
+        let cache = self.cache_dir.as_ref().map(|dir| {
+            let key = Sha256::digest(format!("{}\n{url}", self.url));
+            dir.join(format!("snp-crl-{}.json", hex::encode(&key[..16])))
+        });
+        if let Some(hit) = cache.as_deref().and_then(|p| {
+            let entry: CrlCacheEntry = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+            (entry.source == self.url && now < entry.valid_until && now >= entry.this_update - 300)
+                .then(|| hex::decode(entry.crl).ok())
+                .flatten()
+        }) {
+            return Ok(hit);
+        }
+        let crl = kds_get(&url).await?;
+        let (_, parsed) = x509_parser::parse_x509_crl(&crl)
+            .map_err(|e| Error::Collateral(format!("{url}: not a DER CRL: {e}")))?;
+        let this_update = parsed.last_update().timestamp();
+        let valid_until = parsed
+            .next_update()
+            .map(|t| t.timestamp())
+            .ok_or_else(|| Error::Collateral(format!("{url}: the CRL has no nextUpdate")))?;
+        if let Some(path) = cache {
+            let entry = CrlCacheEntry {
+                source: self.url.clone(),
+                this_update,
+                valid_until,
+                crl: hex::encode(&crl),
+            };
+            write_cache_entry(&path, &entry)?;
+        }
+        Ok(crl)
+    }
+}
+
+/// One GET from KDS (or a mirror): the body of a 2xx answer.
+async fn kds_get(url: &str) -> Result<Vec<u8>> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|e| Error::Collateral(e.to_string()))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| Error::Collateral(format!("fetching {url}: {e}")))?;
+    if !response.status().is_success() {
+        return Err(Error::Collateral(format!(
+            "fetching {url}: HTTP {}",
+            response.status()
+        )));
+    }
+    response
+        .bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| Error::Collateral(format!("reading {url}: {e}")))
+}
+
+/// Writes a cache entry as JSON, then renames it into place (no half-written entries).
+fn write_cache_entry(path: &Path, entry: &impl Serialize) -> Result<()> {
+    let io = |e: std::io::Error| Error::Collateral(format!("cache {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(entry).unwrap_or_default()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[derive(Serialize, Deserialize)]
+struct CrlCacheEntry {
+    source: String,
+    this_update: i64,
+    valid_until: i64,
+    /// The CRL, hex.
+    crl: String,
 }

@@ -44,6 +44,13 @@ pub struct TdxReference {
     pub rtmr0: String,
     pub rtmr1: String,
     pub rtmr2: String,
+    /// TD_ATTRIBUTES the image is launched with (64-bit hex, e.g. `"0x10000000"`): the
+    /// host chooses them and MRTD does not cover them. Absent: any without TUD bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub td_attributes: Option<String>,
+    /// XFAM the image is launched with (64-bit hex). Absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xfam: Option<String>,
 }
 
 /// SEV-SNP reference values: one launch digest per supported VM shape (the digest
@@ -52,6 +59,9 @@ pub struct TdxReference {
 #[serde(deny_unknown_fields)]
 pub struct SnpReference {
     pub measurements: Vec<String>,
+    /// The TCB floor the publisher requires (replaces the verifier's per-product default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tcb: Option<crate::policy::MinSnpTcb>,
 }
 
 /// The reference values of one released image.
@@ -62,6 +72,12 @@ pub struct Manifest {
     pub version: u32,
     /// Human-readable release name, e.g. `cocoon-guest 0.1.0`.
     pub image: String,
+    /// Release number, increasing with every release: a client that has seen release N
+    /// refuses older manifests with `--min-release N` (no rollback to a withdrawn image).
+    pub release: u64,
+    /// Expiry, RFC 3339 (e.g. `2027-06-30T00:00:00Z`): verifiers refuse the manifest
+    /// afterwards, so a withdrawn release stops being accepted without any revocation.
+    pub not_after: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tdx: Option<TdxReference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +116,7 @@ impl Manifest {
                 self.version
             )));
         }
+        self.not_after_unix()?;
         if self.tdx.is_none() && self.sev_snp.is_none() {
             return Err(bad_manifest(
                 "names neither tdx nor sev_snp reference values: it would accept any image",
@@ -114,6 +131,15 @@ impl Manifest {
             ] {
                 check_hex(name, v, 48)?;
             }
+            for (name, v) in [
+                ("tdx.td_attributes", &t.td_attributes),
+                ("tdx.xfam", &t.xfam),
+            ] {
+                if let Some(v) = v {
+                    crate::policy::parse_u64_hex(v)
+                        .map_err(|e| bad_manifest(format!("{name}: {e}")))?;
+                }
+            }
         }
         if let Some(s) = &self.sev_snp {
             if s.measurements.is_empty() {
@@ -125,6 +151,48 @@ impl Manifest {
         }
         for d in &self.config_digests {
             check_hex("config_digests", d, 48)?;
+        }
+        Ok(())
+    }
+
+    /// `not_after` as Unix seconds.
+    pub fn not_after_unix(&self) -> Result<i64> {
+        time::OffsetDateTime::parse(
+            &self.not_after,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| {
+            bad_manifest(format!(
+                "not_after '{}' is not an RFC 3339 time: {e}",
+                self.not_after
+            ))
+        })
+    }
+
+    /// Refuses a manifest that has expired at `now` (Unix seconds) or whose release is
+    /// below `min_release`.
+    pub fn check_current(&self, now: i64, min_release: Option<u64>) -> Result<()> {
+        let not_after = self.not_after_unix()?;
+        if now > not_after {
+            return Err(Error::Policy {
+                rule: "manifest not_after",
+                observed: format!(
+                    "{} expired at {}",
+                    self.image,
+                    crate::unix_time::format_time(not_after)
+                ),
+                expected: format!("valid at {}", crate::unix_time::format_time(now)),
+            });
+        }
+        if let Some(min) = min_release {
+            if self.release < min {
+                return Err(Error::Policy {
+                    rule: "manifest release (--min-release)",
+                    observed: format!("{} is release {}", self.image, self.release),
+                    expected: format!(">= {min}"),
+                });
+            }
         }
         Ok(())
     }
@@ -145,6 +213,16 @@ impl Manifest {
         self.validate()?;
         match &self.tdx {
             Some(t) => {
+                if let Some(a) = &t.td_attributes {
+                    set(
+                        &mut policy.tdx.td_attributes,
+                        "tdx.td_attributes",
+                        vec![a.clone()],
+                    )?;
+                }
+                if let Some(x) = &t.xfam {
+                    set(&mut policy.tdx.xfam, "tdx.xfam", vec![x.clone()])?;
+                }
                 set(&mut policy.tdx.mrtd, "tdx.mrtd", vec![t.mrtd.clone()])?;
                 set(&mut policy.tdx.rtmr0, "tdx.rtmr0", vec![t.rtmr0.clone()])?;
                 set(&mut policy.tdx.rtmr1, "tdx.rtmr1", vec![t.rtmr1.clone()])?;
@@ -153,11 +231,21 @@ impl Manifest {
             None => policy.accepted_tees.retain(|t| t != "tdx"),
         }
         match &self.sev_snp {
-            Some(s) => set(
-                &mut policy.snp.measurement,
-                "snp.measurement",
-                s.measurements.clone(),
-            )?,
+            Some(s) => {
+                set(
+                    &mut policy.snp.measurement,
+                    "snp.measurement",
+                    s.measurements.clone(),
+                )?;
+                if let Some(min) = &s.min_tcb {
+                    if policy.snp.min_tcb.is_some() {
+                        return Err(bad_manifest(
+                            "both the policy and the manifest set snp.min_tcb; keep it in one of them",
+                        ));
+                    }
+                    policy.snp.min_tcb = Some(min.clone());
+                }
+            }
             None => policy.accepted_tees.retain(|t| t != "sev-snp"),
         }
         if !self.config_digests.is_empty() {
@@ -365,10 +453,13 @@ impl ManifestSigningKey {
 
 /// The policy a client enforces: a policy file (or the strict default) plus, when given,
 /// a signed manifest's reference values. The opened manifest is returned too, for the
-/// summary a client prints.
+/// summary a client prints. The manifest must be unexpired at `now` (Unix seconds) and
+/// at least release `min_release`.
 pub fn load_policy(
     policy: Option<&Path>,
     manifest: Option<(&Path, &[ManifestPublicKey])>,
+    now: i64,
+    min_release: Option<u64>,
 ) -> Result<(Policy, Option<Manifest>)> {
     let mut out = policy
         .map(Policy::from_file)
@@ -383,6 +474,9 @@ pub fn load_policy(
         ));
     }
     let opened = Manifest::open_file(path, trusted)?;
+    opened
+        .check_current(now, min_release)
+        .map_err(|e| bad_manifest(format!("{}: {e}", path.display())))?;
     opened.apply_to(&mut out)?;
     Ok((out, Some(opened)))
 }
@@ -395,11 +489,15 @@ mod tests {
         Manifest {
             version: 1,
             image: "cocoon-guest test".into(),
+            release: 7,
+            not_after: "2030-01-01T00:00:00Z".into(),
             tdx: Some(TdxReference {
                 mrtd: "11".repeat(48),
                 rtmr0: "22".repeat(48),
                 rtmr1: "33".repeat(48),
                 rtmr2: "44".repeat(48),
+                td_attributes: None,
+                xfam: None,
             }),
             sev_snp: None,
             config_digests: vec!["55".repeat(48)],
@@ -453,6 +551,58 @@ mod tests {
         for junk in [&b""[..], b"{}", b"[1,2]", b"\xff\xfe"] {
             assert!(Manifest::open(junk, &[key.public_key()]).is_err());
         }
+    }
+
+    /// Review finding 22: an expired manifest, and one below the client's release floor,
+    /// are refused when loading the policy.
+    #[test]
+    fn expired_or_rolled_back_manifests_are_refused() {
+        let (key, _) = ManifestSigningKey::generate().unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("cocoon-manifest-fresh-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.json");
+        std::fs::write(&path, sample().sign(&key).unwrap()).unwrap();
+        let trusted = [key.public_key()];
+        let before = 1_800_000_000; // 2027-01-15
+        let after = 1_900_000_000; // 2030-03-17, past not_after
+        let load = |now, min| load_policy(None, Some((&path, &trusted[..])), now, min);
+        assert!(load(before, None).is_ok());
+        assert!(load(before, Some(7)).is_ok());
+        let err = load(after, None).unwrap_err().to_string();
+        assert!(
+            err.contains("not_after") && err.contains("expired"),
+            "{err}"
+        );
+        let err = load(before, Some(8)).unwrap_err().to_string();
+        assert!(err.contains("release 7") && err.contains(">= 8"), "{err}");
+        // A manifest without the fields does not parse (deny_unknown_fields keeps typos out,
+        // and both fields are required).
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json.as_object_mut().unwrap().remove("not_after");
+        assert!(Manifest::from_json(json.to_string().as_bytes()).is_err());
+        let mut m = sample();
+        m.not_after = "next year".into();
+        assert!(m.validate().unwrap_err().to_string().contains("not_after"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn manifest_td_attributes_xfam_and_snp_floor_reach_the_policy() {
+        let mut m = sample();
+        m.tdx.as_mut().unwrap().td_attributes = Some("0x10000000".into());
+        m.tdx.as_mut().unwrap().xfam = Some("0x602e7".into());
+        m.sev_snp = Some(SnpReference {
+            measurements: vec!["77".repeat(48)],
+            min_tcb: Some(crate::policy::MinSnpTcb::NONE),
+        });
+        let mut policy = Policy::default();
+        m.apply_to(&mut policy).unwrap();
+        assert_eq!(policy.tdx.td_attributes, vec!["0x10000000"]);
+        assert_eq!(policy.tdx.xfam, vec!["0x602e7"]);
+        assert_eq!(policy.snp.min_tcb, Some(crate::policy::MinSnpTcb::NONE));
+        m.tdx.as_mut().unwrap().xfam = Some("xyz".into());
+        assert!(m.validate().unwrap_err().to_string().contains("tdx.xfam"));
     }
 
     #[test]

@@ -44,6 +44,63 @@ pub struct MinSnpTcb {
     pub fmc: Option<u8>,
 }
 
+impl MinSnpTcb {
+    /// No floor at all: only for old sample evidence, written into a policy by name.
+    pub const NONE: MinSnpTcb = MinSnpTcb {
+        bootloader: 0,
+        tee: 0,
+        snp: 0,
+        microcode: 0,
+        fmc: None,
+    };
+
+    fn as_tcb(&self) -> crate::snp::TcbVersion {
+        crate::snp::TcbVersion {
+            fmc: self.fmc,
+            bootloader: self.bootloader,
+            tee: self.tee,
+            snp: self.snp,
+            microcode: self.microcode,
+        }
+    }
+}
+
+/// The default SEV-SNP TCB floor of a product line, applied to REPORTED_TCB and
+/// LAUNCH_TCB when the policy sets no `snp.min_tcb`. `None` where no floor is known (the
+/// evidence is then refused until the policy names one).
+///
+/// Source: AMD-SB-3019 (CVE-2024-56161, the microcode signature bypass, Feb 2025),
+/// whose fixed firmware also carries the BadRAM mitigation (AMD-SB-3015, CVE-2024-21944):
+/// - Milan: bootloader 4, SNP 24 (0x18), microcode 219 (0xDB), as the minimum versions
+///   mitigating AMD-SB-3019 are published for SEV-SNP guests (Google Cloud's bulletin
+///   GCP-2025-007 quotes them). The real Milan sample report in the fixtures (bootloader
+///   2, SNP 5, microcode 68, 2021 firmware, debug guest) is below it: tests that use it
+///   lower the floor by name.
+/// - Genoa: SNP 0x17 (23), microcode 0x54 (84) (AMD-SB-3019's Genoa values); the bulletin
+///   names no bootloader/TEE floor, so those are 0. Both real Genoa reports in the
+///   fixtures (SNP 25 and 23, microcode 84) meet it. Later bulletins (AMD-SB-3020,
+///   AMD-SB-3027) raise Genoa further; a policy or manifest raises the floor for them.
+/// - Turin: no value verified here: Turin evidence needs `snp.min_tcb` in the policy.
+pub fn default_min_snp_tcb(product: &str) -> Option<MinSnpTcb> {
+    match product {
+        "Milan" => Some(MinSnpTcb {
+            bootloader: 4,
+            tee: 0,
+            snp: 24,
+            microcode: 219,
+            fmc: None,
+        }),
+        "Genoa" => Some(MinSnpTcb {
+            bootloader: 0,
+            tee: 0,
+            snp: 23,
+            microcode: 84,
+            fmc: None,
+        }),
+        _ => None,
+    }
+}
+
 /// Rules for TDX evidence. Empty lists mean "any value".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,6 +112,26 @@ pub struct TdxRules {
     pub rtmr3: Vec<String>,
     /// Minimum TEE_TCB_SVN, 16 bytes hex, compared byte by byte.
     pub min_tee_tcb_svn: Option<String>,
+    /// Allowed TD_ATTRIBUTES values (the 64-bit integer in hex, e.g. `"0x10000000"`);
+    /// empty means any value that passes the debug rule (which refuses every TUD bit:
+    /// DEBUG and the profiling bits) and dcap-qvl's own checks.
+    pub td_attributes: Vec<String>,
+    /// Allowed XFAM values (64-bit integer in hex, e.g. `"0x602e7"`); empty means any.
+    pub xfam: Vec<String>,
+    /// Allowed MRCONFIGID values (48-byte hex). These three registers are chosen by
+    /// whoever launches the TD and are not part of MRTD: empty means they must be zero.
+    pub mr_config_id: Vec<String>,
+    /// Allowed MROWNER values (48-byte hex); empty means it must be zero.
+    pub mr_owner: Vec<String>,
+    /// Allowed MROWNERCONFIG values (48-byte hex); empty means it must be zero.
+    pub mr_owner_config: Vec<String>,
+    /// Minimum `tcbEvaluationDataNumber` of the collateral: refuses TCB info and QE
+    /// identity issued before a TCB recovery (they stay unexpired for up to 30 days).
+    pub min_tcb_eval_data_number: Option<u32>,
+    /// Allowed platforms by PPID (16-byte hex, from the PCK certificate); empty: any.
+    pub ppid: Vec<String>,
+    /// Allowed platform models by FMSPC (6-byte hex, any case); empty: any.
+    pub fmspc: Vec<String>,
 }
 
 /// Rules for SEV-SNP evidence. Empty lists mean "any value".
@@ -63,14 +140,32 @@ pub struct TdxRules {
 pub struct SnpRules {
     pub measurement: Vec<String>,
     pub host_data: Vec<String>,
-    /// Required VMPL of the report (0 = the most privileged level).
+    /// Required VMPL of the report (0 = the most privileged level, the default: a report
+    /// from a less privileged level does not speak for the guest's firmware and kernel).
     pub vmpl: Option<u32>,
     /// Accept guests whose policy allows SMT (on by default: most hosts run SMT).
     pub allow_smt: bool,
     /// Accept guests that may be associated with a migration agent.
     pub allow_migration_agent: bool,
+    /// Floor for REPORTED_TCB and LAUNCH_TCB. Unset: the product's default
+    /// ([`default_min_snp_tcb`]); products without a default are refused.
     pub min_tcb: Option<MinSnpTcb>,
     pub min_guest_svn: Option<u32>,
+    /// Require PLATFORM_INFO.ALIAS_CHECK_COMPLETE (bit 5, the BadRAM mitigation:
+    /// memory alias checking ran and found none) in reports of version 3 and later; a
+    /// version 2 report predates the bit. Default: true.
+    pub require_alias_check: bool,
+    /// Require PLATFORM_INFO.TSME_EN (bit 1). Default: false.
+    pub require_tsme: bool,
+    /// Require POLICY.SINGLE_SOCKET (bit 20): the guest may run on one socket only.
+    /// Default: false.
+    pub require_single_socket: bool,
+    /// Minimum firmware ABI the guest's POLICY demands (`"major.minor"`, e.g. `"1.55"`):
+    /// a guest launched with a lower ABI_MAJOR/ABI_MINOR accepts older firmware.
+    pub min_abi: Option<String>,
+    /// Allowed chips by CHIP_ID (64-byte hex); empty: any. VLEK-signed reports and
+    /// reports with MASK_CHIP_ID carry a zero CHIP_ID, which a non-empty list refuses.
+    pub chip_id: Vec<String>,
 }
 
 impl Default for SnpRules {
@@ -78,11 +173,16 @@ impl Default for SnpRules {
         Self {
             measurement: Vec::new(),
             host_data: Vec::new(),
-            vmpl: None,
+            vmpl: Some(0),
             allow_smt: true,
             allow_migration_agent: false,
             min_tcb: None,
             min_guest_svn: None,
+            require_alias_check: true,
+            require_tsme: false,
+            require_single_socket: false,
+            min_abi: None,
+            chip_id: Vec::new(),
         }
     }
 }
@@ -149,11 +249,61 @@ fn check_hex_list(name: &str, values: &[String], len: usize) -> Result<()> {
     Ok(())
 }
 
+/// A 64-bit value written in hex, with or without `0x`.
+pub fn parse_u64_hex(text: &str) -> std::result::Result<u64, String> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    u64::from_str_radix(digits, 16).map_err(|e| format!("'{text}' is not a 64-bit hex value: {e}"))
+}
+
+/// `"major.minor"`, each 0..=255.
+fn parse_abi(text: &str) -> std::result::Result<(u8, u8), String> {
+    let (major, minor) = text
+        .split_once('.')
+        .ok_or_else(|| format!("'{text}' is not major.minor"))?;
+    let number = |n: &str| n.parse::<u8>().map_err(|e| format!("'{text}': {e}"));
+    Ok((number(major)?, number(minor)?))
+}
+
+fn listed_u64(allowed: &[String], observed: u64) -> bool {
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| parse_u64_hex(a).is_ok_and(|v| v == observed))
+}
+
+/// Empty list: the value must be zero; otherwise it must be listed.
+fn zero_or_listed(allowed: &[String], observed: &[u8]) -> bool {
+    if allowed.is_empty() {
+        observed.iter().all(|b| *b == 0)
+    } else {
+        listed(allowed, observed)
+    }
+}
+
 fn listed(allowed: &[String], observed: &[u8]) -> bool {
     allowed.is_empty()
         || allowed
             .iter()
             .any(|a| a.eq_ignore_ascii_case(&hex::encode(observed)))
+}
+
+/// Adds a `rule` error when `observed` is not in a non-empty `allowed` list.
+fn require_listed(
+    errors: &mut Vec<Error>,
+    rule: &'static str,
+    allowed: &[String],
+    observed: &[u8],
+) {
+    if !listed(allowed, observed) {
+        errors.push(rule_err(
+            rule,
+            hex::encode(observed),
+            format!("one of [{}]", allowed.join(", ")),
+        ));
+    }
 }
 
 fn rule_err(rule: &'static str, observed: String, expected: String) -> Error {
@@ -209,6 +359,27 @@ impl Policy {
             check_hex_list(name, list, 48)?;
         }
         check_hex_list("snp.host_data", &self.snp.host_data, 32)?;
+        for (name, list) in [
+            ("tdx.mr_config_id", &self.tdx.mr_config_id),
+            ("tdx.mr_owner", &self.tdx.mr_owner),
+            ("tdx.mr_owner_config", &self.tdx.mr_owner_config),
+        ] {
+            check_hex_list(name, list, 48)?;
+        }
+        check_hex_list("tdx.ppid", &self.tdx.ppid, 16)?;
+        check_hex_list("tdx.fmspc", &self.tdx.fmspc, 6)?;
+        check_hex_list("snp.chip_id", &self.snp.chip_id, 64)?;
+        if let Some(abi) = &self.snp.min_abi {
+            parse_abi(abi).map_err(|e| bad_policy(format!("snp.min_abi: {e}")))?;
+        }
+        for (name, list) in [
+            ("tdx.td_attributes", &self.tdx.td_attributes),
+            ("tdx.xfam", &self.tdx.xfam),
+        ] {
+            for v in list {
+                parse_u64_hex(v).map_err(|e| bad_policy(format!("{name}: {e}")))?;
+            }
+        }
         if let Some(rd) = &self.report_data {
             check_hex_list("report_data", std::slice::from_ref(rd), 64)?;
         }
@@ -233,6 +404,12 @@ impl Policy {
     /// Builder: require this MRTD (may be called several times).
     pub fn allow_mrtd(mut self, mrtd: &[u8]) -> Self {
         self.tdx.mrtd.push(hex::encode(mrtd));
+        self
+    }
+
+    /// Builder: the SEV-SNP TCB floor (replaces the product defaults).
+    pub fn min_snp_tcb(mut self, min: MinSnpTcb) -> Self {
+        self.snp.min_tcb = Some(min);
         self
     }
 
@@ -342,8 +519,9 @@ impl Policy {
         self.check_common(
             body.debug(),
             format!(
-                "TD_ATTRIBUTES = {:#018x} (DEBUG set)",
-                body.td_attributes_u64()
+                "TD_ATTRIBUTES = {:#018x} ({} set: the TD is under debug)",
+                body.td_attributes_u64(),
+                body.debug_bits().join(", ")
             ),
             &body.report_data,
             &mut errors,
@@ -388,6 +566,54 @@ impl Policy {
                 ));
             }
         }
+        if !listed_u64(&self.tdx.td_attributes, body.td_attributes_u64()) {
+            errors.push(rule_err(
+                "tdx.td_attributes",
+                format!("{:#x}", body.td_attributes_u64()),
+                format!("one of [{}]", self.tdx.td_attributes.join(", ")),
+            ));
+        }
+        if !listed_u64(&self.tdx.xfam, body.xfam_u64()) {
+            errors.push(rule_err(
+                "tdx.xfam",
+                format!("{:#x}", body.xfam_u64()),
+                format!("one of [{}]", self.tdx.xfam.join(", ")),
+            ));
+        }
+        let owner: [(&'static str, &[String], &[u8]); 3] = [
+            (
+                "tdx.mr_config_id",
+                &self.tdx.mr_config_id,
+                &body.mr_config_id,
+            ),
+            ("tdx.mr_owner", &self.tdx.mr_owner, &body.mr_owner),
+            (
+                "tdx.mr_owner_config",
+                &self.tdx.mr_owner_config,
+                &body.mr_owner_config,
+            ),
+        ];
+        for (rule, allowed, observed) in owner {
+            if !zero_or_listed(allowed, observed) {
+                let expected = if allowed.is_empty() {
+                    "all zero (or pinned in the policy)".to_string()
+                } else {
+                    format!("one of [{}]", allowed.join(", "))
+                };
+                errors.push(rule_err(rule, hex::encode(observed), expected));
+            }
+        }
+        if let Some(min) = self.tdx.min_tcb_eval_data_number {
+            if facts.tcb_eval_data_number < min {
+                errors.push(rule_err(
+                    "tdx.min_tcb_eval_data_number",
+                    facts.tcb_eval_data_number.to_string(),
+                    format!(">= {min}"),
+                ));
+            }
+        }
+        require_listed(&mut errors, "tdx.ppid", &self.tdx.ppid, &facts.ppid);
+        require_listed(&mut errors, "tdx.fmspc", &self.tdx.fmspc, &facts.fmspc);
         if let Some(min) = self
             .tdx
             .min_tee_tcb_svn
@@ -410,6 +636,81 @@ impl Policy {
         errors
     }
 
+    /// PLATFORM_INFO, as far as the report's version defines its bits.
+    fn check_snp_platform(&self, r: &crate::snp::SnpReport, errors: &mut Vec<Error>) {
+        use crate::snp::report::{
+            PLATFORM_ALIAS_CHECK_COMPLETE, PLATFORM_SMT_EN, PLATFORM_TSME_EN,
+        };
+        if r.platform_info & PLATFORM_SMT_EN != 0 && !self.snp.allow_smt {
+            errors.push(rule_err(
+                "snp.allow_smt",
+                "PLATFORM_INFO.SMT_EN set".into(),
+                "SMT not enabled on the platform".into(),
+            ));
+        }
+        if self.snp.require_alias_check
+            && r.version >= 3
+            && r.platform_info & PLATFORM_ALIAS_CHECK_COMPLETE == 0
+        {
+            errors.push(rule_err(
+                "snp.require_alias_check",
+                format!(
+                    "PLATFORM_INFO = {:#x}: ALIAS_CHECK_COMPLETE clear (no BadRAM alias check)",
+                    r.platform_info
+                ),
+                "ALIAS_CHECK_COMPLETE set (or require_alias_check = false)".into(),
+            ));
+        }
+        if self.snp.require_tsme && r.platform_info & PLATFORM_TSME_EN == 0 {
+            errors.push(rule_err(
+                "snp.require_tsme",
+                format!("PLATFORM_INFO = {:#x}: TSME_EN clear", r.platform_info),
+                "TSME_EN set".into(),
+            ));
+        }
+    }
+
+    /// The TCB floor, on REPORTED_TCB and LAUNCH_TCB.
+    fn check_snp_tcb(&self, facts: &SnpFacts, errors: &mut Vec<Error>) {
+        let r = &facts.report;
+        // CPUID (signed, version >= 3) names the product; version 2 reports have only the
+        // ARK that anchors the chain ("Milan", or "Milan (development root)").
+        let product = r.product().unwrap_or_else(|| {
+            facts
+                .product
+                .split_whitespace()
+                .next()
+                .unwrap_or(facts.product)
+        });
+        let (floor, source) = match &self.snp.min_tcb {
+            Some(min) => (min.clone(), "snp.min_tcb"),
+            None => match default_min_snp_tcb(product) {
+                Some(min) => (min, "the product's default floor"),
+                None => {
+                    errors.push(rule_err(
+                        "snp.min_tcb",
+                        format!("{product}: no default TCB floor is known for it"),
+                        "a floor named in the policy (snp.min_tcb)".into(),
+                    ));
+                    return;
+                }
+            },
+        };
+        let floor = floor.as_tcb();
+        for (name, tcb) in [
+            ("REPORTED_TCB", r.reported_tcb),
+            ("LAUNCH_TCB", r.launch_tcb),
+        ] {
+            if !tcb.at_least(&floor) {
+                errors.push(rule_err(
+                    "snp.min_tcb",
+                    format!("{name} {tcb} ({product})"),
+                    format!(">= {floor} ({source})"),
+                ));
+            }
+        }
+    }
+
     /// Every rule a verified SNP report breaks (empty when it is acceptable).
     pub fn check_snp(&self, facts: &SnpFacts) -> Vec<Error> {
         let mut errors = Vec::new();
@@ -421,20 +722,18 @@ impl Policy {
             &r.report_data,
             &mut errors,
         );
-        if !listed(&self.snp.measurement, &r.measurement) {
-            errors.push(rule_err(
-                "snp.measurement",
-                hex::encode(r.measurement),
-                format!("one of [{}]", self.snp.measurement.join(", ")),
-            ));
-        }
-        if !listed(&self.snp.host_data, &r.host_data) {
-            errors.push(rule_err(
-                "snp.host_data",
-                hex::encode(r.host_data),
-                format!("one of [{}]", self.snp.host_data.join(", ")),
-            ));
-        }
+        require_listed(
+            &mut errors,
+            "snp.measurement",
+            &self.snp.measurement,
+            &r.measurement,
+        );
+        require_listed(
+            &mut errors,
+            "snp.host_data",
+            &self.snp.host_data,
+            &r.host_data,
+        );
         if let Some(vmpl) = self.snp.vmpl {
             if r.vmpl != vmpl {
                 errors.push(rule_err("snp.vmpl", r.vmpl.to_string(), vmpl.to_string()));
@@ -447,6 +746,23 @@ impl Policy {
                 "SMT not allowed".into(),
             ));
         }
+        if self.snp.require_single_socket && !r.policy.single_socket() {
+            errors.push(rule_err(
+                "snp.require_single_socket",
+                format!("POLICY = {:#018x}: SINGLE_SOCKET clear", r.policy.0),
+                "SINGLE_SOCKET set".into(),
+            ));
+        }
+        if let Some(Ok(min)) = self.snp.min_abi.as_deref().map(parse_abi) {
+            let have = (r.policy.abi_major(), r.policy.abi_minor());
+            if have < min {
+                errors.push(rule_err(
+                    "snp.min_abi",
+                    format!("POLICY ABI {}.{}", have.0, have.1),
+                    format!(">= {}.{}", min.0, min.1),
+                ));
+            }
+        }
         if r.policy.migrate_ma_allowed() && !self.snp.allow_migration_agent {
             errors.push(rule_err(
                 "snp.allow_migration_agent",
@@ -454,22 +770,9 @@ impl Policy {
                 "no migration agent (or allow_migration_agent = true)".into(),
             ));
         }
-        if let Some(min) = &self.snp.min_tcb {
-            let min_tcb = crate::snp::TcbVersion {
-                fmc: min.fmc,
-                bootloader: min.bootloader,
-                tee: min.tee,
-                snp: min.snp,
-                microcode: min.microcode,
-            };
-            if !r.reported_tcb.at_least(&min_tcb) {
-                errors.push(rule_err(
-                    "snp.min_tcb",
-                    r.reported_tcb.to_string(),
-                    format!(">= {min_tcb}"),
-                ));
-            }
-        }
+        self.check_snp_platform(r, &mut errors);
+        self.check_snp_tcb(facts, &mut errors);
+        require_listed(&mut errors, "snp.chip_id", &self.snp.chip_id, &r.chip_id);
         if let Some(min) = self.snp.min_guest_svn {
             if r.guest_svn < min {
                 errors.push(rule_err(
@@ -492,7 +795,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policy.toml");
         let p = Policy::from_file(&path).unwrap();
         assert_eq!(p.tdx.mrtd.len(), 1);
-        assert_eq!(p.snp.min_tcb.as_ref().map(|t| t.microcode), Some(68));
+        assert_eq!(p.snp.min_tcb.as_ref().map(|t| t.microcode), Some(219));
+        assert_eq!(p.tdx.xfam, vec!["0x602e7"]);
     }
 
     #[test]
@@ -501,6 +805,11 @@ mod tests {
         assert!(!p.allow_debug);
         assert_eq!(p.accepted_tcb_statuses, vec!["UpToDate"]);
         assert!(!p.snp.allow_migration_agent);
+        assert_eq!(p.snp.vmpl, Some(0));
+        assert!(p.snp.require_alias_check);
+        assert_eq!(p.snp.min_tcb, None, "the per-product floors apply");
+        assert!(default_min_snp_tcb("Milan").is_some() && default_min_snp_tcb("Genoa").is_some());
+        assert_eq!(default_min_snp_tcb("Turin"), None);
     }
 
     #[test]

@@ -117,7 +117,8 @@ impl Facts {
         match self {
             Facts::Tdx(f) => {
                 let mut c = Claims::tdx(&f.quote);
-                c.details.insert("fmspc", f.fmspc.clone());
+                c.details.insert("fmspc", hex::encode(f.fmspc));
+                c.details.insert("ppid", hex::encode(&f.ppid));
                 c
             }
             Facts::Snp(f) => {

@@ -92,3 +92,48 @@ async fn fetches_by_chip_and_tcb_verifies_and_caches() {
     assert!(err.contains("127.0.0.1:1"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The KDS CRL is fetched from `/vcek/v1/{product}/crl` (or `/vlek/…`), cached until its
+/// nextUpdate, and checked against the chain.
+#[tokio::test]
+async fn fetches_and_caches_the_kds_crl() {
+    use cocoon_attestation::snp::verify::check_snp_crl;
+    use cocoon_attestation_dev::DevSnpPki;
+    const NOW: i64 = 1_800_000_000;
+    let pki = DevSnpPki::dev().unwrap();
+    let crl = pki.crl(&[], NOW - 86_400, NOW + 7 * 86_400).unwrap();
+    let served = crl.clone();
+    let (url, hits) = common::serve(move |path| {
+        let (status, body) = match path {
+            "/vcek/v1/Genoa/crl" | "/vlek/v1/Genoa/crl" => ("200 OK", served.clone()),
+            _ => ("404 Not Found", b"not found".to_vec()),
+        };
+        Reply {
+            status,
+            headers: vec![],
+            body,
+        }
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("cocoon-kds-crl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let kds = KdsCollateral::new(url, Some(dir.clone()));
+    let got = kds.snp_crl("Genoa", false, NOW).await.unwrap();
+    assert_eq!(got, crl);
+    check_snp_crl(&got, pki.chain_pem().as_bytes(), pki.vcek_der(), NOW).unwrap();
+    assert_eq!(kds.snp_crl("Genoa", false, NOW + 60).await.unwrap(), crl);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the cache must answer");
+    // The VLEK CRL is another resource; past nextUpdate the cache refetches.
+    kds.snp_crl("Genoa", true, NOW).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    kds.snp_crl("Genoa", false, NOW + 8 * 86_400).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    let err = kds
+        .snp_crl("Milan", false, NOW)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("404"), "{err}");
+    assert!(kds.snp_crl("Naples", false, NOW).await.is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -279,6 +279,8 @@ fn signed_manifest_selects_what_the_client_accepts() {
         serde_json::json!({
             "version": 1,
             "image": "cocoon-guest e2e",
+            "release": 1,
+            "not_after": "2099-01-01T00:00:00Z",
             "tdx": {"mrtd": mrtd, "rtmr0": m["rtmr0"], "rtmr1": m["rtmr1"], "rtmr2": m["rtmr2"]},
             "config_digests": [summary["config_digest"]],
         })

@@ -28,6 +28,10 @@ pub struct PolicyArgs {
     /// Repeat to trust several publishers.
     #[arg(long, value_name = "KEY", requires = "manifest")]
     pub manifest_key: Vec<String>,
+    /// Refuse a manifest whose release number is below N (the newest release you have
+    /// seen), so an old, withdrawn image cannot be served with its old manifest.
+    #[arg(long, value_name = "N", requires = "manifest")]
+    pub min_release: Option<u64>,
     /// Accept a guest launched with the DEBUG attribute (its memory is readable by the host).
     #[arg(long)]
     pub allow_debug: bool,
@@ -41,12 +45,15 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    /// The policy these arguments select, and the manifest it came from (if any).
+    /// The policy these arguments select, and the manifest it came from (if any); the
+    /// manifest must be unexpired now and at least `--min-release`.
     pub fn load(&self) -> Result<(Policy, Option<Manifest>)> {
         let keys = ManifestPublicKey::from_args(&self.manifest_key)?;
         let (mut policy, manifest) = load_policy(
             self.policy.as_deref(),
             self.manifest.as_deref().map(|m| (m, keys.as_slice())),
+            crate::fetcher::unix_now(),
+            self.min_release,
         )?;
         policy.allow_debug |= self.allow_debug;
         policy.accept_any_image |= self.accept_any_image;

@@ -34,14 +34,102 @@ use cocoon_attestation::snp::report::{TcbVersion, REPORT_LEN, SIGNED_LEN};
 use cocoon_attestation::snp::verify::TrustedArk;
 use cocoon_attestation::{Error, Result};
 
-/// The TCB the development VCEK is issued for.
+/// The TCB the development VCEK is issued for: at Milan's default floor
+/// ([`crate::policy::default_min_snp_tcb`]), so development evidence passes the default
+/// policy like a patched machine's.
 pub const DEV_TCB: TcbVersion = TcbVersion {
     fmc: None,
     bootloader: 4,
     tee: 0,
-    snp: 22,
-    microcode: 213,
+    snp: 24,
+    microcode: 219,
 };
+
+/// Which processor line a development PKI plays (names, CPUID, TCB layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevProduct {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+impl DevProduct {
+    fn name(self) -> &'static str {
+        match self {
+            DevProduct::Milan => "Milan",
+            DevProduct::Genoa => "Genoa",
+            DevProduct::Turin => "Turin",
+        }
+    }
+
+    fn anchor_label(self) -> &'static str {
+        match self {
+            DevProduct::Milan => "Milan (development root)",
+            DevProduct::Genoa => "Genoa (development root)",
+            DevProduct::Turin => "Turin (development root)",
+        }
+    }
+
+    /// CPUID family, model, stepping written into reports.
+    fn cpuid(self) -> (u8, u8, u8) {
+        match self {
+            DevProduct::Milan => (0x19, 0x01, 0x01),
+            DevProduct::Genoa => (0x19, 0x11, 0x01),
+            DevProduct::Turin => (0x1A, 0x02, 0x01),
+        }
+    }
+}
+
+/// The shape of a development SNP PKI (see [`DevSnpPki::from_seed_with`]).
+#[derive(Debug, Clone)]
+pub struct DevSnpOptions {
+    pub product: DevProduct,
+    /// The TCB the endorsement key is issued for (and reports claim).
+    pub tcb: TcbVersion,
+    /// Issue a VLEK under an ASVK instead of a VCEK under an ASK.
+    pub vlek: bool,
+}
+
+impl Default for DevSnpOptions {
+    fn default() -> Self {
+        Self {
+            product: DevProduct::Milan,
+            tcb: DEV_TCB,
+            vlek: false,
+        }
+    }
+}
+
+/// What a host and firmware choose about one report (see [`DevSnpPki::report_with`]).
+#[derive(Debug, Clone)]
+pub struct DevReportOptions {
+    /// Report version: 3 or 5.
+    pub version: u32,
+    pub debug: bool,
+    pub vmpl: u32,
+    /// LAUNCH_TCB; default the PKI's TCB.
+    pub launch_tcb: Option<TcbVersion>,
+    /// PLATFORM_INFO; default SMT_EN | ALIAS_CHECK_COMPLETE.
+    pub platform_info: u64,
+    /// The key-info word at 0x48; default SIGNING_KEY of the PKI's key kind.
+    pub key_info: Option<u32>,
+    /// POLICY; default ABI 0.0, the reserved bit 17, SMT allowed, and DEBUG if `debug`.
+    pub policy: Option<u64>,
+}
+
+impl Default for DevReportOptions {
+    fn default() -> Self {
+        Self {
+            version: 3,
+            debug: false,
+            vmpl: 0,
+            launch_tcb: None,
+            platform_info: 0x21,
+            key_info: None,
+            policy: None,
+        }
+    }
+}
 
 fn crypto(e: impl std::fmt::Display) -> Error {
     Error::Crypto(e.to_string())
@@ -85,6 +173,7 @@ amd_extension!(31, "1.3.6.1.4.1.3704.1.3.1");
 amd_extension!(32, "1.3.6.1.4.1.3704.1.3.2");
 amd_extension!(33, "1.3.6.1.4.1.3704.1.3.3");
 amd_extension!(38, "1.3.6.1.4.1.3704.1.3.8");
+amd_extension!(39, "1.3.6.1.4.1.3704.1.3.9");
 amd_extension!(4, "1.3.6.1.4.1.3704.1.4");
 
 fn der_integer(v: u8) -> Vec<u8> {
@@ -115,6 +204,9 @@ pub struct DevSnpPki {
     vcek_der: Vec<u8>,
     vcek: SigningKey,
     chip_id: [u8; 64],
+    options: DevSnpOptions,
+    ark_key: RsaPrivateKey,
+    ark_name: Name,
 }
 
 impl DevSnpPki {
@@ -129,6 +221,13 @@ impl DevSnpPki {
 
     /// A PKI of its own (tests use one as an impostor).
     pub fn from_seed(seed: &[u8]) -> Result<Self> {
+        Self::from_seed_with(seed, DevSnpOptions::default())
+    }
+
+    /// A PKI for another product line, TCB or key kind (VLEK through an ASVK).
+    pub fn from_seed_with(seed: &[u8], options: DevSnpOptions) -> Result<Self> {
+        let product = options.product.name();
+        let tcb = options.tcb;
         let ark_key = RsaPrivateKey::new(&mut rng(seed, "ark"), 2048).map_err(crypto)?;
         let ask_key = RsaPrivateKey::new(&mut rng(seed, "ask"), 2048).map_err(crypto)?;
         let mut vcek_seed = rng(seed, "vcek");
@@ -137,12 +236,15 @@ impl DevSnpPki {
         rand_chacha::rand_core::RngCore::fill_bytes(&mut rng(seed, "chip-id"), &mut chip_id);
         let mut sign_rng = rng(seed, "signatures");
 
-        let ark_name = Name::from_str("CN=ARK-Milan-DEV,O=Cocoon development PKI (NOT AMD)")
-            .map_err(crypto)?;
-        let ask_name = Name::from_str("CN=SEV-Milan-DEV,O=Cocoon development PKI (NOT AMD)")
-            .map_err(crypto)?;
-        let vcek_name =
-            Name::from_str("CN=SEV-VCEK-DEV,O=Cocoon development PKI (NOT AMD)").map_err(crypto)?;
+        let org = "O=Cocoon development PKI (NOT AMD)";
+        let ark_name = Name::from_str(&format!("CN=ARK-{product}-DEV,{org}")).map_err(crypto)?;
+        let (ask_cn, vcek_cn) = if options.vlek {
+            (format!("SEV-VLEK-{product}-DEV"), "SEV-VLEK-DEV")
+        } else {
+            (format!("SEV-{product}-DEV"), "SEV-VCEK-DEV")
+        };
+        let ask_name = Name::from_str(&format!("CN={ask_cn},{org}")).map_err(crypto)?;
+        let vcek_name = Name::from_str(&format!("CN={vcek_cn},{org}")).map_err(crypto)?;
 
         let ark_signer = BlindedSigningKey::<Sha384>::new(ark_key.clone());
         let ask_signer = BlindedSigningKey::<Sha384>::new(ask_key.clone());
@@ -156,6 +258,7 @@ impl DevSnpPki {
                 .map_err(crypto)?
                 .into_vec(),
         )?;
+        let ark_name_kept = ark_name.clone();
         let ark = CertificateBuilder::new(
             Profile::Root,
             SerialNumber::from(1u32),
@@ -207,7 +310,7 @@ impl DevSnpPki {
             &ask_signer,
         )
         .map_err(crypto)?;
-        let product = Ia5String::new("Milan-B0")
+        let product_name = Ia5String::new(&format!("{product}-B0"))
             .map_err(crypto)?
             .to_der()
             .map_err(crypto)?;
@@ -219,23 +322,31 @@ impl DevSnpPki {
             .add_extension(&RawValue::<1>(der_integer(1)))
             .map_err(crypto)?;
         builder
-            .add_extension(&RawValue::<2>(product))
+            .add_extension(&RawValue::<2>(product_name))
             .map_err(crypto)?;
         builder
-            .add_extension(&RawValue::<31>(der_integer(DEV_TCB.bootloader)))
+            .add_extension(&RawValue::<31>(der_integer(tcb.bootloader)))
             .map_err(crypto)?;
         builder
-            .add_extension(&RawValue::<32>(der_integer(DEV_TCB.tee)))
+            .add_extension(&RawValue::<32>(der_integer(tcb.tee)))
             .map_err(crypto)?;
         builder
-            .add_extension(&RawValue::<33>(der_integer(DEV_TCB.snp)))
+            .add_extension(&RawValue::<33>(der_integer(tcb.snp)))
             .map_err(crypto)?;
         builder
-            .add_extension(&RawValue::<38>(der_integer(DEV_TCB.microcode)))
+            .add_extension(&RawValue::<38>(der_integer(tcb.microcode)))
             .map_err(crypto)?;
-        builder
-            .add_extension(&RawValue::<4>(hwid))
-            .map_err(crypto)?;
+        if let Some(fmc) = tcb.fmc {
+            builder
+                .add_extension(&RawValue::<39>(der_integer(fmc)))
+                .map_err(crypto)?;
+        }
+        // A VLEK is not tied to one chip: no hwID.
+        if !options.vlek {
+            builder
+                .add_extension(&RawValue::<4>(hwid))
+                .map_err(crypto)?;
+        }
         let vcek_cert = builder
             .build_with_rng::<rsa::pss::Signature>(&mut sign_rng)
             .map_err(crypto)?;
@@ -245,13 +356,63 @@ impl DevSnpPki {
             vcek_der: vcek_cert.to_der().map_err(crypto)?,
             vcek,
             chip_id,
+            options,
+            ark_key,
+            ark_name: ark_name_kept,
         })
+    }
+
+    /// A CRL as AMD KDS serves it (`/vcek/v1/{product}/crl`): issued and signed by the
+    /// ARK (RSA-PSS/SHA-384), listing the certificates with the `revoked` serial numbers
+    /// (the DER INTEGER contents), current from `this_update` to `next_update`.
+    pub fn crl(&self, revoked: &[&[u8]], this_update: i64, next_update: i64) -> Result<Vec<u8>> {
+        use rsa::signature::RandomizedSigner;
+        use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+        use x509_cert::der::asn1::BitString;
+        use x509_cert::spki::DynSignatureAlgorithmIdentifier;
+        let t = |secs: i64| -> Result<Time> {
+            let secs = u64::try_from(secs).map_err(crypto)?;
+            Ok(Time::UtcTime(
+                UtcTime::from_unix_duration(std::time::Duration::from_secs(secs))
+                    .map_err(crypto)?,
+            ))
+        };
+        let signer = BlindedSigningKey::<Sha384>::new(self.ark_key.clone());
+        let revoked = revoked
+            .iter()
+            .map(|serial| {
+                Ok(RevokedCert {
+                    serial_number: x509_cert::serial_number::SerialNumber::new(serial)
+                        .map_err(crypto)?,
+                    revocation_date: t(this_update)?,
+                    crl_entry_extensions: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tbs = TbsCertList {
+            version: x509_cert::Version::V2,
+            signature: signer.signature_algorithm_identifier().map_err(crypto)?,
+            issuer: self.ark_name.clone(),
+            this_update: t(this_update)?,
+            next_update: Some(t(next_update)?),
+            revoked_certificates: (!revoked.is_empty()).then_some(revoked),
+            crl_extensions: None,
+        };
+        let tbs_der = tbs.to_der().map_err(crypto)?;
+        let mut sign_rng = rng(&tbs_der, "crl");
+        let signature: rsa::pss::Signature = signer.sign_with_rng(&mut sign_rng, &tbs_der);
+        let crl = CertificateList {
+            signature_algorithm: tbs.signature.clone(),
+            tbs_cert_list: tbs,
+            signature: BitString::from_bytes(&Box::<[u8]>::from(signature)).map_err(crypto)?,
+        };
+        crl.to_der().map_err(crypto)
     }
 
     /// The development ARK as a trust anchor (marked simulated).
     pub fn trusted_ark(&self) -> TrustedArk {
         TrustedArk {
-            product: "Milan (development root)",
+            product: self.options.product.anchor_label(),
             der: self.ark_der.clone(),
             simulated: true,
         }
@@ -260,6 +421,16 @@ impl DevSnpPki {
     /// DER of the VCEK.
     pub fn vcek_der(&self) -> &[u8] {
         &self.vcek_der
+    }
+
+    /// DER of the ARK.
+    pub fn ark_der(&self) -> &[u8] {
+        &self.ark_der
+    }
+
+    /// DER of the ASK (the ASVK for a VLEK PKI).
+    pub fn ask_der(&self) -> &[u8] {
+        &self.ask_der
     }
 
     /// ASK then ARK, PEM: the shape of AMD's `cert_chain`.
@@ -279,34 +450,58 @@ impl DevSnpPki {
         host_data: &[u8; 32],
         debug: bool,
     ) -> Vec<u8> {
+        self.report_with(
+            report_data,
+            measurement,
+            host_data,
+            &DevReportOptions {
+                debug,
+                ..DevReportOptions::default()
+            },
+        )
+    }
+
+    /// A report with the fields a host and firmware choose set as `options` says, in the
+    /// PKI's product layout, signed with its VCEK or VLEK.
+    pub fn report_with(
+        &self,
+        report_data: &ReportData,
+        measurement: &[u8; 48],
+        host_data: &[u8; 32],
+        options: &DevReportOptions,
+    ) -> Vec<u8> {
         let mut r = vec![0u8; REPORT_LEN];
-        let tcb = [
-            DEV_TCB.bootloader,
-            DEV_TCB.tee,
-            0,
-            0,
-            0,
-            0,
-            DEV_TCB.snp,
-            DEV_TCB.microcode,
-        ];
+        let (family, model, stepping) = self.options.product.cpuid();
+        let turin = self.options.product == DevProduct::Turin;
+        let tcb = self.options.tcb.encode(turin);
+        let launch = options.launch_tcb.unwrap_or(self.options.tcb).encode(turin);
         // POLICY: ABI 0.0, bit 17 (reserved, must be one), SMT allowed (16), DEBUG (19).
-        let policy: u64 = (1 << 17) | (1 << 16) | if debug { 1 << 19 } else { 0 };
-        r[0x000..0x004].copy_from_slice(&3u32.to_le_bytes());
+        let policy: u64 = options
+            .policy
+            .unwrap_or((1 << 17) | (1 << 16) | if options.debug { 1 << 19 } else { 0 });
+        let key_info = options
+            .key_info
+            .unwrap_or(if self.options.vlek { 1 << 2 } else { 0 });
+        r[0x000..0x004].copy_from_slice(&options.version.to_le_bytes());
         r[0x008..0x010].copy_from_slice(&policy.to_le_bytes());
+        r[0x030..0x034].copy_from_slice(&options.vmpl.to_le_bytes());
         r[0x034..0x038].copy_from_slice(&1u32.to_le_bytes()); // ECDSA P-384 / SHA-384
         r[0x038..0x040].copy_from_slice(&tcb);
+        r[0x040..0x048].copy_from_slice(&options.platform_info.to_le_bytes());
+        r[0x048..0x04C].copy_from_slice(&key_info.to_le_bytes());
         r[0x050..0x090].copy_from_slice(report_data);
         r[0x090..0x0C0].copy_from_slice(measurement);
         r[0x0C0..0x0E0].copy_from_slice(host_data);
         r[0x160..0x180].fill(0xff); // REPORT_ID_MA: no migration agent
         r[0x180..0x188].copy_from_slice(&tcb);
-        r[0x188] = 0x19; // CPUID family: Milan
-        r[0x189] = 0x01;
-        r[0x18A] = 0x01;
-        r[0x1A0..0x1E0].copy_from_slice(&self.chip_id);
+        r[0x188] = family;
+        r[0x189] = model;
+        r[0x18A] = stepping;
+        if !self.options.vlek {
+            r[0x1A0..0x1E0].copy_from_slice(&self.chip_id);
+        }
         r[0x1E0..0x1E8].copy_from_slice(&tcb);
-        r[0x1F0..0x1F8].copy_from_slice(&tcb);
+        r[0x1F0..0x1F8].copy_from_slice(&launch);
         let signature: Signature = self.vcek.sign(&r[..SIGNED_LEN]);
         let (rr, ss) = signature.split_bytes();
         for (i, b) in rr.iter().rev().enumerate() {

@@ -168,6 +168,36 @@ pub struct DevTdMeasurements {
     pub debug: bool,
 }
 
+/// What a host chooses about a TD besides its measurements (see [`DevPki::quote_with`]).
+#[derive(Debug, Clone)]
+pub struct DevQuoteOptions {
+    /// Quote format version: 4, or 5 (TD 1.0 body behind v5's body descriptor).
+    pub version: u16,
+    /// TD_ATTRIBUTES; default SEPT_VE_DISABLE, plus DEBUG when the TD asks for it.
+    pub td_attributes: Option<u64>,
+    /// XFAM; default the template quote's.
+    pub xfam: Option<u64>,
+    pub mr_config_id: [u8; 48],
+    pub mr_owner: [u8; 48],
+    pub mr_owner_config: [u8; 48],
+}
+
+impl Default for DevQuoteOptions {
+    fn default() -> Self {
+        Self {
+            version: 4,
+            td_attributes: None,
+            xfam: None,
+            mr_config_id: [0; 48],
+            mr_owner: [0; 48],
+            mr_owner_config: [0; 48],
+        }
+    }
+}
+
+/// TD_ATTRIBUTES the dev PKI sets by default (SEPT_VE_DISABLE).
+pub const DEV_TD_ATTRIBUTES: u64 = SEPT_VE_DISABLE;
+
 /// The development DCAP PKI.
 pub struct DevPki {
     root_key: KeyPair,
@@ -234,9 +264,26 @@ impl DevPki {
 
     /// A TDX v4 quote over `report_data` in Intel's format, signed through this PKI.
     pub fn quote(&self, report_data: &ReportData, td: &DevTdMeasurements) -> Result<Vec<u8>> {
+        self.quote_with(report_data, td, &DevQuoteOptions::default())
+    }
+
+    /// A quote with the fields a host chooses set as `options` says (version 4 or 5,
+    /// TD_ATTRIBUTES, XFAM, the owner registers), so tests can play a hostile host.
+    pub fn quote_with(
+        &self,
+        report_data: &ReportData,
+        td: &DevTdMeasurements,
+        options: &DevQuoteOptions,
+    ) -> Result<Vec<u8>> {
         let t = &self.template.quote;
+        if options.version != 4 && options.version != 5 {
+            return Err(Error::Unsupported {
+                what: "dev quote version (4 or 5)",
+                value: options.version.to_string(),
+            });
+        }
         let header = QuoteHeader {
-            version: 4,
+            version: options.version,
             attestation_key_type: ATT_KEY_TYPE_ECDSA_P256,
             tee_type: TEE_TYPE_TDX,
             qe_svn: t.header.qe_svn,
@@ -244,18 +291,20 @@ impl DevPki {
             qe_vendor_id: INTEL_QE_VENDOR_ID,
             user_data: t.header.user_data,
         };
-        let td_attributes = SEPT_VE_DISABLE | u64::from(td.debug);
+        let td_attributes = options
+            .td_attributes
+            .unwrap_or(SEPT_VE_DISABLE | u64::from(td.debug));
         let body = TdReportBody {
             tee_tcb_svn: t.body.tee_tcb_svn,
             mr_seam: t.body.mr_seam,
             mr_signer_seam: t.body.mr_signer_seam,
             seam_attributes: t.body.seam_attributes,
             td_attributes: td_attributes.to_le_bytes(),
-            xfam: t.body.xfam,
+            xfam: options.xfam.map_or(t.body.xfam, u64::to_le_bytes),
             mr_td: td.mr_td,
-            mr_config_id: [0; 48],
-            mr_owner: [0; 48],
-            mr_owner_config: [0; 48],
+            mr_config_id: options.mr_config_id,
+            mr_owner: options.mr_owner,
+            mr_owner_config: options.mr_owner_config,
             rtmr: td.rtmr,
             report_data: *report_data,
             td15: None,
@@ -306,22 +355,37 @@ impl DevPki {
     /// Collateral valid from a day before `now` to 30 days after it: the template's TCB
     /// info and QE identity re-dated and re-signed, and fresh empty CRLs.
     pub fn collateral(&self, now: i64) -> Result<TdxCollateral> {
-        self.collateral_with(now, false)
+        self.collateral_with(now, false, &|_| {})
     }
 
     /// Like [`Self::collateral`], with the PCK certificate listed in the PCK CRL (for
     /// testing that a revoked platform is refused).
     pub fn collateral_revoking_pck(&self, now: i64) -> Result<TdxCollateral> {
-        self.collateral_with(now, true)
+        self.collateral_with(now, true, &|_| {})
     }
 
-    fn collateral_with(&self, now: i64, revoke_pck: bool) -> Result<TdxCollateral> {
+    /// Like [`Self::collateral`], with the TCB info JSON edited by `edit` before it is
+    /// signed (tests use it to serve unusual but correctly signed collateral).
+    pub fn collateral_with_tcb_info(
+        &self,
+        now: i64,
+        edit: impl Fn(&mut serde_json::Value),
+    ) -> Result<TdxCollateral> {
+        self.collateral_with(now, false, &edit)
+    }
+
+    fn collateral_with(
+        &self,
+        now: i64,
+        revoke_pck: bool,
+        edit: &dyn Fn(&mut serde_json::Value),
+    ) -> Result<TdxCollateral> {
         let now = OffsetDateTime::from_unix_timestamp(now).map_err(crypto)?;
         let issue = now - time::Duration::days(1);
         let next = now + time::Duration::days(30);
         let fmt =
             |t: OffsetDateTime| cocoon_attestation::unix_time::format_time(t.unix_timestamp());
-        let redate = |json: &str| -> Result<String> {
+        let redate = |json: &str, edit: &dyn Fn(&mut serde_json::Value)| -> Result<String> {
             let mut value: serde_json::Value =
                 serde_json::from_str(json).map_err(|e| Error::Malformed {
                     what: "template collateral",
@@ -329,10 +393,11 @@ impl DevPki {
                 })?;
             value["issueDate"] = fmt(issue).into();
             value["nextUpdate"] = fmt(next).into();
+            edit(&mut value);
             Ok(value.to_string())
         };
-        let tcb_info = redate(&self.template.collateral.tcb_info)?;
-        let qe_identity = redate(&self.template.collateral.qe_identity)?;
+        let tcb_info = redate(&self.template.collateral.tcb_info, edit)?;
+        let qe_identity = redate(&self.template.collateral.qe_identity, &|_| {})?;
         let sign = |text: &str| -> Vec<u8> {
             let s: Signature = self.tcb_signer.sign(text.as_bytes());
             s.to_bytes().to_vec()

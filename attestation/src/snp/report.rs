@@ -44,6 +44,15 @@ pub const SIG_ALGO_ECDSA_P384_SHA384: u32 = 1;
 /// CPUID family of Turin (and later) processors, whose TCB_VERSION layout differs.
 const FAMILY_TURIN: u8 = 0x1A;
 
+/// PLATFORM_INFO.SMT_EN (bit 0): SMT is enabled on the platform (all report versions).
+pub const PLATFORM_SMT_EN: u64 = 1 << 0;
+/// PLATFORM_INFO.TSME_EN (bit 1): transparent SME is enabled (all report versions).
+pub const PLATFORM_TSME_EN: u64 = 1 << 1;
+/// PLATFORM_INFO.ALIAS_CHECK_COMPLETE (bit 5): the firmware checked the memory
+/// configuration for aliased addresses (BadRAM, CVE-2024-21944) since the last reset and
+/// found none. Firmware without the mitigation leaves it zero; version 2 reports predate it.
+pub const PLATFORM_ALIAS_CHECK_COMPLETE: u64 = 1 << 5;
+
 /// Guest policy bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestPolicy(pub u64);
@@ -103,6 +112,33 @@ impl TcbVersion {
                 snp: raw[6],
                 microcode: raw[7],
             }
+        }
+    }
+
+    /// The 8 bytes, in the Turin layout when `turin`, else Milan/Genoa's ([`Self::decode`]).
+    pub fn encode(&self, turin: bool) -> [u8; 8] {
+        if turin {
+            [
+                self.fmc.unwrap_or(0),
+                self.bootloader,
+                self.tee,
+                self.snp,
+                0,
+                0,
+                0,
+                self.microcode,
+            ]
+        } else {
+            [
+                self.bootloader,
+                self.tee,
+                0,
+                0,
+                0,
+                0,
+                self.snp,
+                self.microcode,
+            ]
         }
     }
 

@@ -56,6 +56,38 @@ pub struct SnpFacts {
     pub simulated: bool,
     /// TCB the VCEK was issued for (its extensions).
     pub certified_tcb: TcbVersion,
+    /// The report was signed by a VLEK (chained through the ASVK) rather than a VCEK;
+    /// the report's SIGNING_KEY and the certificate's kind agree.
+    pub vlek: bool,
+}
+
+impl SnpFacts {
+    /// The chip's CHIP_ID; `None` when the report carries none (VLEK-signed, or the guest
+    /// asked the firmware to mask it).
+    pub fn chip_id(&self) -> Option<[u8; 64]> {
+        (!self.vlek && !self.report.chip_id_masked()).then_some(self.report.chip_id)
+    }
+}
+
+/// What kind of endorsement key a certificate holds, from its subject's common name
+/// (AMD names them `SEV-VCEK` and `SEV-VLEK`).
+fn endorsement_kind(cert: &X509Certificate<'_>) -> Result<bool> {
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or("");
+    if cn.starts_with("SEV-VLEK") {
+        Ok(true)
+    } else if cn.starts_with("SEV-VCEK") {
+        Ok(false)
+    } else {
+        Err(Error::Malformed {
+            what: "VCEK/VLEK certificate",
+            detail: format!("subject CN '{cn}' names neither a VCEK nor a VLEK"),
+        })
+    }
 }
 
 fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
@@ -135,6 +167,26 @@ pub fn verify_report(
             value: report.signature_algo.to_string(),
         });
     }
+    // SIGNING_KEY: 0 = VCEK, 1 = VLEK, 7 = none; the rest are reserved.
+    let signing_key = (report.key_info >> 2) & 0b111;
+    if signing_key > 1 {
+        return Err(Error::Unsupported {
+            what: "SNP SIGNING_KEY (expected 0, VCEK, or 1, VLEK)",
+            value: signing_key.to_string(),
+        });
+    }
+    let vek_x509 = x509(vcek_der, "VCEK certificate")?;
+    let vlek = endorsement_kind(&vek_x509)?;
+    if vlek != report.signed_by_vlek() {
+        let name = |vlek: bool| if vlek { "VLEK" } else { "VCEK" };
+        return Err(Error::Policy {
+            rule: "the certificate's kind must match the report's SIGNING_KEY",
+            observed: format!("a {} certificate", name(vlek)),
+            expected: format!("a {} (SIGNING_KEY = {signing_key})", name(!vlek)),
+        });
+    }
+    // The chain: one self-signed ARK, and the intermediate that issued the VCEK (the
+    // ASK) or the VLEK (the ASVK); AMD's and Trustee's bundles may carry both.
     let chain = pem_certificates(chain_pem)?;
     let mut ark_der = None;
     let mut ask_der = None;
@@ -142,7 +194,7 @@ pub fn verify_report(
         let cert = x509(der, "ASK/ARK certificate")?;
         if cert.subject() == cert.issuer() {
             ark_der = Some(der.clone());
-        } else {
+        } else if cert.subject() == vek_x509.issuer() {
             ask_der = Some(der.clone());
         }
     }
@@ -151,7 +203,11 @@ pub fn verify_report(
         _ => {
             return Err(Error::Malformed {
                 what: "ASK/ARK chain",
-                detail: "expected one self-signed ARK and one ASK".into(),
+                detail: format!(
+                    "expected one self-signed ARK and the {} that issued the {}",
+                    if vlek { "ASVK" } else { "ASK" },
+                    if vlek { "VLEK" } else { "VCEK" }
+                ),
             })
         }
     };
@@ -160,7 +216,6 @@ pub fn verify_report(
             "the chain's ARK is not a trusted AMD root (Milan, Genoa, Turin)".into(),
         )
     })?;
-    let vek_x509 = x509(vcek_der, "VCEK certificate")?;
     for (der, name) in [(&ark_der, "ARK"), (&ask_der, "ASK")] {
         check_validity(&x509(der, "ASK/ARK certificate")?, name, now)?;
     }
@@ -204,7 +259,7 @@ pub fn verify_report(
         && certified_tcb.tee == reported.tee
         && certified_tcb.snp == reported.snp
         && certified_tcb.microcode == reported.microcode
-        && (certified_tcb.fmc.is_none() || certified_tcb.fmc == reported.fmc);
+        && certified_tcb.fmc == reported.fmc;
     if !same {
         return Err(Error::Policy {
             rule: "REPORTED_TCB must equal the TCB in the VCEK's extensions",
@@ -228,7 +283,81 @@ pub fn verify_report(
         product: anchor.product,
         simulated: anchor.simulated,
         certified_tcb,
+        vlek,
     })
+}
+
+/// Checks AMD's KDS certificate revocation list (`/vcek/v1/{product}/crl` or
+/// `/vlek/v1/{product}/crl`, DER) against a chain: the CRL must be signed by the chain's
+/// ARK (RSA-PSS with SHA-384, as AMD signs), current at `now` (thisUpdate ≤ now ≤
+/// nextUpdate), and list none of the certificates the ARK issued (the ASK or ASVK).
+/// `chain_pem` is the ASK/ASVK and ARK; `vek_der`, the VCEK or VLEK, is checked too in
+/// case its issuer is the CRL's issuer.
+pub fn check_snp_crl(crl_der: &[u8], chain_pem: &[u8], vek_der: &[u8], now: i64) -> Result<()> {
+    let bad = |detail: String| Error::Malformed {
+        what: "AMD KDS CRL",
+        detail,
+    };
+    let (rest, crl) = x509_parser::parse_x509_crl(crl_der).map_err(|e| bad(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes after the CRL", rest.len())));
+    }
+    let chain = pem_certificates(chain_pem)?;
+    let mut certs = Vec::new();
+    for der in chain.iter().map(Vec::as_slice).chain([vek_der]) {
+        certs.push(x509(der, "SNP certificate")?);
+    }
+    let ark = certs
+        .iter()
+        .find(|c| c.subject() == c.issuer() && c.subject() == crl.issuer())
+        .ok_or_else(|| {
+            Error::BadSignature(format!(
+                "the CRL's issuer ({}) is not the chain's ARK",
+                crl.issuer()
+            ))
+        })?;
+    // AMD signs with RSASSA-PSS; the key bits of an RSA SPKI (PSS or not) are PKCS#1.
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PSS_2048_8192_SHA384,
+        ark.public_key().subject_public_key.data.as_ref(),
+    );
+    key.verify(
+        crl.tbs_cert_list.as_ref(),
+        crl.signature_value.data.as_ref(),
+    )
+    .map_err(|_| Error::BadSignature("the ARK did not sign this CRL (RSA-PSS/SHA-384)".into()))?;
+    let this_update = crl.last_update().timestamp();
+    let next_update = crl
+        .next_update()
+        .ok_or_else(|| bad("no nextUpdate".into()))?
+        .timestamp();
+    if now < this_update || now > next_update {
+        return Err(Error::CertificateExpired {
+            at: format!("{} (AMD KDS CRL)", crate::unix_time::format_time(now)),
+            not_before: crate::unix_time::format_time(this_update),
+            not_after: crate::unix_time::format_time(next_update),
+        });
+    }
+    for cert in certs
+        .iter()
+        .filter(|c| c.issuer() == crl.issuer() && c.subject() != c.issuer())
+    {
+        if crl
+            .iter_revoked_certificates()
+            .any(|r| r.raw_serial() == cert.raw_serial())
+        {
+            return Err(Error::Policy {
+                rule: "AMD KDS CRL",
+                observed: format!(
+                    "{} (serial {}) is revoked",
+                    cert.subject(),
+                    hex::encode(cert.raw_serial())
+                ),
+                expected: "no certificate of the chain revoked".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn missing(name: &str) -> Error {
@@ -266,6 +395,12 @@ mod tests {
         assert_eq!(facts.product, "Milan");
         assert!(!facts.simulated);
         assert_eq!(facts.certified_tcb, facts.report.reported_tcb);
+        assert!(!facts.vlek);
+        // The same with Trustee's bundle of ASK, ARK and ASVK: the intermediate is the one
+        // that issued the VCEK, not whichever comes last.
+        const WITH_ASVK: &[u8] =
+            include_bytes!("../../tests/fixtures/snp/trustee_milan_ask_ark_asvk.pem");
+        verify_report(REPORT, VCEK, WITH_ASVK, inside(), &amd_production_arks()).unwrap();
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! the quote signature, and matches the TCB level. Its TCB status and advisories come
 //! back as facts; whether they are acceptable is our [`crate::policy::Policy`]'s call,
 //! as is debug (we let `dcap-qvl` pass debug TDs so the policy can name the rule).
+//!
+//! The facts come from what `dcap-qvl` verified (its parsed report body, the PPID and
+//! FMSPC of the PCK certificate it checked, the TCB evaluation data number of the
+//! collateral it matched), not from a second reading of the bytes; our own parse must
+//! agree with it, or the quote is refused.
 
+use dcap_qvl::policy::QuoteClaims;
 use dcap_qvl::verify::QuoteVerifier;
 pub use dcap_qvl::QuoteCollateralV3 as TdxCollateral;
 
-use super::quote::TdxQuote;
+use super::quote::{Td15Extension, TdReportBody, TdxQuote};
 use crate::{Error, Result};
 
 /// The Intel SGX Root CA, the DCAP trust anchor (DER, from Intel's published PEM).
@@ -35,9 +41,14 @@ pub struct TdxFacts {
     /// Intel's TCB status name (`UpToDate`, `OutOfDate`, `SWHardeningNeeded`, …).
     pub tcb_status: String,
     pub advisory_ids: Vec<String>,
+    /// The `tcbEvaluationDataNumber` of the collateral the TCB status came from (the
+    /// lower of the TCB info's and the QE identity's).
+    pub tcb_eval_data_number: u32,
+    /// The platform's PPID, from the SGX extension of the PCK certificate (16 bytes).
+    pub ppid: Vec<u8>,
+    /// The platform's FMSPC, from the PCK certificate.
+    pub fmspc: [u8; 6],
     pub simulated: bool,
-    /// The platform's FMSPC from the PCK certificate, lowercase hex.
-    pub fmspc: String,
 }
 
 /// The FMSPC of the platform that produced a quote (from the PCK certificate in it): the
@@ -66,6 +77,42 @@ pub fn quote_chain_root(raw: &[u8]) -> Option<Vec<u8>> {
         .map(|p| p.contents)
 }
 
+/// `dcap-qvl`'s policy hook, accepting everything: our [`crate::policy::Policy`] judges the
+/// claims afterwards and names each rule.
+struct ClaimsOnly;
+
+impl dcap_qvl::policy::Policy for ClaimsOnly {
+    fn validate(&self, _: &QuoteClaims) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The TD report body as `dcap-qvl` decoded it.
+fn body_from_dcap(report: &dcap_qvl::quote::Report) -> Result<TdReportBody> {
+    let td10 = report.as_td10().ok_or_else(|| Error::Unsupported {
+        what: "quote body (expected a TD report)",
+        value: "SGX enclave report".into(),
+    })?;
+    Ok(TdReportBody {
+        tee_tcb_svn: td10.tee_tcb_svn,
+        mr_seam: td10.mr_seam,
+        mr_signer_seam: td10.mr_signer_seam,
+        seam_attributes: td10.seam_attributes,
+        td_attributes: td10.td_attributes,
+        xfam: td10.xfam,
+        mr_td: td10.mr_td,
+        mr_config_id: td10.mr_config_id,
+        mr_owner: td10.mr_owner,
+        mr_owner_config: td10.mr_owner_config,
+        rtmr: [td10.rt_mr0, td10.rt_mr1, td10.rt_mr2, td10.rt_mr3],
+        report_data: td10.report_data,
+        td15: report.as_td15().map(|td15| Td15Extension {
+            tee_tcb_svn2: td15.tee_tcb_svn2,
+            mr_service_td: td15.mr_service_td,
+        }),
+    })
+}
+
 /// Reads a collateral bundle (dcap-qvl's JSON: PEM chains, hex CRLs and signatures).
 pub fn collateral_from_json(bytes: &[u8]) -> Result<TdxCollateral> {
     serde_json::from_slice(bytes).map_err(|e| Error::Malformed {
@@ -81,21 +128,32 @@ pub fn verify_quote(
     now: i64,
     root: &TdxRoot,
 ) -> Result<TdxFacts> {
-    let quote = TdxQuote::parse(raw)?;
+    let mut quote = TdxQuote::parse(raw)?;
     let now = u64::try_from(now).map_err(|_| Error::Unsupported {
         what: "verification time",
         value: now.to_string(),
     })?;
-    let verified = QuoteVerifier::new(root.der.clone())
+    let claims = QuoteVerifier::new(root.der.clone())
         .allow_debug(true)
-        .verify(raw, collateral, now)
+        .verify_with_policy(raw, collateral, now, &ClaimsOnly)
         .map_err(|e| Error::Dcap(format!("{e:#}")))?;
+    let body = body_from_dcap(&claims.report)?;
+    if body != quote.body || claims.header.version != quote.header.version {
+        return Err(Error::Malformed {
+            what: "TDX quote",
+            detail: "dcap-qvl and this crate read the quote body differently".into(),
+        });
+    }
+    quote.body = body;
+    let pck = claims.platform.pck;
     Ok(TdxFacts {
         quote,
-        tcb_status: verified.status,
-        advisory_ids: verified.advisory_ids,
+        tcb_status: claims.tcb.status.to_string(),
+        advisory_ids: claims.tcb.advisory_ids,
+        tcb_eval_data_number: claims.tcb.eval_data_number,
+        ppid: pck.ppid,
+        fmspc: pck.fmspc,
         simulated: root.simulated,
-        fmspc: hex::encode(quote_fmspc(raw)?),
     })
 }
 
@@ -123,6 +181,13 @@ mod tests {
         assert_eq!(facts.tcb_status, "UpToDate");
         assert!(facts.advisory_ids.is_empty());
         assert!(!facts.quote.body.debug());
+        // Facts dcap-qvl verified: the collateral's evaluation number (TCB info 17), the
+        // PCK certificate's FMSPC (the TCB info's, B0C06F000000) and PPID.
+        assert_eq!(facts.tcb_eval_data_number, 17);
+        assert_eq!(hex::encode_upper(facts.fmspc), "B0C06F000000");
+        assert_eq!(facts.ppid.len(), 16);
+        // The body is dcap-qvl's reading, and ours agrees with it byte for byte.
+        assert_eq!(facts.quote.body, TdxQuote::parse(QUOTE).unwrap().body);
     }
 
     #[test]

@@ -30,6 +30,18 @@ pub const TD15_BODY_LEN: usize = 648;
 pub const REPORT_DATA_OFFSET_IN_BODY: usize = 520;
 /// Bit of TD_ATTRIBUTES that marks a debuggable TD (TUD.DEBUG).
 pub const TD_ATTRIBUTES_DEBUG: u64 = 1;
+/// TD_ATTRIBUTES.TUD (byte 0): "TD under debug". Intel's ABI: if any bit of this group
+/// is set, the TD is untrusted. Bit 0 DEBUG, bit 4 HGS_PLUS_PROF, bit 5 PERF_PROF, bit 6
+/// PMT_PROF (the profiling bits let the host observe the TD's execution); the others are
+/// reserved.
+pub const TD_ATTRIBUTES_TUD_MASK: u64 = 0xff;
+/// The TUD bits by name, for error messages.
+pub const TD_ATTRIBUTES_TUD_BITS: &[(u64, &str)] = &[
+    (1 << 0, "DEBUG"),
+    (1 << 4, "HGS_PLUS_PROF"),
+    (1 << 5, "PERF_PROF"),
+    (1 << 6, "PMT_PROF"),
+];
 
 /// Bounds-checked little-endian reader over untrusted bytes.
 struct Reader<'a> {
@@ -201,9 +213,29 @@ impl TdReportBody {
         u64::from_le_bytes(self.td_attributes)
     }
 
-    /// True when the TD was launched debuggable (its memory is readable by the host).
+    /// True when the TD is "under debug": DEBUG (its memory is readable by the host) or
+    /// any other TUD bit, such as the profiling bits (its execution is observable).
     pub fn debug(&self) -> bool {
-        self.td_attributes_u64() & TD_ATTRIBUTES_DEBUG != 0
+        self.td_attributes_u64() & TD_ATTRIBUTES_TUD_MASK != 0
+    }
+
+    /// The names of the TUD bits set in TD_ATTRIBUTES (`bit N` for reserved ones).
+    pub fn debug_bits(&self) -> Vec<String> {
+        let tud = self.td_attributes_u64() & TD_ATTRIBUTES_TUD_MASK;
+        (0..8)
+            .filter(|bit| tud & (1 << bit) != 0)
+            .map(|bit| {
+                TD_ATTRIBUTES_TUD_BITS
+                    .iter()
+                    .find(|(mask, _)| *mask == 1 << bit)
+                    .map_or_else(|| format!("bit {bit}"), |(_, name)| name.to_string())
+            })
+            .collect()
+    }
+
+    /// XFAM as an integer.
+    pub fn xfam_u64(&self) -> u64 {
+        u64::from_le_bytes(self.xfam)
     }
 }
 
@@ -313,6 +345,29 @@ impl TdxQuote {
         let sig_bytes = r.take(sig_len)?;
         let mut sig_reader = Reader::new(sig_bytes, "TDX quote signature data");
         let signature_data = QuoteSignatureData::parse(&mut sig_reader)?;
+        // Nothing may follow the signature data but zero padding (quote buffers from some
+        // quote generation paths are zero-padded, e.g. dcap-qvl's real sample quote): bytes
+        // no signature covers must not carry anything a reader could act on.
+        let rest = &bytes[r.offset..];
+        if let Some(at) = rest.iter().position(|b| *b != 0) {
+            return Err(Error::Malformed {
+                what: "TDX quote",
+                detail: format!(
+                    "{} bytes after the signature data, non-zero at offset {}",
+                    rest.len(),
+                    r.offset + at
+                ),
+            });
+        }
+        if sig_reader.offset != sig_bytes.len() {
+            return Err(Error::Malformed {
+                what: "TDX quote signature data",
+                detail: format!(
+                    "{} bytes after the certification data",
+                    sig_bytes.len() - sig_reader.offset
+                ),
+            });
+        }
         Ok(Self {
             header,
             body,
@@ -395,6 +450,34 @@ mod tests {
         let again = q.to_bytes();
         assert_eq!(&again[..], &V4[..again.len()]);
         assert_eq!(TdxQuote::parse(&again).unwrap(), q);
+    }
+
+    /// Review finding 9: bytes after the signature data are refused (zero padding, which
+    /// real quote buffers carry, is not data).
+    #[test]
+    fn trailing_bytes_after_the_signature_data_are_refused() {
+        let exact = TdxQuote::parse(V4).unwrap().to_bytes();
+        assert!(TdxQuote::parse(&exact).is_ok());
+        let mut padded = exact.clone();
+        padded.extend_from_slice(&[0; 64]);
+        assert!(TdxQuote::parse(&padded).is_ok(), "zero padding");
+        for tail in [&b"x"[..], &[0, 0, 1], b"smuggled"] {
+            let mut bad = exact.clone();
+            bad.extend_from_slice(tail);
+            let err = TdxQuote::parse(&bad).unwrap_err().to_string();
+            assert!(err.contains("after the signature data"), "{err}");
+        }
+    }
+
+    #[test]
+    fn profiling_bits_count_as_debug() {
+        let mut q = TdxQuote::parse(V4).unwrap();
+        assert!(!q.body.debug());
+        for (bit, name) in [(4, "HGS_PLUS_PROF"), (5, "PERF_PROF"), (6, "PMT_PROF")] {
+            q.body.td_attributes = (0x1000_0000u64 | 1 << bit).to_le_bytes();
+            assert!(q.body.debug(), "{name}");
+            assert_eq!(q.body.debug_bits(), vec![name.to_string()]);
+        }
     }
 
     #[test]

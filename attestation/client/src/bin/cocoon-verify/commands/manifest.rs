@@ -18,7 +18,7 @@ pub enum ManifestCommand {
     },
     /// Sign a manifest (the JSON reference values) into a DSSE envelope.
     Sign {
-        /// The unsigned manifest: {"version":1,"image":..,"tdx":{..},"sev_snp":{..},"config_digests":[..]}.
+        /// The unsigned manifest: {"version":1,"image":..,"release":N,"not_after":"RFC 3339","tdx":{..},"sev_snp":{..},"config_digests":[..]}.
         manifest: PathBuf,
         /// The signing key (PKCS#8 PEM, from `manifest keygen` or `openssl genpkey -algorithm ed25519`).
         #[arg(long, value_name = "FILE")]
