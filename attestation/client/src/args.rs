@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use cocoon_attestation::fetch::{AMD_KDS_URL, INTEL_PCS_URL};
 use cocoon_attestation::manifest::{load_policy, Manifest, ManifestPublicKey};
+use cocoon_attestation::snp::verify::TrustedArk;
+use cocoon_attestation::tdx::dcap::TdxRoot;
 use cocoon_attestation::{CollateralStore, Policy, Result, TrustAnchors, Verifier};
 
 use crate::fetcher::CollateralFetcher;
@@ -42,6 +44,13 @@ pub struct PolicyArgs {
     /// Also trust the development roots (SIMULATED evidence, no TEE). Development only.
     #[arg(long)]
     pub allow_simulated: bool,
+    /// DANGER: also trust this TDX DCAP root certificate (PEM or DER) as if it were
+    /// Intel's, e.g. a test PKI. Evidence it verifies is reported as not vendor-rooted.
+    #[arg(long, value_name = "FILE")]
+    pub dangerous_trust_tdx_root: Vec<PathBuf>,
+    /// DANGER: also trust this AMD root key certificate (PEM or DER) as if it were AMD's.
+    #[arg(long, value_name = "FILE")]
+    pub dangerous_trust_amd_ark: Vec<PathBuf>,
 }
 
 impl PolicyArgs {
@@ -62,13 +71,44 @@ impl PolicyArgs {
 
     /// The anchors: Intel's and AMD's, plus the development roots with --allow-simulated.
     pub fn anchors(&self) -> Result<TrustAnchors> {
-        let vendor = TrustAnchors::vendor();
+        let mut anchors = TrustAnchors::vendor();
         if self.allow_simulated {
-            Ok(vendor.with(cocoon_attestation_dev::anchors()?))
-        } else {
-            Ok(vendor)
+            anchors = anchors.with(cocoon_attestation_dev::anchors()?);
         }
+        for path in &self.dangerous_trust_tdx_root {
+            anchors = anchors.with_tdx_root(TdxRoot {
+                der: read_certificate(path)?,
+                simulated: true,
+            });
+        }
+        for path in &self.dangerous_trust_amd_ark {
+            anchors = anchors.with_snp_ark(TrustedArk {
+                product: "operator-supplied root",
+                der: read_certificate(path)?,
+                simulated: true,
+            });
+        }
+        Ok(anchors)
     }
+}
+
+/// A certificate file, PEM (the first certificate) or DER.
+fn read_certificate(path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| cocoon_attestation::Error::Malformed {
+        what: "trust anchor file",
+        detail: format!("cannot read {}: {e}", path.display()),
+    })?;
+    let der = match x509_parser::pem::parse_x509_pem(&bytes) {
+        Ok((_, pem)) => pem.contents,
+        Err(_) => bytes,
+    };
+    x509_parser::parse_x509_certificate(&der).map_err(|e| {
+        cocoon_attestation::Error::Malformed {
+            what: "trust anchor file",
+            detail: format!("{} is not an X.509 certificate: {e}", path.display()),
+        }
+    })?;
+    Ok(der)
 }
 
 /// `--pccs`, `--kds`, `--collateral`, `--cache-dir`: where an endpoint check gets the
