@@ -66,6 +66,26 @@ fn tdx_evidence_verifies_with_fetched_collateral_and_bad_collateral_is_refused()
         "the served config document is shown: {json}"
     );
 
+    // Finding 3: nothing pins the image or the config (no manifest, no policy pins, no
+    // --accept-any-image): refused, naming what is open; with the flag, a loud warning.
+    let out = cocoon_verify(&[
+        "endpoint",
+        &url,
+        "--pccs",
+        pccs.url(),
+        "--dangerous-trust-tdx-root",
+        root,
+    ])
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("reference values") && stderr.contains("tdx.mrtd"),
+        "{stderr}"
+    );
+    let (_, _, stderr) = verify(&url, pccs.url(), Some(root));
+    assert!(stderr.contains("WARNING: --accept-any-image"), "{stderr}");
+
     // The root the client did not pass: refused before any collateral is looked at.
     let (code, _, stderr) = verify(&url, pccs.url(), None);
     assert_eq!(code, Some(1), "{stderr}");
