@@ -281,11 +281,10 @@ fn proxy_chat(addr: &str, headers: &[(&str, &str)]) -> String {
     use std::io::{Read as _, Write as _};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(common::BOUND * 2)).unwrap();
-    let request = post_with("/v1/chat/completions", headers, &chat_body(2, false)).replacen(
-        "\r\n\r\n",
-        "\r\nconnection: close\r\n\r\n",
-        1,
-    );
+    // The proxy answers only requests that name it in Host (review finding 11).
+    let request = post_with("/v1/chat/completions", headers, &chat_body(2, false))
+        .replacen("host: guest\r\n", &format!("host: {addr}\r\n"), 1)
+        .replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
     conn.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw).unwrap();
