@@ -20,7 +20,7 @@ pub struct ApiError {
     pub param: Option<String>,
     pub retry_after_secs: Option<u64>,
     /// The methods the path allows (`Allow`, with a 405).
-    pub allow: Option<String>,
+    pub allow: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -105,7 +105,7 @@ impl ApiError {
             format!("{method} is not allowed on {path}"),
         );
         let allowed: Vec<&str> = allowed.iter().map(hyper::Method::as_str).collect();
-        err.allow = Some(allowed.join(", "));
+        err.allow = Some(allowed.join(", ").into());
         err
     }
 
