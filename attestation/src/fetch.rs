@@ -197,7 +197,7 @@ impl KdsCollateral {
         let vcek_der = kds_get(&vcek_url).await?;
         let chain = kds_get(&chain_url).await?;
         let collateral = SnpCollateral {
-            vcek: crate::ratls::certificate_pem(&vcek_der),
+            vcek: crate::pem::certificate_pem(&vcek_der),
             cert_chain: String::from_utf8(chain).map_err(|_| {
                 Error::Collateral("the KDS certificate chain is not PEM text".into())
             })?,

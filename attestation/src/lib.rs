@@ -25,6 +25,7 @@ pub mod evidence;
 pub mod fetch;
 pub mod manifest;
 pub mod oid;
+pub mod pem;
 mod pkcs8;
 pub mod policy;
 pub mod ratls;

@@ -344,19 +344,7 @@ pub fn dns_names(der: &[u8]) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// PEM armour for a DER certificate (for SDKs that take a CA file).
-pub fn certificate_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    use std::fmt::Write;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        let _ = writeln!(out, "{}", String::from_utf8_lossy(chunk));
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
+pub use crate::pem::certificate_pem;
 
 #[cfg(test)]
 mod tests {

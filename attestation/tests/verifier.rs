@@ -57,12 +57,15 @@ fn development_evidence_verifies_only_through_development_anchors() {
     assert!(v.simulated);
     assert_eq!(v.tee, "tdx");
     assert_eq!(v.tcb_status.as_deref(), Some("UpToDate"));
-    assert_eq!(v.config_digest.as_deref(), Some(hex::encode(CONFIG).as_str()));
+    assert_eq!(
+        v.config_digest.as_deref(),
+        Some(hex::encode(CONFIG).as_str())
+    );
     assert!(v.certificate.is_some());
 
     // Vendor anchors only (the default of every client): refused, naming the root.
-    let vendor = Verifier::new(TrustAnchors::vendor(), any_image())
-        .with_collateral(Arc::new(DevCollateral));
+    let vendor =
+        Verifier::new(TrustAnchors::vendor(), any_image()).with_collateral(Arc::new(DevCollateral));
     let err = vendor.verify_certificate(&der, T0 + 10).unwrap_err();
     assert!(matches!(err, Error::UntrustedAnchor { .. }), "{err}");
     assert!(err.to_string().contains("SIMULATED"), "{err}");

@@ -9,61 +9,140 @@ use serde::Serialize;
 use sha2::{Digest, Sha384};
 
 /// Limits the server enforces.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, clap::Args)]
 pub struct Limits {
     /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20, help = "Largest request body, in bytes")]
     pub max_body_bytes: usize,
     /// `max_tokens` used when a request gives none.
+    #[arg(
+        long,
+        default_value_t = 256,
+        help = "max_tokens when a request gives none"
+    )]
     pub default_max_tokens: usize,
     /// Largest `max_tokens` a request may ask for.
+    #[arg(
+        long,
+        default_value_t = 2048,
+        help = "Largest max_tokens a request may ask for"
+    )]
     pub max_tokens_limit: usize,
     /// Largest prompt, in tokens after the chat template, a request may send.
+    #[arg(
+        long,
+        default_value_t = 4096,
+        help = "Largest prompt, in tokens after the chat template (a longer one gets a 400)"
+    )]
     pub max_prompt_tokens: usize,
     /// Requests generating at the same time.
+    #[arg(long, default_value_t = 8, help = "Requests generating at once")]
     pub max_concurrent_requests: usize,
     /// Requests allowed to wait for a slot before new ones get 429.
+    #[arg(
+        long,
+        default_value_t = 64,
+        help = "Requests that may wait for a slot before new ones get 429"
+    )]
     pub max_queued_requests: usize,
     /// Seconds a request may take end to end.
+    #[arg(
+        long,
+        default_value_t = 600,
+        help = "Seconds a request may take end to end"
+    )]
     pub request_timeout_secs: u64,
     /// Open connections at most (more are closed at once).
+    #[arg(long, default_value_t = 512, help = "Open connections at most")]
     pub max_connections: usize,
     /// Seconds a client has to complete the TLS handshake.
+    #[arg(
+        long,
+        default_value_t = 10,
+        help = "Seconds a client has to complete the TLS handshake"
+    )]
     pub handshake_timeout_secs: u64,
     /// Seconds a client has to send a request's headers, and an idle keep-alive
     /// connection stays open (slow-loris bound).
+    #[arg(
+        long,
+        default_value_t = 30,
+        help = "Seconds a client has to send a request's headers; also how long an idle keep-alive connection stays open"
+    )]
     pub header_read_timeout_secs: u64,
     /// `POST /v1/attestation` evidence generations at once; more wait their turn, in
     /// arrival order.
+    #[arg(
+        long,
+        default_value_t = 2,
+        help = "`POST /v1/attestation` calls generating evidence at once; more wait their turn in arrival order"
+    )]
     pub max_concurrent_evidence: usize,
     /// Seconds a `POST /v1/attestation` call waits for an evidence slot before it gets 429.
+    #[arg(
+        long,
+        default_value_t = 10,
+        help = "Seconds a `POST /v1/attestation` call waits for its turn before it gets 429"
+    )]
     pub evidence_wait_secs: u64,
     /// `POST /v1/attestation` calls one connection may make (more get 429: a client that
     /// wants more evidence opens a new session, each with its own handshake).
+    #[arg(
+        long,
+        default_value_t = 4,
+        help = "`POST /v1/attestation` calls one connection may make (more get 429)"
+    )]
     pub max_evidence_per_connection: usize,
     /// Bytes of output one streamed request may hold in the guest (engine output not yet
     /// rendered plus events not yet written); past it the request is cancelled.
+    #[arg(long, default_value_t = 1 << 20, help = "Bytes of output one streamed request may hold in the guest before it is cancelled")]
     pub max_stream_buffer_bytes: usize,
     /// Seconds a client may make no progress (take no bytes) before its stream is
     /// cancelled and its connection closed.
+    #[arg(
+        long,
+        default_value_t = 30,
+        help = "Seconds a client may take no bytes before its stream is cancelled (billed for what was generated) and its connection closed"
+    )]
     pub stream_stall_timeout_secs: u64,
     /// Seconds the engine may stay silent with work outstanding before `/healthz`
     /// reports it stalled (503).
+    #[arg(
+        long,
+        default_value_t = 300,
+        help = "Seconds the engine may stay silent with work outstanding before /healthz answers 503 (engine_stalled) and new generations are refused"
+    )]
     pub engine_stall_secs: u64,
     /// Every streamed event is padded to a multiple of this many bytes (0: no padding),
     /// so record sizes do not follow token lengths.
+    #[arg(
+        long,
+        default_value_t = 512,
+        help = "Pad every streamed event to a multiple of this many bytes (0: off), so that TLS record sizes do not reveal token lengths to the host. 512 holds a whole plain chat chunk (~260-280 bytes) plus any token, so such events all have one size"
+    )]
     pub stream_pad_bytes: usize,
     /// Bounds on `response_format.json_schema.schema`.
+    #[command(flatten)]
     pub response_format_schema: SchemaLimits,
 }
 
 /// Who a request may be billed to.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, clap::Args)]
 pub struct Accounts {
     /// A request that names no account is served and billed to `anonymous` (an account
     /// no key owns, so it can never be settled); when false it gets 401.
+    #[arg(
+        long,
+        help = "Serve requests that name no account, billed to `anonymous` (no key owns it, so it is never settled). Without this flag they get 401"
+    )]
     pub allow_anonymous: bool,
     /// Distinct proven accounts served per boot (`anonymous` not counted). A new account
     /// past it gets 503; accounts are never evicted, so sequences stay monotonic.
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        help = "Distinct proven accounts served per boot (`anonymous` not counted); a request for a new account past it gets 503. Accounts are never evicted"
+    )]
     pub max_accounts: usize,
 }
 
@@ -82,22 +161,54 @@ pub struct Receipts {
 /// Bounds on a `response_format` JSON schema, checked before it reaches the engine:
 /// mistral.rs compiles the schema (llguidance) inside the engine loop that serves every
 /// client, so its size decides how long everyone else waits.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, clap::Args)]
 pub struct SchemaLimits {
     /// Largest schema, in bytes of its compact JSON.
+    #[arg(long = "max-schema-bytes",
+        value_name = "MAX_SCHEMA_BYTES", default_value_t = 32 * 1024, help = "Largest `response_format` JSON schema, in bytes of its compact JSON (more: 400)")]
     pub max_bytes: usize,
     /// Deepest nesting of JSON objects and arrays in the schema (the schema object
     /// itself is depth 1).
+    #[arg(
+        long = "max-schema-depth",
+        value_name = "MAX_SCHEMA_DEPTH",
+        default_value_t = 32,
+        help = "Deepest nesting of objects and arrays in a `response_format` schema"
+    )]
     pub max_depth: usize,
     /// Most `enum` entries and `const` values, all of the schema together.
+    #[arg(
+        long = "max-schema-enum-values",
+        value_name = "MAX_SCHEMA_ENUM_VALUES",
+        default_value_t = 1000,
+        help = "Most `enum` entries plus `const` values in one `response_format` schema"
+    )]
     pub max_enum_values: usize,
     /// Most bytes of regular expressions (`pattern` values and `patternProperties`
     /// keys), all of the schema together.
+    #[arg(
+        long = "max-schema-pattern-bytes",
+        value_name = "MAX_SCHEMA_PATTERN_BYTES",
+        default_value_t = 1024,
+        help = "Most bytes of `pattern` / `patternProperties` regular expressions in one schema"
+    )]
     pub max_pattern_bytes: usize,
     /// Most `$ref`s in the schema.
+    #[arg(
+        long = "max-schema-refs",
+        value_name = "MAX_SCHEMA_REFS",
+        default_value_t = 100,
+        help = "Most `$ref`s in one `response_format` schema"
+    )]
     pub max_refs: usize,
     /// Largest repetition bound (`minLength`, `maxLength`, `minItems`, `maxItems`,
     /// `minProperties`, `maxProperties`).
+    #[arg(
+        long = "max-schema-repeat",
+        value_name = "MAX_SCHEMA_REPEAT",
+        default_value_t = 1000,
+        help = "Largest minLength / maxLength / minItems / maxItems / minProperties / maxProperties in a `response_format` schema"
+    )]
     pub max_repeat: u64,
 }
 
@@ -124,11 +235,23 @@ pub struct ModelIdentity {
 }
 
 /// What sampling a request gets for the parameters it leaves out.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, clap::Args)]
 pub struct SamplingDefaults {
     /// `temperature` when a request gives none (0 is greedy).
+    #[arg(
+        long = "default-temperature",
+        value_name = "DEFAULT_TEMPERATURE",
+        default_value_t = 1.0,
+        help = "temperature when a request gives none (OpenAI's default: 1; 0 is greedy)"
+    )]
     pub temperature: f64,
     /// `top_p` when a request gives none.
+    #[arg(
+        long = "default-top-p",
+        value_name = "DEFAULT_TOP_P",
+        default_value_t = 1.0,
+        help = "top_p when a request gives none"
+    )]
     pub top_p: f64,
 }
 
@@ -171,10 +294,15 @@ impl PriceTable {
 
 /// Where billing settles. Fixed at launch: a guest that bills another contract is a
 /// different guest to its clients.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, clap::Args)]
 pub struct Billing {
     /// The TON escrow contract address receipts and vouchers are bound to (`local` for
     /// the embedded in-process chain).
+    #[arg(
+        long,
+        default_value = "local",
+        help = "The TON escrow contract receipts are bound to (`local`: the embedded in-process chain)"
+    )]
     pub ton_contract: String,
 }
 
@@ -265,6 +393,38 @@ impl MeasuredConfig {
     /// SHA-384 of the canonical bytes: what REPORTDATA and RTMR3 commit to.
     pub fn digest(&self) -> [u8; 48] {
         Sha384::digest(self.canonical_json()).into()
+    }
+
+    /// Checks the values a guest cannot serve with; the error names the flag that set it.
+    pub fn validate(&self) -> Result<(), String> {
+        let (sampling, limits) = (&self.sampling, &self.limits);
+        let checks = [
+            (
+                (0.0..=2.0).contains(&sampling.temperature),
+                "--default-temperature must be in [0, 2]",
+            ),
+            (
+                sampling.top_p > 0.0 && sampling.top_p <= 1.0,
+                "--default-top-p must be in (0, 1]",
+            ),
+            (
+                limits.stream_stall_timeout_secs >= 1 && limits.engine_stall_secs >= 1,
+                "--stream-stall-timeout-secs and --engine-stall-secs must be at least 1",
+            ),
+            (
+                limits.max_stream_buffer_bytes >= 4096,
+                "--max-stream-buffer-bytes must be at least 4096",
+            ),
+            (
+                limits.default_max_tokens >= 1
+                    && limits.default_max_tokens <= limits.max_tokens_limit,
+                "--default-max-tokens must be between 1 and --max-tokens-limit",
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _)| !ok) {
+            Some((_, message)) => Err(message.to_string()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -35,7 +35,11 @@
 //! it served from that cache, and usage must be exact, so every prompt token is
 //! computed and `cached_tokens` is truly 0.
 
+pub mod generate;
+pub mod sampling;
+pub mod stop;
 mod sys;
+pub mod tokens;
 pub mod verity;
 
 use std::fs::File;
@@ -46,7 +50,7 @@ use std::path::{Path, PathBuf};
 use mistralrs::{GgufModelBuilder, Model, TextModelBuilder, TokenSource};
 use sha2::{Digest, Sha256};
 
-use crate::tokens::{SpecialTokens, TokenTexts};
+use crate::engine::tokens::{SpecialTokens, TokenTexts};
 use crate::{Error, Result};
 
 /// Files mistral.rs reads from a GGUF file's directory when they exist.
@@ -537,7 +541,7 @@ impl Engine {
             }
         }
         .map_err(|e| Error::Engine(format!("loading the model failed: {e:#}")))?;
-        crate::tokens::verify_neutralised(&model, &special_tokens)
+        crate::engine::tokens::verify_neutralised(&model, &special_tokens)
             .await
             .map_err(|e| Error::Engine(format!("chat content protection: {e}")))?;
         // Everything is read (memory-mapped weights stay valid after unlinking): the

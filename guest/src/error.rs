@@ -1,5 +1,12 @@
 //! The guest's error type (start-up and engine failures; API errors are `api::ApiError`).
 
+/// How to go on without a TEE, where this build can.
+const NO_TEE_HINT: &str = if cfg!(feature = "simulated") {
+    ", or pass --tee simulated for development without a TEE"
+} else {
+    ""
+};
+
 /// Result with the guest's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -31,8 +38,8 @@ pub enum Error {
     /// `--tee auto` found no TEE interface at all.
     #[error(
         "no TEE interface found (tried {tried}); inside a TDX or SEV-SNP guest check the \
-         kernel drivers (tdx_guest / sev_guest) and configfs, or pass --tee simulated for \
-         development without a TEE"
+         kernel drivers (tdx_guest / sev_guest) and configfs{hint}",
+        hint = NO_TEE_HINT
     )]
     NoTee { tried: String },
     #[error("TLS configuration: {0}")]

@@ -91,7 +91,8 @@ impl GuestIdentity {
     }
 }
 
-#[cfg(test)]
+// The tests sign with the simulated backends, which exist only with that feature.
+#[cfg(all(test, feature = "simulated"))]
 mod tests {
     use super::*;
     use crate::tee::{SimulatedSnpTee, SimulatedTee};

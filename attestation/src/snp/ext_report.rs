@@ -258,8 +258,8 @@ impl CertTable {
         let ark = self.get(CertKind::Ark).ok_or_else(|| missing("ARK"))?;
         let chain = format!(
             "{}{}",
-            crate::ratls::certificate_pem(ask),
-            crate::ratls::certificate_pem(ark)
+            crate::pem::certificate_pem(ask),
+            crate::pem::certificate_pem(ark)
         );
         Ok((vcek.to_vec(), chain))
     }

@@ -19,13 +19,11 @@ use std::sync::Arc;
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
 
-use super::kernel::{interface_error, is_transient, Attempt, KernelFs, RetryPolicy};
-use super::tdx_guest::TsmMrRtmr;
+use super::platform::{interface_error, is_transient, Attempt, KernelFs, RetryPolicy};
+use super::tsm_mr::TsmMrRtmr;
 use super::{check_device_output, ConfigRegister, Evidence, EvidenceProvider};
 use crate::{Error, Result};
 
-/// Where configfs-tsm puts report entries.
-pub const DEFAULT_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";
 /// Size of the `inblob` the guest writes (the TDX and SNP providers require exactly 64).
 pub const INBLOB_LEN: usize = 64;
 

@@ -10,38 +10,42 @@
 //!
 //! Backends (chosen by `--tee`, see [`probe`]): Linux configfs-tsm for both TEEs
 //! ([`configfs_tsm`]), `/dev/tdx_guest` with Intel's quote generation service
-//! ([`tdx_guest`], [`qgs`]), `/dev/sev-guest` ([`sev_guest`]), and the simulated ones
-//! below. Every backend hands what the device returned to [`check_device_output`], the
-//! one place that parses it, checks the TEE type and the REPORTDATA echo, and splits the
-//! SEV-SNP certificate table. Simulated providers produce the real binary formats from
-//! the development PKI, keep their register state the way the TDX module does, and go
-//! through that same function, so the code after the device read is the same for
-//! simulated and real evidence.
+//! ([`tdx_guest`], [`qgs`]), `/dev/sev-guest` ([`sev_guest`]), RTMR3 through tsm-mr
+//! ([`tsm_mr`]), all on the kernel interfaces of [`platform`] at the paths of [`paths`];
+//! and, only in a build with the `simulated` feature, the development backends of
+//! `simulated`. Every backend hands what the device returned to [`check_device_output`],
+//! the one place that parses it, checks the TEE type and the REPORTDATA echo, and splits
+//! the SEV-SNP certificate table. Simulated providers produce the real binary formats
+//! from the development PKI, keep their register state the way the TDX module does, and
+//! go through that same function, so the code after the device read is the same for
+//! simulated and real evidence. A production image is built without the feature: it has
+//! no `--tee simulated` and no code that could produce simulated evidence.
 
-use std::sync::Mutex;
-
-use cocoon_attestation::event_log::rtmr_extend;
 use cocoon_attestation::evidence::EvidenceKind;
-use cocoon_attestation::report_data::snp_host_data;
-use cocoon_attestation::report_data::ReportData;
+use cocoon_attestation::report_data::{snp_host_data, ReportData};
 use cocoon_attestation::snp::ext_report::CertTable;
 use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::tdx::TdxQuote;
-use cocoon_attestation_dev::{DevSnpPki, SimulatedTdx};
-use sha2::{Digest, Sha384};
 
 use crate::{Error, Result};
 
 pub mod configfs_tsm;
-pub mod kernel;
+pub mod paths;
+pub mod platform;
 pub mod probe;
 pub mod qgs;
 pub mod sev_guest;
+#[cfg(feature = "simulated")]
+pub mod simulated;
 mod sys;
 pub mod tdx_guest;
+pub mod tsm_mr;
 
-pub use kernel::{Host, HostDevice, HostFs, KernelFs, Platform, RetryPolicy, TeePaths};
+pub use paths::TeePaths;
+pub use platform::{Host, HostDevice, HostFs, KernelFs, Platform, RetryPolicy};
 pub use probe::{select, select_on, SelectOptions, TeeChoice};
+#[cfg(feature = "simulated")]
+pub use simulated::{SimulatedSnpTee, SimulatedTee};
 
 /// What extending the config register did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,12 +68,12 @@ pub trait EvidenceProvider: Send + Sync {
     fn evidence(&self, report_data: &ReportData) -> Result<Vec<u8>> {
         Ok(self.attest(report_data)?.raw)
     }
+    /// Extends the register that records the measured config with its SHA-384 digest.
+    fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister>;
     /// True for the development backends (no TEE: evidence from the public dev PKI).
     fn simulated(&self) -> bool {
         false
     }
-    /// Extends the register that records the measured config with its SHA-384 digest.
-    fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister>;
 }
 
 /// A quote or report, parsed.
@@ -152,106 +156,6 @@ pub fn check_device_output(
 /// The RTMR the measured config goes into (RTMR3: reserved for the guest application;
 /// firmware and kernel use RTMR0-2).
 pub const CONFIG_RTMR: u8 = 3;
-
-/// TDX v4 quotes from the development DCAP PKI (public seed): for development and CI.
-/// Keeps RTMR3 like a TD does: zero at launch, changed only by extension.
-pub struct SimulatedTee {
-    tee: SimulatedTdx,
-    rtmr3: Mutex<[u8; 48]>,
-    debug: bool,
-}
-
-impl SimulatedTee {
-    /// `debug` launches the simulated TD with TD_ATTRIBUTES.DEBUG set, so that
-    /// verifiers' refusal of debug guests can be tested.
-    pub fn new(debug: bool) -> Result<Self> {
-        Ok(Self {
-            tee: SimulatedTdx::dev()?,
-            rtmr3: Mutex::new([0; 48]),
-            debug,
-        })
-    }
-
-    fn rtmr3(&self) -> Result<std::sync::MutexGuard<'_, [u8; 48]>> {
-        self.rtmr3
-            .lock()
-            .map_err(|_| Error::Tee("simulated RTMR3 lock poisoned".into()))
-    }
-}
-
-impl EvidenceProvider for SimulatedTee {
-    fn kind(&self) -> EvidenceKind {
-        EvidenceKind::Tdx
-    }
-
-    fn simulated(&self) -> bool {
-        true
-    }
-
-    fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
-        let rtmr3 = *self.rtmr3()?;
-        let quote = self.tee.quote_with_rtmr3(report_data, &rtmr3, self.debug)?;
-        check_device_output(EvidenceKind::Tdx, quote, None, report_data)
-    }
-
-    fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
-        let mut rtmr3 = self.rtmr3()?;
-        *rtmr3 = rtmr_extend(&rtmr3, digest);
-        Ok(ConfigRegister::TdxRtmr(CONFIG_RTMR))
-    }
-}
-
-/// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): for development
-/// and CI. HOST_DATA is fixed at launch, as a launcher sets it: SHA-256 of the measured
-/// config digest the guest is started for.
-pub struct SimulatedSnpTee {
-    pki: &'static DevSnpPki,
-    measurement: [u8; 48],
-    host_data: [u8; 32],
-    debug: bool,
-    /// The development VCEK, ASK and ARK as the host's certificate table.
-    cert_table: Vec<u8>,
-}
-
-impl SimulatedSnpTee {
-    /// `launch_config_digest` plays the launcher's choice of HOST_DATA.
-    pub fn new(launch_config_digest: &[u8], debug: bool) -> Result<Self> {
-        let pki = DevSnpPki::dev()?;
-        Ok(Self {
-            pki,
-            measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
-            host_data: snp_host_data(launch_config_digest),
-            debug,
-            cert_table: cocoon_attestation_dev::snp_cert_table(pki)?.encode(),
-        })
-    }
-}
-
-impl EvidenceProvider for SimulatedSnpTee {
-    fn kind(&self) -> EvidenceKind {
-        EvidenceKind::SevSnp
-    }
-
-    fn simulated(&self) -> bool {
-        true
-    }
-
-    fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
-        let report = self
-            .pki
-            .report(report_data, &self.measurement, &self.host_data, self.debug);
-        check_device_output(
-            EvidenceKind::SevSnp,
-            report,
-            Some(&self.cert_table),
-            report_data,
-        )
-    }
-
-    fn extend_config_register(&self, _digest: &[u8; 48]) -> Result<ConfigRegister> {
-        Ok(ConfigRegister::None)
-    }
-}
 
 /// Checks, before serving, that this guest's own evidence will pass the verifier's
 /// measured-config rules: on TDX the event log must replay to the quote's RTMRs (an

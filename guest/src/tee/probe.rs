@@ -13,11 +13,15 @@ use std::time::Duration;
 use cocoon_attestation::evidence::EvidenceKind;
 
 use super::configfs_tsm::{ConfigfsTee, ConfigfsTsm};
-use super::kernel::{Host, KernelFs, Platform, RetryPolicy, TeePaths};
+use super::paths::TeePaths;
+use super::platform::{Host, KernelFs, Platform, RetryPolicy};
 use super::qgs::QgsClient;
 use super::sev_guest::SevGuestTee;
-use super::tdx_guest::{TdxGuestTee, TsmMrRtmr};
-use super::{EvidenceProvider, SimulatedSnpTee, SimulatedTee};
+#[cfg(feature = "simulated")]
+use super::simulated::{SimulatedSnpTee, SimulatedTee};
+use super::tdx_guest::TdxGuestTee;
+use super::tsm_mr::TsmMrRtmr;
+use super::EvidenceProvider;
 use crate::{Error, Result};
 
 /// The `--tee` choices.
@@ -34,8 +38,10 @@ pub enum TeeChoice {
     /// (SNP_GET_EXT_REPORT).
     SevSnp,
     /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
+    #[cfg(feature = "simulated")]
     Simulated,
     /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): no TEE.
+    #[cfg(feature = "simulated")]
     SimulatedSevSnp,
 }
 
@@ -50,8 +56,10 @@ pub struct SelectOptions {
     /// ioctl for VMPL 0.
     pub snp_vmpl: Option<u32>,
     /// Simulated backends only: set the debug bit in the evidence.
+    #[cfg(feature = "simulated")]
     pub simulated_debug: bool,
-    /// Simulated SEV-SNP only: the config digest the "launcher" put into HOST_DATA.
+    /// The config digest the launcher put into HOST_DATA (simulated SEV-SNP plays the
+    /// launcher with it).
     pub launch_config_digest: [u8; 48],
 }
 
@@ -63,6 +71,7 @@ impl SelectOptions {
             retry: RetryPolicy::default(),
             qgs_timeout: Duration::from_secs(60),
             snp_vmpl: None,
+            #[cfg(feature = "simulated")]
             simulated_debug: false,
             launch_config_digest: config_digest,
         }
@@ -81,7 +90,9 @@ pub fn select_on(
     options: &SelectOptions,
 ) -> Result<Box<dyn EvidenceProvider>> {
     let tee: Box<dyn EvidenceProvider> = match choice {
+        #[cfg(feature = "simulated")]
         TeeChoice::Simulated => Box::new(SimulatedTee::new(options.simulated_debug)?),
+        #[cfg(feature = "simulated")]
         TeeChoice::SimulatedSevSnp => Box::new(SimulatedSnpTee::new(
             &options.launch_config_digest,
             options.simulated_debug,
@@ -96,6 +107,7 @@ fn wants(choice: TeeChoice, kind: EvidenceKind) -> bool {
         TeeChoice::Auto => true,
         TeeChoice::Tdx => kind == EvidenceKind::Tdx,
         TeeChoice::SevSnp => kind == EvidenceKind::SevSnp,
+        #[cfg(feature = "simulated")]
         TeeChoice::Simulated | TeeChoice::SimulatedSevSnp => false,
     }
 }

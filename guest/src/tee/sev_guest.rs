@@ -13,20 +13,18 @@
 //! through REPORTDATA and the launch-time HOST_DATA that `self_check` verifies.
 
 use std::io;
-use std::path::Path;
 
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::snp::ext_report::ReportResponse;
 
-use super::kernel::{interface_error, Attempt, HostDevice, RetryPolicy};
+use super::platform::{
+    interface_error, Attempt, RetryPolicy, SevGuestDevice, SnpExtReportReq, SnpIoctlError,
+    SnpReportReq, SnpReportResp,
+};
 use super::sys::SNP_GET_EXT_REPORT;
-pub use super::sys::{SnpExtReportReq, SnpIoctlError, SnpReportReq, SnpReportResp};
 use super::{check_device_output, ConfigRegister, Evidence, EvidenceProvider};
 use crate::Result;
-
-/// The SEV guest device.
-pub const DEFAULT_DEVICE: &str = "/dev/sev-guest";
 /// Shift of the VMM error in `exitinfo2`.
 pub const SNP_GUEST_VMM_ERR_SHIFT: u32 = 32;
 /// VMM error: the certificate buffer is too small (`certs_len` says how large).
@@ -47,33 +45,6 @@ impl SnpIoctlError {
 
     pub fn fw_error(&self) -> u32 {
         self.exitinfo2 as u32
-    }
-}
-
-/// `SNP_GET_EXT_REPORT` on some device: the real one, or a fake in tests. `certs` is the
-/// certificate buffer; its length is what the request's `certs_len` says.
-pub trait SevGuestDevice: Send + Sync {
-    fn get_ext_report(
-        &self,
-        req: &mut SnpExtReportReq,
-        resp: &mut SnpReportResp,
-        certs: &mut [u8],
-    ) -> Result<(), SnpIoctlError>;
-    fn path(&self) -> &Path;
-}
-
-impl SevGuestDevice for HostDevice {
-    fn get_ext_report(
-        &self,
-        req: &mut SnpExtReportReq,
-        resp: &mut SnpReportResp,
-        certs: &mut [u8],
-    ) -> Result<(), SnpIoctlError> {
-        super::sys::snp_get_ext_report(&self.file, req, resp, certs)
-    }
-
-    fn path(&self) -> &Path {
-        HostDevice::path(self)
     }
 }
 

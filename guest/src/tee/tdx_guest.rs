@@ -1,6 +1,6 @@
 //! TDX without configfs-tsm: the TDREPORT from `/dev/tdx_guest` (`TDX_CMD_GET_REPORT0`,
 //! Linux ≥ 6.2), turned into a quote by the host's Quote Generation Service over vsock;
-//! and, for every TDX backend, the extension of RTMR3 through tsm-mr.
+//! RTMR3 is extended through tsm-mr (`tsm_mr`).
 //!
 //! Kernels 6.2–6.6 have the device but no configfs-tsm (and no upstream quote ioctl),
 //! so the quote comes from the QGS the way Intel's `libtdx_attest` gets it. The QGS is
@@ -15,43 +15,18 @@
 //! start: an RTMR3 left unextended would make every verifier refuse it anyway, and
 //! failing here says why.
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use cocoon_attestation::event_log::rtmr_extend;
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
 use cocoon_attestation::tdx::td_report::TdReport;
 
-use super::kernel::{interface_error, is_transient, Attempt, HostDevice, KernelFs, RetryPolicy};
+use super::platform::{
+    interface_error, is_transient, Attempt, RetryPolicy, TdxDevice, TdxReportReq,
+};
 use super::qgs::QgsClient;
-pub use super::sys::TdxReportReq;
 use super::sys::TDX_CMD_GET_REPORT0;
-use super::CONFIG_RTMR;
+use super::tsm_mr::TsmMrRtmr;
 use super::{check_device_output, ConfigRegister, Evidence, EvidenceProvider, ParsedEvidence};
 use crate::{Error, Result};
-
-/// The TDX guest device.
-pub const DEFAULT_DEVICE: &str = "/dev/tdx_guest";
-/// The tsm-mr attribute of RTMR3.
-pub const DEFAULT_RTMR3: &str = "/sys/class/misc/tdx_guest/measurements/rtmr3:sha384";
-
-/// `TDX_CMD_GET_REPORT0` on some device: the real one, or a fake in tests.
-pub trait TdxDevice: Send + Sync {
-    fn get_report0(&self, req: &mut TdxReportReq) -> io::Result<()>;
-    fn path(&self) -> &Path;
-}
-
-impl TdxDevice for HostDevice {
-    fn get_report0(&self, req: &mut TdxReportReq) -> io::Result<()> {
-        super::sys::tdx_get_report0(&self.file, req)
-    }
-
-    fn path(&self) -> &Path {
-        HostDevice::path(self)
-    }
-}
 
 /// A TDREPORT over `report_data`, retrying while the device is busy.
 pub fn td_report(
@@ -141,69 +116,5 @@ impl EvidenceProvider for TdxGuestTee {
 
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
         self.rtmr3.extend(digest)
-    }
-}
-
-/// RTMR3 through the tsm-mr sysfs attribute.
-pub struct TsmMrRtmr {
-    fs: Arc<dyn KernelFs>,
-    path: PathBuf,
-}
-
-impl TsmMrRtmr {
-    pub fn new(fs: Arc<dyn KernelFs>, path: impl Into<PathBuf>) -> Self {
-        Self {
-            fs,
-            path: path.into(),
-        }
-    }
-
-    fn read(&self) -> Result<[u8; 48]> {
-        let value = self
-            .fs
-            .read(&self.path)
-            .map_err(|e| interface_error(&self.path, format!("cannot read RTMR3: {e}")))?;
-        value.as_slice().try_into().map_err(|_| {
-            interface_error(
-                &self.path,
-                format!(
-                    "RTMR3 read {} bytes, expected 48: this is not the tsm-mr rtmr3:sha384 \
-                     attribute",
-                    value.len()
-                ),
-            )
-        })
-    }
-
-    /// Extends RTMR3 with `digest`, then reads it back: the new value must be
-    /// SHA-384(old || digest), or something else is writing the register.
-    pub fn extend(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
-        if !self.fs.exists(&self.path) {
-            return Err(interface_error(
-                &self.path,
-                "RTMR3 cannot be extended: the kernel has no tsm-mr interface (Linux ≥ \
-                 6.16 with the tdx_guest driver provides it); the guest will not serve \
-                 with an unextended RTMR3, which every verifier would refuse",
-            ));
-        }
-        let before = self.read()?;
-        self.fs
-            .write(&self.path, digest)
-            .map_err(|e| interface_error(&self.path, format!("extending RTMR3 failed: {e}")))?;
-        let after = self.read()?;
-        let expected = rtmr_extend(&before, digest);
-        if after != expected {
-            return Err(interface_error(
-                &self.path,
-                format!(
-                    "RTMR3 is {} after the extension, expected SHA-384(previous || digest) = \
-                     {}: the write did not extend the register (not a tsm-mr attribute?) or \
-                     another process extended it at the same time",
-                    hex::encode(after),
-                    hex::encode(expected)
-                ),
-            ));
-        }
-        Ok(ConfigRegister::TdxRtmr(CONFIG_RTMR))
     }
 }

@@ -9,9 +9,10 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use crate::api::{json_response, AppState, Body};
+use crate::http::body::{json_response, Body};
+use crate::http::state::AppState;
 
-const DOCUMENT: &str = include_str!("../openapi.json");
+const DOCUMENT: &str = include_str!("../../../openapi.json");
 
 /// Request schemas whose `model` is the served model.
 const MODEL_SCHEMAS: [&str; 3] = [

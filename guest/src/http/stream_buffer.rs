@@ -105,7 +105,7 @@ impl StreamSender {
 impl StreamReceiver {
     /// The response body: each event as one frame; its room in the buffer is given back
     /// as hyper takes it.
-    pub fn into_body(self) -> crate::api::Body {
+    pub fn into_body(self) -> crate::http::body::Body {
         let frames = futures::stream::unfold(self.events, |mut rx| async move {
             rx.recv()
                 .await

@@ -23,11 +23,35 @@ use mistralrs::{NormalRequest, Request, Response, SamplingParams, StopTokens};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::api_error::ApiError;
-use crate::openai::{Endpoint, Plan};
-use crate::sampling::{step_of_reported_logprob, SamplerConfig, SeededSampler, TokenChoice};
-use crate::stop::StopFilter;
-use crate::watchdog::EngineWatchdog;
+use crate::engine::sampling::{
+    step_of_reported_logprob, SamplerConfig, SeededSampler, TokenChoice,
+};
+use crate::engine::stop::StopFilter;
+use crate::openai::plan::{Endpoint, Plan};
+use crate::watchdog::{EngineJob, EngineWatchdog};
+
+/// Why a generation failed. The engine knows no HTTP: the API turns each kind into its
+/// status code at the edge (`From<GenerateError> for ApiError` in `http/error.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenerateError {
+    /// The engine failed, stopped, or could not be reached (a server error).
+    #[error("{0}")]
+    Engine(String),
+    /// The engine refused the request as invalid; `param` names what to change.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        param: &'static str,
+        code: &'static str,
+    },
+    /// The generation ran past the request's deadline of `secs` seconds.
+    #[error("generation took longer than this server's limit of {secs} s")]
+    Timeout { secs: u64 },
+    /// The client did not take its output as fast as the engine made it (its queue
+    /// overflowed); the generation was cancelled.
+    #[error("the client did not read the stream fast enough; the generation was cancelled")]
+    ClientTooSlow,
+}
 
 /// What a generation needs besides the plan.
 pub struct GenerationContext<'a> {
@@ -178,7 +202,7 @@ fn choice_seed(seed: Option<u64>, index: usize) -> u64 {
 /// environment recognises as EOS, `toktrie_hf_tokenizers`), kept where the loaded
 /// tokenizer has them as one token, tokenized the way the engine tokenizes stop
 /// sequences, so that the engine stops at them as stop tokens.
-pub async fn end_of_text_markers(model: &mistralrs::Model) -> Result<Vec<String>, ApiError> {
+pub async fn end_of_text_markers(model: &mistralrs::Model) -> Result<Vec<String>, GenerateError> {
     const CANDIDATES: [&str; 5] = [
         "</s>",
         "<|endoftext|>",
@@ -188,11 +212,9 @@ pub async fn end_of_text_markers(model: &mistralrs::Model) -> Result<Vec<String>
     ];
     let mut markers = Vec::new();
     for candidate in CANDIDATES {
-        let ids = crate::tokens::text_tokens(model, candidate, true)
+        let ids = crate::engine::tokens::text_tokens(model, candidate, true)
             .await
-            .map_err(|e| {
-                ApiError::internal("engine_error", format!("tokenizing {candidate}: {e:?}"))
-            })?;
+            .map_err(|e| GenerateError::Engine(format!("tokenizing {candidate}: {e:?}")))?;
         if ids.len() == 1 {
             markers.push(candidate.to_string());
         }
@@ -252,16 +274,13 @@ fn engine_request(
 }
 
 /// A 400 or 500 for an error the engine reported for a request.
-fn engine_error(endpoint: Endpoint, validation: bool, message: String) -> ApiError {
+fn engine_error(endpoint: Endpoint, validation: bool, message: String) -> GenerateError {
     let prompt_param = match endpoint {
         Endpoint::Chat => "messages",
         Endpoint::Completion => "prompt",
     };
     if !validation {
-        return ApiError::internal(
-            "engine_error",
-            format!("the inference engine failed: {message}"),
-        );
+        return GenerateError::Engine(format!("the inference engine failed: {message}"));
     }
     let (param, code) = if message.starts_with("Invalid grammar") {
         ("response_format", "invalid_value")
@@ -270,7 +289,11 @@ fn engine_error(endpoint: Endpoint, validation: bool, message: String) -> ApiErr
     } else {
         (prompt_param, "invalid_value")
     };
-    ApiError::invalid(message, Some(param.into()), Some(code))
+    GenerateError::Invalid {
+        message,
+        param,
+        code,
+    }
 }
 
 /// Drains one choice's engine channel into the request's queue without ever waiting
@@ -282,7 +305,7 @@ async fn forward(
     mut rx: mpsc::Receiver<Response>,
     merged: mpsc::UnboundedSender<(usize, JobEvent)>,
     budget: Arc<QueueBudget>,
-    job: crate::watchdog::EngineJob,
+    job: EngineJob,
 ) {
     loop {
         let response = tokio::select! {
@@ -320,10 +343,11 @@ impl Generation {
         deadline: Instant,
         timeout_secs: u64,
         context: &GenerationContext<'_>,
-    ) -> Result<Self, ApiError> {
-        let engine = model.inner().get_sender(None).map_err(|e| {
-            ApiError::internal("engine_error", format!("engine unavailable: {e:?}"))
-        })?;
+    ) -> Result<Self, GenerateError> {
+        let engine = model
+            .inner()
+            .get_sender(None)
+            .map_err(|e| GenerateError::Engine(format!("engine unavailable: {e:?}")))?;
         let jobs = plan.prompts.len() * plan.n;
         let (merged_tx, events) = mpsc::unbounded_channel();
         let budget = Arc::new(QueueBudget {
@@ -352,7 +376,7 @@ impl Generation {
             engine
                 .send(request)
                 .await
-                .map_err(|_| ApiError::internal("engine_error", "the inference engine stopped"))?;
+                .map_err(|_| GenerateError::Engine("the inference engine stopped".into()))?;
             tokio::spawn(forward(index, rx, merged_tx.clone(), budget.clone(), job));
             choices.push(Choice {
                 sampler,
@@ -394,18 +418,19 @@ impl Generation {
         Ok(generation)
     }
 
-    async fn receive(&mut self) -> Result<(usize, JobEvent), ApiError> {
+    async fn receive(&mut self) -> Result<(usize, JobEvent), GenerateError> {
         match tokio::time::timeout_at(self.deadline, self.events.recv()).await {
-            Err(_) => Err(ApiError::generation_timeout(self.timeout_secs)),
+            Err(_) => Err(GenerateError::Timeout {
+                secs: self.timeout_secs,
+            }),
             Ok(Some(event)) => {
                 if let (_, JobEvent::Engine(_, bytes)) = &event {
                     self.budget.give_back(*bytes);
                 }
                 Ok(event)
             }
-            Ok(None) => Err(ApiError::internal(
-                "engine_error",
-                "the generation ended unexpectedly",
+            Ok(None) => Err(GenerateError::Engine(
+                "the generation ended unexpectedly".into(),
             )),
         }
     }
@@ -452,7 +477,7 @@ impl Generation {
     }
 
     /// The next delta of some choice; `None` when every choice has finished.
-    pub async fn next(&mut self) -> Option<Result<Delta, ApiError>> {
+    pub async fn next(&mut self) -> Option<Result<Delta, GenerateError>> {
         loop {
             if self.choices.iter().all(|c| c.finished) {
                 return None;
@@ -473,7 +498,7 @@ impl Generation {
             let closed = matches!(event, JobEvent::Closed);
             let (text, step, reason) = match event {
                 JobEvent::Closed => (String::new(), None, None),
-                JobEvent::Overflow => return Some(Err(ApiError::client_too_slow())),
+                JobEvent::Overflow => return Some(Err(GenerateError::ClientTooSlow)),
                 JobEvent::Engine(response, _) => {
                     if let Some(err) = response_error(self.endpoint, &response) {
                         return Some(Err(err));
@@ -546,7 +571,7 @@ impl Generation {
     }
 
     /// Runs to the end and returns each choice's whole text, tokens and finish reason.
-    pub async fn collect(&mut self) -> Result<Vec<Delta>, ApiError> {
+    pub async fn collect(&mut self) -> Result<Vec<Delta>, GenerateError> {
         let mut whole: Vec<Delta> = (0..self.choices.len())
             .map(|index| Delta {
                 index,
@@ -587,7 +612,7 @@ fn chunk_parts(response: Response) -> Option<(String, Option<usize>, Option<Stri
 }
 
 /// The error an engine response reports, if it is one.
-fn response_error(endpoint: Endpoint, response: &Response) -> Option<ApiError> {
+fn response_error(endpoint: Endpoint, response: &Response) -> Option<GenerateError> {
     match response {
         Response::ValidationError(e) => Some(engine_error(endpoint, true, e.to_string())),
         Response::InternalError(e) => Some(engine_error(endpoint, false, e.to_string())),
@@ -605,21 +630,34 @@ mod tests {
     #[test]
     fn engine_validation_errors_name_their_parameter() {
         let e = engine_error(Endpoint::Chat, true, "Invalid grammar. x".into());
-        assert_eq!(
-            (e.status.as_u16(), e.param.as_deref()),
-            (400, Some("response_format"))
+        assert!(
+            matches!(
+                e,
+                GenerateError::Invalid {
+                    param: "response_format",
+                    ..
+                }
+            ),
+            "{e:?}"
         );
         let e = engine_error(
             Endpoint::Completion,
             true,
             "Prompt sequence length is greater than 8192".into(),
         );
-        assert_eq!(
-            (e.param.as_deref(), e.code),
-            (Some("prompt"), Some("context_length_exceeded"))
+        assert!(
+            matches!(
+                e,
+                GenerateError::Invalid {
+                    param: "prompt",
+                    code: "context_length_exceeded",
+                    ..
+                }
+            ),
+            "{e:?}"
         );
         let e = engine_error(Endpoint::Chat, false, "boom".into());
-        assert_eq!(e.status.as_u16(), 500);
+        assert!(matches!(e, GenerateError::Engine(_)), "{e:?}");
         assert_eq!(choice_seed(Some(5), 0), 5);
         assert_ne!(choice_seed(Some(5), 1), 5);
     }

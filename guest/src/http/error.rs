@@ -8,6 +8,8 @@ use hyper::header::HeaderValue;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
+use crate::engine::generate::GenerateError;
+
 /// An OpenAI-style error response.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -17,6 +19,8 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     pub param: Option<String>,
     pub retry_after_secs: Option<u64>,
+    /// The methods the path allows (`Allow`, with a 405).
+    pub allow: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -34,6 +38,7 @@ impl ApiError {
             code,
             param,
             retry_after_secs: None,
+            allow: None,
         }
     }
 
@@ -86,15 +91,22 @@ impl ApiError {
         )
     }
 
-    /// 405 for a known path with the wrong method.
-    pub fn method_not_allowed(method: &hyper::Method, path: &str) -> Self {
-        Self::new(
+    /// 405 for a known path with the wrong method; `allowed` are the path's methods.
+    pub fn method_not_allowed(
+        method: &hyper::Method,
+        path: &str,
+        allowed: &[hyper::Method],
+    ) -> Self {
+        let mut err = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request_error",
             Some("method_not_allowed"),
             None,
             format!("{method} is not allowed on {path}"),
-        )
+        );
+        let allowed: Vec<&str> = allowed.iter().map(hyper::Method::as_str).collect();
+        err.allow = Some(allowed.join(", ").into());
+        err
     }
 
     /// 408: the request body did not arrive in time.
@@ -298,6 +310,23 @@ impl ApiError {
     }
 }
 
+/// The engine's failures at the edge: each kind gets its status code here, so the
+/// engine never sees HTTP.
+impl From<GenerateError> for ApiError {
+    fn from(e: GenerateError) -> Self {
+        match e {
+            GenerateError::Engine(message) => Self::internal("engine_error", message),
+            GenerateError::Invalid {
+                message,
+                param,
+                code,
+            } => Self::invalid(message, Some(param.into()), Some(code)),
+            GenerateError::Timeout { secs } => Self::generation_timeout(secs),
+            GenerateError::ClientTooSlow => Self::client_too_slow(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +351,7 @@ mod tests {
                 "invalid_request_error",
             ),
             (
-                ApiError::method_not_allowed(&hyper::Method::PUT, "/x"),
+                ApiError::method_not_allowed(&hyper::Method::PUT, "/x", &[hyper::Method::GET]),
                 405,
                 "invalid_request_error",
             ),
@@ -369,5 +398,33 @@ mod tests {
             ApiError::busy(2).retry_after(),
             Some(HeaderValue::from(2u64))
         );
+    }
+
+    #[test]
+    fn generation_errors_get_their_status_at_the_edge() {
+        let cases = [
+            (
+                GenerateError::Engine("boom".into()),
+                500,
+                Some("engine_error"),
+            ),
+            (
+                GenerateError::Invalid {
+                    message: "Invalid grammar".into(),
+                    param: "response_format",
+                    code: "invalid_value",
+                },
+                400,
+                Some("invalid_value"),
+            ),
+            (GenerateError::Timeout { secs: 5 }, 504, Some("timeout")),
+            (GenerateError::ClientTooSlow, 408, Some("client_too_slow")),
+        ];
+        for (e, status, code) in cases {
+            let message = e.to_string();
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert_eq!(api.message, message);
+        }
     }
 }

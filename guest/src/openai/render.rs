@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::generate::{Delta, Usage};
-use crate::sampling::TokenChoice;
+use crate::engine::generate::{Delta, Usage};
+use crate::engine::sampling::TokenChoice;
+use crate::openai::plan::Plan;
 
 /// Token id to text, for `logprobs`.
 pub type TokenTexts = HashMap<u32, String>;
@@ -187,6 +188,19 @@ pub fn completion_chunk_choice(delta: &Delta, logprobs: bool, texts: &TokenTexts
         "logprobs": logprobs.then(|| completion_logprobs(&delta.tokens, texts)),
         "finish_reason": delta.finish_reason,
     })
+}
+
+/// The echoed prompt of each choice (empty without `echo`).
+pub fn echo_prefixes(plan: &Plan) -> Vec<&str> {
+    (0..plan.prompts.len() * plan.n)
+        .map(|i| {
+            if plan.echo {
+                plan.prompt_texts[i / plan.n].as_str()
+            } else {
+                ""
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 
 use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
 
-use crate::api::{handle, handle_internal, AppState, Session};
+use crate::http::router::{handle, handle_internal};
+use crate::http::state::{AppState, Session};
 
 /// Socket-level limits.
 #[derive(Debug, Clone)]

@@ -1,5 +1,7 @@
 //! The kernel interfaces the evidence backends use, behind small traits so that the
-//! backends' logic runs unchanged against a fake kernel in tests.
+//! backends' logic runs unchanged against a fake kernel in tests. This layer owns the
+//! traits; the backends (`configfs_tsm`, `tdx_guest`, `sev_guest`, `tsm_mr`) implement
+//! their logic on them and never the other way round.
 //!
 //! configfs-tsm and tsm-mr are filesystems whose files do not behave like files:
 //! `mkdir` in configfs creates the attribute files, a read of `outblob` asks the TEE for
@@ -14,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::qgs::QgsAddress;
-use super::sev_guest::SevGuestDevice;
-use super::tdx_guest::TdxDevice;
+pub use super::sys::{SnpExtReportReq, SnpIoctlError, SnpReportReq, SnpReportResp, TdxReportReq};
 use crate::{Error, Result};
 
 /// The filesystem operations configfs-tsm and tsm-mr need.
@@ -89,6 +89,49 @@ impl HostDevice {
     }
 }
 
+/// `TDX_CMD_GET_REPORT0` on some device: the real one, or a fake in tests.
+pub trait TdxDevice: Send + Sync {
+    fn get_report0(&self, req: &mut TdxReportReq) -> io::Result<()>;
+    fn path(&self) -> &Path;
+}
+
+impl TdxDevice for HostDevice {
+    fn get_report0(&self, req: &mut TdxReportReq) -> io::Result<()> {
+        super::sys::tdx_get_report0(&self.file, req)
+    }
+
+    fn path(&self) -> &Path {
+        HostDevice::path(self)
+    }
+}
+
+/// `SNP_GET_EXT_REPORT` on some device: the real one, or a fake in tests. `certs` is the
+/// certificate buffer; its length is what the request's `certs_len` says.
+pub trait SevGuestDevice: Send + Sync {
+    fn get_ext_report(
+        &self,
+        req: &mut SnpExtReportReq,
+        resp: &mut SnpReportResp,
+        certs: &mut [u8],
+    ) -> Result<(), SnpIoctlError>;
+    fn path(&self) -> &Path;
+}
+
+impl SevGuestDevice for HostDevice {
+    fn get_ext_report(
+        &self,
+        req: &mut SnpExtReportReq,
+        resp: &mut SnpReportResp,
+        certs: &mut [u8],
+    ) -> Result<(), SnpIoctlError> {
+        super::sys::snp_get_ext_report(&self.file, req, resp, certs)
+    }
+
+    fn path(&self) -> &Path {
+        HostDevice::path(self)
+    }
+}
+
 /// Where the TEE interfaces are and how to open them.
 pub trait Platform: Send + Sync {
     fn fs(&self) -> Arc<dyn KernelFs>;
@@ -111,35 +154,6 @@ impl Platform for Host {
 
     fn open_sev_guest(&self, path: &Path) -> io::Result<Box<dyn SevGuestDevice>> {
         Ok(Box::new(HostDevice::open(path)?))
-    }
-}
-
-/// Where each interface lives (the kernel's paths by default; tests point them into a
-/// temporary directory).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TeePaths {
-    /// configfs-tsm report directory (Linux ≥ 6.7).
-    pub tsm_report_dir: PathBuf,
-    /// The TDX guest device (Linux ≥ 6.2).
-    pub tdx_guest: PathBuf,
-    /// The SEV guest device (Linux ≥ 5.19).
-    pub sev_guest: PathBuf,
-    /// The tsm-mr attribute that extends RTMR3 (Linux ≥ 6.16).
-    pub rtmr3: PathBuf,
-    /// Where the quote generation service listens, for `/dev/tdx_guest` without
-    /// configfs-tsm.
-    pub qgs: QgsAddress,
-}
-
-impl Default for TeePaths {
-    fn default() -> Self {
-        Self {
-            tsm_report_dir: super::configfs_tsm::DEFAULT_REPORT_DIR.into(),
-            tdx_guest: super::tdx_guest::DEFAULT_DEVICE.into(),
-            sev_guest: super::sev_guest::DEFAULT_DEVICE.into(),
-            rtmr3: super::tdx_guest::DEFAULT_RTMR3.into(),
-            qgs: QgsAddress::default(),
-        }
     }
 }
 

@@ -1,0 +1,148 @@
+//! The command line: `cocoon-guest serve` and its flags, grouped by concern. The groups
+//! that are parts of the measured config (limits, sampling defaults, accounts, billing)
+//! are the config's own types, flattened in, so each flag is declared once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Accounts, Billing, Limits, PriceTable, SamplingDefaults};
+use crate::tee::TeeChoice;
+
+#[derive(Parser)]
+#[command(
+    name = "cocoon-guest",
+    version,
+    about = "Cocoon confidential inference server (runs inside the TEE)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Load the model, create the attested TLS identity and serve the OpenAI API over HTTPS.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tee: TeeArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Names and addresses written into the certificate's subjectAltName (repeatable).
+    #[arg(long = "san", default_values = ["localhost", "127.0.0.1", "::1"])]
+    pub subject_alt_names: Vec<String>,
+    /// How long the certificate stays valid, in hours.
+    #[arg(long, default_value_t = 24 * 30)]
+    pub cert_validity_hours: u32,
+    #[command(flatten)]
+    pub sampling: SamplingDefaults,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub prices: PriceArgs,
+    #[command(flatten)]
+    pub billing: Billing,
+    #[command(flatten)]
+    pub collector: CollectorArgs,
+    #[command(flatten)]
+    pub accounts: Accounts,
+}
+
+/// Where evidence comes from.
+#[derive(clap::Args)]
+pub struct TeeArgs {
+    /// Evidence backend. The default, auto, uses the TEE the guest runs in and fails
+    /// without one: it never falls back to simulated evidence.
+    #[cfg_attr(
+        feature = "simulated",
+        doc = "Develop without a TEE with --tee simulated (or simulated-sev-snp)."
+    )]
+    #[arg(long, value_enum, default_value = "auto")]
+    pub tee: TeeChoice,
+    #[cfg(feature = "simulated")]
+    /// Simulated backend only: set TD_ATTRIBUTES.DEBUG in the evidence (verifiers must
+    /// refuse it).
+    #[arg(long, hide = true)]
+    pub simulated_debug: bool,
+}
+
+/// The model and how its bytes are pinned.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A GGUF file, or a Hugging Face model directory (config.json, tokenizer.json,
+    /// safetensors).
+    #[arg(
+        long,
+        default_value = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    pub model: PathBuf,
+    /// The name clients pass as `model` (default: derived from the file name).
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// dm-verity root hash (hex) of the read-only disk the model is on (set by the image's
+    /// boot scripts). The guest refuses to start unless the model is on a device-mapper
+    /// verity device with exactly this root hash, then loads it in place (the kernel
+    /// verifies every read); recorded in the measured config.
+    #[arg(long, value_name = "HEX")]
+    pub model_verity_root: Option<String>,
+    /// Without --model-verity-root the model is copied (and hashed in the same pass) into a
+    /// private directory here, and the engine loads that copy, so the bytes it runs are the
+    /// bytes the config names. Must be tmpfs or ramfs (guest memory): the copy costs the
+    /// model's size in memory while it loads.
+    #[arg(long, value_name = "DIR", default_value = "/dev/shm")]
+    pub model_staging_dir: PathBuf,
+}
+
+/// What tokens cost, in nanoton per million.
+#[derive(clap::Args)]
+pub struct PriceArgs {
+    /// Price per million prompt tokens (not from the prefix cache), in nanoton.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub price_prompt: u64,
+    /// Price per million prompt tokens served from the prefix cache, in nanoton.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub price_cached_prompt: u64,
+    /// Price per million completion tokens, in nanoton.
+    #[arg(long, default_value_t = 300_000_000)]
+    pub price_completion: u64,
+}
+
+impl PriceArgs {
+    /// The price table the measured config carries.
+    pub fn table(&self) -> PriceTable {
+        PriceTable {
+            currency: "nanoton".into(),
+            prompt_per_million: self.price_prompt,
+            cached_prompt_per_million: self.price_cached_prompt,
+            completion_per_million: self.price_completion,
+        }
+    }
+}
+
+/// The host agent's receipt collector: its token, its listener, its backlog.
+#[derive(clap::Args)]
+pub struct CollectorArgs {
+    /// File holding the bearer token the host agent uses for /internal/ (receipt
+    /// collection) on --internal-listen; it must be hard to guess (about 128 bits or more,
+    /// e.g. `openssl rand -hex 32`). Without it there is no collector: no internal
+    /// listener, no receipt journal (receipts go to clients only).
+    #[arg(long, value_name = "FILE")]
+    pub host_token_file: Option<PathBuf>,
+    /// Where the internal API (receipt collection) listens, plain HTTP, with --host-token-file
+    /// only: a loopback address, or in a VM one only the host reaches. Never the
+    /// public port: the relay does not reach it.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    pub internal_listen: SocketAddr,
+    /// Receipts the host agent may leave uncollected before new requests get 503 (with
+    /// --host-token-file; without a collector nothing is kept).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_uncollected_receipts: usize,
+}
