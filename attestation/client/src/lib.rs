@@ -8,6 +8,8 @@
 
 pub mod args;
 pub mod fetcher;
+pub mod local;
+pub mod proxy;
 pub mod session;
 
 pub use session::{
