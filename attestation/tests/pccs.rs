@@ -9,7 +9,7 @@ use cocoon_attestation::tdx::dcap::{
     collateral_from_json, intel_sgx_root_ca, verify_quote, TdxRoot,
 };
 
-use cocoon_attestation_dev::pcs_server::PcsServer;
+use cocoon_attestation_dev::collateral_servers::PcsServer;
 
 const QUOTE: &[u8] = include_bytes!("fixtures/tdx/dcapqvl_tdx_quote_v4.bin");
 const COLLATERAL: &[u8] = include_bytes!("fixtures/tdx/dcapqvl_tdx_quote_v4.collateral.json");

@@ -208,6 +208,8 @@ fn record_config(
     let options = SelectOptions {
         #[cfg(feature = "simulated")]
         simulated_debug: tee_args.simulated_debug,
+        #[cfg(feature = "simulated")]
+        simulated_snp_without_certificates: tee_args.simulated_snp_without_certificates,
         ..SelectOptions::new(*digest)
     };
     let tee = crate::tee::select(tee_args.tee, &options)

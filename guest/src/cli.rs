@@ -72,6 +72,11 @@ pub struct TeeArgs {
     /// refuse it).
     #[arg(long, hide = true)]
     pub simulated_debug: bool,
+    #[cfg(feature = "simulated")]
+    /// Simulated SEV-SNP only: attach no certificate table to the evidence, so verifiers
+    /// must fetch the VCEK from a KDS (tests of that path).
+    #[arg(long, hide = true)]
+    pub simulated_snp_without_certificates: bool,
 }
 
 /// The model and how its bytes are pinned.

@@ -5,10 +5,11 @@
 //! same code path as a real TD with Intel PCS. Then the cases a client must refuse: stale
 //! collateral, a revoked PCK certificate, a TCB status the policy does not accept, and a
 //! root the client did not pass; each is refused with the reason named, by `cocoon-verify
-//! endpoint` and by `cocoon-client proxy`.
+//! endpoint` and by `cocoon-client proxy`. SEV-SNP evidence without a certificate table
+//! takes the same path with a VCEK from a KDS on loopback.
 
 use cocoon_attestation::ratls::certificate_pem;
-use cocoon_attestation_dev::pcs_server::PcsServer;
+use cocoon_attestation_dev::collateral_servers::PcsServer;
 use cocoon_attestation_dev::DevPki;
 use cocoon_tests::{cocoon_verify, scratch_dir, start_appliance, start_proxy};
 
@@ -147,4 +148,56 @@ fn tdx_evidence_verifies_with_fetched_collateral_and_bad_collateral_is_refused()
         refused.is_err(),
         "the proxy must not start on revoked collateral"
     );
+}
+
+/// SEV-SNP evidence without a certificate table (a host that attaches none): the client
+/// fetches the VCEK and chain from a KDS on loopback, proves them with the AMD root key it
+/// was given, and verifies; a KDS that is down, or a root not passed, is a refusal.
+#[test]
+fn snp_evidence_without_certificates_verifies_with_a_vcek_from_the_kds() {
+    use cocoon_attestation_dev::collateral_servers::KdsServer;
+    use cocoon_attestation_dev::DevSnpPki;
+    let app = cocoon_tests::start_appliance_with_tee(
+        "simulated-sev-snp",
+        &["--simulated-snp-without-certificates"],
+    )
+    .expect("appliance starts");
+    let url = format!("https://{}", app.agent_addr);
+    let dir = scratch_dir("hardware-path-snp").unwrap();
+    let pki = DevSnpPki::dev().unwrap();
+    let ark = dir.join("test-ark.pem");
+    std::fs::write(&ark, certificate_pem(&pki.trusted_ark().der)).unwrap();
+    let ark = ark.to_str().unwrap();
+    let kds = KdsServer::start(pki).unwrap();
+    let run = |kds_url: &str, with_ark: bool| {
+        let mut args = vec![
+            "endpoint",
+            &url,
+            "--kds",
+            kds_url,
+            "--accept-any-image",
+            "--json",
+        ];
+        if with_ark {
+            args.extend(["--dangerous-trust-amd-ark", ark]);
+        }
+        cocoon_verify(&args).unwrap()
+    };
+    let out = run(kds.url(), true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tee"], "sev-snp");
+    assert_eq!(json["certificate"]["sha256"], app.guest_pin.as_str());
+    assert!(kds.hits() >= 2, "VCEK and chain fetched: {}", kds.hits());
+
+    let out = run("http://127.0.0.1:1", true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+
+    let out = run(kds.url(), false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a trusted AMD root"), "{stderr}");
 }

@@ -1,11 +1,11 @@
-//! A PCCS on loopback, for tests: serves one TDX collateral bundle in Intel's PCS v4 wire
-//! format (issuer chains URL-encoded in headers, signed JSON bodies, DER PCK CRL, hex root
-//! CA CRL), so the real fetching code (`cocoon_attestation::fetch::PcsCollateral`, i.e.
-//! dcap-qvl's collateral client) runs against it unchanged.
-//!
-//! The bundle can be swapped while the server runs (stale, revoked, downgraded
+//! Collateral services on loopback, for tests, so the real fetching code runs unchanged:
+//! a PCCS that serves one TDX collateral bundle in Intel's PCS v4 wire format (issuer
+//! chains URL-encoded in headers, signed JSON bodies, DER PCK CRL, hex root CA CRL) for
+//! `cocoon_attestation::fetch::PcsCollateral` (dcap-qvl's collateral client), and an AMD
+//! KDS that serves the development VCEK and chain for SNP evidence without a certificate
+//! table. The PCCS bundle can be swapped while it runs (stale, revoked, downgraded
 //! collateral), and requests are counted so caches can be tested. Blocking `std::net`, one
-//! thread, so both async and plain tests can use it.
+//! thread each, so both async and plain tests can use them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -25,44 +25,12 @@ pub struct PcsServer {
 impl PcsServer {
     /// Starts serving `collateral` on 127.0.0.1 (an ephemeral port).
     pub fn start(collateral: TdxCollateral) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Mutex::new(collateral));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (served, counter) = (shared.clone(), hits.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                counter.fetch_add(1, Ordering::SeqCst);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut reader = BufReader::new(&stream);
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                // Skip the headers.
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let path = request_line.split_whitespace().nth(1).unwrap_or("");
-                let bundle = served.lock().map(|c| c.clone());
-                let (status, header, body) = match bundle {
-                    Ok(c) => route(path, &c),
-                    Err(_) => ("500 Internal Server Error", None, Vec::new()),
-                };
-                let mut head = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
-                    body.len()
-                );
-                if let Some((name, value)) = header {
-                    head.push_str(&format!("{name}: {value}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&body);
-            }
-        });
+        let served = shared.clone();
+        let (url, hits) = serve_loopback(move |path| match served.lock() {
+            Ok(c) => route(path, &c),
+            Err(_) => ("500 Internal Server Error", None, Vec::new()),
+        })?;
         Ok(Self {
             url,
             collateral: shared,
@@ -88,7 +56,83 @@ impl PcsServer {
     }
 }
 
+/// Status line, one optional header, body.
 type Answer = (&'static str, Option<(&'static str, String)>, Vec<u8>);
+
+/// Serves `handler` (request path with query → answer) on 127.0.0.1, one connection at a
+/// time on its own thread; returns the base URL and a request counter.
+fn serve_loopback(
+    handler: impl Fn(&str) -> Answer + Send + 'static,
+) -> std::io::Result<(String, Arc<AtomicUsize>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut reader = BufReader::new(&stream);
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request_line.split_whitespace().nth(1).unwrap_or("");
+            let (status, header, body) = handler(path);
+            let mut head = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+                body.len()
+            );
+            if let Some((name, value)) = header {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    Ok((url, hits))
+}
+
+/// A running loopback AMD KDS for the development SNP PKI: any `/vcek/v1/{product}/…`
+/// VCEK request gets the development VCEK (DER), `…/cert_chain` its ASK and ARK (PEM).
+pub struct KdsServer {
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+impl KdsServer {
+    pub fn start(pki: &'static crate::DevSnpPki) -> std::io::Result<Self> {
+        let (vcek, chain) = (pki.vcek_der().to_vec(), pki.chain_pem());
+        let (url, hits) = serve_loopback(move |path| {
+            let route = path.split('?').next().unwrap_or("");
+            if !route.starts_with("/vcek/v1/") {
+                ("404 Not Found", None, b"not found".to_vec())
+            } else if route.ends_with("/cert_chain") {
+                ("200 OK", None, chain.clone().into_bytes())
+            } else {
+                ("200 OK", None, vcek.clone())
+            }
+        })?;
+        Ok(Self { url, hits })
+    }
+
+    /// The base URL (`--kds`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
 
 /// The PCS v4 routes dcap-qvl's client asks for.
 fn route(path: &str, c: &TdxCollateral) -> Answer {

@@ -19,7 +19,7 @@ use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::tdx::dcap::{TdxCollateral, TdxRoot};
 use cocoon_attestation::{Error, Policy, Result, TrustAnchors, Verifier};
 
-pub mod pcs_server;
+pub mod collateral_servers;
 pub mod simulated;
 pub mod snp_pki;
 pub mod tdx_pki;

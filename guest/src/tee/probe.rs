@@ -58,6 +58,9 @@ pub struct SelectOptions {
     /// Simulated backends only: set the debug bit in the evidence.
     #[cfg(feature = "simulated")]
     pub simulated_debug: bool,
+    /// Simulated SEV-SNP only: attach no certificate table.
+    #[cfg(feature = "simulated")]
+    pub simulated_snp_without_certificates: bool,
     /// The config digest the launcher put into HOST_DATA (simulated SEV-SNP plays the
     /// launcher with it).
     pub launch_config_digest: [u8; 48],
@@ -73,6 +76,8 @@ impl SelectOptions {
             snp_vmpl: None,
             #[cfg(feature = "simulated")]
             simulated_debug: false,
+            #[cfg(feature = "simulated")]
+            simulated_snp_without_certificates: false,
             launch_config_digest: config_digest,
         }
     }
@@ -93,10 +98,10 @@ pub fn select_on(
         #[cfg(feature = "simulated")]
         TeeChoice::Simulated => Box::new(SimulatedTee::new(options.simulated_debug)?),
         #[cfg(feature = "simulated")]
-        TeeChoice::SimulatedSevSnp => Box::new(SimulatedSnpTee::new(
-            &options.launch_config_digest,
-            options.simulated_debug,
-        )?),
+        TeeChoice::SimulatedSevSnp => Box::new(
+            SimulatedSnpTee::new(&options.launch_config_digest, options.simulated_debug)?
+                .with_certificates(!options.simulated_snp_without_certificates),
+        ),
         TeeChoice::Auto | TeeChoice::Tdx | TeeChoice::SevSnp => probe(platform, choice, options)?,
     };
     Ok(tee)

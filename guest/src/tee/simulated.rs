@@ -72,8 +72,9 @@ pub struct SimulatedSnpTee {
     measurement: [u8; 48],
     host_data: [u8; 32],
     debug: bool,
-    /// The development VCEK, ASK and ARK as the host's certificate table.
-    cert_table: Vec<u8>,
+    /// The development VCEK, ASK and ARK as the host's certificate table (`None`: a host
+    /// that attaches none, so verifiers fetch the VCEK from a KDS).
+    cert_table: Option<Vec<u8>>,
 }
 
 impl SimulatedSnpTee {
@@ -85,8 +86,16 @@ impl SimulatedSnpTee {
             measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
             host_data: snp_host_data(launch_config_digest),
             debug,
-            cert_table: cocoon_attestation_dev::snp_cert_table(pki)?.encode(),
+            cert_table: Some(cocoon_attestation_dev::snp_cert_table(pki)?.encode()),
         })
+    }
+
+    /// With `attach == false`, the evidence carries no certificate table.
+    pub fn with_certificates(mut self, attach: bool) -> Self {
+        if !attach {
+            self.cert_table = None;
+        }
+        self
     }
 }
 
@@ -106,7 +115,7 @@ impl EvidenceProvider for SimulatedSnpTee {
         check_device_output(
             EvidenceKind::SevSnp,
             report,
-            Some(&self.cert_table),
+            self.cert_table.as_deref(),
             report_data,
         )
     }

@@ -14,6 +14,19 @@ use cocoon_client::args::PolicyArgs;
 
 use crate::output::{der_or_pem, parse_rfc3339, read_input, report_verdict};
 
+/// When and by what rules bare evidence is judged, and how the verdict is printed.
+#[derive(clap::Args)]
+pub struct JudgeArgs {
+    /// Verification time (RFC 3339, e.g. 2025-07-01T00:00:00Z).
+    #[arg(long, value_parser = parse_rfc3339)]
+    at: i64,
+    #[command(flatten)]
+    accept: PolicyArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
 /// `tdx-quote` arguments.
 #[derive(clap::Args)]
 pub struct TdxQuoteArgs {
@@ -33,14 +46,8 @@ pub struct TdxQuoteArgs {
     /// Cache fetched collateral here until its earliest nextUpdate.
     #[arg(long, value_name = "DIR", requires = "pccs")]
     cache_dir: Option<PathBuf>,
-    /// Verification time (RFC 3339, e.g. 2025-07-01T00:00:00Z).
-    #[arg(long, value_parser = parse_rfc3339)]
-    at: i64,
     #[command(flatten)]
-    accept: PolicyArgs,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
+    judge: JudgeArgs,
 }
 
 /// `snp-report` arguments.
@@ -66,14 +73,8 @@ pub struct SnpReportArgs {
     /// Cache fetched certificates here until they expire (with --kds).
     #[arg(long, value_name = "DIR", requires = "kds")]
     cache_dir: Option<PathBuf>,
-    /// Verification time (RFC 3339).
-    #[arg(long, value_parser = parse_rfc3339)]
-    at: i64,
     #[command(flatten)]
-    accept: PolicyArgs,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
+    judge: JudgeArgs,
 }
 
 fn usage(e: cocoon_attestation::Error) -> ExitCode {
@@ -98,7 +99,7 @@ pub fn tdx_quote(
         (None, Some(url)) => {
             let source = PcsCollateral::new(url.clone(), args.cache_dir.clone());
             let fetched = runtime
-                .block_on(source.tdx_collateral(&raw, args.at))
+                .block_on(source.tdx_collateral(&raw, args.judge.at))
                 .map_err(usage)?;
             store.add_tdx(fetched).map_err(usage)?;
         }
@@ -107,10 +108,10 @@ pub fn tdx_quote(
             return Err(ExitCode::from(2));
         }
     }
-    let verdict = verifier(&args.accept, store)?.tdx_quote_verdict(&raw, args.at);
+    let verdict = verifier(&args.judge.accept, store)?.tdx_quote_verdict(&raw, args.judge.at);
     Ok(report_verdict(
         &verdict,
-        args.json,
+        args.judge.json,
         &args.quote.display().to_string(),
     ))
 }
@@ -131,7 +132,7 @@ pub fn snp_report(
             let parsed = SnpReport::parse(&raw).map_err(usage)?;
             let kds = KdsCollateral::new(url.clone(), args.cache_dir.clone());
             runtime
-                .block_on(kds.snp_collateral(&parsed, args.product.as_deref(), args.at))
+                .block_on(kds.snp_collateral(&parsed, args.product.as_deref(), args.judge.at))
                 .map_err(usage)?
         }
         _ => {
@@ -139,14 +140,11 @@ pub fn snp_report(
             return Err(ExitCode::from(2));
         }
     };
-    let verdict = verifier(&args.accept, Arc::new(CollateralStore::new()))?.snp_report_verdict(
-        &raw,
-        Some(&certificates),
-        args.at,
-    );
+    let verdict = verifier(&args.judge.accept, Arc::new(CollateralStore::new()))?
+        .snp_report_verdict(&raw, Some(&certificates), args.judge.at);
     Ok(report_verdict(
         &verdict,
-        args.json,
+        args.judge.json,
         &args.report.display().to_string(),
     ))
 }
