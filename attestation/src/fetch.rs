@@ -79,21 +79,7 @@ impl PcsCollateral {
             valid_until: valid_until(collateral)?,
             collateral: collateral.clone(),
         };
-        let io = |e: std::io::Error| Error::Malformed {
-            what: "collateral cache",
-            detail: format!("{}: {e}", path.display()),
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        // Write then rename, so a crash never leaves a half-written entry behind.
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec(&entry).map_err(|e| Error::Malformed {
-            what: "collateral cache",
-            detail: e.to_string(),
-        })?;
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        write_cache_entry(path, &entry)
     }
 }
 
@@ -288,8 +274,11 @@ fn write_cache_entry(path: &Path, entry: &impl Serialize) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
+    let json = serde_json::to_vec(entry)
+        .map_err(|e| Error::Collateral(format!("cache {}: {e}", path.display())))?;
+    // Write then rename, so a crash never leaves a half-written entry behind.
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(entry).unwrap_or_default()).map_err(io)?;
+    std::fs::write(&tmp, json).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 

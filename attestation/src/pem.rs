@@ -13,3 +13,12 @@ pub fn certificate_pem(der: &[u8]) -> String {
     out.push_str("-----END CERTIFICATE-----\n");
     out
 }
+
+/// A certificate file's bytes as DER: the first certificate of PEM text, or the bytes as
+/// they are (DER).
+pub fn der_or_pem(bytes: Vec<u8>) -> Vec<u8> {
+    match x509_parser::pem::parse_x509_pem(&bytes) {
+        Ok((_, pem)) => pem.contents,
+        Err(_) => bytes,
+    }
+}

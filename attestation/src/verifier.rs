@@ -26,7 +26,7 @@ use crate::ratls::{parse_certificate, ParsedRaTlsCertificate};
 use crate::report_data::{certificate_binding_with, snp_host_data, ReportData};
 use crate::snp::verify::verify_report;
 use crate::snp::SnpReport;
-use crate::tdx::dcap::{quote_chain_root, quote_fmspc, verify_quote};
+use crate::tdx::dcap::{verify_quote, QuotePckChain};
 use crate::tdx::TdxQuote;
 use crate::unix_time::format_time;
 use crate::verified::{CertificateFacts, Claims, Facts, Verdict, Verified};
@@ -74,14 +74,21 @@ impl Verifier {
 
     /// Verifies an RA-TLS certificate at `now` (seconds since the Unix epoch).
     pub fn verify_certificate(&self, der: &[u8], now: i64) -> Result<Verified> {
-        let cert = parse_certificate(der)?;
-        check_certificate_window(&cert, now)?;
+        self.verify_parsed_certificate(&parse_certificate(der)?, now)
+    }
+
+    fn verify_parsed_certificate(
+        &self,
+        cert: &ParsedRaTlsCertificate,
+        now: i64,
+    ) -> Result<Verified> {
+        check_certificate_window(cert, now)?;
         let expected = certificate_binding_with(
             &cert.spki_der,
             &cert.evidence.config_digest,
             cert.evidence.bound_extras(),
         );
-        self.verify_bound(&cert.evidence, &expected, Some(&cert), now)
+        self.verify_bound(&cert.evidence, &expected, Some(cert), now)
     }
 
     /// Verifies evidence fetched inside a TLS session (`POST /v1/attestation`): its
@@ -98,8 +105,8 @@ impl Verifier {
         tls_exporter: &[u8],
         now: i64,
     ) -> Result<Verified> {
-        let in_certificate = self.verify_certificate(cert_der, now)?;
         let cert = parse_certificate(cert_der)?;
+        let in_certificate = self.verify_parsed_certificate(&cert, now)?;
         let payload = EvidencePayload::from_cbor(payload_cbor)?;
         let same = |rule: &'static str, observed: String, expected: String| {
             (observed != expected).then_some(Error::Policy {
@@ -256,7 +263,8 @@ impl Verifier {
     /// DCAP verification of a quote, to the first anchor and collateral that verify it.
     fn tdx_facts(&self, raw: &[u8], now: i64) -> Result<Facts> {
         let roots = self.anchors.tdx_roots();
-        if let Some(root) = quote_chain_root(raw) {
+        let chain = QuotePckChain::of(raw)?;
+        if let Some(root) = chain.root_der() {
             // Compared by key: a root re-issued with the same key (a new signature, new
             // dates) is the same anchor, as it is for dcap-qvl's chain check.
             if !roots.iter().any(|r| same_key(&r.der, &root)) {
@@ -275,7 +283,7 @@ impl Verifier {
                 });
             }
         }
-        let fmspc = quote_fmspc(raw)?;
+        let fmspc = chain.fmspc()?;
         let candidates: Vec<_> = self
             .collateral
             .iter()

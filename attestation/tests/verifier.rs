@@ -39,7 +39,7 @@ fn certificate(tee: &SimulatedTdx, debug: bool, key: &TlsKey, bound: &TlsKey) ->
         config_digest: CONFIG.to_vec(),
         debug,
     };
-    test_certificate(key, tee, &rd, &td, t0, t0 + time::Duration::hours(1))
+    test_certificate(key, tee, &rd, &td, t0, t0 + time::Duration::hours(1)).unwrap()
 }
 
 fn good_certificate() -> (Vec<u8>, TlsKey) {
@@ -343,7 +343,8 @@ async fn server_names_are_checked_and_sessions_never_resume() {
         &td,
         t0 - time::Duration::minutes(1),
         t0 + time::Duration::hours(1),
-    );
+    )
+    .unwrap();
     let verifier = AttestedServerVerifier::new(Arc::new(dev_verifier(any_image())));
     let config = Arc::new(verifier.client_config().unwrap());
     let pkcs8 = || TlsKey::from_pkcs8(key.pkcs8_der().to_vec()).unwrap();

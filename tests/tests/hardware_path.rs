@@ -13,12 +13,7 @@ use cocoon_attestation_dev::collateral_servers::PcsServer;
 use cocoon_attestation_dev::DevPki;
 use cocoon_tests::{cocoon_verify, scratch_dir, start_appliance, start_proxy};
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+use cocoon_client::fetcher::unix_now as now;
 
 /// `cocoon-verify endpoint URL --pccs PCCS [--dangerous-trust-tdx-root ROOT] --json`:
 /// exit code, stdout JSON (or null), stderr.
@@ -155,7 +150,7 @@ fn tdx_evidence_verifies_with_fetched_collateral_and_bad_collateral_is_refused()
 /// was given, and verifies; a KDS that is down, or a root not passed, is a refusal.
 #[test]
 fn snp_evidence_without_certificates_verifies_with_a_vcek_from_the_kds() {
-    use cocoon_attestation_dev::collateral_servers::KdsServer;
+    use cocoon_attestation_dev::collateral_servers::kds_server;
     use cocoon_attestation_dev::DevSnpPki;
     let app = cocoon_tests::start_appliance_with_tee(
         "simulated-sev-snp",
@@ -168,7 +163,7 @@ fn snp_evidence_without_certificates_verifies_with_a_vcek_from_the_kds() {
     let ark = dir.join("test-ark.pem");
     std::fs::write(&ark, certificate_pem(&pki.trusted_ark().der)).unwrap();
     let ark = ark.to_str().unwrap();
-    let kds = KdsServer::start(pki).unwrap();
+    let kds = kds_server(pki).unwrap();
     let run = |kds_url: &str, with_ark: bool| {
         let mut args = vec![
             "endpoint",

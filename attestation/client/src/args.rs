@@ -98,10 +98,7 @@ fn read_certificate(path: &std::path::Path) -> Result<Vec<u8>> {
         what: "trust anchor file",
         detail: format!("cannot read {}: {e}", path.display()),
     })?;
-    let der = match x509_parser::pem::parse_x509_pem(&bytes) {
-        Ok((_, pem)) => pem.contents,
-        Err(_) => bytes,
-    };
+    let der = cocoon_attestation::pem::der_or_pem(bytes);
     x509_parser::parse_x509_certificate(&der).map_err(|e| {
         cocoon_attestation::Error::Malformed {
             what: "trust anchor file",
@@ -132,9 +129,13 @@ pub struct CollateralArgs {
     pub offline: bool,
 }
 
-/// The verifier and fetcher an endpoint check runs with.
-pub fn attestor(policy: &PolicyArgs, collateral: &CollateralArgs) -> Result<Attestor> {
-    let (policy_value, _) = policy.load()?;
+/// The verifier and fetcher an endpoint check runs with, and the manifest its policy came
+/// from (loaded and its signature checked once).
+pub fn attestor(
+    policy: &PolicyArgs,
+    collateral: &CollateralArgs,
+) -> Result<(Attestor, Option<Manifest>)> {
+    let (policy_value, manifest) = policy.load()?;
     let store = Arc::new(CollateralStore::new());
     for file in &collateral.collateral {
         store.add_tdx_bundle_file(file)?;
@@ -152,8 +153,29 @@ pub fn attestor(policy: &PolicyArgs, collateral: &CollateralArgs) -> Result<Atte
             store,
         })
     });
-    Ok(Attestor {
+    let attestor = Attestor {
         verifier: Arc::new(verifier),
         fetcher,
+    };
+    Ok((attestor, manifest))
+}
+
+/// The warning to print when `--accept-any-image` lifts the reference-value rule while
+/// something is indeed unpinned (`None` otherwise).
+pub fn any_image_warning(policy: &Policy) -> Option<String> {
+    if !policy.accept_any_image {
+        return None;
+    }
+    let mut open: Vec<_> = ["tdx", "sev-snp"]
+        .into_iter()
+        .flat_map(|tee| policy.unpinned(tee))
+        .collect();
+    open.dedup();
+    (!open.is_empty()).then(|| {
+        format!(
+            "WARNING: --accept-any-image: nothing pins {}; ANY software in a genuine TEE will \
+             be accepted (an operator's own image that logs prompts included)",
+            open.join(", ")
+        )
     })
 }

@@ -359,13 +359,15 @@ pub async fn open_attested_session(
             what: "attestation response",
             detail: "no base64 'evidence'".into(),
         })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let session = attestor
         .verifier
-        .verify_session_evidence(&certificate_der, &payload, &nonce, &exporter, now)
+        .verify_session_evidence(
+            &certificate_der,
+            &payload,
+            &nonce,
+            &exporter,
+            crate::fetcher::unix_now(),
+        )
         .map_err(|e| Error::Rejected(format!("session-bound evidence: {e}")))?;
     Ok(AttestedConnection {
         verified: SessionVerified {

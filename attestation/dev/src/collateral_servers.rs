@@ -15,30 +15,14 @@ use std::time::Duration;
 
 use cocoon_attestation::tdx::dcap::TdxCollateral;
 
-/// A running loopback PCCS.
-pub struct PcsServer {
+/// A service on loopback: its base URL and how many requests it answered.
+pub struct Loopback {
     url: String,
-    collateral: Arc<Mutex<TdxCollateral>>,
     hits: Arc<AtomicUsize>,
 }
 
-impl PcsServer {
-    /// Starts serving `collateral` on 127.0.0.1 (an ephemeral port).
-    pub fn start(collateral: TdxCollateral) -> std::io::Result<Self> {
-        let shared = Arc::new(Mutex::new(collateral));
-        let served = shared.clone();
-        let (url, hits) = serve_loopback(move |path| match served.lock() {
-            Ok(c) => route(path, &c),
-            Err(_) => ("500 Internal Server Error", None, Vec::new()),
-        })?;
-        Ok(Self {
-            url,
-            collateral: shared,
-            hits,
-        })
-    }
-
-    /// The base URL (`--pccs`).
+impl Loopback {
+    /// The base URL (`--pccs`, `--kds`).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -46,6 +30,28 @@ impl PcsServer {
     /// Requests answered so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A running loopback PCCS (its URL and request count through [`Loopback`]).
+pub struct PcsServer {
+    loopback: Loopback,
+    collateral: Arc<Mutex<TdxCollateral>>,
+}
+
+impl PcsServer {
+    /// Starts serving `collateral` on 127.0.0.1 (an ephemeral port).
+    pub fn start(collateral: TdxCollateral) -> std::io::Result<Self> {
+        let shared = Arc::new(Mutex::new(collateral));
+        let served = shared.clone();
+        let loopback = serve_loopback(move |path| match served.lock() {
+            Ok(c) => route(path, &c),
+            Err(_) => ("500 Internal Server Error", None, Vec::new()),
+        })?;
+        Ok(Self {
+            loopback,
+            collateral: shared,
+        })
     }
 
     /// Serves `collateral` from now on.
@@ -56,14 +62,36 @@ impl PcsServer {
     }
 }
 
+impl std::ops::Deref for PcsServer {
+    type Target = Loopback;
+
+    fn deref(&self) -> &Loopback {
+        &self.loopback
+    }
+}
+
+/// A loopback AMD KDS for the development SNP PKI: any `/vcek/v1/{product}/…` VCEK request
+/// gets the development VCEK (DER), `…/cert_chain` its ASK and ARK (PEM).
+pub fn kds_server(pki: &'static crate::DevSnpPki) -> std::io::Result<Loopback> {
+    let (vcek, chain) = (pki.vcek_der().to_vec(), pki.chain_pem());
+    serve_loopback(move |path| {
+        let route = path.split('?').next().unwrap_or("");
+        if !route.starts_with("/vcek/v1/") {
+            ("404 Not Found", None, b"not found".to_vec())
+        } else if route.ends_with("/cert_chain") {
+            ("200 OK", None, chain.clone().into_bytes())
+        } else {
+            ("200 OK", None, vcek.clone())
+        }
+    })
+}
+
 /// Status line, one optional header, body.
 type Answer = (&'static str, Option<(&'static str, String)>, Vec<u8>);
 
 /// Serves `handler` (request path with query → answer) on 127.0.0.1, one connection at a
-/// time on its own thread; returns the base URL and a request counter.
-fn serve_loopback(
-    handler: impl Fn(&str) -> Answer + Send + 'static,
-) -> std::io::Result<(String, Arc<AtomicUsize>)> {
+/// time on its own thread.
+fn serve_loopback(handler: impl Fn(&str) -> Answer + Send + 'static) -> std::io::Result<Loopback> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}", listener.local_addr()?);
     let hits = Arc::new(AtomicUsize::new(0));
@@ -97,41 +125,7 @@ fn serve_loopback(
             let _ = stream.write_all(&body);
         }
     });
-    Ok((url, hits))
-}
-
-/// A running loopback AMD KDS for the development SNP PKI: any `/vcek/v1/{product}/…`
-/// VCEK request gets the development VCEK (DER), `…/cert_chain` its ASK and ARK (PEM).
-pub struct KdsServer {
-    url: String,
-    hits: Arc<AtomicUsize>,
-}
-
-impl KdsServer {
-    pub fn start(pki: &'static crate::DevSnpPki) -> std::io::Result<Self> {
-        let (vcek, chain) = (pki.vcek_der().to_vec(), pki.chain_pem());
-        let (url, hits) = serve_loopback(move |path| {
-            let route = path.split('?').next().unwrap_or("");
-            if !route.starts_with("/vcek/v1/") {
-                ("404 Not Found", None, b"not found".to_vec())
-            } else if route.ends_with("/cert_chain") {
-                ("200 OK", None, chain.clone().into_bytes())
-            } else {
-                ("200 OK", None, vcek.clone())
-            }
-        })?;
-        Ok(Self { url, hits })
-    }
-
-    /// The base URL (`--kds`).
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// Requests answered so far.
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
+    Ok(Loopback { url, hits })
 }
 
 /// The PCS v4 routes dcap-qvl's client asks for.

@@ -107,14 +107,14 @@ pub fn test_certificate(
     td: &SimulatedTdConfig,
     not_before: time::OffsetDateTime,
     not_after: time::OffsetDateTime,
-) -> Vec<u8> {
+) -> Result<Vec<u8>> {
     use cocoon_attestation::evidence::{EvidenceKind, EvidencePayload, PAYLOAD_VERSION};
     use cocoon_attestation::ratls::{build_certificate, CertificateParams, SubjectAltName};
     let payload = EvidencePayload {
         version: PAYLOAD_VERSION,
         kind: EvidenceKind::Tdx,
-        evidence: tee.quote(report_data, td).unwrap(),
-        event_log: td.event_log().unwrap(),
+        evidence: tee.quote(report_data, td)?,
+        event_log: td.event_log()?,
         config_digest: td.config_digest.clone(),
         gpu_evidence_digest: None,
         receipt_key: None,
@@ -130,7 +130,6 @@ pub fn test_certificate(
             evidence: &payload,
         },
     )
-    .unwrap()
 }
 
 #[cfg(test)]

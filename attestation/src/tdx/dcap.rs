@@ -51,30 +51,44 @@ pub struct TdxFacts {
     pub simulated: bool,
 }
 
-/// The FMSPC of the platform that produced a quote (from the PCK certificate in it): the
-/// key under which its collateral is found.
-pub fn quote_fmspc(raw: &[u8]) -> Result<[u8; 6]> {
-    let malformed = |detail: String| Error::Malformed {
-        what: "TDX quote PCK certificate",
-        detail,
-    };
-    let quote = dcap_qvl::quote::Quote::parse(raw).map_err(|e| malformed(format!("{e:#}")))?;
-    let chain = quote
-        .raw_cert_chain()
-        .map_err(|e| malformed(format!("{e:#}")))?;
-    let ext = dcap_qvl::intel::parse_pck_extension_from_pem(chain)
-        .map_err(|e| malformed(format!("{e:#}")))?;
-    Ok(ext.fmspc)
+/// The PCK certificate chain a quote carries (PEM, leaf first), read once for what the
+/// verifier needs before DCAP: the root it ends at and the platform's FMSPC.
+pub struct QuotePckChain {
+    pem: Vec<u8>,
 }
 
-/// The root certificate (DER) the quote's PCK chain ends at, when the chain carries it.
-pub fn quote_chain_root(raw: &[u8]) -> Option<Vec<u8>> {
-    let quote = dcap_qvl::quote::Quote::parse(raw).ok()?;
-    let chain = quote.raw_cert_chain().ok()?;
-    x509_parser::pem::Pem::iter_from_buffer(chain)
-        .filter_map(|p| p.ok())
-        .last()
-        .map(|p| p.contents)
+fn pck_malformed(detail: String) -> Error {
+    Error::Malformed {
+        what: "TDX quote PCK certificate",
+        detail,
+    }
+}
+
+impl QuotePckChain {
+    pub fn of(raw: &[u8]) -> Result<Self> {
+        let quote =
+            dcap_qvl::quote::Quote::parse(raw).map_err(|e| pck_malformed(format!("{e:#}")))?;
+        let pem = quote
+            .raw_cert_chain()
+            .map_err(|e| pck_malformed(format!("{e:#}")))?
+            .to_vec();
+        Ok(Self { pem })
+    }
+
+    /// The root certificate (DER) the chain ends at, when the chain carries it.
+    pub fn root_der(&self) -> Option<Vec<u8>> {
+        x509_parser::pem::Pem::iter_from_buffer(&self.pem)
+            .filter_map(|p| p.ok())
+            .last()
+            .map(|p| p.contents)
+    }
+
+    /// The platform's FMSPC (from the PCK certificate): the key its collateral is found by.
+    pub fn fmspc(&self) -> Result<[u8; 6]> {
+        dcap_qvl::intel::parse_pck_extension_from_pem(&self.pem)
+            .map(|ext| ext.fmspc)
+            .map_err(|e| pck_malformed(format!("{e:#}")))
+    }
 }
 
 /// `dcap-qvl`'s policy hook, accepting everything: our [`crate::policy::Policy`] judges the

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cocoon_attestation::account::AccountKey;
-use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::proxy::Proxy;
 use cocoon_client::Endpoint;
 
@@ -209,13 +209,10 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
         ));
     }
     let endpoint = Endpoint::parse(&args.upstream).map_err(|e| e.to_string())?;
-    let (_, manifest) = args.accept.load().map_err(|e| e.to_string())?;
-    let attestor = attestor(&args.accept, &args.collateral).map_err(|e| e.to_string())?;
-    if attestor.verifier.policy().accept_any_image {
-        eprintln!(
-            "cocoon-client: WARNING: --accept-any-image: guests are accepted whatever image \
-             and config they run, as long as the TEE is genuine"
-        );
+    let (attestor, manifest) =
+        attestor(&args.accept, &args.collateral).map_err(|e| e.to_string())?;
+    if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+        eprintln!("cocoon-client: {warning}");
     }
     Ok(Proxy {
         listen: args.listen,

@@ -27,14 +27,6 @@ pub fn read_input(path: &std::path::Path, what: &str) -> Result<Vec<u8>, ExitCod
     })
 }
 
-/// DER as is, or the first certificate of a PEM file.
-pub fn der_or_pem(bytes: Vec<u8>) -> Vec<u8> {
-    match x509_parser::pem::parse_x509_pem(&bytes) {
-        Ok((_, pem)) => pem.contents,
-        Err(_) => bytes,
-    }
-}
-
 pub fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
     if json {
         say!("{}", serde_json::to_string(verdict).unwrap_or_default());

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cocoon_attestation::ratls::certificate_pem;
 use cocoon_attestation::unix_time::format_time;
 use cocoon_attestation::{Error, Verified};
-use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::{open_attested_session, Endpoint};
 
 use crate::output::say;
@@ -21,11 +21,13 @@ pub async fn run(
     cert_out: Option<PathBuf>,
     timeout: Duration,
 ) -> Result<ExitCode, ExitCode> {
-    let attestor = attestor(accept, collateral).map_err(|e| {
+    let (attestor, _) = attestor(accept, collateral).map_err(|e| {
         eprintln!("cocoon-verify: {e}");
         ExitCode::from(2)
     })?;
-    warn_if_unpinned(attestor.verifier.policy());
+    if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+        eprintln!("cocoon-verify: {warning}");
+    }
     let result = match Endpoint::parse(url) {
         Ok(endpoint) => match open_attested_session(&endpoint, &attestor, timeout).await {
             Ok(mut connection) => {
@@ -89,24 +91,6 @@ pub async fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Says loudly when nothing pins the image or the config.
-fn warn_if_unpinned(policy: &cocoon_attestation::Policy) {
-    if !policy.accept_any_image {
-        return;
-    }
-    let open: Vec<_> = ["tdx", "sev-snp"]
-        .into_iter()
-        .flat_map(|tee| policy.unpinned(tee))
-        .collect();
-    if !open.is_empty() {
-        eprintln!(
-            "cocoon-verify: WARNING: --accept-any-image: nothing pins {}; ANY software in a \
-             genuine TEE will be accepted (an operator's own image that logs prompts included)",
-            open.join(", ")
-        );
-    }
 }
 
 /// `GET /v1/attestation/config` over the verified session; the document's SHA-384 must be

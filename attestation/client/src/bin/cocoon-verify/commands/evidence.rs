@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use cocoon_attestation::collateral::SnpCollateral;
 use cocoon_attestation::fetch::{KdsCollateral, PcsCollateral, TdxCollateralFetch};
-use cocoon_attestation::ratls::certificate_pem;
+use cocoon_attestation::pem::{certificate_pem, der_or_pem};
 use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::{CollateralStore, Verifier};
 use cocoon_client::args::PolicyArgs;
 
-use crate::output::{der_or_pem, parse_rfc3339, read_input, report_verdict};
+use crate::output::{parse_rfc3339, read_input, report_verdict};
 
 /// When and by what rules bare evidence is judged, and how the verdict is printed.
 #[derive(clap::Args)]
