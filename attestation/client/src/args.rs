@@ -166,11 +166,15 @@ pub fn any_image_warning(policy: &Policy) -> Option<String> {
     if !policy.accept_any_image {
         return None;
     }
-    let mut open: Vec<_> = ["tdx", "sev-snp"]
+    let mut open: Vec<&str> = Vec::new();
+    for name in ["tdx", "sev-snp"]
         .into_iter()
         .flat_map(|tee| policy.unpinned(tee))
-        .collect();
-    open.dedup();
+    {
+        if !open.contains(&name) {
+            open.push(name);
+        }
+    }
     (!open.is_empty()).then(|| {
         format!(
             "WARNING: --accept-any-image: nothing pins {}; ANY software in a genuine TEE will \
