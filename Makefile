@@ -24,8 +24,21 @@ MISTRALRS_VERSION := 0.8.1
 PEER_ROOT ?= $(HOME)/.cache/cocoon-tools
 MISTRALRS_BIN ?= $(PEER_ROOT)/bin/mistralrs
 
+# The appliance image (image/README.md). PROFILE=prod builds the guest without the
+# simulated TEE (its own cargo build, outside the workspace's: ~17 min once); dev uses
+# the workspace's guest (simulated TEE, what the boot test runs).
+PROFILE ?= prod
+IMAGE_OUT ?= $(CURDIR)/image/out
+IMAGE_DIR := $(IMAGE_OUT)/$(PROFILE)
+MODEL_DISK_DIR ?= $(IMAGE_OUT)/model
+PROD_TARGET_DIR ?= $(CARGO_TARGET_DIR)/prod-guest
+COCOON_FIRMWARE_DIR ?= $(HOME)/.cache/cocoon-firmware
+export COCOON_FIRMWARE_DIR
+IMAGE_DEPS := mmdebstrap squashfs-tools cryptsetup-bin cpio kmod xz-utils qemu-system-x86 ovmf
+
 .DEFAULT_GOAL := help
-.PHONY: help build model venv run test bench peer fuzz fuzz-smoke cargo-fuzz lint fmt clean
+.PHONY: help build model venv run test bench peer fuzz fuzz-smoke cargo-fuzz lint fmt clean \
+  image image-lock image-deps prod-guest model-disk measure test-image
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -96,6 +109,32 @@ lint: ## rustfmt and clippy
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+image-deps: ## Install what building and booting the image needs (Debian packages; root)
+	@missing=$$(for p in $(IMAGE_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+prod-guest:
+	$(CARGO) build --release --locked -p cocoon-guest --no-default-features --target-dir $(PROD_TARGET_DIR)
+
+# The guest binary of each profile.
+GUEST_BIN_prod := $(PROD_TARGET_DIR)/release/cocoon-guest
+GUEST_BIN_dev := $(BIN)/cocoon-guest
+IMAGE_GUEST_prereq_prod := prod-guest
+IMAGE_GUEST_prereq_dev := build
+
+image: image-deps $(IMAGE_GUEST_prereq_$(PROFILE)) build ## Build the image: kernel, initramfs, command line, dm-verity root (PROFILE=prod|dev, into image/out/PROFILE)
+	image/build/build.sh --profile $(PROFILE) --guest $(GUEST_BIN_$(PROFILE)) --init $(BIN)/cocoon-init --out $(IMAGE_DIR)
+
+image-lock: image-deps $(IMAGE_GUEST_prereq_$(PROFILE)) build ## Rebuild the image accepting the packages Debian resolves now (rewrites image/build/packages.lock)
+	image/build/build.sh --update-lock --profile $(PROFILE) --guest $(GUEST_BIN_$(PROFILE)) --init $(BIN)/cocoon-init --out $(IMAGE_DIR)
+
+model-disk: image-deps ## Pack MODEL (a file or directory; default the bundled model) into a dm-verity disk (image/out/model)
+	image/build/model-disk.sh --model $(if $(filter command line,$(origin MODEL)),$(MODEL),$(MODEL)) --out $(MODEL_DISK_DIR)
+
+test-image: build model image-deps firmware venv ## Image tests: two builds byte-identical, corrupted model disk refused, QEMU boot + relay + verify + openai SDK (TCG here)
+	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python COCOON_MODEL=$(CURDIR)/$(MODEL) \
+	  $(CARGO) test --release --locked --workspace --test image -- --ignored --nocapture --test-threads 1
 
 clean: ## Remove build outputs (keeps the model and the venv)
 	$(CARGO) clean

@@ -198,6 +198,20 @@ fn measured_config(
     })
 }
 
+/// The boot measurements a simulated TEE reports (`--simulated-measurements`).
+#[cfg(feature = "simulated")]
+fn simulated_boot(tee_args: &TeeArgs) -> anyhow::Result<cocoon_attestation_dev::SimulatedBoot> {
+    let Some(path) = &tee_args.simulated_measurements else {
+        return Ok(Default::default());
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--simulated-measurements {}", path.display()))?;
+    let manifest = cocoon_attestation::manifest::Manifest::from_json(&bytes)
+        .with_context(|| format!("--simulated-measurements {}", path.display()))?;
+    cocoon_attestation_dev::SimulatedBoot::from_manifest(&manifest)
+        .with_context(|| format!("--simulated-measurements {}", path.display()))
+}
+
 /// Chooses the evidence backend and records the measured config in the TEE before
 /// anything is served; the identity checks its own evidence against it
 /// (`tee::self_check`). Returns the backend and the runtime event log.
@@ -210,6 +224,8 @@ fn record_config(
         simulated_debug: tee_args.simulated_debug,
         #[cfg(feature = "simulated")]
         simulated_snp_without_certificates: tee_args.simulated_snp_without_certificates,
+        #[cfg(feature = "simulated")]
+        simulated_boot: simulated_boot(tee_args)?,
         ..SelectOptions::new(*digest)
     };
     let tee = crate::tee::select(tee_args.tee, &options)

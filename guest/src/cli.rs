@@ -77,6 +77,13 @@ pub struct TeeArgs {
     /// must fetch the VCEK from a KDS (tests of that path).
     #[arg(long, hide = true)]
     pub simulated_snp_without_certificates: bool,
+    #[cfg(feature = "simulated")]
+    /// Simulated backends only: report the boot measurements of this manifest (JSON, the
+    /// unsigned reference values `cocoon-measure manifest` writes) instead of fixed
+    /// labelled ones: its TDX MRTD/RTMR0-2, its first SEV-SNP measurement. The dev image
+    /// reads the file its launcher passes in QEMU fw_cfg.
+    #[arg(long, value_name = "FILE")]
+    pub simulated_measurements: Option<PathBuf>,
 }
 
 /// The model and how its bytes are pinned.

@@ -24,7 +24,7 @@ pub mod simulated;
 pub mod snp_pki;
 pub mod tdx_pki;
 
-pub use simulated::{test_certificate, SimulatedTdConfig, SimulatedTdx};
+pub use simulated::{test_certificate, SimulatedBoot, SimulatedTdConfig, SimulatedTdx};
 pub use snp_pki::DevSnpPki;
 pub use tdx_pki::{DevPki, DevTdMeasurements};
 

@@ -19,6 +19,71 @@ fn labelled_digest(label: &str) -> [u8; 48] {
     Sha384::digest(format!("cocoon simulated {label}").as_bytes()).into()
 }
 
+/// The boot-time registers a simulated TEE reports: what the TDX module and TDVF would
+/// have measured (MRTD, RTMR0-2) and the SEV-SNP launch digest.
+///
+/// A real TEE measures the boot itself. The simulated one cannot, so whoever launches it
+/// says what a real one would have measured: by default fixed labelled digests; for a
+/// booted image, the reference values `cocoon-measure` predicted for the artifacts the
+/// launcher boots (a manifest's `tdx` and first `sev_snp` measurement). Verifiers refuse
+/// simulated evidence unless told otherwise, so this channel is never trusted; it lets
+/// tests check a booted image against a manifest end to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedBoot {
+    pub mr_td: [u8; 48],
+    /// RTMR0..RTMR2 (RTMR3 is the runtime register the guest extends).
+    pub rtmr: [[u8; 48]; 3],
+    pub snp_measurement: [u8; 48],
+}
+
+impl Default for SimulatedBoot {
+    fn default() -> Self {
+        Self {
+            mr_td: labelled_digest("MRTD"),
+            rtmr: [
+                labelled_digest("RTMR0"),
+                labelled_digest("RTMR1"),
+                labelled_digest("RTMR2"),
+            ],
+            snp_measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
+        }
+    }
+}
+
+fn hex48(what: &str, value: &str) -> Result<[u8; 48]> {
+    let bytes = hex::decode(value).map_err(|e| cocoon_attestation::Error::Malformed {
+        what: "simulated boot measurements",
+        detail: format!("{what}: {e}"),
+    })?;
+    bytes
+        .try_into()
+        .map_err(|_| cocoon_attestation::Error::Malformed {
+            what: "simulated boot measurements",
+            detail: format!("{what}: not 48 bytes"),
+        })
+}
+
+impl SimulatedBoot {
+    /// The values of a (validated, unsigned) manifest: its `tdx` registers and its first
+    /// `sev_snp` measurement; what it does not name keeps the default.
+    pub fn from_manifest(manifest: &cocoon_attestation::manifest::Manifest) -> Result<Self> {
+        manifest.validate()?;
+        let mut boot = Self::default();
+        if let Some(tdx) = &manifest.tdx {
+            boot.mr_td = hex48("tdx.mrtd", &tdx.mrtd)?;
+            boot.rtmr = [
+                hex48("tdx.rtmr0", &tdx.rtmr0)?,
+                hex48("tdx.rtmr1", &tdx.rtmr1)?,
+                hex48("tdx.rtmr2", &tdx.rtmr2)?,
+            ];
+        }
+        if let Some(first) = manifest.sev_snp.as_ref().and_then(|s| s.measurements.first()) {
+            boot.snp_measurement = hex48("sev_snp.measurements[0]", first)?;
+        }
+        Ok(boot)
+    }
+}
+
 /// What a simulated TD reports about itself.
 #[derive(Debug, Clone)]
 pub struct SimulatedTdConfig {
@@ -82,16 +147,23 @@ impl SimulatedTdx {
         rtmr3: &[u8; 48],
         debug: bool,
     ) -> Result<Vec<u8>> {
+        self.quote_booted(report_data, &SimulatedBoot::default(), rtmr3, debug)
+    }
+
+    /// A TDX v4 quote with the boot registers of `boot` and the given RTMR3.
+    pub fn quote_booted(
+        &self,
+        report_data: &ReportData,
+        boot: &SimulatedBoot,
+        rtmr3: &[u8; 48],
+        debug: bool,
+    ) -> Result<Vec<u8>> {
+        let [rtmr0, rtmr1, rtmr2] = boot.rtmr;
         self.pki.quote(
             report_data,
             &DevTdMeasurements {
-                mr_td: labelled_digest("MRTD"),
-                rtmr: [
-                    labelled_digest("RTMR0"),
-                    labelled_digest("RTMR1"),
-                    labelled_digest("RTMR2"),
-                    *rtmr3,
-                ],
+                mr_td: boot.mr_td,
+                rtmr: [rtmr0, rtmr1, rtmr2, *rtmr3],
                 debug,
             },
         )
@@ -153,6 +225,31 @@ mod tests {
         let q =
             TdxQuote::parse(&SimulatedTdx::dev().unwrap().quote(&[5; 64], &dbg).unwrap()).unwrap();
         assert!(q.body.debug());
+    }
+
+    #[test]
+    fn a_booted_td_reports_the_manifest_registers() {
+        let hex48 = |b: u8| hex::encode([b; 48]);
+        let manifest = cocoon_attestation::manifest::Manifest::from_json(format!(
+            r#"{{"version":1,"image":"t","release":1,"not_after":"2099-01-01T00:00:00Z",
+               "tdx":{{"mrtd":"{}","rtmr0":"{}","rtmr1":"{}","rtmr2":"{}"}}}}"#,
+            hex48(1),
+            hex48(2),
+            hex48(3),
+            hex48(4)
+        ).as_bytes())
+        .unwrap();
+        let boot = SimulatedBoot::from_manifest(&manifest).unwrap();
+        let q = TdxQuote::parse(
+            &SimulatedTdx::dev()
+                .unwrap()
+                .quote_booted(&[5; 64], &boot, &[9; 48], false)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(q.body.mr_td, [1; 48]);
+        assert_eq!(q.body.rtmr, [[2; 48], [3; 48], [4; 48], [9; 48]]);
+        assert_eq!(boot.snp_measurement, SimulatedBoot::default().snp_measurement);
     }
 
     #[test]

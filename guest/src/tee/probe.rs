@@ -61,6 +61,9 @@ pub struct SelectOptions {
     /// Simulated SEV-SNP only: attach no certificate table.
     #[cfg(feature = "simulated")]
     pub simulated_snp_without_certificates: bool,
+    /// Simulated backends only: the boot measurements to report.
+    #[cfg(feature = "simulated")]
+    pub simulated_boot: cocoon_attestation_dev::SimulatedBoot,
     /// The config digest the launcher put into HOST_DATA (simulated SEV-SNP plays the
     /// launcher with it).
     pub launch_config_digest: [u8; 48],
@@ -78,6 +81,8 @@ impl SelectOptions {
             simulated_debug: false,
             #[cfg(feature = "simulated")]
             simulated_snp_without_certificates: false,
+            #[cfg(feature = "simulated")]
+            simulated_boot: Default::default(),
             launch_config_digest: config_digest,
         }
     }
@@ -96,11 +101,14 @@ pub fn select_on(
 ) -> Result<Box<dyn EvidenceProvider>> {
     let tee: Box<dyn EvidenceProvider> = match choice {
         #[cfg(feature = "simulated")]
-        TeeChoice::Simulated => Box::new(SimulatedTee::new(options.simulated_debug)?),
+        TeeChoice::Simulated => Box::new(
+            SimulatedTee::new(options.simulated_debug)?.booted(options.simulated_boot.clone()),
+        ),
         #[cfg(feature = "simulated")]
         TeeChoice::SimulatedSevSnp => Box::new(
             SimulatedSnpTee::new(&options.launch_config_digest, options.simulated_debug)?
-                .with_certificates(!options.simulated_snp_without_certificates),
+                .with_certificates(!options.simulated_snp_without_certificates)
+                .booted(&options.simulated_boot),
         ),
         TeeChoice::Auto | TeeChoice::Tdx | TeeChoice::SevSnp => probe(platform, choice, options)?,
     };

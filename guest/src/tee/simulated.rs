@@ -10,8 +10,7 @@ use cocoon_attestation::event_log::rtmr_extend;
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::snp_host_data;
 use cocoon_attestation::report_data::ReportData;
-use cocoon_attestation_dev::{DevSnpPki, SimulatedTdx};
-use sha2::{Digest, Sha384};
+use cocoon_attestation_dev::{DevSnpPki, SimulatedBoot, SimulatedTdx};
 
 use super::{check_device_output, ConfigRegister, Evidence, EvidenceProvider, CONFIG_RTMR};
 use crate::{Error, Result};
@@ -20,6 +19,7 @@ use crate::{Error, Result};
 /// Keeps RTMR3 like a TD does: zero at launch, changed only by extension.
 pub struct SimulatedTee {
     tee: SimulatedTdx,
+    boot: SimulatedBoot,
     rtmr3: Mutex<[u8; 48]>,
     debug: bool,
 }
@@ -30,9 +30,16 @@ impl SimulatedTee {
     pub fn new(debug: bool) -> Result<Self> {
         Ok(Self {
             tee: SimulatedTdx::dev()?,
+            boot: SimulatedBoot::default(),
             rtmr3: Mutex::new([0; 48]),
             debug,
         })
+    }
+
+    /// Reports `boot`'s MRTD and RTMR0-2 (the measurements a launcher predicted).
+    pub fn booted(mut self, boot: SimulatedBoot) -> Self {
+        self.boot = boot;
+        self
     }
 
     fn rtmr3(&self) -> Result<std::sync::MutexGuard<'_, [u8; 48]>> {
@@ -53,7 +60,9 @@ impl EvidenceProvider for SimulatedTee {
 
     fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
         let rtmr3 = *self.rtmr3()?;
-        let quote = self.tee.quote_with_rtmr3(report_data, &rtmr3, self.debug)?;
+        let quote = self
+            .tee
+            .quote_booted(report_data, &self.boot, &rtmr3, self.debug)?;
         check_device_output(EvidenceKind::Tdx, quote, None, report_data)
     }
 
@@ -83,11 +92,17 @@ impl SimulatedSnpTee {
         let pki = DevSnpPki::dev()?;
         Ok(Self {
             pki,
-            measurement: Sha384::digest(b"cocoon simulated SNP MEASUREMENT").into(),
+            measurement: SimulatedBoot::default().snp_measurement,
             host_data: snp_host_data(launch_config_digest),
             debug,
             cert_table: Some(cocoon_attestation_dev::snp_cert_table(pki)?.encode()),
         })
+    }
+
+    /// Reports `boot`'s launch digest as MEASUREMENT.
+    pub fn booted(mut self, boot: &SimulatedBoot) -> Self {
+        self.measurement = boot.snp_measurement;
+        self
     }
 
     /// With `attach == false`, the evidence carries no certificate table.
