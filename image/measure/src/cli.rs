@@ -21,6 +21,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses `args` (without the program name); for tests.
+    #[cfg(test)]
+    pub(crate) fn try_parse_from_args(args: &[&str]) -> Self {
+        use clap::Parser as _;
+        Self::parse_from(std::iter::once("cocoon-measure").chain(args.iter().copied()))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the SEV-SNP launch digest (MEASUREMENT, 96 hex digits) of a QEMU launch.

@@ -183,3 +183,100 @@ fn snp_reference(dir: &ImageDir, s: &SnpRequest) -> Result<SnpReference> {
         min_tcb: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tdx::authenticode::tests::sample_pe;
+    use crate::tdx::tdvf::tests::{image_with_sections, BFV, HOB};
+    use cocoon_attestation::manifest::ManifestSigningKey;
+
+    fn setup() -> (PathBuf, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("cocoon-measure-manifest-{}", std::process::id()));
+        let image = dir.join("image");
+        std::fs::create_dir_all(&image).unwrap();
+        std::fs::write(image.join("vmlinuz"), sample_pe(0)).unwrap();
+        std::fs::write(image.join("initrd.img"), b"initrd").unwrap();
+        std::fs::write(image.join("cmdline"), "console=ttyS0 root=/dev/vda\n").unwrap();
+        let fw = dir.join("tdvf.fd");
+        std::fs::write(&fw, image_with_sections(&[BFV, HOB])).unwrap();
+        (image, fw)
+    }
+
+    fn request(image: PathBuf, fw: PathBuf, rtmr0: Option<String>) -> ManifestRequest {
+        ManifestRequest {
+            image_dir: image,
+            tdx: Some(TdxRequest {
+                firmware: fw,
+                rtmr0,
+                order: PageAddOrder::SinglePass,
+                header: rtmr::KernelHeader::Unpatched,
+            }),
+            snp: None,
+            image: "cocoon-guest test".into(),
+            release: 3,
+            not_after: "2030-01-01T00:00:00Z".into(),
+            config_digests: vec!["AB".repeat(48)],
+        }
+    }
+
+    #[test]
+    fn written_manifest_signs_and_verifies_with_the_library() {
+        let (image, fw) = setup();
+        let dir = ImageDir::open(&image).unwrap();
+        assert_eq!(
+            dir.cmdline, "console=ttyS0 root=/dev/vda",
+            "one trailing newline stripped"
+        );
+
+        let err = build(&request(image.clone(), fw.clone(), None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("RTMR0 is not predicted") && err.contains("--tdx-rtmr0"),
+            "{err}"
+        );
+        let err = build(&request(image.clone(), fw.clone(), Some("12".into()))).unwrap_err();
+        assert!(err.to_string().contains("not 48 bytes"), "{err}");
+
+        let m = build(&request(image.clone(), fw.clone(), Some("CD".repeat(48)))).unwrap();
+        let tdx = m.tdx.clone().unwrap();
+        assert_eq!(tdx.rtmr0, "cd".repeat(48));
+        assert_eq!(m.config_digests, vec!["ab".repeat(48)]);
+        // What `cocoon-verify manifest sign` does with the file: from_json, sign, open.
+        let json = m.to_json().unwrap();
+        let parsed = Manifest::from_json(&json).unwrap();
+        let (key, _) = ManifestSigningKey::generate().unwrap();
+        let envelope = parsed.sign(&key).unwrap();
+        let opened = Manifest::open(&envelope, &[key.public_key()]).unwrap();
+        assert_eq!(opened, m);
+        // The CLI writes the same manifest.
+        let out = image.parent().unwrap().join("manifest.json");
+        let cli = crate::cli::Cli::try_parse_from_args(&[
+            "manifest",
+            "--image-dir",
+            image.to_str().unwrap(),
+            "--tdx-firmware",
+            fw.to_str().unwrap(),
+            "--tdx-rtmr0",
+            &"cd".repeat(48),
+            "--image",
+            "cocoon-guest test",
+            "--release",
+            "3",
+            "--not-after",
+            "2030-01-01T00:00:00Z",
+            "--config-digest",
+            &"ab".repeat(48),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        crate::cli::run(cli).unwrap();
+        assert_eq!(
+            Manifest::from_json(&std::fs::read(&out).unwrap()).unwrap(),
+            m
+        );
+        std::fs::remove_dir_all(image.parent().unwrap()).unwrap();
+    }
+}
