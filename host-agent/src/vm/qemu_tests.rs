@@ -1,0 +1,1 @@
+//! Pinned argument vectors (written next).

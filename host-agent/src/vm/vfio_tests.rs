@@ -1,0 +1,1 @@
+//! VFIO pre-flight against a fake sysfs (written next).
