@@ -667,4 +667,4 @@ fn is_pci_address(text: &str) -> bool {
 
 #[cfg(test)]
 #[path = "config_tests.rs"]
-mod tests;
+pub(crate) mod tests;
