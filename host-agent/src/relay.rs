@@ -293,4 +293,53 @@ mod tests {
         stop_tx.send(()).unwrap();
         server.await.unwrap();
     }
+
+    #[tokio::test]
+    async fn a_shut_gate_refuses_clients_and_cuts_relayed_ones() {
+        let guest = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = RelayConfig {
+            listen: addr,
+            upstream: guest.local_addr().unwrap().to_string(),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 4,
+        };
+        let (gate, gate_view) = watch::channel(false);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run_gated_relay(listener, config, gate_view, async {
+            let _ = stop_rx.await;
+        }));
+        let bound = Duration::from_secs(10);
+        let mut buf = [0u8; 16];
+
+        // Shut: closed at once, the guest never sees a connection.
+        let mut refused = TcpStream::connect(addr).await.unwrap();
+        let n = tokio::time::timeout(bound, refused.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(n, Ok(0) | Err(_)), "refused while shut");
+
+        // Open: relayed.
+        gate.send_replace(true);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut at_guest, _) = tokio::time::timeout(bound, guest.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        at_guest.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+
+        // Shut again: the relayed connection is cut.
+        gate.send_replace(false);
+        let n = tokio::time::timeout(bound, client.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(n, Ok(0) | Err(_)), "cut when the gate shuts");
+        stop_tx.send(()).unwrap();
+        server.await.unwrap();
+    }
 }

@@ -138,3 +138,7 @@ impl ServerCertVerifier for LivenessOnly {
 
     cocoon_attestation::handshake_signature_checks!();
 }
+
+#[cfg(test)]
+#[path = "health_tests.rs"]
+mod tests;
