@@ -192,3 +192,27 @@ async fn clients_are_refused_while_the_guest_is_unverified_and_sigterm_stops_qem
         "the fake QEMU (pid {qemu_pid}) was stopped: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_guest_that_never_answers_healthz_is_stopped_and_with_no_restarts_left_the_agent_fails() {
+    let scratch = Scratch::new("silent");
+    scratch.fake_qemu("echo $$ > qemu.pid\nexec sleep 300");
+    let config = scratch.config("healthz_timeout_secs = 1\nmax_restarts = 0");
+    let output = tokio::time::timeout(HANG_GUARD, agent(&config).current_dir(&scratch.0).output())
+        .await
+        .expect("the agent gives up instead of hanging")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "must exit non-zero: {stderr}");
+    assert!(
+        stderr.contains("giving up after 0 restart(s) (max_restarts = 0)")
+            && stderr.contains("no 200 from /healthz within 1s")
+            && stderr.contains("connect:"),
+        "{stderr}"
+    );
+    let qemu_pid = std::fs::read_to_string(scratch.0.join("qemu.pid")).unwrap();
+    assert!(
+        !Path::new("/proc").join(qemu_pid.trim()).exists(),
+        "the fake QEMU was stopped: {stderr}"
+    );
+}

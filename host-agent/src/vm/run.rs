@@ -139,61 +139,64 @@ impl Driver<'_> {
         let mut actions = machine.start();
         tokio::pin!(shutdown);
         loop {
-            for action in std::mem::take(&mut actions) {
-                match action {
-                    Action::Launch => {
-                        let event =
-                            match QemuProcess::spawn(&self.loaded.config.vm.qemu, &self.args) {
-                                Ok(process) => {
-                                    qemu = Some(process);
-                                    Event::Launched
-                                }
-                                Err(e) => Event::LaunchFailed(e.to_string()),
-                            };
-                        actions.extend(self.apply(&mut machine, event, clock));
-                    }
-                    Action::AwaitHealthy => {
-                        step = Some(Box::pin(await_healthy(
-                            self.probe.clone(),
-                            supervise.clone(),
-                        )))
-                    }
-                    Action::Verify => {
-                        let (address, attestor) =
-                            (self.guest_address.clone(), self.attestor.clone());
-                        let timeout = supervise.verify_timeout();
-                        step = Some(Box::pin(async move {
-                            match verify_guest(&address, &attestor, timeout).await {
-                                Ok(summary) => Event::Verified(summary),
-                                Err(e) => Event::VerificationFailed(e.to_string()),
-                            }
-                        }))
-                    }
-                    Action::OpenRelay => {
-                        self.gate.send_replace(true);
-                        step = Some(Box::pin(watch_health(
-                            self.probe.clone(),
-                            supervise.clone(),
-                        )));
-                    }
-                    Action::CloseRelay => {
-                        self.gate.send_replace(false);
-                    }
-                    Action::StopQemu => {
-                        step = None;
-                        if let Some(process) = qemu.take() {
-                            process.stop().await;
+            // An action may lead to more (a launch is reported at once): run them all.
+            while !actions.is_empty() {
+                for action in std::mem::take(&mut actions) {
+                    match action {
+                        Action::Launch => {
+                            let event =
+                                match QemuProcess::spawn(&self.loaded.config.vm.qemu, &self.args) {
+                                    Ok(process) => {
+                                        qemu = Some(process);
+                                        Event::Launched
+                                    }
+                                    Err(e) => Event::LaunchFailed(e.to_string()),
+                                };
+                            actions.extend(self.apply(&mut machine, event, clock));
                         }
-                    }
-                    Action::Wait(delay) => {
-                        step = Some(Box::pin(async move {
-                            tokio::time::sleep(delay).await;
-                            Event::BackoffElapsed
-                        }))
-                    }
-                    Action::Exit(message) => {
-                        error!("{message}");
-                        return Err(Error::GaveUp(message));
+                        Action::AwaitHealthy => {
+                            step = Some(Box::pin(await_healthy(
+                                self.probe.clone(),
+                                supervise.clone(),
+                            )))
+                        }
+                        Action::Verify => {
+                            let (address, attestor) =
+                                (self.guest_address.clone(), self.attestor.clone());
+                            let timeout = supervise.verify_timeout();
+                            step = Some(Box::pin(async move {
+                                match verify_guest(&address, &attestor, timeout).await {
+                                    Ok(summary) => Event::Verified(summary),
+                                    Err(e) => Event::VerificationFailed(e.to_string()),
+                                }
+                            }))
+                        }
+                        Action::OpenRelay => {
+                            self.gate.send_replace(true);
+                            step = Some(Box::pin(watch_health(
+                                self.probe.clone(),
+                                supervise.clone(),
+                            )));
+                        }
+                        Action::CloseRelay => {
+                            self.gate.send_replace(false);
+                        }
+                        Action::StopQemu => {
+                            step = None;
+                            if let Some(process) = qemu.take() {
+                                process.stop().await;
+                            }
+                        }
+                        Action::Wait(delay) => {
+                            step = Some(Box::pin(async move {
+                                tokio::time::sleep(delay).await;
+                                Event::BackoffElapsed
+                            }))
+                        }
+                        Action::Exit(message) => {
+                            error!("{message}");
+                            return Err(Error::GaveUp(message));
+                        }
                     }
                 }
             }
