@@ -104,18 +104,24 @@ fn agent(config: &Path) -> Command {
     command
 }
 
+/// Runs the agent to its end, which must be a non-zero exit; returns its log.
+async fn run_until_it_gives_up(scratch: &Scratch, config: &Path) -> String {
+    let output = tokio::time::timeout(HANG_GUARD, agent(config).current_dir(&scratch.0).output())
+        .await
+        .expect("the agent gives up instead of hanging")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "must exit non-zero: {stderr}");
+    stderr
+}
+
 #[tokio::test]
 async fn a_qemu_that_keeps_exiting_is_restarted_until_max_restarts_then_the_agent_fails() {
     let scratch = Scratch::new("exits");
     scratch.fake_qemu("echo started >> launches.log\nexit 3");
     let config = scratch
         .config("restart_backoff_initial_ms = 10\nrestart_backoff_max_ms = 40\nmax_restarts = 3");
-    let output = tokio::time::timeout(HANG_GUARD, agent(&config).current_dir(&scratch.0).output())
-        .await
-        .expect("the agent gives up instead of hanging")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "must exit non-zero: {stderr}");
+    let stderr = run_until_it_gives_up(&scratch, &config).await;
     assert!(
         stderr.contains("giving up after 3 restart(s) (max_restarts = 3)")
             && stderr.contains("QEMU exited (exit status: 3)"),
@@ -198,12 +204,7 @@ async fn a_guest_that_never_answers_healthz_is_stopped_and_with_no_restarts_left
     let scratch = Scratch::new("silent");
     scratch.fake_qemu("echo $$ > qemu.pid\nexec sleep 300");
     let config = scratch.config("healthz_timeout_secs = 1\nmax_restarts = 0");
-    let output = tokio::time::timeout(HANG_GUARD, agent(&config).current_dir(&scratch.0).output())
-        .await
-        .expect("the agent gives up instead of hanging")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "must exit non-zero: {stderr}");
+    let stderr = run_until_it_gives_up(&scratch, &config).await;
     assert!(
         stderr.contains("giving up after 0 restart(s) (max_restarts = 0)")
             && stderr.contains("no 200 from /healthz within 1s")
