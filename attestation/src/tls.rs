@@ -19,7 +19,11 @@ use crate::verified::Verified;
 use crate::verifier::Verifier;
 
 /// The handshake-signature checks both verifiers share: the peer proves it holds the key
-/// of the certificate whose evidence was checked. Needs a `provider` field.
+/// of the certificate whose evidence was checked. Needs a `provider` field and, in scope,
+/// `CertificateDer`, `DigitallySignedStruct`, `HandshakeSignatureValid` and
+/// `SignatureScheme` from rustls. Exported for other rustls verifiers of this project
+/// (the host agent's liveness probe), so the signature checks exist once.
+#[macro_export]
 macro_rules! handshake_signature_checks {
     () => {
         fn verify_tls12_signature(

@@ -1,4 +1,8 @@
 //! The Cocoon host agent: everything that runs on the operator's host, outside the TEE.
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod relay;
+pub mod vm;
+
+pub use error::{Error, Result};

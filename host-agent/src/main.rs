@@ -1,47 +1,22 @@
 //! `cocoon-host-agent`: runs on the operator's host, outside the trust boundary.
 //!
 //! It relays TCP bytes between clients and the guest and never terminates TLS, so it sees
-//! only ciphertext. The VM launcher, the receipts ledger and TON settlement join it later.
+//! only ciphertext; `vm` launches and supervises the guest's VM. The receipts ledger and
+//! TON settlement join it later.
+#![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
+mod cli;
+
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Command, RelayArgs, VmCommand};
 use cocoon_host_agent::relay::{run_relay, RelayConfig};
-
-#[derive(Parser)]
-#[command(
-    name = "cocoon-host-agent",
-    version,
-    about = "Cocoon host agent: relays ciphertext to the guest (outside the TEE)"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Relay TCP connections from a public port to the guest's HTTPS port.
-    Run {
-        /// Public address clients connect to.
-        #[arg(long, default_value = "127.0.0.1:9443")]
-        listen: SocketAddr,
-        /// The guest's TLS port.
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        guest: String,
-        /// Seconds to wait for the guest to accept a connection.
-        #[arg(long, default_value_t = 5)]
-        connect_timeout_secs: u64,
-        /// Close a connection when neither side sent a byte for this many seconds.
-        #[arg(long, default_value_t = 300)]
-        idle_timeout_secs: u64,
-        /// Relay at most this many connections at once; more are closed at once.
-        #[arg(long, default_value_t = 1024)]
-        max_connections: usize,
-    },
-}
+use cocoon_host_agent::vm::config::LoadedConfig;
+use cocoon_host_agent::vm::qemu::{kvm_usable, qemu_args, shell_line, Accel};
+use cocoon_host_agent::vm::run::run_vm;
+use cocoon_host_agent::vm::vfio::HostPaths;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -50,35 +25,70 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: logs often go to files and journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run {
-            listen,
-            guest,
-            connect_timeout_secs,
-            idle_timeout_secs,
-            max_connections,
+        Command::Run(args) => relay(args).await,
+        Command::Vm {
+            command: VmCommand::PrintCmdline { config, shell },
         } => {
-            let config = RelayConfig {
-                listen,
-                upstream: guest,
-                connect_timeout: Duration::from_secs(connect_timeout_secs),
-                idle_timeout: Duration::from_secs(idle_timeout_secs),
-                max_connections,
-            };
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            println!(
-                "cocoon-host-agent: relaying {} -> {} (TLS passes through untouched)",
-                listener.local_addr()?,
-                config.upstream
-            );
-            run_relay(listener, config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+            let loaded = LoadedConfig::load(&config)?;
+            let accel = Accel::resolve(loaded.config.vm.accel, kvm_usable);
+            let args = qemu_args(&loaded, accel, &loaded.kernel_cmdline()?);
+            let program = &loaded.config.vm.qemu;
+            if shell {
+                println!("{}", shell_line(program, &args));
+            } else {
+                println!("{}", program.display());
+                for arg in args {
+                    println!("{arg}");
+                }
+            }
             Ok(())
+        }
+        Command::Vm {
+            command: VmCommand::Run { config },
+        } => {
+            let loaded = LoadedConfig::load(&config)?;
+            run_vm(&loaded, &HostPaths::default(), shutdown_signal()).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let config = RelayConfig {
+        listen: args.listen,
+        upstream: args.guest,
+        connect_timeout: Duration::from_secs(args.connect_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        max_connections: args.max_connections,
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    println!(
+        "cocoon-host-agent: relaying {} -> {} (TLS passes through untouched)",
+        listener.local_addr()?,
+        config.upstream
+    );
+    run_relay(listener, config, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

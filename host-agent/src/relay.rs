@@ -4,6 +4,11 @@
 //! let one client hold resources forever. Each connection gets a connect timeout towards
 //! the guest, an idle timeout (no byte either way), and counts against a connection
 //! limit; half-closes are forwarded so HTTP/1.1 and TLS close_notify behave as direct.
+//!
+//! Under `vm run` the relay is gated: the supervisor opens the gate only while the guest's
+//! current boot has passed the operator's attestation check. A client that arrives while
+//! the gate is shut is closed at once (never relayed), and shutting the gate cuts the
+//! connections already relayed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 /// Relay settings.
@@ -37,14 +42,43 @@ pub enum CloseReason {
     Idle,
     /// A socket error.
     Error(String),
+    /// The guest stopped being verified (byte counts are not kept for these).
+    GateShut,
 }
 
 const BUF: usize = 16 * 1024;
+
+/// Whether the relay may pass clients on (`true`), set by whoever owns the sender.
+pub type RelayGate = watch::Receiver<bool>;
 
 /// Accepts and relays until `shutdown` resolves.
 pub async fn run_relay(
     listener: TcpListener,
     config: RelayConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Always open: the sender lives as long as the relay and never changes the value.
+    let (_always_open, gate) = watch::channel(true);
+    run_gated_relay(listener, config, gate, shutdown).await
+}
+
+/// Resolves when the gate is shut (never, once its sender is gone with the gate open).
+async fn gate_shut(gate: &mut RelayGate) {
+    loop {
+        if !*gate.borrow_and_update() {
+            return;
+        }
+        if gate.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Like [`run_relay`], passing clients on only while `gate` is open.
+pub async fn run_gated_relay(
+    listener: TcpListener,
+    config: RelayConfig,
+    gate: RelayGate,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
@@ -63,11 +97,16 @@ pub async fn run_relay(
             },
         };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if !*gate.borrow() {
+            warn!(conn = id, %peer, "the guest is not verified (yet); closing");
+            continue;
+        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(conn = id, %peer, "connection limit ({}) reached; closing", config.max_connections);
             continue;
         };
         let config = config.clone();
+        let mut gate = gate.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let started = Instant::now();
@@ -90,7 +129,10 @@ pub async fn run_relay(
             };
             client.set_nodelay(true).ok();
             upstream.set_nodelay(true).ok();
-            let (reason, up, down) = relay(client, upstream, config.idle_timeout).await;
+            let (reason, up, down) = tokio::select! {
+                ended = relay(client, upstream, config.idle_timeout) => ended,
+                () = gate_shut(&mut gate) => (CloseReason::GateShut, 0, 0),
+            };
             info!(
                 conn = id, %peer, bytes_to_guest = up, bytes_to_client = down,
                 secs = format!("{:.3}", started.elapsed().as_secs_f64()),
@@ -248,6 +290,55 @@ mod tests {
             matches!(n, Ok(0) | Err(_)),
             "client must see the connection close"
         );
+        stop_tx.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shut_gate_refuses_clients_and_cuts_relayed_ones() {
+        let guest = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = RelayConfig {
+            listen: addr,
+            upstream: guest.local_addr().unwrap().to_string(),
+            connect_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 4,
+        };
+        let (gate, gate_view) = watch::channel(false);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run_gated_relay(listener, config, gate_view, async {
+            let _ = stop_rx.await;
+        }));
+        let bound = Duration::from_secs(10);
+        let mut buf = [0u8; 16];
+
+        // Shut: closed at once, the guest never sees a connection.
+        let mut refused = TcpStream::connect(addr).await.unwrap();
+        let n = tokio::time::timeout(bound, refused.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(n, Ok(0) | Err(_)), "refused while shut");
+
+        // Open: relayed.
+        gate.send_replace(true);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut at_guest, _) = tokio::time::timeout(bound, guest.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        at_guest.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+
+        // Shut again: the relayed connection is cut.
+        gate.send_replace(false);
+        let n = tokio::time::timeout(bound, client.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(matches!(n, Ok(0) | Err(_)), "cut when the gate shuts");
         stop_tx.send(()).unwrap();
         server.await.unwrap();
     }

@@ -15,8 +15,10 @@ use crate::fetcher::CollateralFetcher;
 use crate::session::Attestor;
 
 /// `--policy`, `--manifest`, `--manifest-key`, `--allow-debug`, `--accept-any-image`,
-/// `--allow-simulated`.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// `--allow-simulated`. Also read from configuration files (the host agent's
+/// `[attestation]` section), with the same names in snake_case.
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyArgs {
     /// Reference-value policy (TOML or JSON); default: debug off, UpToDate only, and
     /// nothing accepted until the image and config are pinned (here or by --manifest).
@@ -109,8 +111,10 @@ fn read_certificate(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// `--pccs`, `--kds`, `--collateral`, `--cache-dir`: where an endpoint check gets the
-/// collateral its evidence needs.
-#[derive(Debug, Clone, clap::Args)]
+/// collateral its evidence needs. Also read from configuration files (the host agent's
+/// `[collateral]` section), with the same names in snake_case and the same defaults.
+#[derive(Debug, Clone, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CollateralArgs {
     /// Intel PCS or a PCCS to fetch TDX collateral (TCB info, QE identity, CRLs) from.
     #[arg(long, value_name = "URL", default_value = INTEL_PCS_URL)]
@@ -127,6 +131,19 @@ pub struct CollateralArgs {
     /// Never fetch: refuse evidence whose collateral is not in a --collateral bundle.
     #[arg(long)]
     pub offline: bool,
+}
+
+impl Default for CollateralArgs {
+    /// What the command line defaults to: Intel PCS and AMD KDS, no bundles, no cache.
+    fn default() -> Self {
+        Self {
+            pccs: INTEL_PCS_URL.to_string(),
+            kds: AMD_KDS_URL.to_string(),
+            collateral: Vec::new(),
+            cache_dir: None,
+            offline: false,
+        }
+    }
 }
 
 /// The verifier and fetcher an endpoint check runs with, and the manifest its policy came

@@ -1,0 +1,57 @@
+//! The host agent's one error type: every failure a caller can act on, each naming the
+//! thing it is about (the config file and key, the PCI address, the QEMU binary, the
+//! guest's address), so the operator never has to guess which of many parts failed.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the host agent's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    ConfigRead {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or a key is unknown, missing or of the wrong
+    /// type (the parser's message names the key and shows the line).
+    #[error("{file}: {message}")]
+    ConfigSyntax { file: PathBuf, message: String },
+    /// A key has a value the agent refuses.
+    #[error("{file}: `{key}`: {message}")]
+    ConfigValue {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+    /// A GPU cannot be passed through as configured.
+    #[error("VFIO pre-flight for GPU {address}: {message}")]
+    Vfio { address: String, message: String },
+    /// QEMU could not be started.
+    #[error("cannot start QEMU ({binary}): {source}")]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    /// The guest's `/healthz` did not answer 200.
+    #[error("health probe of {address}: {detail}")]
+    Health { address: String, detail: String },
+    /// The guest's attestation did not verify under the operator's policy.
+    #[error("attestation of the guest at {address}: {detail}")]
+    Attestation { address: String, detail: String },
+    /// The operator's attestation policy could not be loaded.
+    #[error("attestation policy: {0}")]
+    Policy(#[from] cocoon_attestation::Error),
+    /// The relay could not listen.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The supervisor used up its restarts (the message says how and why).
+    #[error("{0}")]
+    GaveUp(String),
+}
+
+/// `Result` with the host agent's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
