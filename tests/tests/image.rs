@@ -13,11 +13,22 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use cocoon_tests::{binary, model_path, run_to_exit, scratch_dir, workspace_root};
 
+/// `program` with `args`.
+fn cmd<I, S>(program: impl AsRef<std::ffi::OsStr>, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}
+
 /// Runs an image build script; returns its duration.
 fn run_script(script: &str, args: &[&str]) -> Result<Duration> {
     let started = Instant::now();
     let out = run_to_exit(
-        Command::new(workspace_root().join("image/build").join(script)).args(args),
+        cmd(workspace_root().join("image/build").join(script), args),
         Duration::from_secs(900),
     )?;
     ensure!(
@@ -51,7 +62,12 @@ fn build_image(out: &Path) -> Result<Duration> {
 fn build_model_disk(model: &Path, out: &Path) -> Result<Duration> {
     run_script(
         "model-disk.sh",
-        &["--model", &model.to_string_lossy(), "--out", &out.to_string_lossy()],
+        &[
+            "--model",
+            &model.to_string_lossy(),
+            "--out",
+            &out.to_string_lossy(),
+        ],
     )
 }
 
@@ -69,7 +85,13 @@ fn digests(dir: &Path, names: &[&str]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-const IMAGE_FILES: [&str; 5] = ["vmlinuz", "initrd.img", "rootfs.img", "cmdline", "image.json"];
+const IMAGE_FILES: [&str; 5] = [
+    "vmlinuz",
+    "initrd.img",
+    "rootfs.img",
+    "cmdline",
+    "image.json",
+];
 
 #[test]
 #[ignore = "builds the image twice (root, Debian packages): make test-image"]
@@ -90,7 +112,10 @@ fn two_clean_builds_are_byte_identical() -> Result<()> {
         sha256_file(&a.join("model/model.img"))?,
         sha256_file(&b.join("model/model.img"))?,
     );
-    ensure!(ma == mb, "model disk differs between two builds: {ma} vs {mb}");
+    ensure!(
+        ma == mb,
+        "model disk differs between two builds: {ma} vs {mb}"
+    );
     let size = |f: &str| std::fs::metadata(a.join(f)).map(|m| m.len()).unwrap_or(0);
     println!(
         "image builds: {:.1} s and {:.1} s; vmlinuz {} B, initrd.img {} B, rootfs.img {} B; model.img {ma}",
@@ -119,27 +144,31 @@ fn accelerator(image: &Path) -> Result<&'static str> {
     // A kernel with no root to mount panics within seconds under a working KVM; under
     // a broken one QEMU stops with "KVM internal error".
     let out = run_to_exit(
-        Command::new("qemu-system-x86_64").args([
-            "-machine",
-            "q35",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "512",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-            "-kernel",
-            &image.join("vmlinuz").to_string_lossy(),
-            "-append",
-            "console=ttyS0 panic=-1",
-        ]),
-        Duration::from_secs(60),
+        cmd(
+            "qemu-system-x86_64",
+            [
+                "-machine",
+                "q35",
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+                "-m",
+                "512",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+                "-kernel",
+                &image.join("vmlinuz").to_string_lossy(),
+                "-append",
+                "console=ttyS0 panic=-1",
+            ],
+        ),
+        // A working KVM panics in a few seconds; a broken one stops the VM and waits.
+        Duration::from_secs(20),
     );
     Ok(match out {
         Ok(o) if String::from_utf8_lossy(&o.stdout).contains("Kernel panic") => "kvm",
@@ -187,6 +216,10 @@ fn qemu_args(accel: &str, image: &Path, model_img: &Path, cmdline: &str) -> Vec<
         ),
         "-device",
         "virtio-blk-pci,drive=model",
+        "-netdev",
+        "user,id=net0",
+        "-device",
+        "virtio-net-pci,netdev=net0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -233,14 +266,25 @@ fn a_corrupted_model_disk_stops_the_guest() -> Result<()> {
     println!("accelerator: {accel}");
     let started = Instant::now();
     let out = run_to_exit(
-        Command::new("qemu-system-x86_64").args(qemu_args(accel, &image, &corrupted, &cmdline)),
+        cmd(
+            "qemu-system-x86_64",
+            qemu_args(accel, &image, &corrupted, &cmdline),
+        ),
         Duration::from_secs(600),
     )?;
     let console = String::from_utf8_lossy(&out.stdout);
     println!(
         "guest stopped after {:.1} s; console tail:\n{}",
         started.elapsed().as_secs_f64(),
-        console.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        console
+            .lines()
+            .rev()
+            .take(12)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     ensure!(
         console.contains("is corrupted"),
@@ -256,4 +300,316 @@ fn a_corrupted_model_disk_stops_the_guest() -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The firmware `make firmware` built (the AmdSev OVMF with the kernel-hashes table).
+fn amdsev_firmware() -> Result<PathBuf> {
+    let root = std::env::var_os("COCOON_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cocoon-firmware"))
+        })
+        .context("neither COCOON_FIRMWARE_DIR nor HOME is set")?;
+    let mut found = Vec::new();
+    if let Ok(versions) = std::fs::read_dir(&root) {
+        for v in versions.flatten() {
+            let candidate = v.path().join("OVMF.amdsev.fd");
+            if candidate.is_file() {
+                found.push(candidate);
+            }
+        }
+    }
+    found.sort();
+    found.pop().with_context(|| {
+        format!(
+            "no OVMF.amdsev.fd under {}: run `make firmware`",
+            root.display()
+        )
+    })
+}
+
+/// Writes the unsigned manifest `cocoon-measure` predicts for a deployment directory
+/// (vmlinuz, initrd.img, cmdline) booted as a 2-vCPU EPYC-v4 SEV-SNP guest.
+fn measure(deploy: &Path, firmware: &Path, out: &Path) -> Result<String> {
+    let run = run_to_exit(
+        cmd(
+            binary("cocoon-measure")?,
+            [
+                "manifest",
+                "--image-dir",
+                &deploy.to_string_lossy(),
+                "--snp-ovmf",
+                &firmware.to_string_lossy(),
+                "--snp-vcpus",
+                "2",
+                "--snp-vcpu-type",
+                "EPYC-v4",
+                "--image",
+                "cocoon dev image (boot test)",
+                "--release",
+                "1",
+                "--not-after",
+                "2099-01-01T00:00:00Z",
+                "-o",
+                &out.to_string_lossy(),
+            ],
+        ),
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        run.status.success(),
+        "cocoon-measure manifest failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out)?)?;
+    manifest["sev_snp"]["measurements"][0]
+        .as_str()
+        .map(str::to_string)
+        .context("the manifest has no SEV-SNP measurement")
+}
+
+/// A deployment directory: the image's kernel and initrd, its command line with the
+/// model disk's parameters.
+fn deployment(image: &Path, model: &Path, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    for f in ["vmlinuz", "initrd.img", "rootfs.img"] {
+        std::fs::copy(image.join(f), out.join(f))?;
+    }
+    std::fs::copy(model.join("model.img"), out.join("model.img"))?;
+    std::fs::write(
+        out.join("cmdline"),
+        deployment_cmdline(image, model)? + "\n",
+    )?;
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Signs `manifest` with a fresh key; returns the envelope path and the public key.
+fn sign(dir: &Path, manifest: &Path) -> Result<(PathBuf, String)> {
+    let key = dir.join("signing-key.pem");
+    let _ = std::fs::remove_file(&key);
+    let keygen =
+        cocoon_tests::cocoon_verify(&["manifest", "keygen", "--out", &key.to_string_lossy()])?;
+    ensure!(keygen.status.success(), "keygen failed");
+    let public = String::from_utf8_lossy(&keygen.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("ed25519:"))
+        .map(str::to_string)
+        .context("keygen printed no ed25519: public key")?;
+    let signed = manifest.with_extension("dsse.json");
+    let out = cocoon_tests::cocoon_verify(&[
+        "manifest",
+        "sign",
+        "--key",
+        &key.to_string_lossy(),
+        "--out",
+        &signed.to_string_lossy(),
+        &manifest.to_string_lossy(),
+    ])?;
+    ensure!(
+        out.status.success(),
+        "sign failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((signed, public))
+}
+
+#[test]
+#[ignore = "builds the image and boots it in QEMU behind the host agent: make test-image"]
+fn the_booted_image_is_verified_against_its_manifest_and_serves_the_openai_sdk() -> Result<()> {
+    let dir = scratch_dir("boot")?;
+    let image = dir.join("image");
+    build_image(&image)?;
+    let model = model_path()?;
+    let (model_disk, other_disk) = (dir.join("model"), dir.join("other-model"));
+    build_model_disk(&model, &model_disk)?;
+    // Another build: the same image with another model disk (one byte more), so another
+    // command line and another launch digest.
+    let other_model = dir.join(model.file_name().context("model has no file name")?);
+    let mut bytes = std::fs::read(&model)?;
+    bytes.push(0);
+    std::fs::write(&other_model, bytes)?;
+    build_model_disk(&other_model, &other_disk)?;
+
+    let firmware = amdsev_firmware()?;
+    let (deploy, other_deploy) = (dir.join("deploy"), dir.join("other-deploy"));
+    deployment(&image, &model_disk, &deploy)?;
+    deployment(&image, &other_disk, &other_deploy)?;
+    let manifest = deploy.join("manifest.json");
+    let digest = measure(&deploy, &firmware, &manifest)?;
+    let other_digest = measure(
+        &other_deploy,
+        &firmware,
+        &other_deploy.join("manifest.json"),
+    )?;
+    ensure!(digest != other_digest, "two builds measured the same");
+    println!(
+        "predicted SEV-SNP launch digest (2 x EPYC-v4, {}): {digest}",
+        firmware.display()
+    );
+    let (signed, key) = sign(&dir, &manifest)?;
+    let (other_signed, other_key) = sign(&dir, &other_deploy.join("manifest.json"))?;
+
+    let accel = accelerator(&image)?;
+    let relay = free_port()?;
+    let config = dir.join("vm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[vm]
+kind = "plain"
+qemu = "qemu-system-x86_64"
+vcpus = 2
+memory_mib = 2048
+accel = "{accel}"
+serial_log = "serial.log"
+
+[image]
+kernel = "deploy/vmlinuz"
+initrd = "deploy/initrd.img"
+cmdline_file = "deploy/cmdline"
+rootfs = "deploy/rootfs.img"
+
+[model]
+disk = "deploy/model.img"
+
+[network]
+https_guest_port = 8443
+https_host_port = {https}
+internal_guest_port = 8444
+internal_host_port = {internal}
+
+[relay]
+listen = "127.0.0.1:{relay}"
+
+[attestation]
+allow_simulated = true
+manifest = "{signed}"
+manifest_key = ["{key}"]
+
+[collateral]
+offline = true
+
+[supervise]
+healthz_timeout_secs = 900
+max_restarts = 0
+
+[simulated]
+measurements = "deploy/manifest.json"
+"#,
+            https = free_port()?,
+            internal = free_port()?,
+            signed = signed.display(),
+        ),
+    )?;
+    println!("accelerator: {accel}");
+    let started = Instant::now();
+    let mut agent = StopsItsVm(cocoon_tests::Service::spawn("cocoon-host-agent", {
+        let mut c = Command::new(binary("cocoon-host-agent")?);
+        c.args(["vm", "run", "--config", &config.to_string_lossy()]);
+        c
+    })?);
+    // The relay refuses connections until the agent verified the guest; poll with the
+    // client's own verification until it answers.
+    let url = format!("https://127.0.0.1:{relay}");
+    let cert = dir.join("guest.pem");
+    let with_manifest = |m: &Path, k: &str| {
+        cocoon_tests::cocoon_verify(&[
+            "endpoint",
+            &url,
+            "--allow-simulated",
+            "--offline",
+            "--manifest",
+            &m.to_string_lossy(),
+            "--manifest-key",
+            k,
+            "--cert-out",
+            &cert.to_string_lossy(),
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let verified = loop {
+        ensure!(
+            agent.0.is_running(),
+            "the host agent exited; serial log: {}",
+            std::fs::read_to_string(dir.join("serial.log")).unwrap_or_default()
+        );
+        let out = with_manifest(&signed, &key)?;
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not verified within 900 s: {}\nserial log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(dir.join("serial.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    println!(
+        "boot to verified through the relay: {:.1} s ({accel})\n{verified}",
+        started.elapsed().as_secs_f64()
+    );
+    ensure!(
+        verified.contains(&digest),
+        "the verified report does not show the predicted digest"
+    );
+
+    let refused = with_manifest(&other_signed, &other_key)?;
+    let refusal = String::from_utf8_lossy(&refused.stderr).into_owned()
+        + &String::from_utf8_lossy(&refused.stdout);
+    ensure!(
+        !refused.status.success(),
+        "the other build's manifest was accepted"
+    );
+    println!("other build's manifest refused: {}", refusal.trim());
+
+    let model_id = model
+        .file_name()
+        .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_lowercase())
+        .context("model file name")?;
+    let sdk_started = Instant::now();
+    let out = Command::new(cocoon_tests::python())
+        .arg(workspace_root().join("tests/python/openai_e2e.py"))
+        .arg(format!("{url}/v1"))
+        .arg(&cert)
+        .arg(&model_id)
+        .output()
+        .context("python runs (make venv installs the openai SDK)")?;
+    ensure!(
+        out.status.success(),
+        "openai SDK through the relay failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "openai SDK through the relay ({:.1} s): {}",
+        sdk_started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The host agent, stopped with SIGTERM (it then stops QEMU) when the test ends, however
+/// it ends; SIGKILL would leave QEMU running.
+struct StopsItsVm(cocoon_tests::Service);
+
+impl Drop for StopsItsVm {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.0.is_running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }

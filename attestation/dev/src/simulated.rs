@@ -77,7 +77,11 @@ impl SimulatedBoot {
                 hex48("tdx.rtmr2", &tdx.rtmr2)?,
             ];
         }
-        if let Some(first) = manifest.sev_snp.as_ref().and_then(|s| s.measurements.first()) {
+        if let Some(first) = manifest
+            .sev_snp
+            .as_ref()
+            .and_then(|s| s.measurements.first())
+        {
             boot.snp_measurement = hex48("sev_snp.measurements[0]", first)?;
         }
         Ok(boot)
@@ -230,14 +234,17 @@ mod tests {
     #[test]
     fn a_booted_td_reports_the_manifest_registers() {
         let hex48 = |b: u8| hex::encode([b; 48]);
-        let manifest = cocoon_attestation::manifest::Manifest::from_json(format!(
-            r#"{{"version":1,"image":"t","release":1,"not_after":"2099-01-01T00:00:00Z",
+        let manifest = cocoon_attestation::manifest::Manifest::from_json(
+            format!(
+                r#"{{"version":1,"image":"t","release":1,"not_after":"2099-01-01T00:00:00Z",
                "tdx":{{"mrtd":"{}","rtmr0":"{}","rtmr1":"{}","rtmr2":"{}"}}}}"#,
-            hex48(1),
-            hex48(2),
-            hex48(3),
-            hex48(4)
-        ).as_bytes())
+                hex48(1),
+                hex48(2),
+                hex48(3),
+                hex48(4)
+            )
+            .as_bytes(),
+        )
         .unwrap();
         let boot = SimulatedBoot::from_manifest(&manifest).unwrap();
         let q = TdxQuote::parse(
@@ -249,7 +256,10 @@ mod tests {
         .unwrap();
         assert_eq!(q.body.mr_td, [1; 48]);
         assert_eq!(q.body.rtmr, [[2; 48], [3; 48], [4; 48], [9; 48]]);
-        assert_eq!(boot.snp_measurement, SimulatedBoot::default().snp_measurement);
+        assert_eq!(
+            boot.snp_measurement,
+            SimulatedBoot::default().snp_measurement
+        );
     }
 
     #[test]

@@ -151,10 +151,7 @@ mod tests {
         assert_eq!(model.verity.data_blocks, 20);
         assert_eq!(model.path, "m/x.gguf");
         assert_eq!(p.address, (Ipv4Addr::new(192, 168, 7, 2), 16));
-        assert_eq!(
-            p.guest_args,
-            ["--san", "example.org", "--max-tokens", "5"]
-        );
+        assert_eq!(p.guest_args, ["--san", "example.org", "--max-tokens", "5"]);
     }
 
     #[test]
@@ -170,7 +167,10 @@ mod tests {
         let root = format!("cocoon.root={}", spec(1));
         for (line, needle) in [
             ("quiet".to_string(), "cocoon.root= is missing"),
-            (format!("{root} cocoon.rot=1"), "unknown parameter cocoon.rot"),
+            (
+                format!("{root} cocoon.rot=1"),
+                "unknown parameter cocoon.rot",
+            ),
             (format!("{root} {root}"), "given twice"),
             (format!("{root} cocoon.model={}", spec(2)), "go together"),
             (

@@ -69,7 +69,9 @@ pub const CONTROL: &str = "/dev/mapper/control";
 /// The buffer of one ioctl call: the header, then `payload`, in u64 words for alignment.
 fn request(name: &str, flags: u32, target_count: u32, payload: &[u8]) -> Result<Vec<u64>> {
     if name.is_empty() || name.len() >= 128 {
-        return Err(Error::Boot(format!("device-mapper name '{name}' is not 1-127 bytes")));
+        return Err(Error::Boot(format!(
+            "device-mapper name '{name}' is not 1-127 bytes"
+        )));
     }
     let total = size_of::<DmIoctl>() + payload.len();
     let mut header = DmIoctl {
@@ -93,9 +95,8 @@ fn request(name: &str, flags: u32, target_count: u32, payload: &[u8]) -> Result<
     // (DmIoctl needs 8); DmIoctl is plain old data.
     unsafe { std::ptr::write(words.as_mut_ptr().cast::<DmIoctl>(), header) };
     // SAFETY: the byte view covers exactly the allocation of `words`.
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
-    };
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
     bytes[size_of::<DmIoctl>()..total].copy_from_slice(payload);
     Ok(words)
 }
@@ -148,7 +149,13 @@ pub fn create_read_only(name: &str, kind: &str, sectors: u64, params: &str) -> R
         .write(true)
         .open(CONTROL)
         .map_err(|e| Error::io(CONTROL, e))?;
-    let created = call(&control, "create", name, DM_DEV_CREATE, &mut request(name, 0, 0, &[])?)?;
+    let created = call(
+        &control,
+        "create",
+        name,
+        DM_DEV_CREATE,
+        &mut request(name, 0, 0, &[])?,
+    )?;
     let table = one_target(kind, sectors, params)?;
     call(
         &control,
@@ -157,7 +164,13 @@ pub fn create_read_only(name: &str, kind: &str, sectors: u64, params: &str) -> R
         DM_TABLE_LOAD,
         &mut request(name, DM_READONLY_FLAG, 1, &table)?,
     )?;
-    call(&control, "resume", name, DM_DEV_SUSPEND, &mut request(name, 0, 0, &[])?)?;
+    call(
+        &control,
+        "resume",
+        name,
+        DM_DEV_SUSPEND,
+        &mut request(name, 0, 0, &[])?,
+    )?;
     Ok(created.dev)
 }
 

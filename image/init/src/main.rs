@@ -75,8 +75,17 @@ fn mount_verified(name: &str, disk: &str, spec: &VeritySpec, target: &str) -> Re
         dev,
     )
     .map_err(|e| Error::io(&node, std::io::Error::from_raw_os_error(e.raw_os_error())))?;
-    mount_fs(&node, target, "squashfs", MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID, None)?;
-    log(&format!("{disk} verified as {name} (root hash {}), mounted at {target}", spec.root_hash));
+    mount_fs(
+        &node,
+        target,
+        "squashfs",
+        MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID,
+        None,
+    )?;
+    log(&format!(
+        "{disk} verified as {name} (root hash {}), mounted at {target}",
+        spec.root_hash
+    ));
     Ok(())
 }
 
@@ -139,7 +148,13 @@ fn run_guest(args: &[String]) -> Result<()> {
 
 fn boot() -> Result<()> {
     let nosuid = MountFlags::NOSUID | MountFlags::NOEXEC;
-    mount_fs("devtmpfs", "/dev", "devtmpfs", MountFlags::NOSUID, Some(c"mode=0755"))?;
+    mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MountFlags::NOSUID,
+        Some(c"mode=0755"),
+    )?;
     mount_fs("proc", "/proc", "proc", nosuid | MountFlags::NODEV, None)?;
     mount_fs("sysfs", "/sys", "sysfs", nosuid | MountFlags::NODEV, None)?;
     let cmdline =
@@ -152,14 +167,31 @@ fn boot() -> Result<()> {
     wait_for(dm::CONTROL)?;
     mount_verified("root", ROOT_DISK, &params.root, NEW_ROOT)?;
     if let Some(model) = &params.model {
-        mount_verified("model", MODEL_DISK, &model.verity, &format!("{NEW_ROOT}{MODELS}"))?;
+        mount_verified(
+            "model",
+            MODEL_DISK,
+            &model.verity,
+            &format!("{NEW_ROOT}{MODELS}"),
+        )?;
     }
     switch_root()?;
     if Path::new("/sys/kernel/config").is_dir() {
-        mount_fs("configfs", "/sys/kernel/config", "configfs", nosuid | MountFlags::NODEV, None)?;
+        mount_fs(
+            "configfs",
+            "/sys/kernel/config",
+            "configfs",
+            nosuid | MountFlags::NODEV,
+            None,
+        )?;
     }
     for dir in ["/tmp", "/run", "/dev/shm"] {
-        mount_fs("tmpfs", dir, "tmpfs", MountFlags::NOSUID | MountFlags::NODEV, Some(c"mode=1777"))?;
+        mount_fs(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            Some(c"mode=1777"),
+        )?;
     }
     net::configure("lo", None)?;
     net::configure("eth0", Some(params.address))?;

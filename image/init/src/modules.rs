@@ -83,9 +83,18 @@ mod tests {
         assert_eq!(
             list,
             [
-                ModuleEntry { path: "/lib/a.ko".into(), optional: false },
-                ModuleEntry { path: "/lib/tdx-guest.ko".into(), optional: true },
-                ModuleEntry { path: "/lib/b.ko".into(), optional: false },
+                ModuleEntry {
+                    path: "/lib/a.ko".into(),
+                    optional: false
+                },
+                ModuleEntry {
+                    path: "/lib/tdx-guest.ko".into(),
+                    optional: true
+                },
+                ModuleEntry {
+                    path: "/lib/b.ko".into(),
+                    optional: false
+                },
             ]
         );
     }

@@ -108,7 +108,9 @@ mod tests {
             (&format!("{ROOT},abc,10,10"), "salt 'abc'"),
             (&format!("{ROOT},{SALT},ten,10"), "data blocks 'ten'"),
         ] {
-            let err = VeritySpec::parse("cocoon.root", value).unwrap_err().to_string();
+            let err = VeritySpec::parse("cocoon.root", value)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{value}: {err}");
         }
     }
