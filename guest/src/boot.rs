@@ -24,6 +24,21 @@ use crate::meter::Meter;
 use crate::tee::{ConfigRegister, EvidenceProvider, SelectOptions};
 use crate::watchdog::EngineWatchdog;
 
+/// The measured config `cocoon-guest serve` would run under with these flags, computed
+/// without a TEE and without starting anything (`cocoon-guest measured-config`): the
+/// model is hashed where it is (so the disk's verity check is skipped), and the
+/// environment is the image's, which sets no measured variable (cocoon-init starts the
+/// guest with only HOME). A publisher lists the digest in the image manifest.
+pub fn predicted_config(args: &ServeArgs) -> anyhow::Result<MeasuredConfig> {
+    check_flags(args)?;
+    let (source, model_id) = model_source(&args.model)?;
+    let sha256 = crate::engine::digest_in_place(&source)?;
+    let collector = args.collector.host_token_file.is_some();
+    let config = config_of(args, &source, &model_id, &sha256, collector, [])?;
+    config.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
 /// Runs `cocoon-guest serve` until `shutdown` resolves.
 pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     // Checked first: a weak token is refused before anything slow happens.
@@ -156,12 +171,40 @@ fn measured_config(
     prepared: &PreparedModel,
     collector: bool,
 ) -> anyhow::Result<MeasuredConfig> {
+    // vars_os: a non-UTF-8 variable must not panic the guest (its invalid bytes are
+    // measured as U+FFFD).
+    let environment = std::env::vars_os().map(|(n, v)| {
+        (
+            n.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    });
+    config_of(
+        args,
+        source,
+        model_id,
+        prepared.sha256(),
+        collector,
+        environment,
+    )
+}
+
+/// The measured config of `serve` with these flags, a model of digest `model_sha256`
+/// and this environment.
+fn config_of(
+    args: &ServeArgs,
+    source: &ModelSource,
+    model_id: &str,
+    model_sha256: &str,
+    collector: bool,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<MeasuredConfig> {
     Ok(MeasuredConfig {
         version: 1,
         model: ModelIdentity {
             id: model_id.to_string(),
             format: source.format().into(),
-            sha256: prepared.sha256().to_string(),
+            sha256: model_sha256.to_string(),
             verity_root: args
                 .model
                 .model_verity_root
@@ -185,15 +228,7 @@ fn measured_config(
             listen: args.listen.to_string(),
             subject_alt_names: args.subject_alt_names.clone(),
             cert_validity_hours: args.cert_validity_hours,
-            // vars_os: a non-UTF-8 variable must not panic the guest (its invalid bytes
-            // are measured as U+FFFD).
-            environment: Runtime::measured_environment(std::env::vars_os().map(|(n, v)| {
-                (
-                    n.to_string_lossy().into_owned(),
-                    v.to_string_lossy().into_owned(),
-                )
-            }))
-            .map_err(anyhow::Error::msg)?,
+            environment: Runtime::measured_environment(environment).map_err(anyhow::Error::msg)?,
         },
     })
 }

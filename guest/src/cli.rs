@@ -25,6 +25,11 @@ pub struct Cli {
 pub enum Command {
     /// Load the model, create the attested TLS identity and serve the OpenAI API over HTTPS.
     Serve(Box<ServeArgs>),
+    /// Print the measured config (canonical JSON) and its SHA-384 digest that `serve`
+    /// with the same flags would run under in the image, without serving: the model is
+    /// hashed in place (no dm-verity check) and no environment variable is measured, as
+    /// in the image. The digest is what a manifest's config_digests lists.
+    MeasuredConfig(Box<ServeArgs>),
 }
 
 #[derive(clap::Args)]

@@ -16,5 +16,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => boot::run(*args, boot::shutdown_signal()).await,
+        Command::MeasuredConfig(args) => {
+            let config = boot::predicted_config(&args)?;
+            eprintln!("{}", String::from_utf8_lossy(&config.canonical_json()));
+            println!("{}", hex::encode(config.digest()));
+            Ok(())
+        }
     }
 }

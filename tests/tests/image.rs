@@ -330,12 +330,14 @@ fn amdsev_firmware() -> Result<PathBuf> {
 
 /// Writes the unsigned manifest `cocoon-measure` predicts for a deployment directory
 /// (vmlinuz, initrd.img, cmdline) booted as a 2-vCPU EPYC-v4 SEV-SNP guest.
-fn measure(deploy: &Path, firmware: &Path, out: &Path) -> Result<String> {
+fn measure(deploy: &Path, firmware: &Path, config_digest: &str, out: &Path) -> Result<String> {
     let run = run_to_exit(
         cmd(
             binary("cocoon-measure")?,
             [
                 "manifest",
+                "--config-digest",
+                config_digest,
                 "--image-dir",
                 &deploy.to_string_lossy(),
                 "--snp-ovmf",
@@ -366,6 +368,44 @@ fn measure(deploy: &Path, firmware: &Path, out: &Path) -> Result<String> {
         .as_str()
         .map(str::to_string)
         .context("the manifest has no SEV-SNP measurement")
+}
+
+/// The config digest the dev image's guest will measure with `model` on its disk
+/// (`model_disk/model.json`): `cocoon-guest measured-config` with the image's flags.
+fn predicted_config_digest(model: &Path, model_disk: &Path) -> Result<String> {
+    let model_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model_disk.join("model.json"))?)?;
+    let root = model_json["verity"]["root_hash"]
+        .as_str()
+        .context("model.json has no verity root hash")?;
+    let flags = std::fs::read_to_string(workspace_root().join("image/build/guest.dev.args"))?;
+    let mut args: Vec<String> = flags
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    ensure!(
+        args.first().map(String::as_str) == Some("serve"),
+        "guest.dev.args must start with serve"
+    );
+    args[0] = "measured-config".into();
+    args.extend([
+        "--model".into(),
+        model.to_string_lossy().into_owned(),
+        "--model-verity-root".into(),
+        root.to_string(),
+    ]);
+    let out = run_to_exit(
+        cmd(binary("cocoon-guest")?, &args),
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        out.status.success(),
+        "cocoon-guest measured-config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A deployment directory: the image's kernel and initrd, its command line with the
@@ -441,12 +481,16 @@ fn the_booted_image_is_verified_against_its_manifest_and_serves_the_openai_sdk()
     deployment(&image, &model_disk, &deploy)?;
     deployment(&image, &other_disk, &other_deploy)?;
     let manifest = deploy.join("manifest.json");
-    let digest = measure(&deploy, &firmware, &manifest)?;
+    let config = predicted_config_digest(&model, &model_disk)?;
+    let other_config = predicted_config_digest(&other_model, &other_disk)?;
+    let digest = measure(&deploy, &firmware, &config, &manifest)?;
     let other_digest = measure(
         &other_deploy,
         &firmware,
+        &other_config,
         &other_deploy.join("manifest.json"),
     )?;
+    println!("predicted config digest: {config}");
     ensure!(digest != other_digest, "two builds measured the same");
     println!(
         "predicted SEV-SNP launch digest (2 x EPYC-v4, {}): {digest}",
@@ -574,22 +618,47 @@ measurements = "deploy/manifest.json"
         .file_name()
         .map(|f| f.to_string_lossy().trim_end_matches(".gguf").to_lowercase())
         .context("model file name")?;
+    // The integrator's path: the official SDK against the verifying local proxy, which
+    // checks the guest against the same manifest and proves an account, through the
+    // host agent's relay.
+    let account = dir.join("account.pem");
+    let keygen = run_to_exit(
+        cmd(
+            binary("cocoon-client")?,
+            ["account", "keygen", "--out", &account.to_string_lossy()],
+        ),
+        Duration::from_secs(30),
+    )?;
+    ensure!(keygen.status.success(), "account keygen failed");
+    let (_proxy, proxy_addr) = cocoon_tests::start_proxy(
+        &url,
+        &[
+            "--allow-simulated",
+            "--offline",
+            "--manifest",
+            &signed.to_string_lossy(),
+            "--manifest-key",
+            &key,
+            "--account-key",
+            &account.to_string_lossy(),
+        ],
+    )?;
     let sdk_started = Instant::now();
     let out = Command::new(cocoon_tests::python())
         .arg(workspace_root().join("tests/python/openai_e2e.py"))
-        .arg(format!("{url}/v1"))
-        .arg(&cert)
+        .arg(format!("http://{proxy_addr}/v1"))
+        .arg("none")
         .arg(&model_id)
         .output()
         .context("python runs (make venv installs the openai SDK)")?;
     ensure!(
         out.status.success(),
-        "openai SDK through the relay failed:\n{}\n{}",
+        "openai SDK through the proxy and the relay failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "openai SDK through the relay ({:.1} s): {}",
+        "openai SDK through cocoon-client and the relay ({:.1} s): {}",
         sdk_started.elapsed().as_secs_f64(),
         String::from_utf8_lossy(&out.stdout).trim()
     );

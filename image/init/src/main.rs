@@ -25,6 +25,9 @@ const NEW_ROOT: &str = "/sysroot";
 const MODELS: &str = "/models";
 const GUEST: &str = "/usr/bin/cocoon-guest";
 const GUEST_ARGS: &str = "/etc/cocoon/guest.args";
+/// The guest's home (tmpfs): the engine's libraries want one for their caches, though
+/// nothing is downloaded.
+const GUEST_HOME: &str = "/run/cocoon-guest";
 /// How long to wait for a disk to show up after its driver loaded.
 const DEVICE_WAIT: Duration = Duration::from_secs(20);
 
@@ -127,16 +130,23 @@ fn guest_argv(params: &BootParams) -> Result<Vec<String>> {
 /// Runs the guest and reaps every child until it exits (PID 1 adopts orphans).
 fn run_guest(args: &[String]) -> Result<()> {
     log(&format!("starting {GUEST} {}", args.join(" ")));
+    std::fs::create_dir_all(GUEST_HOME).map_err(|e| Error::io(GUEST_HOME, e))?;
     let child = Command::new(GUEST)
         .args(args)
         .env_clear()
+        .env("HOME", GUEST_HOME)
         .spawn()
         .map_err(|e| Error::io(GUEST, e))?;
     let guest_pid = rustix::process::Pid::from_raw(child.id() as i32);
     loop {
         match rustix::process::wait(rustix::process::WaitOptions::empty()) {
             Ok(Some((pid, status))) if Some(pid) == guest_pid => {
-                return Err(Error::Boot(format!("cocoon-guest exited: {status:?}")));
+                let how = match (status.exit_status(), status.terminating_signal()) {
+                    (Some(code), _) => format!("with status {code}"),
+                    (_, Some(signal)) => format!("on signal {signal}"),
+                    _ => format!("({status:?})"),
+                };
+                return Err(Error::Boot(format!("cocoon-guest exited {how}")));
             }
             Ok(_) => continue,
             Err(e) => {
