@@ -130,7 +130,12 @@ image-lock: image-deps $(IMAGE_GUEST_prereq_$(PROFILE)) build ## Rebuild the ima
 	image/build/build.sh --update-lock --profile $(PROFILE) --guest $(GUEST_BIN_$(PROFILE)) --init $(BIN)/cocoon-init --out $(IMAGE_DIR)
 
 model-disk: image-deps ## Pack MODEL (a file or directory; default the bundled model) into a dm-verity disk (image/out/model)
-	image/build/model-disk.sh --model $(if $(filter command line,$(origin MODEL)),$(MODEL),$(MODEL)) --out $(MODEL_DISK_DIR)
+	image/build/model-disk.sh --model $(MODEL) --out $(MODEL_DISK_DIR)
+
+measure: build ## Reference values of image/out/PROFILE + the model disk, as a manifest to sign (image/out/PROFILE/manifest.json; TDX only with TDX_RTMR0=HEX)
+	image/build/measure.sh --image $(IMAGE_DIR) --model-disk $(MODEL_DISK_DIR) --model $(MODEL) \
+	  --guest $(GUEST_BIN_$(PROFILE)) --measure $(BIN)/cocoon-measure --firmware-dir $(COCOON_FIRMWARE_DIR) \
+	  --out $(IMAGE_DIR)/manifest.json $(if $(TDX_RTMR0),--tdx-rtmr0 $(TDX_RTMR0))
 
 test-image: build model image-deps firmware venv ## Image tests: two builds byte-identical, corrupted model disk refused, QEMU boot + relay + verify + openai SDK (TCG here)
 	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python COCOON_MODEL=$(CURDIR)/$(MODEL) \
