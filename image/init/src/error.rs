@@ -17,9 +17,8 @@ pub enum Error {
         module: String,
         source: std::io::Error,
     },
-    #[error("device-mapper {op} of {name}: {source}")]
+    #[error("dm-verity device {name}: {source}")]
     DeviceMapper {
-        op: &'static str,
         name: String,
         source: std::io::Error,
     },

@@ -17,7 +17,6 @@
 #![deny(unsafe_code)]
 
 pub mod cmdline;
-pub mod dm;
 pub mod error;
 pub mod modules;
 pub mod net;

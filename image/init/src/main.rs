@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cocoon_init::cmdline::BootParams;
 use cocoon_init::verity::VeritySpec;
-use cocoon_init::{dm, modules, net, Error, Result};
+use cocoon_init::{modules, net, Error, Result};
 use rustix::fs::{FileType, Mode};
 use rustix::mount::{mount, mount_move, MountFlags};
 
@@ -68,7 +68,11 @@ fn wait_for(path: &str) -> Result<()> {
 /// Opens `disk` as the dm-verity device `name` and mounts it read-only at `target`.
 fn mount_verified(name: &str, disk: &str, spec: &VeritySpec, target: &str) -> Result<()> {
     wait_for(disk)?;
-    let dev = dm::create_read_only(name, "verity", spec.sectors(), &spec.table_params(disk))?;
+    let dev = cocoon_dm::create_read_only(name, "verity", spec.sectors(), &spec.table_params(disk))
+        .map_err(|source| Error::DeviceMapper {
+            name: name.to_string(),
+            source,
+        })?;
     let node = format!("/dev/cocoon-{name}");
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -174,7 +178,7 @@ fn boot() -> Result<()> {
     for skipped in modules::load_all(&list)? {
         log(&format!("optional module not loaded: {skipped}"));
     }
-    wait_for(dm::CONTROL)?;
+    wait_for(cocoon_dm::CONTROL)?;
     mount_verified("root", ROOT_DISK, &params.root, NEW_ROOT)?;
     if let Some(model) = &params.model {
         mount_verified(
