@@ -25,7 +25,7 @@ PEER_ROOT ?= $(HOME)/.cache/cocoon-tools
 MISTRALRS_BIN ?= $(PEER_ROOT)/bin/mistralrs
 
 .DEFAULT_GOAL := help
-.PHONY: help build model venv run test bench peer fuzz fuzz-smoke cargo-fuzz lint fmt clean
+.PHONY: help build model venv run test bench peer firmware fuzz fuzz-smoke cargo-fuzz lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ set -e; cd attestation; for t in $(FUZZ_TARGETS); do \
     -max_total_time=$(1) -timeout=10 -print_final_stats=1; \
 done
 endef
+
+firmware: ## SEV-SNP (AmdSev, kernel hashes) and TDX (TDVF) OVMF from Debian's pinned edk2 source, reproducible, cached in COCOON_FIRMWARE_DIR (~/.cache/cocoon-firmware)
+	image/firmware/build.sh
 
 fuzz: cargo-fuzz ## Fuzz every attestation parser for FUZZ_SECONDS each (default 60)
 	@$(call fuzz-all,$(FUZZ_SECONDS))

@@ -54,7 +54,14 @@ platforms=(
     "inteltdx:OvmfPkg/IntelTdx/IntelTdxX64.dsc:OVMF.inteltdx.fd:IntelTdx"
 )
 
+# What decides the outputs besides the toolchain: the pins and the local patches.
+recipe=$(cd "$here" && sha256sum edk2.lock patches/*.patch | sha256sum | cut -d' ' -f1)
+
 # ---------------------------------------------------------------- cache hit: verify only
+if [[ $rebuild == 0 && -f $out/SHA256SUMS && -f $out/RECIPE && $(<"$out/RECIPE") != "$recipe" ]]; then
+    say "the cache in $out was built from other pins or patches (RECIPE differs); rebuilding"
+    rebuild=1
+fi
 if [[ $rebuild == 0 && -f $out/SHA256SUMS && -f $out/firmware.json ]]; then
     if (cd "$out" && sha256sum --quiet --strict -c SHA256SUMS); then
         say "cached, SHA-256 verified against $out/SHA256SUMS (edk2 $EDK2_DEB_VERSION):"
@@ -104,10 +111,11 @@ fetch() { # file sha256 [optional]
     fi
     local url=$mirror/$EDK2_DEB_POOL/${file//+/%2B}
     say "downloading $url"
-    if ! curl -fsSL --retry 3 -o "$dest.part" "$url"; then
+    local err
+    if ! err=$(curl -fsSL --retry 3 -o "$dest.part" "$url" 2>&1); then
         rm -f "$dest.part"
-        [[ -n $optional ]] && return 1
-        die "could not download $url"
+        [[ -n $optional ]] && { say "not available: $err"; return 1; }
+        die "could not download $url: $err"
     fi
     echo "$sum  $dest.part" | sha256sum --quiet --strict -c - 2>/dev/null ||
         die "SHA-256 mismatch for $file: expected $sum, got $(sha256sum < "$dest.part" | cut -d' ' -f1); refusing to use it"
@@ -177,8 +185,9 @@ say "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH gcc $gcc_v, nasm $nasm_v, iasl $iasl_v
 
 cd "$ws"
 set +u
+set --   # edksetup.sh reads "$@" as its own options
 # shellcheck disable=SC1091
-. ./edksetup.sh >/dev/null
+. ./edksetup.sh >"$build_root/edksetup.log" 2>&1 || die "edksetup.sh failed (log: $build_root/edksetup.log)"
 set -u
 t0=$(date +%s)
 say "building BaseTools"
@@ -208,7 +217,6 @@ python3 "$here/check-fd.py" "$stage/OVMF.inteltdx.fd" inteltdx
 
 # ---------------------------------------------------------------- record and install into the cache
 dsc_sha=$(sha256sum < "$dsc" | cut -d' ' -f1)
-(cd "$stage" && sha256sum OVMF.amdsev.fd OVMF.inteltdx.fd > SHA256SUMS)
 python3 - "$stage" <<EOF
 import json, os, sys, hashlib
 stage = sys.argv[1]
@@ -238,7 +246,10 @@ doc = {
 json.dump(doc, open(os.path.join(stage, "firmware.json"), "w"), indent=2)
 open(os.path.join(stage, "firmware.json"), "a").write("\n")
 EOF
-for f in OVMF.amdsev.fd OVMF.inteltdx.fd firmware.json; do mv -f "$stage/$f" "$out/$f"; done
+(cd "$stage" && sha256sum OVMF.amdsev.fd OVMF.inteltdx.fd firmware.json > SHA256SUMS)
+echo "$recipe" > "$stage/RECIPE"
+rm -f "$out/SHA256SUMS"
+for f in OVMF.amdsev.fd OVMF.inteltdx.fd firmware.json RECIPE; do mv -f "$stage/$f" "$out/$f"; done
 mv -f "$stage/SHA256SUMS" "$out/SHA256SUMS"   # last: its presence marks a complete cache
 rmdir "$stage"
 say "done in ${total}s (BaseTools ${t_tools}s, AmdSev ${secs[amdsev]}s, IntelTdx ${secs[inteltdx]}s):"
