@@ -100,8 +100,9 @@ fi
 
 # ---------------------------------------------------------------- fetch + verify the source package
 mkdir -p "$out/downloads"
-# Serialise builds of this version (the fixed build path is shared).
-exec 9>"$cache_root/.lock"
+# Serialise builds: the fixed build path is shared by every cache directory.
+mkdir -p "$build_root"
+exec 9>"$build_root/.lock"
 flock -n 9 || { say "another firmware build is running; waiting for it"; flock 9; }
 
 fetch() { # file sha256 [optional]
