@@ -10,8 +10,9 @@ pc_system_ovmf_table_find() walks it, then:
   amdsev:   the SEV metadata ("ASEV", its sections must include the SNP kernel-hashes page),
             the SEV hash table entry (SEV_HASH_TABLE_RV_GUID 7255371f-3a3b-4b04-927b-1da6efa8d454),
             the SEV secret block and the SEV-ES reset block;
-  inteltdx: the TDVF metadata (GUID e47a6535-984a-4798-865e-4685a7bf8ec2, "TDVF" descriptor,
-            BFV/CFV/TD_HOB/TempMem sections).
+  inteltdx: the TDVF metadata (table GUID e47a6535-984a-4798-865e-4685a7bf8ec2 gives the offset
+            of the "TDVF" descriptor, which follows TDX_METADATA_GUID
+            e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae; BFV/CFV/TD_HOB/TempMem sections).
 Prints what it found; exits non-zero when something is missing.
 """
 import struct
@@ -23,7 +24,8 @@ SEV_METADATA = uuid.UUID("dc886566-984a-4798-a75e-5585a7bf67cc")
 SEV_HASH_TABLE_RV = uuid.UUID("7255371f-3a3b-4b04-927b-1da6efa8d454")
 SEV_SECRET_BLOCK = uuid.UUID("4c2eb361-7d9b-4cc3-8081-127c90d3d294")
 SEV_ES_RESET_BLOCK = uuid.UUID("00f771de-1a7e-4fcb-890e-68c77e2fb44e")
-TDX_METADATA = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")
+TDX_METADATA = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2")  # table entry: offset of the descriptor
+TDVF_DESCRIPTOR = uuid.UUID("e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae")  # TDX_METADATA_GUID, just before it
 
 SEV_SECTION_TYPES = {1: "MEM", 2: "SECRETS", 3: "CPUID", 4: "SVSM_CAA", 0x10: "KERNEL_HASHES"}
 TDX_SECTION_TYPES = {0: "BFV", 1: "CFV", 2: "TD_HOB", 3: "TempMem", 4: "PermMem", 5: "Payload", 6: "PayloadParam"}
@@ -86,9 +88,9 @@ def check_inteltdx(fd, table):
         fail(f"TDVF metadata GUID {TDX_METADATA} not in the OVMF GUIDed table")
     (off,) = struct.unpack_from("<I", table[TDX_METADATA])
     meta = len(fd) - off
-    # The descriptor is preceded by the same GUID (TDVF spec: GUID, then TDX_METADATA_DESCRIPTOR).
-    if uuid.UUID(bytes_le=fd[meta - 16:meta]) != TDX_METADATA:
-        fail("the TDVF descriptor is not preceded by its GUID")
+    # The TDVF spec puts TDX_METADATA_GUID right before the descriptor.
+    if uuid.UUID(bytes_le=fd[meta - 16:meta]) != TDVF_DESCRIPTOR:
+        fail(f"the TDVF descriptor is not preceded by {TDVF_DESCRIPTOR}")
     sig, length, version, n = struct.unpack_from("<4sIII", fd, meta)
     if sig != b"TDVF":
         fail(f"TDVF descriptor signature is {sig!r}, not 'TDVF'")
@@ -96,7 +98,7 @@ def check_inteltdx(fd, table):
     for i in range(n):
         doff, rsize, addr, msize, t, attr = struct.unpack_from("<IIQQII", fd, meta + 16 + 32 * i)
         sections.append((TDX_SECTION_TYPES.get(t, hex(t)), addr, msize, attr))
-    print(f"  TDVF metadata {TDX_METADATA}: 'TDVF' v{version}, {n} sections: "
+    print(f"  TDVF metadata {TDX_METADATA} -> {TDVF_DESCRIPTOR} 'TDVF' v{version}, {n} sections: "
           + ", ".join(f"{t}@0x{a:x}+0x{s:x}" + (f"(attr {at:#x})" if at else "") for t, a, s, at in sections))
     kinds = {s[0] for s in sections}
     for need in ("BFV", "CFV", "TD_HOB", "TempMem"):
