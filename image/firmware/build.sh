@@ -182,6 +182,7 @@ unset WORKSPACE EDK_TOOLS_PATH CONF_PATH PACKAGES_PATH ELF_PACKAGE_METADATA
 gcc_v=$(gcc -dumpfullversion)
 nasm_v=$(nasm -v | awk '{print $3}')
 iasl_v=$(iasl -v 2>/dev/null | sed -n 's/.*version \([0-9]*\).*/\1/p' | head -1)
+ld_v=$(ld --version | sed -n '1s/.* //p')
 say "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH gcc $gcc_v, nasm $nasm_v, iasl $iasl_v, $jobs jobs"
 
 cd "$ws"
@@ -238,7 +239,7 @@ doc = {
         "target": "RELEASE", "toolchain_tag": "GCC5", "defines": ["BUILD_SHELL=FALSE"],
         "source_date_epoch": $SOURCE_DATE_EPOCH, "build_path": "$ws", "jobs": $jobs,
         "host": "$(. /etc/os-release && echo "$PRETTY_NAME")",
-        "toolchain": {"gcc": "$gcc_v", "nasm": "$nasm_v", "iasl": "$iasl_v",
+        "toolchain": {"gcc": "$gcc_v", "nasm": "$nasm_v", "iasl": "$iasl_v", "binutils": "$ld_v",
                       "python3": "$(python3 -c 'import platform; print(platform.python_version())')"},
         "seconds": {"basetools": $t_tools, "amdsev": ${secs[amdsev]}, "inteltdx": ${secs[inteltdx]}, "total": $total},
     },
