@@ -17,10 +17,11 @@
 # Environment:
 #   COCOON_FIRMWARE_DIR         cache root (default $HOME/.cache/cocoon-firmware)
 #   COCOON_FIRMWARE_BUILD_PATH  fixed build directory (default /var/tmp/cocoon-firmware-build);
-#                               edk2 writes absolute paths into its outputs, so keep it fixed
+#                               the outputs depend on its length, so keep it fixed
 #   COCOON_FIRMWARE_JOBS        parallel jobs (default 2)
 #   COCOON_FIRMWARE_MIRROR      Debian mirror (default http://deb.debian.org/debian)
 #   COCOON_FIRMWARE_REQUIRE_DSC=1  fail instead of falling back when the .dsc cannot be downloaded
+#   COCOON_FIRMWARE_KEEP_BUILD=1   keep the build tree (~1 GB) in the build path after success
 set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -254,6 +255,9 @@ rm -f "$out/SHA256SUMS"
 for f in OVMF.amdsev.fd OVMF.inteltdx.fd firmware.json RECIPE; do mv -f "$stage/$f" "$out/$f"; done
 mv -f "$stage/SHA256SUMS" "$out/SHA256SUMS"   # last: its presence marks a complete cache
 rmdir "$stage"
+if [[ ${COCOON_FIRMWARE_KEEP_BUILD:-0} != 1 ]]; then
+    rm -rf "$ws"   # ~1 GB of objects; the logs stay in $build_root
+fi
 say "done in ${total}s (BaseTools ${t_tools}s, AmdSev ${secs[amdsev]}s, IntelTdx ${secs[inteltdx]}s):"
 while read -r sum file; do printf '  %s  %s\n' "$sum" "$out/$file"; done < "$out/SHA256SUMS"
 say "record: $out/firmware.json"
