@@ -149,13 +149,12 @@ EOF
 fi
 
 # ---------------------------------------------------------------- unpack (Debian's patches applied by dpkg-source)
+# Unpacked afresh for every build, from the verified tarballs, so nothing left in the cache
+# between builds can slip into the firmware.
 src=$out/src
-if [[ ! -f $src/.cocoon-unpacked ]]; then
-    say "unpacking edk2 $EDK2_DEB_VERSION with dpkg-source (applies debian/patches)"
-    rm -rf "$src"
-    (cd "$out/downloads" && dpkg-source --no-copy -x "$dsc" "$src" >/dev/null)
-    touch "$src/.cocoon-unpacked"
-fi
+say "unpacking edk2 $EDK2_DEB_VERSION into $src with dpkg-source (applies debian/patches)"
+rm -rf "$src"
+(cd "$out/downloads" && dpkg-source --no-copy -x "$dsc" "$src" >/dev/null)
 # The platforms need these git submodules of edk2; Debian's orig tarball carries them.
 for sub in CryptoPkg/Library/OpensslLib/openssl MdeModulePkg/Library/BrotliCustomDecompressLib/brotli \
            MdePkg/Library/BaseFdtLib/libfdt MdePkg/Library/MipiSysTLib/mipisyst \
@@ -169,7 +168,6 @@ say "preparing the workspace $ws"
 rm -rf "$ws"
 mkdir -p "$build_root"
 cp -a "$src" "$ws"
-rm -f "$ws/.cocoon-unpacked"
 for p in "$here"/patches/*.patch; do
     say "applying $(basename "$p")"
     patch -d "$ws" -p1 --quiet --no-backup-if-mismatch < "$p"
