@@ -37,7 +37,7 @@ export COCOON_FIRMWARE_DIR
 IMAGE_DEPS := mmdebstrap squashfs-tools cryptsetup-bin cpio kmod xz-utils qemu-system-x86 ovmf
 
 .DEFAULT_GOAL := help
-.PHONY: help build model venv run test bench peer fuzz fuzz-smoke cargo-fuzz lint fmt clean \
+.PHONY: help build model venv run test bench peer firmware fuzz fuzz-smoke cargo-fuzz lint fmt clean \
   image image-lock image-deps prod-guest model-disk measure test-image
 
 help: ## List the targets
@@ -93,6 +93,9 @@ set -e; cd attestation; for t in $(FUZZ_TARGETS); do \
     -max_total_time=$(1) -timeout=10 -print_final_stats=1; \
 done
 endef
+
+firmware: ## SEV-SNP (AmdSev, kernel hashes) and TDX (TDVF) OVMF from Debian's pinned edk2 source, reproducible, cached in COCOON_FIRMWARE_DIR (~/.cache/cocoon-firmware)
+	image/firmware/build.sh
 
 fuzz: cargo-fuzz ## Fuzz every attestation parser for FUZZ_SECONDS each (default 60)
 	@$(call fuzz-all,$(FUZZ_SECONDS))
