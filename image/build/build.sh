@@ -17,6 +17,8 @@
 # Needs root (mmdebstrap, mknod for /dev/console) and: mmdebstrap, squashfs-tools,
 # cryptsetup-bin (veritysetup), cpio, kmod (depmod), xz-utils, gzip.
 set -euo pipefail
+# File modes must not depend on the caller's umask.
+umask 022
 
 here="$(cd "$(dirname "$0")" && pwd)"
 # Fixed build time of every file in the image (2026-12-01T00:00:00Z).

@@ -12,6 +12,8 @@
 # corrupted disk fails the read. Data is stored uncompressed so the engine reads it in
 # place. Needs squashfs-tools and cryptsetup-bin (veritysetup).
 set -euo pipefail
+# File modes must not depend on the caller's umask.
+umask 022
 export SOURCE_DATE_EPOCH=1796083200
 # Fixed salt (SHA-256 of "cocoon model verity salt v1"): the root hash depends on the
 # model's bytes, names and layout only.

@@ -103,7 +103,20 @@ fn two_clean_builds_are_byte_identical() -> Result<()> {
     let (da, db) = (digests(&a, &IMAGE_FILES)?, digests(&b, &IMAGE_FILES)?);
     for ((name, x), (_, y)) in da.iter().zip(&db) {
         println!("{name}: {x}");
-        ensure!(x == y, "{name} differs between two builds: {x} vs {y}");
+        if x != y && name == "initrd.img" {
+            // What differs, for the report (both builds stay in the scratch directory).
+            let listing = |d: &Path| format!("zcat {}/initrd.img | cpio -tv --quiet", d.display());
+            let diff = Command::new("bash")
+                .arg("-c")
+                .arg(format!("diff <({}) <({})", listing(&a), listing(&b)))
+                .output()?;
+            println!("{}", String::from_utf8_lossy(&diff.stdout));
+        }
+        ensure!(
+            x == y,
+            "{name} differs between two builds: {x} vs {y} (kept in {})",
+            dir.display()
+        );
     }
     let model = model_path()?;
     build_model_disk(&model, &a.join("model"))?;
