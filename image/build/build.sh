@@ -21,6 +21,8 @@ set -euo pipefail
 umask 022
 
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=verity.sh
+. "$here/verity.sh"
 # Fixed build time of every file in the image (2026-12-01T00:00:00Z).
 export SOURCE_DATE_EPOCH=1796083200
 # The Debian suite and mirror the image is built from (the host's own apt sources may be
@@ -143,14 +145,8 @@ normalise_times "$root"
 # mksquashfs takes every time stamp (files and the filesystem) from SOURCE_DATE_EPOCH.
 mksquashfs "$root" "$work/rootfs.img" -quiet -noappend -comp zstd -all-root -no-xattrs \
   -processors 2 >/dev/null
-size=$(stat -c %s "$work/rootfs.img")
-[ $((size % 4096)) = 0 ] || { echo "build.sh: rootfs image not 4 KiB aligned" >&2; exit 1; }
-data_blocks=$((size / 4096))
-root_hash=$(veritysetup format --no-superblock --salt "$ROOT_SALT" --hash sha256 \
-    --data-block-size 4096 --hash-block-size 4096 --data-blocks "$data_blocks" \
-    --hash-offset "$size" "$work/rootfs.img" "$work/rootfs.img" \
-  | sed -n 's/^Root hash:[[:space:]]*//p')
-[ ${#root_hash} = 64 ] || { echo "build.sh: veritysetup gave no root hash" >&2; exit 1; }
+read -r root_hash data_blocks < <(verity_format "$work/rootfs.img" "$ROOT_SALT")
+[ -n "$data_blocks" ] || exit 1
 
 # 3. The initramfs: cocoon-init, its libraries, the decompressed modules in load order.
 step "initramfs"

@@ -15,6 +15,8 @@ set -euo pipefail
 # File modes must not depend on the caller's umask.
 umask 022
 export SOURCE_DATE_EPOCH=1796083200
+# shellcheck source=verity.sh
+. "$(dirname "$0")/verity.sh"
 # Fixed salt (SHA-256 of "cocoon model verity salt v1"): the root hash depends on the
 # model's bytes, names and layout only.
 SALT=$(printf 'cocoon model verity salt v1' | sha256sum | cut -d' ' -f1)
@@ -40,13 +42,8 @@ find "$work/fs" -type d -exec chmod 0755 {} + ; find "$work/fs" -type f -exec ch
 find "$work/fs" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mksquashfs "$work/fs" "$work/model.img" -quiet -noappend -all-root -no-xattrs \
   -noD -noF -no-fragments -processors 2 >/dev/null
-size=$(stat -c %s "$work/model.img")
-blocks=$((size / 4096))
-root=$(veritysetup format --no-superblock --salt "$SALT" --hash sha256 \
-    --data-block-size 4096 --hash-block-size 4096 --data-blocks "$blocks" \
-    --hash-offset "$size" "$work/model.img" "$work/model.img" \
-  | sed -n 's/^Root hash:[[:space:]]*//p')
-[ ${#root} = 64 ] || { echo "model-disk.sh: veritysetup gave no root hash" >&2; exit 1; }
+read -r root blocks < <(verity_format "$work/model.img" "$SALT")
+[ -n "$blocks" ] || exit 1
 install -m 0644 "$work/model.img" "$out/model.img"
 fragment="cocoon.model=$root,$SALT,$blocks,$blocks cocoon.model_path=$name"
 cat > "$out/model.json" <<JSON

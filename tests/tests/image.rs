@@ -156,30 +156,10 @@ fn accelerator(image: &Path) -> Result<&'static str> {
     }
     // A kernel with no root to mount panics within seconds under a working KVM; under
     // a broken one QEMU stops with "KVM internal error".
+    let mut probe = qemu_machine("kvm", image, "512");
+    probe.extend(["-append".into(), "console=ttyS0 panic=-1".into()]);
     let out = run_to_exit(
-        cmd(
-            "qemu-system-x86_64",
-            [
-                "-machine",
-                "q35",
-                "-accel",
-                "kvm",
-                "-cpu",
-                "host",
-                "-m",
-                "512",
-                "-nodefaults",
-                "-display",
-                "none",
-                "-no-reboot",
-                "-serial",
-                "stdio",
-                "-kernel",
-                &image.join("vmlinuz").to_string_lossy(),
-                "-append",
-                "console=ttyS0 panic=-1",
-            ],
-        ),
+        cmd("qemu-system-x86_64", probe),
         // A working KVM panics in a few seconds; a broken one stops the VM and waits.
         Duration::from_secs(20),
     );
@@ -190,7 +170,8 @@ fn accelerator(image: &Path) -> Result<&'static str> {
 }
 
 /// QEMU's argv for a plain guest booting `image` with the model disk `model`.
-fn qemu_args(accel: &str, image: &Path, model_img: &Path, cmdline: &str) -> Vec<String> {
+/// QEMU's argv for a VM of `memory` MiB booting `image`'s kernel, console on stdout.
+fn qemu_machine(accel: &str, image: &Path, memory: &str) -> Vec<String> {
     let cpu = if accel == "kvm" { "host" } else { "max" };
     [
         "-machine",
@@ -202,7 +183,7 @@ fn qemu_args(accel: &str, image: &Path, model_img: &Path, cmdline: &str) -> Vec<
         "-smp",
         "2",
         "-m",
-        "2048",
+        memory,
         "-nodefaults",
         "-display",
         "none",
@@ -211,32 +192,43 @@ fn qemu_args(accel: &str, image: &Path, model_img: &Path, cmdline: &str) -> Vec<
         "stdio",
         "-kernel",
         &image.join("vmlinuz").to_string_lossy(),
-        "-initrd",
-        &image.join("initrd.img").to_string_lossy(),
-        "-append",
-        cmdline,
-        "-drive",
-        &format!(
-            "file={},if=none,id=root,format=raw,readonly=on",
-            image.join("rootfs.img").display()
-        ),
-        "-device",
-        "virtio-blk-pci,drive=root",
-        "-drive",
-        &format!(
-            "file={},if=none,id=model,format=raw,readonly=on",
-            model_img.display()
-        ),
-        "-device",
-        "virtio-blk-pci,drive=model",
-        "-netdev",
-        "user,id=net0",
-        "-device",
-        "virtio-net-pci,netdev=net0",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+fn qemu_args(accel: &str, image: &Path, model_img: &Path, cmdline: &str) -> Vec<String> {
+    let mut args = qemu_machine(accel, image, "2048");
+    args.extend(
+        [
+            "-initrd",
+            &image.join("initrd.img").to_string_lossy(),
+            "-append",
+            cmdline,
+            "-drive",
+            &format!(
+                "file={},if=none,id=root,format=raw,readonly=on",
+                image.join("rootfs.img").display()
+            ),
+            "-device",
+            "virtio-blk-pci,drive=root",
+            "-drive",
+            &format!(
+                "file={},if=none,id=model,format=raw,readonly=on",
+                model_img.display()
+            ),
+            "-device",
+            "virtio-blk-pci,drive=model",
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args
 }
 
 /// The image's command line with the model disk's parameters appended.

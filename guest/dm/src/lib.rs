@@ -42,6 +42,27 @@ const _: () = {
     assert!(offset_of!(DmIoctl, uuid) == 176);
 };
 
+impl DmIoctl {
+    /// A version-4 request header: `data_size` bytes in all, the payload right after
+    /// the header.
+    fn new(data_size: u32, target_count: u32, flags: u32, dev: u64) -> Self {
+        Self {
+            version: [4, 0, 0],
+            data_size,
+            data_start: size_of::<DmIoctl>() as u32,
+            target_count,
+            open_count: 0,
+            flags,
+            event_nr: 0,
+            padding: 0,
+            dev,
+            name: [0; 128],
+            uuid: [0; 129],
+            data: [0; 7],
+        }
+    }
+}
+
 /// `struct dm_target_spec`, followed in the buffer by its NUL-terminated parameters.
 const TARGET_SPEC_SIZE: usize = 40;
 const SPEC_SECTOR_START: usize = 0;
@@ -76,20 +97,7 @@ pub fn table(dev: u64) -> io::Result<Vec<DmTarget>> {
     loop {
         // u64 words: the kernel structures need 8-byte alignment.
         let mut buf = vec![0u64; size / 8];
-        let header = DmIoctl {
-            version: [4, 0, 0],
-            data_size: size as u32,
-            data_start: size_of::<DmIoctl>() as u32,
-            target_count: 0,
-            open_count: 0,
-            flags: DM_STATUS_TABLE_FLAG,
-            event_nr: 0,
-            padding: 0,
-            dev,
-            name: [0; 128],
-            uuid: [0; 129],
-            data: [0; 7],
-        };
+        let header = DmIoctl::new(size as u32, 0, DM_STATUS_TABLE_FLAG, dev);
         // SAFETY: `buf` is at least `size_of::<DmIoctl>()` bytes, 8-byte aligned, and
         // `DmIoctl` is plain old data; we write one header at its start.
         unsafe { std::ptr::write(buf.as_mut_ptr().cast::<DmIoctl>(), header) };
@@ -198,21 +206,9 @@ fn request(name: &str, flags: u32, target_count: u32, payload: &[u8]) -> io::Res
         )));
     }
     let total = size_of::<DmIoctl>() + payload.len();
-    let mut header = DmIoctl {
-        version: [4, 0, 0],
-        data_size: u32::try_from(total)
-            .map_err(|_| io::Error::other("device-mapper table too large"))?,
-        data_start: size_of::<DmIoctl>() as u32,
-        target_count,
-        open_count: 0,
-        flags,
-        event_nr: 0,
-        padding: 0,
-        dev: 0,
-        name: [0; 128],
-        uuid: [0; 129],
-        data: [0; 7],
-    };
+    let data_size =
+        u32::try_from(total).map_err(|_| io::Error::other("device-mapper table too large"))?;
+    let mut header = DmIoctl::new(data_size, target_count, flags, 0);
     header.name[..name.len()].copy_from_slice(name.as_bytes());
     let mut words = vec![0u64; total.div_ceil(8)];
     // SAFETY: `words` holds at least `total >= size_of::<DmIoctl>()` bytes, u64-aligned
@@ -323,20 +319,7 @@ mod tests {
         let mut bytes = vec![0u8; header_len];
         bytes.append(&mut first_with_next);
         bytes.extend_from_slice(&second);
-        let header = DmIoctl {
-            version: [4, 0, 0],
-            data_size: bytes.len() as u32,
-            data_start: header_len as u32,
-            target_count: 2,
-            open_count: 0,
-            flags: 0,
-            event_nr: 0,
-            padding: 0,
-            dev: 0,
-            name: [0; 128],
-            uuid: [0; 129],
-            data: [0; 7],
-        };
+        let header = DmIoctl::new(bytes.len() as u32, 2, 0, 0);
         let targets = parse_targets(&bytes, &header).unwrap();
         assert_eq!(
             targets,
