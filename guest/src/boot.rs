@@ -239,12 +239,13 @@ fn simulated_boot(tee_args: &TeeArgs) -> anyhow::Result<cocoon_attestation_dev::
     let Some(path) = &tee_args.simulated_measurements else {
         return Ok(Default::default());
     };
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("--simulated-measurements {}", path.display()))?;
-    let manifest = cocoon_attestation::manifest::Manifest::from_json(&bytes)
-        .with_context(|| format!("--simulated-measurements {}", path.display()))?;
-    cocoon_attestation_dev::SimulatedBoot::from_manifest(&manifest)
-        .with_context(|| format!("--simulated-measurements {}", path.display()))
+    let read = || -> anyhow::Result<cocoon_attestation_dev::SimulatedBoot> {
+        let manifest = cocoon_attestation::manifest::Manifest::from_json(&std::fs::read(path)?)?;
+        Ok(cocoon_attestation_dev::SimulatedBoot::from_manifest(
+            &manifest,
+        )?)
+    };
+    read().with_context(|| format!("--simulated-measurements {}", path.display()))
 }
 
 /// Chooses the evidence backend and records the measured config in the TEE before

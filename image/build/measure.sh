@@ -3,11 +3,12 @@
 # manifest, for `cocoon-verify manifest sign`.
 #
 #   image/build/measure.sh --image DIR --model-disk DIR --model FILE --guest BIN
-#       --measure BIN --firmware-dir DIR --out FILE [--release N] [--not-after RFC3339]
+#       --measure BIN --firmware-dir DIR --out FILE [--deploy DIR] [--release N] [--not-after RFC3339]
 #       [--snp-vcpus 1,2,4] [--snp-vcpu-types EPYC-v4,EPYC-Milan,EPYC-Genoa] [--tdx-rtmr0 HEX]
 #
-# - DIR/deploy/ gets the kernel, the initrd and the deployed command line (the image's
-#   plus the model disk's `cocoon.model=...`): what the launcher boots and measures.
+# - The deployment directory (--deploy, default DIR/deploy) gets the kernel, the initrd
+#   and the deployed command line (the image's plus the model disk's `cocoon.model=...`):
+#   what the launcher boots and measures; and measured-config.json, the guest's config.
 # - The config digest: `cocoon-guest measured-config` with the image's flags
 #   (image/build/guest.PROFILE.args, read from the built image's profile) and the model.
 # - SEV-SNP: one launch digest per vCPU count and type, for the AmdSev OVMF.
@@ -15,7 +16,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 release=1 not_after= snp_vcpus=1,2,4,8,16,32 snp_types=EPYC-v4,EPYC-Milan,EPYC-Genoa tdx_rtmr0=
-image= model_disk= model= guest= measure= firmware_dir= out=
+image= model_disk= model= guest= measure= firmware_dir= out= deploy=
 while [ $# -gt 0 ]; do
   case "$1" in
     --image) image="$2"; shift 2 ;;
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
     --measure) measure="$2"; shift 2 ;;
     --firmware-dir) firmware_dir="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --deploy) deploy="$2"; shift 2 ;;
     --release) release="$2"; shift 2 ;;
     --not-after) not_after="$2"; shift 2 ;;
     --snp-vcpus) snp_vcpus="$2"; shift 2 ;;
@@ -42,7 +44,7 @@ profile=$(sed -n 's/.*"profile": "\([a-z]*\)".*/\1/p' "$image/image.json")
 amdsev=$(ls "$firmware_dir"/*/OVMF.amdsev.fd 2>/dev/null | sort | tail -n1)
 [ -n "$amdsev" ] || { echo "measure.sh: no OVMF.amdsev.fd under $firmware_dir (make firmware)" >&2; exit 2; }
 
-deploy="$image/deploy"
+[ -n "$deploy" ] || deploy="$image/deploy"
 mkdir -p "$deploy"
 cp -f "$image/vmlinuz" "$image/initrd.img" "$deploy/"
 printf '%s %s\n' "$(cat "$image/cmdline")" "$(cat "$model_disk/cmdline")" > "$deploy/cmdline"
@@ -50,7 +52,10 @@ printf '%s %s\n' "$(cat "$image/cmdline")" "$(cat "$model_disk/cmdline")" > "$de
 root=$(sed -n 's/.*"root_hash": "\([0-9a-f]*\)".*/\1/p' "$model_disk/model.json")
 mapfile -t flags < <(grep -v -e '^#' -e '^[[:space:]]*$' "$here/guest.$profile.args")
 [ "${flags[0]}" = serve ] || { echo "measure.sh: guest.$profile.args must start with serve" >&2; exit 1; }
-config=$("$guest" measured-config "${flags[@]:1}" --model "$model" --model-verity-root "$root" 2>/dev/null)
+# stdout: the digest; stderr: the canonical config (or why there is none).
+config=$("$guest" measured-config "${flags[@]:1}" --model "$model" --model-verity-root "$root" \
+  2>"$deploy/measured-config.json") \
+  || { cat "$deploy/measured-config.json" >&2; echo "measure.sh: cocoon-guest measured-config failed" >&2; exit 1; }
 
 tdx=()
 if [ -n "$tdx_rtmr0" ]; then

@@ -307,125 +307,70 @@ fn a_corrupted_model_disk_stops_the_guest() -> Result<()> {
     Ok(())
 }
 
-/// The firmware `make firmware` built (the AmdSev OVMF with the kernel-hashes table).
-fn amdsev_firmware() -> Result<PathBuf> {
-    let root = std::env::var_os("COCOON_FIRMWARE_DIR")
+/// Where `make firmware` put the firmware (`cocoon-measure`'s SEV-SNP digest needs the
+/// AmdSev build).
+fn firmware_dir() -> Result<PathBuf> {
+    std::env::var_os("COCOON_FIRMWARE_DIR")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cocoon-firmware"))
         })
-        .context("neither COCOON_FIRMWARE_DIR nor HOME is set")?;
-    let mut found = Vec::new();
-    if let Ok(versions) = std::fs::read_dir(&root) {
-        for v in versions.flatten() {
-            let candidate = v.path().join("OVMF.amdsev.fd");
-            if candidate.is_file() {
-                found.push(candidate);
-            }
-        }
-    }
-    found.sort();
-    found.pop().with_context(|| {
-        format!(
-            "no OVMF.amdsev.fd under {}: run `make firmware`",
-            root.display()
-        )
-    })
+        .context("neither COCOON_FIRMWARE_DIR nor HOME is set")
 }
 
-/// Writes the unsigned manifest `cocoon-measure` predicts for a deployment directory
-/// (vmlinuz, initrd.img, cmdline) booted as a 2-vCPU EPYC-v4 SEV-SNP guest.
-fn measure(deploy: &Path, firmware: &Path, config_digest: &str, out: &Path) -> Result<String> {
-    let run = run_to_exit(
-        cmd(
-            binary("cocoon-measure")?,
-            [
-                "manifest",
-                "--config-digest",
-                config_digest,
-                "--image-dir",
-                &deploy.to_string_lossy(),
-                "--snp-ovmf",
-                &firmware.to_string_lossy(),
-                "--snp-vcpus",
-                "2",
-                "--snp-vcpu-type",
-                "EPYC-v4",
-                "--image",
-                "cocoon dev image (boot test)",
-                "--release",
-                "1",
-                "--not-after",
-                "2099-01-01T00:00:00Z",
-                "-o",
-                &out.to_string_lossy(),
-            ],
-        ),
-        Duration::from_secs(120),
+/// `make measure`'s script for the dev image with `model` on `model_disk`, booted as a
+/// 2-vCPU EPYC-v4 SEV-SNP guest: writes the deployment to `deploy` (kernel, initrd, the
+/// command line with the model disk's parameters) and the unsigned manifest to
+/// `deploy/manifest.json`; returns its SEV-SNP digest and its config digest.
+fn measure_deployment(
+    image: &Path,
+    model_disk: &Path,
+    model: &Path,
+    deploy: &Path,
+) -> Result<(String, String)> {
+    let manifest = deploy.join("manifest.json");
+    run_script(
+        "measure.sh",
+        &[
+            "--image",
+            &image.to_string_lossy(),
+            "--model-disk",
+            &model_disk.to_string_lossy(),
+            "--model",
+            &model.to_string_lossy(),
+            "--guest",
+            &binary("cocoon-guest")?.to_string_lossy(),
+            "--measure",
+            &binary("cocoon-measure")?.to_string_lossy(),
+            "--firmware-dir",
+            &firmware_dir()?.to_string_lossy(),
+            "--deploy",
+            &deploy.to_string_lossy(),
+            "--out",
+            &manifest.to_string_lossy(),
+            "--snp-vcpus",
+            "2",
+            "--snp-vcpu-types",
+            "EPYC-v4",
+            "--release",
+            "1",
+            "--not-after",
+            "2099-01-01T00:00:00Z",
+        ],
     )?;
-    ensure!(
-        run.status.success(),
-        "cocoon-measure manifest failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(out)?)?;
-    manifest["sev_snp"]["measurements"][0]
-        .as_str()
-        .map(str::to_string)
-        .context("the manifest has no SEV-SNP measurement")
-}
-
-/// The config digest the dev image's guest will measure with `model` on its disk
-/// (`model_disk/model.json`): `cocoon-guest measured-config` with the image's flags.
-fn predicted_config_digest(model: &Path, model_disk: &Path) -> Result<String> {
-    let model_json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model_disk.join("model.json"))?)?;
-    let root = model_json["verity"]["root_hash"]
-        .as_str()
-        .context("model.json has no verity root hash")?;
-    let flags = std::fs::read_to_string(workspace_root().join("image/build/guest.dev.args"))?;
-    let mut args: Vec<String> = flags
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
-    ensure!(
-        args.first().map(String::as_str) == Some("serve"),
-        "guest.dev.args must start with serve"
-    );
-    args[0] = "measured-config".into();
-    args.extend([
-        "--model".into(),
-        model.to_string_lossy().into_owned(),
-        "--model-verity-root".into(),
-        root.to_string(),
-    ]);
-    let out = run_to_exit(
-        cmd(binary("cocoon-guest")?, &args),
-        Duration::from_secs(120),
-    )?;
-    ensure!(
-        out.status.success(),
-        "cocoon-guest measured-config failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A deployment directory: the image's kernel and initrd, its command line with the
-/// model disk's parameters.
-fn deployment(image: &Path, model: &Path, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out)?;
-    for f in ["vmlinuz", "initrd.img", "rootfs.img"] {
-        std::fs::copy(image.join(f), out.join(f))?;
-    }
-    std::fs::copy(model.join("model.img"), out.join("model.img"))?;
-    std::fs::write(
-        out.join("cmdline"),
-        deployment_cmdline(image, model)? + "\n",
-    )?;
-    Ok(())
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest)?)?;
+    let first = |v: &serde_json::Value, what: &str| {
+        v.as_str()
+            .map(str::to_string)
+            .with_context(|| format!("the manifest has no {what}"))
+    };
+    Ok((
+        first(
+            &manifest["sev_snp"]["measurements"][0],
+            "SEV-SNP measurement",
+        )?,
+        first(&manifest["config_digests"][0], "config digest")?,
+    ))
 }
 
 fn free_port() -> Result<u16> {
@@ -481,26 +426,13 @@ fn the_booted_image_is_verified_against_its_manifest_and_serves_the_openai_sdk()
     std::fs::write(&other_model, bytes)?;
     build_model_disk(&other_model, &other_disk)?;
 
-    let firmware = amdsev_firmware()?;
     let (deploy, other_deploy) = (dir.join("deploy"), dir.join("other-deploy"));
-    deployment(&image, &model_disk, &deploy)?;
-    deployment(&image, &other_disk, &other_deploy)?;
-    let manifest = deploy.join("manifest.json");
-    let config = predicted_config_digest(&model, &model_disk)?;
-    let other_config = predicted_config_digest(&other_model, &other_disk)?;
-    let digest = measure(&deploy, &firmware, &config, &manifest)?;
-    let other_digest = measure(
-        &other_deploy,
-        &firmware,
-        &other_config,
-        &other_deploy.join("manifest.json"),
-    )?;
+    let (digest, config) = measure_deployment(&image, &model_disk, &model, &deploy)?;
+    let (other_digest, _) = measure_deployment(&image, &other_disk, &other_model, &other_deploy)?;
     println!("predicted config digest: {config}");
     ensure!(digest != other_digest, "two builds measured the same");
-    println!(
-        "predicted SEV-SNP launch digest (2 x EPYC-v4, {}): {digest}",
-        firmware.display()
-    );
+    println!("predicted SEV-SNP launch digest (2 x EPYC-v4, AmdSev OVMF): {digest}");
+    let manifest = deploy.join("manifest.json");
     let (signed, key) = sign(&dir, &manifest)?;
     let (other_signed, other_key) = sign(&dir, &other_deploy.join("manifest.json"))?;
 
@@ -522,10 +454,10 @@ serial_log = "serial.log"
 kernel = "deploy/vmlinuz"
 initrd = "deploy/initrd.img"
 cmdline_file = "deploy/cmdline"
-rootfs = "deploy/rootfs.img"
+rootfs = "image/rootfs.img"
 
 [model]
-disk = "deploy/model.img"
+disk = "model/model.img"
 
 [network]
 https_guest_port = 8443

@@ -23,3 +23,11 @@ pub mod net;
 pub mod verity;
 
 pub use error::{Error, Result};
+
+/// The lines of a build-time list file (modules, guest flags) that say something:
+/// trimmed, without blank lines and `#` comments.
+pub fn list_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}

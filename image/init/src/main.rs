@@ -113,12 +113,7 @@ fn switch_root() -> Result<()> {
 
 fn guest_argv(params: &BootParams) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(GUEST_ARGS).map_err(|e| Error::io(GUEST_ARGS, e))?;
-    let mut args: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .collect();
+    let mut args: Vec<String> = cocoon_init::list_lines(&text).map(str::to_string).collect();
     if let Some(model) = &params.model {
         args.extend([
             "--model".to_string(),

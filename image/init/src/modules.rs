@@ -25,9 +25,7 @@ pub struct ModuleEntry {
 
 /// Parses the list: blank lines and `#` comments are skipped.
 pub fn parse_list(text: &str) -> Vec<ModuleEntry> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    crate::list_lines(text)
         .map(|l| match l.strip_prefix('?') {
             Some(path) => ModuleEntry {
                 path: path.trim().to_string(),
