@@ -193,6 +193,25 @@ impl Meter {
             .collect())
     }
 
+    /// The journal index of the newest receipt signed so far (0: none yet). With the
+    /// oldest pending index it tells the collector how far behind it is, and a test
+    /// which receipts were acknowledged.
+    pub fn last_index(&self) -> Result<u64> {
+        Ok(self.state()?.next_index - 1)
+    }
+
+    /// Every account's sequence and cumulative totals under this boot's key, by account:
+    /// what the latest receipt of each states, for reconciliation with the host's ledger.
+    pub fn accounts(&self) -> Result<BTreeMap<String, (u64, Cumulative)>> {
+        Ok(self
+            .state()?
+            .accounts
+            .iter()
+            .filter(|(_, (sequence, _))| *sequence > 0)
+            .map(|(account, totals)| (account.clone(), *totals))
+            .collect())
+    }
+
     /// Drops receipts up to and including `upto` (the host agent has stored them).
     /// Returns how many were dropped.
     pub fn acknowledge(&self, upto: u64) -> Result<usize> {

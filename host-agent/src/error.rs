@@ -48,6 +48,15 @@ pub enum Error {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// A call to a guest's internal API (receipt collection) failed.
+    #[error("internal API of the guest at {address}: {detail}")]
+    Collect { address: String, detail: String },
+    /// A secret file (host token, admin token) is unreadable or unusable.
+    #[error("{file}: {detail}")]
+    Secret { file: PathBuf, detail: String },
+    /// A task of the agent stopped abnormally.
+    #[error("{0}")]
+    Task(String),
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),

@@ -1,6 +1,8 @@
 //! The Cocoon host agent: everything that runs on the operator's host, outside the TEE.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub(crate) mod config_file;
 pub mod error;
 pub mod relay;
 pub mod vm;

@@ -160,6 +160,12 @@ impl Service {
         self.child.id()
     }
 
+    /// SIGKILL now (no clean-up of any kind in the process), and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -201,22 +207,37 @@ pub fn start_appliance_with_tee(tee: &str, extra_guest_args: &[&str]) -> Result<
     start_appliance_with(tee, true, extra_guest_args)
 }
 
-/// Like [`start_appliance`], with the `--tee` backend chosen and `--allow-anonymous`
-/// given or not.
-pub fn start_appliance_with(
+/// A guest process and what it printed at start.
+pub struct GuestProcess {
+    pub service: Service,
+    /// `127.0.0.1:PORT` of its TLS port.
+    pub addr: String,
+    /// Certificate SHA-256 it printed.
+    pub pin: String,
+    pub model_id: String,
+    /// `127.0.0.1:PORT` of its internal listener, when started with `--host-token-file`.
+    pub internal_addr: Option<String>,
+}
+
+/// Starts `cocoon-guest serve` with the bundled model on `listen` (internal listener on
+/// `internal_listen`), the `--tee` backend, `--allow-anonymous` or not, and `extra` flags;
+/// waits until it listens.
+pub fn start_guest(
     tee: &str,
     allow_anonymous: bool,
-    extra_guest_args: &[&str],
-) -> Result<Appliance> {
+    listen: &str,
+    internal_listen: &str,
+    extra: &[&str],
+) -> Result<GuestProcess> {
     let mut guest_cmd = Command::new(binary("cocoon-guest")?);
     guest_cmd
-        .args(["serve", "--listen", "127.0.0.1:0", "--tee", tee, "--model"])
+        .args(["serve", "--listen", listen, "--tee", tee, "--model"])
         .arg(model_path()?)
         .args(["--default-max-tokens", "32", "--max-tokens-limit", "512"])
-        .args(["--internal-listen", "127.0.0.1:0"])
+        .args(["--internal-listen", internal_listen])
         .args(allow_anonymous.then_some("--allow-anonymous"))
-        .args(extra_guest_args);
-    let (guest, rest, before) = Service::start_with_lines(
+        .args(extra);
+    let (service, rest, before) = Service::start_with_lines(
         "cocoon-guest",
         guest_cmd,
         "cocoon-guest: listening on https://",
@@ -228,16 +249,40 @@ pub fn start_appliance_with(
     });
     // rest: "127.0.0.1:PORT model=ID certificate-sha256=HEX"
     let mut fields = rest.split_whitespace();
-    let guest_addr = fields.next().unwrap_or_default().to_string();
+    let addr = fields.next().unwrap_or_default().to_string();
     let mut model_id = String::new();
-    let mut guest_pin = String::new();
+    let mut pin = String::new();
     for field in fields {
         if let Some(v) = field.strip_prefix("model=") {
             model_id = v.to_string();
         } else if let Some(v) = field.strip_prefix("certificate-sha256=") {
-            guest_pin = v.to_string();
+            pin = v.to_string();
         }
     }
+    Ok(GuestProcess {
+        service,
+        addr,
+        pin,
+        model_id,
+        internal_addr,
+    })
+}
+
+/// Like [`start_appliance`], with the `--tee` backend chosen and `--allow-anonymous`
+/// given or not.
+pub fn start_appliance_with(
+    tee: &str,
+    allow_anonymous: bool,
+    extra_guest_args: &[&str],
+) -> Result<Appliance> {
+    let guest = start_guest(
+        tee,
+        allow_anonymous,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        extra_guest_args,
+    )?;
+    let guest_addr = guest.addr;
     let mut agent_cmd = Command::new(binary("cocoon-host-agent")?);
     agent_cmd.args([
         "run",
@@ -260,13 +305,13 @@ pub fn start_appliance_with(
         .unwrap_or_default()
         .to_string();
     Ok(Appliance {
-        guest,
+        guest: guest.service,
         agent,
         guest_addr,
         agent_addr,
-        guest_pin,
-        model_id,
-        internal_addr,
+        guest_pin: guest.pin,
+        model_id: guest.model_id,
+        internal_addr: guest.internal_addr,
     })
 }
 

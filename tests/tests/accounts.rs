@@ -15,17 +15,10 @@ use cocoon_tests::{
     binary, host_token_file, internal_call, scratch_dir, start_appliance, start_appliance_with,
     start_proxy, Appliance, TEST_HOST_TOKEN,
 };
-use common::{chat_body, post_with, read_response, tls, tls_verified};
+use common::{header, chat_body, post_with, read_response, tls, tls_verified};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
 
 /// The RFC 9266 exporter of the client side of `stream`'s TLS session.
 fn exporter(stream: &TlsStream<TcpStream>) -> [u8; 32] {

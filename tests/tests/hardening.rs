@@ -22,7 +22,7 @@ use cocoon_attestation::tls::AttestedServerVerifier;
 use cocoon_tests::{
     host_token_file, internal_call, scratch_dir, start_appliance, Appliance, TEST_HOST_TOKEN,
 };
-use common::{post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
+use common::{header, post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -77,13 +77,6 @@ async fn receipt_where(app: &Appliance, matching: impl Fn(&UsageReceipt) -> bool
 
 fn hex_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// The body of a chunked HTTP/1.1 response (`raw` holds head and body).

@@ -8,44 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use cocoon_attestation::account::{AccountKey, ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
+use cocoon_attestation::account::AccountKey;
 use cocoon_attestation::receipt::{verify_receipt, UsageReceipt};
-use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
 use cocoon_tests::{
     binary, host_token_file, internal_call, model_path, run_to_exit, scratch_dir, start_appliance,
     TEST_HOST_TOKEN,
 };
-use common::{chat_body, post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
+use common::{as_refs, header, proven, chat_body, post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 const TOKEN: &str = TEST_HOST_TOKEN;
-
-/// The account headers that prove `key` in `stream`'s TLS session.
-fn proven(key: &AccountKey, stream: &TlsStream<TcpStream>) -> [(&'static str, String); 2] {
-    let mut exporter = [0u8; 32];
-    stream
-        .get_ref()
-        .1
-        .export_keying_material(&mut exporter, TLS_EXPORTER_LABEL, None)
-        .unwrap();
-    [
-        (ACCOUNT_HEADER, key.id().to_string()),
-        (ACCOUNT_PROOF_HEADER, key.prove(&exporter)),
-    ]
-}
-
-fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
-    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
 
 /// `GET`/`POST` on the internal listener with an optional bearer token.
 async fn internal(

@@ -152,6 +152,14 @@ pub static ROUTES: &[Route] = &[
         }),
     },
     Route {
+        method: Method::GET,
+        path: "/internal/v1/accounts",
+        handler: Handler::Internal(|call| {
+            now(internal::list_accounts(&call.state.meter)
+                .map(|body| json_response(StatusCode::OK, &body)))
+        }),
+    },
+    Route {
         method: Method::POST,
         path: "/internal/v1/receipts/ack",
         handler: Handler::Internal(|call| {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use cocoon_client::args::{CollateralArgs, PolicyArgs};
 use serde::Deserialize;
 
+use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
 use crate::error::{Error, Result};
 
 /// The whole file.
@@ -319,20 +320,13 @@ pub struct LoadedConfig {
 impl LoadedConfig {
     /// Reads, parses, resolves relative paths and validates `file`.
     pub fn load(file: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(file).map_err(|source| Error::ConfigRead {
-            file: file.to_path_buf(),
-            source,
-        })?;
-        Self::parse(file, &text)
+        Self::parse(file, &read_config(file)?)
     }
 
     /// Like [`LoadedConfig::load`] for text already read (`file` names it in errors and
     /// anchors relative paths).
     pub fn parse(file: &Path, text: &str) -> Result<Self> {
-        let mut config: VmConfig = toml::from_str(text).map_err(|e| Error::ConfigSyntax {
-            file: file.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let mut config: VmConfig = parse_toml(file, text)?;
         let base = file.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate(&Checker { file })?;
@@ -390,36 +384,6 @@ impl LoadedConfig {
     }
 }
 
-/// Builds [`Error::ConfigValue`] for one file.
-struct Checker<'a> {
-    file: &'a Path,
-}
-
-impl Checker<'_> {
-    fn bad(&self, key: &str, message: impl Into<String>) -> Error {
-        Error::ConfigValue {
-            file: self.file.to_path_buf(),
-            key: key.to_string(),
-            message: message.into(),
-        }
-    }
-
-    fn require(&self, ok: bool, key: &str, message: &str) -> Result<()> {
-        if ok {
-            Ok(())
-        } else {
-            Err(self.bad(key, message))
-        }
-    }
-}
-
-/// Anchors a relative path at `base`.
-fn anchor(base: &Path, path: &mut PathBuf) {
-    if path.is_relative() {
-        *path = base.join(&*path);
-    }
-}
-
 impl VmConfig {
     fn resolve_paths(&mut self, base: &Path) {
         // A bare program name (no `/`) is looked up on PATH, as a shell would.
@@ -448,22 +412,7 @@ impl VmConfig {
         {
             anchor(base, path);
         }
-        let policy = &mut self.attestation;
-        for path in [&mut policy.policy, &mut policy.manifest]
-            .into_iter()
-            .flatten()
-        {
-            anchor(base, path);
-        }
-        for path in policy
-            .dangerous_trust_tdx_root
-            .iter_mut()
-            .chain(policy.dangerous_trust_amd_ark.iter_mut())
-            .chain(self.collateral.collateral.iter_mut())
-            .chain(self.collateral.cache_dir.iter_mut())
-        {
-            anchor(base, path);
-        }
+        anchor_policy(base, &mut self.attestation, &mut self.collateral);
     }
 
     fn validate(&self, check: &Checker<'_>) -> Result<()> {

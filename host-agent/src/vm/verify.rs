@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use cocoon_client::{open_attested_session, Attestor, Endpoint};
+use cocoon_attestation::Verified;
+use cocoon_client::args::{CollateralArgs, PolicyArgs};
+use cocoon_client::{open_attested_session, Attestor, Endpoint, SessionVerified};
 
 use crate::error::{Error, Result};
 use crate::vm::config::LoadedConfig;
@@ -18,9 +20,16 @@ use crate::vm::config::LoadedConfig;
 /// The verifier built from the config's policy, and the warning to log when that policy
 /// accepts any image.
 pub fn operator_attestor(loaded: &LoadedConfig) -> Result<(Attestor, Option<String>)> {
-    let config = &loaded.config;
-    let (attestor, _manifest) =
-        cocoon_client::args::attestor(&config.attestation, &config.collateral)?;
+    policy_attestor(&loaded.config.attestation, &loaded.config.collateral)
+}
+
+/// The verifier an `[attestation]` + `[collateral]` pair selects, and the warning to log
+/// when it accepts any image.
+pub fn policy_attestor(
+    policy: &PolicyArgs,
+    collateral: &CollateralArgs,
+) -> Result<(Attestor, Option<String>)> {
+    let (attestor, _manifest) = cocoon_client::args::attestor(policy, collateral)?;
     let warning = cocoon_client::args::any_image_warning(attestor.verifier.policy());
     Ok((attestor, warning))
 }
@@ -28,6 +37,16 @@ pub fn operator_attestor(loaded: &LoadedConfig) -> Result<(Attestor, Option<Stri
 /// Verifies the guest at `address` (`host:port`) within `timeout`; returns a summary for
 /// the log.
 pub async fn verify_guest(address: &str, attestor: &Attestor, timeout: Duration) -> Result<String> {
+    Ok(summary(&attest(address, attestor, timeout).await?.certificate))
+}
+
+/// Verifies the guest at `address` (`host:port`) within `timeout` as a client would: the
+/// certificate's evidence, then fresh evidence bound to this TLS session.
+pub async fn attest(
+    address: &str,
+    attestor: &Attestor,
+    timeout: Duration,
+) -> Result<SessionVerified> {
     let fail = |detail: String| Error::Attestation {
         address: address.to_string(),
         detail,
@@ -37,14 +56,18 @@ pub async fn verify_guest(address: &str, attestor: &Attestor, timeout: Duration)
     let session = open_attested_session(&endpoint, attestor, timeout)
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let verified = &session.verified.certificate;
+    Ok(session.verified)
+}
+
+/// One line for the log: TEE, measurements and config digest, each shortened.
+pub fn summary(verified: &Verified) -> String {
     let measurements = verified
         .measurements
         .iter()
         .map(|(name, value)| format!("{name}={}", short(value)))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(format!(
+    format!(
         "{}{} {measurements} config={}",
         verified.tee,
         if verified.simulated {
@@ -57,7 +80,7 @@ pub async fn verify_guest(address: &str, attestor: &Attestor, timeout: Duration)
             .as_deref()
             .map(short)
             .unwrap_or("none")
-    ))
+    )
 }
 
 /// The first 16 hex digits, for logs.

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use cocoon_attestation::account::{AccountKey, ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
+use cocoon_attestation::report_data::TLS_EXPORTER_LABEL;
 use cocoon_attestation::Verified;
 use cocoon_client::{connect_attested, Endpoint};
 use cocoon_tests::Appliance;
@@ -40,12 +42,21 @@ pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) 
     }
 }
 
-/// Reads one response head and as much body as `Content-Length` says.
+/// Reads one response head and as much body as `Content-Length` says. Fails the test if
+/// the connection closes first or the server stalls past [`BOUND`].
 pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, String) {
+    try_read_response(stream).await.unwrap()
+}
+
+/// Like [`read_response`], returning what went wrong instead of failing the test (for
+/// tests where servers are killed under the client).
+pub async fn try_read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(String, String), String> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        let wanted = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|end| {
             let head = String::from_utf8_lossy(&raw[..end]).to_string();
             let length = head
                 .lines()
@@ -56,22 +67,24 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (
                         .flatten()
                 })
                 .unwrap_or(0);
-            while raw.len() < end + 4 + length {
-                let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
-                    .await
-                    .expect("body in time")
-                    .unwrap();
-                assert!(n > 0, "connection closed mid-body");
-                raw.extend_from_slice(&buf[..n]);
+            (end, head, length)
+        });
+        if let Some((end, head, length)) = &wanted {
+            if raw.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).to_string();
+                return Ok((head.clone(), body));
             }
-            let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).to_string();
-            return (head, body);
         }
         let n = tokio::time::timeout(BOUND, stream.read(&mut buf))
             .await
-            .expect("response in time")
-            .unwrap();
-        assert!(n > 0, "connection closed before a response: {raw:?}");
+            .map_err(|_| format!("no complete response within {BOUND:?}"))?
+            .map_err(|e| format!("reading the response: {e}"))?;
+        if n == 0 {
+            return Err(match wanted {
+                Some(_) => "connection closed mid-body".to_string(),
+                None => format!("connection closed before a response: {raw:?}"),
+            });
+        }
         raw.extend_from_slice(&buf[..n]);
     }
 }
@@ -102,3 +115,31 @@ pub fn post_with(path: &str, headers: &[(&str, &str)], body: &str) -> String {
         body.len()
     )
 }
+
+/// The value of header `name` (any case) in a response head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The account headers that prove `key` in `stream`'s TLS session.
+pub fn proven(key: &AccountKey, stream: &TlsStream<TcpStream>) -> [(&'static str, String); 2] {
+    let mut exporter = [0u8; 32];
+    stream
+        .get_ref()
+        .1
+        .export_keying_material(&mut exporter, TLS_EXPORTER_LABEL, None)
+        .unwrap();
+    [
+        (ACCOUNT_HEADER, key.id().to_string()),
+        (ACCOUNT_PROOF_HEADER, key.prove(&exporter)),
+    ]
+}
+
+/// `(name, value)` pairs borrowed, as `post_with` takes them.
+pub fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+}
+

@@ -12,7 +12,11 @@
 //! collector nothing. Without a token there is no collector: no listener, no journal.
 //!
 //! - `GET /internal/v1/receipts?after=N&limit=M` → `{"object":"list","data":[{"index",
-//!   "receipt"}],"receipt_key": hex}`
+//!   "receipt"}],"receipt_key": hex,"last_index": N}` (`last_index`: the newest receipt
+//!   signed so far, collected or not)
+//! - `GET /internal/v1/accounts` → `{"object":"list","data":[{"account","sequence",
+//!   "cumulative"}],"receipt_key": hex}`: what each account's latest receipt states, so
+//!   the host can reconcile its ledger with the guest's own totals
 //! - `POST /internal/v1/receipts/ack` with `{"upto": N}` → `{"acknowledged": count}`
 //!
 //! The token must be hard to guess (see `http::state::HostToken`).
@@ -87,6 +91,24 @@ pub fn list_receipts(meter: &Meter, query: Option<&str>) -> Result<Value, ApiErr
     Ok(json!({
         "object": "list",
         "data": entries,
+        "receipt_key": hex::encode(meter.public_key()),
+        "last_index": meter.last_index().map_err(meter_error)?,
+    }))
+}
+
+/// `GET /internal/v1/accounts`.
+pub fn list_accounts(meter: &Meter) -> Result<Value, ApiError> {
+    let data: Vec<Value> = meter
+        .accounts()
+        .map_err(meter_error)?
+        .into_iter()
+        .map(|(account, (sequence, cumulative))| {
+            json!({"account": account, "sequence": sequence, "cumulative": cumulative})
+        })
+        .collect();
+    Ok(json!({
+        "object": "list",
+        "data": data,
         "receipt_key": hex::encode(meter.public_key()),
     }))
 }
@@ -171,6 +193,11 @@ mod tests {
         }
         let body = list_receipts(&m, Some("after=1&limit=1")).unwrap();
         assert_eq!(body["data"][0]["index"], 2);
+        assert_eq!(body["last_index"], 3);
+        let accounts = list_accounts(&m).unwrap();
+        assert_eq!(accounts["data"][0]["account"], "a");
+        assert_eq!(accounts["data"][0]["sequence"], 3);
+        assert_eq!(accounts["data"][0]["cumulative"]["requests"], 3);
         assert_eq!(body["data"].as_array().unwrap().len(), 1);
         for bad in ["limit=0", "after=-1", "limit=99999", "colour=red"] {
             assert_eq!(
@@ -188,5 +215,8 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(list_receipts(&m, None).unwrap()["data"][0]["index"], 3);
+        // Acknowledging drops receipts from the journal, never from the totals.
+        assert_eq!(list_receipts(&m, None).unwrap()["last_index"], 3);
+        assert_eq!(list_accounts(&m).unwrap()["data"][0]["sequence"], 3);
     }
 }

@@ -1,0 +1,136 @@
+use super::*;
+
+fn parse(text: &str) -> Result<LoadedAgentConfig> {
+    LoadedAgentConfig::parse(Path::new("/etc/cocoon/host-agent.toml"), text)
+}
+
+const MINIMAL: &str = r#"
+[admin]
+token_file = "admin-token"
+[ledger]
+path = "ledger.sqlite3"
+[[guest]]
+name = "g0"
+address = "127.0.0.1:8443"
+internal_address = "127.0.0.1:8444"
+host_token_file = "host-token"
+[guest.attestation]
+allow_simulated = true
+"#;
+
+/// The error text of a config that must be refused.
+fn refused(text: &str) -> String {
+    parse(text).expect_err("must be refused").to_string()
+}
+
+#[test]
+fn the_example_parses() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agent.toml");
+    let loaded = LoadedAgentConfig::load(&file).unwrap();
+    let config = &loaded.config;
+    assert_eq!(config.guests.len(), 1);
+    assert_eq!(config.guests[0].name, "gpu0");
+    assert_eq!(config.relay.max_connections_per_source, 64);
+    assert!(config.guests[0].attestation.manifest.is_some());
+}
+
+#[test]
+fn defaults_and_relative_paths() {
+    let loaded = parse(MINIMAL).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.relay.listen, "127.0.0.1:9443".parse().unwrap());
+    assert_eq!(c.admin.listen, "127.0.0.1:9444".parse().unwrap());
+    assert_eq!(c.ledger.path, Path::new("/etc/cocoon/ledger.sqlite3"));
+    assert_eq!(
+        c.admin.token_file.as_deref(),
+        Some(Path::new("/etc/cocoon/admin-token"))
+    );
+    assert_eq!(
+        c.guests[0].host_token_file,
+        Path::new("/etc/cocoon/host-token")
+    );
+    assert_eq!(c.collector.page_size, 1000);
+    let limits = c.relay.limits();
+    assert_eq!(
+        limits.max_connection_duration,
+        Some(Duration::from_secs(3600))
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let e = refused(&format!("{MINIMAL}\n[collector]\ninterval_msec = 5\n"));
+    assert!(e.contains("interval_msec"), "{e}");
+    let e = refused(&MINIMAL.replace("[ledger]", "[ledger]\nsync = \"off\""));
+    assert!(e.contains("sync"), "{e}");
+    let e = refused(&MINIMAL.replace("allow_simulated", "allow_simulation"));
+    assert!(e.contains("allow_simulation"), "{e}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    for (text, key) in [
+        (
+            MINIMAL.replace("[admin]", "[relay]\nmax_connections = 0\n[admin]"),
+            "relay.max_connections",
+        ),
+        (
+            MINIMAL.replace(
+                "[admin]",
+                "[relay]\nmax_connections = 4\nmax_connections_per_source = 8\n[admin]",
+            ),
+            "relay.max_connections_per_source",
+        ),
+        (
+            format!("{MINIMAL}\n[collector]\npage_size = 5000\n"),
+            "collector.page_size",
+        ),
+        (
+            MINIMAL.replace("token_file = \"admin-token\"", ""),
+            "admin.token_file",
+        ),
+        (
+            MINIMAL.replace(
+                "token_file = \"admin-token\"",
+                "listen = \"0.0.0.0:9444\"\nallow_unauthenticated_loopback = true",
+            ),
+            "admin.allow_unauthenticated_loopback",
+        ),
+        (
+            MINIMAL.replace("127.0.0.1:8444", "127.0.0.1:8443"),
+            "guest[0].internal_address",
+        ),
+        (
+            MINIMAL.replace("address = \"127.0.0.1:8443\"", "address = \"8443\""),
+            "guest[0].address",
+        ),
+        (MINIMAL.replace("name = \"g0\"", "name = \"g 0\""), "guest[0].name"),
+        (
+            format!(
+                "{MINIMAL}\n[[guest]]\nname = \"g0\"\naddress = \"127.0.0.1:1\"\n\
+                 internal_address = \"127.0.0.1:2\"\nhost_token_file = \"t\"\n"
+            ),
+            "guest[1].name",
+        ),
+    ] {
+        let e = refused(&text);
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+}
+
+#[test]
+fn at_least_one_guest() {
+    let text = MINIMAL.split("[[guest]]").next().unwrap().to_string() + "guest = []\n";
+    let e = refused(&text);
+    assert!(e.contains("`guest`"), "{e}");
+}
+
+#[test]
+fn loopback_without_a_token_needs_the_risk_flag() {
+    let text = MINIMAL.replace(
+        "token_file = \"admin-token\"",
+        "allow_unauthenticated_loopback = true",
+    );
+    let loaded = parse(&text).unwrap();
+    assert!(loaded.config.admin.token_file.is_none());
+}

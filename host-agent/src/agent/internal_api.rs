@@ -1,0 +1,173 @@
+//! The client side of a guest's internal API (`GET /internal/v1/receipts`, `POST
+//! /internal/v1/receipts/ack`, `GET /internal/v1/accounts`): plain HTTP/1.1 on a port only
+//! the host reaches, with the host token as bearer.
+//!
+//! Plain HTTP is enough because nothing here needs secrecy or trust in the channel: the
+//! receipts are signed inside the TEE and checked against the attested key before they
+//! count, and the token only decides who may drain the journal. Every call has one
+//! deadline (connect, send, whole answer), and the answer is read up to a bound, so a
+//! stuck or hostile guest cannot hold the collector.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+use crate::ledger::JournalReceipt;
+
+/// Largest answer read: a full page (1000 receipts of about 1.5 KiB) with room to spare.
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+/// One page of the guest's journal.
+#[derive(Debug, Deserialize)]
+pub struct ReceiptPage {
+    pub data: Vec<JournalReceipt>,
+    /// The key the guest signs with now (hex). Only a hint: what counts is the key in the
+    /// verified evidence.
+    pub receipt_key: String,
+    /// The newest receipt the guest has signed (collected or not).
+    #[serde(default)]
+    pub last_index: u64,
+}
+
+/// One account's totals as the guest states them.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct GuestAccount {
+    pub account: String,
+    pub sequence: u64,
+    pub cumulative: cocoon_attestation::receipt::Cumulative,
+}
+
+#[derive(Debug, Deserialize)]
+struct AccountList {
+    data: Vec<GuestAccount>,
+    receipt_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Acknowledged {
+    acknowledged: u64,
+}
+
+/// A guest's internal API.
+#[derive(Clone)]
+pub struct InternalApi {
+    address: String,
+    token: String,
+    timeout: Duration,
+}
+
+impl InternalApi {
+    /// The API at `address` (`host:port`), called with `token`, each call within `timeout`.
+    pub fn new(address: String, token: String, timeout: Duration) -> Self {
+        Self {
+            address,
+            token,
+            timeout,
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Receipts after journal index `after`, at most `limit`.
+    pub async fn receipts(&self, after: u64, limit: usize) -> Result<ReceiptPage> {
+        self.call(
+            Method::GET,
+            &format!("/internal/v1/receipts?after={after}&limit={limit}"),
+            None,
+        )
+        .await
+    }
+
+    /// Lets the guest drop receipts up to `upto` (they are durable in the ledger).
+    pub async fn acknowledge(&self, upto: u64) -> Result<u64> {
+        let body = serde_json::json!({ "upto": upto }).to_string();
+        let answer: Acknowledged = self
+            .call(Method::POST, "/internal/v1/receipts/ack", Some(body))
+            .await?;
+        Ok(answer.acknowledged)
+    }
+
+    /// Every account's sequence and cumulative totals under the guest's current key (hex).
+    pub async fn accounts(&self) -> Result<(String, Vec<GuestAccount>)> {
+        let list: AccountList = self
+            .call(Method::GET, "/internal/v1/accounts", None)
+            .await?;
+        Ok((list.receipt_key, list.data))
+    }
+
+    fn fail(&self, detail: impl Into<String>) -> Error {
+        Error::Collect {
+            address: self.address.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .map_err(|_| self.fail(format!("{path}: no answer within {:?}", self.timeout)))?
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T> {
+        let stream = TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| self.fail(format!("cannot connect: {e}")))?;
+        stream.set_nodelay(true).ok();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.fail(format!("HTTP handshake: {e}")))?;
+        // The connection is driven until the answer is read; dropped with this call.
+        let driver = tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.address.as_str())
+            .header("authorization", format!("Bearer {}", self.token));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.fail(format!("{path}: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.fail(format!("{path}: {e}")))?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| self.fail(format!("{path}: reading the answer: {e}")))?
+            .to_bytes();
+        driver.abort();
+        if !status.is_success() {
+            // The guest's errors are OpenAI-style JSON; show its message, bounded.
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into());
+            return Err(self.fail(format!("{path}: {status}: {message}")));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.fail(format!("{path}: unexpected answer: {e}")))
+    }
+}

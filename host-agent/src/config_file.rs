@@ -1,0 +1,84 @@
+//! What both config files (`vm run`'s and the agent's) share: TOML parsing whose errors
+//! name the file, relative paths anchored at the file's directory, and value checks that
+//! name the key. One place, so the two files behave alike for an operator.
+
+use std::path::{Path, PathBuf};
+
+use cocoon_client::args::{CollateralArgs, PolicyArgs};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Parses `text` (read from `file`); unknown keys are errors when `T` says
+/// `deny_unknown_fields`, and the parser's message names the key and the line.
+pub(crate) fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| Error::ConfigSyntax {
+        file: file.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Reads `file` to a string, naming it in the error.
+pub(crate) fn read_config(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).map_err(|source| Error::ConfigRead {
+        file: file.to_path_buf(),
+        source,
+    })
+}
+
+/// Builds [`Error::ConfigValue`] for one file.
+pub(crate) struct Checker<'a> {
+    pub(crate) file: &'a Path,
+}
+
+impl Checker<'_> {
+    pub(crate) fn bad(&self, key: &str, message: impl Into<String>) -> Error {
+        Error::ConfigValue {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn require(&self, ok: bool, key: &str, message: &str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.bad(key, message))
+        }
+    }
+
+    /// Each `(key, value)` must be at least 1.
+    pub(crate) fn positive(&self, values: &[(&str, u64)]) -> Result<()> {
+        for (key, value) in values {
+            self.require(*value >= 1, key, "must be at least 1")?;
+        }
+        Ok(())
+    }
+}
+
+/// Anchors a relative path at `base`.
+pub(crate) fn anchor(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+/// Anchors every path of an attestation policy and its collateral settings at `base`.
+pub(crate) fn anchor_policy(base: &Path, policy: &mut PolicyArgs, collateral: &mut CollateralArgs) {
+    for path in [&mut policy.policy, &mut policy.manifest]
+        .into_iter()
+        .flatten()
+    {
+        anchor(base, path);
+    }
+    for path in policy
+        .dangerous_trust_tdx_root
+        .iter_mut()
+        .chain(policy.dangerous_trust_amd_ark.iter_mut())
+        .chain(collateral.collateral.iter_mut())
+        .chain(collateral.cache_dir.iter_mut())
+    {
+        anchor(base, path);
+    }
+}
