@@ -48,6 +48,10 @@ pub enum Error {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The receipt ledger (a SQLite file) could not be opened, migrated, read or written,
+    /// or was asked for something inconsistent with what it holds.
+    #[error("ledger {path}: {detail}")]
+    Ledger { path: PathBuf, detail: String },
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod ledger;
 pub mod relay;
 pub mod vm;
 
