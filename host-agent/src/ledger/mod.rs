@@ -56,7 +56,7 @@ use check::ChainHead;
 
 pub use schema::SCHEMA_VERSION;
 
-/// Prepared statements kept per connection (the store path uses six).
+/// Prepared statements kept per connection (a page store uses seven, the reads a few more).
 const STATEMENT_CACHE: usize = 32;
 
 /// One entry of the guest's receipt journal, as `GET /internal/v1/receipts` lists it.
