@@ -57,6 +57,10 @@ pub enum Error {
     /// A task of the agent stopped abnormally.
     #[error("{0}")]
     Task(String),
+    /// The receipt ledger (a SQLite file) could not be opened, migrated, read or written,
+    /// or was asked for something inconsistent with what it holds.
+    #[error("ledger {path}: {detail}")]
+    Ledger { path: PathBuf, detail: String },
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),

@@ -4,6 +4,7 @@
 pub mod agent;
 pub(crate) mod config_file;
 pub mod error;
+pub mod ledger;
 pub mod relay;
 pub mod vm;
 
