@@ -48,6 +48,9 @@ pub enum Error {
         address: std::net::SocketAddr,
         source: std::io::Error,
     },
+    /// The relay could not reach a guest (refused, unresolvable, or too slow to accept).
+    #[error("cannot connect to the guest at {address}: {detail}")]
+    GuestConnect { address: String, detail: String },
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),
