@@ -240,7 +240,7 @@ pub fn start_appliance_with(
     }
     let mut agent_cmd = Command::new(binary("cocoon-host-agent")?);
     agent_cmd.args([
-        "run",
+        "relay",
         "--listen",
         "127.0.0.1:0",
         "--guest",
