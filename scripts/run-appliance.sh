@@ -33,7 +33,7 @@ agent_log="$STATE/host-agent.log"
 "$BIN/cocoon-guest" serve --listen "127.0.0.1:$GUEST_PORT" --tee simulated --model "$MODEL" \
   --allow-anonymous >"$guest_log" 2>&1 &
 pids+=($!)
-"$BIN/cocoon-host-agent" run --listen "127.0.0.1:$AGENT_PORT" --guest "127.0.0.1:$GUEST_PORT" \
+"$BIN/cocoon-host-agent" relay --listen "127.0.0.1:$AGENT_PORT" --guest "127.0.0.1:$GUEST_PORT" \
   >"$agent_log" 2>&1 &
 pids+=($!)
 

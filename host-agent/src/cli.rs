@@ -1,4 +1,5 @@
-//! The command line: `run` (the plain relay) and `vm` (launch and supervise the guest).
+//! The command line: `relay` (the plain relay to one guest) and `vm` (launch and supervise
+//! the guest). `run` is kept free for the config-driven daemon.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Relay TCP connections from a public port to the guest's HTTPS port.
-    Run(RelayArgs),
+    Relay(RelayArgs),
     /// Launch the guest's VM (TDX, SEV-SNP or plain) from a config file.
     Vm {
         #[command(subcommand)]
@@ -36,14 +37,29 @@ pub struct RelayArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub guest: String,
     /// Seconds to wait for the guest to accept a connection.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one_u64())]
     pub connect_timeout_secs: u64,
     /// Close a connection when neither side sent a byte for this many seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = at_least_one_u64())]
     pub idle_timeout_secs: u64,
+    /// Close a connection this many seconds after it was accepted, busy or not (0: never).
+    #[arg(long, default_value_t = 3600)]
+    pub max_connection_secs: u64,
     /// Relay at most this many connections at once; more are closed at once.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one_usize())]
     pub max_connections: usize,
+    /// Relay at most this many connections at once from one client address (IPv6: one
+    /// /64); more are closed at once.
+    #[arg(long, default_value_t = 128, value_parser = at_least_one_usize())]
+    pub max_connections_per_source: usize,
+}
+
+fn at_least_one_u64() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+fn at_least_one_usize() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 #[derive(Subcommand)]

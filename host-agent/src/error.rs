@@ -61,6 +61,9 @@ pub enum Error {
     /// or was asked for something inconsistent with what it holds.
     #[error("ledger {path}: {detail}")]
     Ledger { path: PathBuf, detail: String },
+    /// The relay could not reach a guest (refused, unresolvable, or too slow to accept).
+    #[error("cannot connect to the guest at {address}: {detail}")]
+    GuestConnect { address: String, detail: String },
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, RelayArgs, VmCommand};
-use cocoon_host_agent::relay::{run_relay, RelayConfig};
+use cocoon_host_agent::relay::{limit_from_secs, run_relay, RelayLimits};
 use cocoon_host_agent::vm::config::LoadedConfig;
 use cocoon_host_agent::vm::qemu::{kvm_usable, qemu_args, shell_line, Accel};
 use cocoon_host_agent::vm::run::run_vm;
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Run(args) => relay(args).await,
+        Command::Relay(args) => relay(args).await,
         Command::Vm {
             command: VmCommand::PrintCmdline { config, shell },
         } => {
@@ -58,22 +58,22 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn relay(args: RelayArgs) -> anyhow::Result<()> {
-    let config = RelayConfig {
-        listen: args.listen,
-        upstream: args.guest,
+    let limits = RelayLimits {
         connect_timeout: Duration::from_secs(args.connect_timeout_secs),
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        max_connection_duration: limit_from_secs(args.max_connection_secs),
         max_connections: args.max_connections,
+        max_connections_per_source: args.max_connections_per_source,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!(
         "cocoon-host-agent: relaying {} -> {} (TLS passes through untouched)",
         listener.local_addr()?,
-        config.upstream
+        args.guest
     );
-    run_relay(listener, config, shutdown_signal()).await;
+    run_relay(listener, args.guest, limits, shutdown_signal()).await;
     Ok(())
 }
 

@@ -285,7 +285,7 @@ pub fn start_appliance_with(
     let guest_addr = guest.addr;
     let mut agent_cmd = Command::new(binary("cocoon-host-agent")?);
     agent_cmd.args([
-        "run",
+        "relay",
         "--listen",
         "127.0.0.1:0",
         "--guest",

@@ -22,6 +22,7 @@ use serde::Deserialize;
 
 use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
 use crate::error::{Error, Result};
+use crate::relay::RelayLimits;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -160,17 +161,26 @@ pub struct RelaySection {
     pub listen: SocketAddr,
     pub connect_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// A connection's longest life, busy or not (0: no limit).
+    pub max_connection_secs: u64,
     pub max_connections: usize,
+    /// Connections at once from one client address (IPv6: one /64).
+    pub max_connections_per_source: usize,
 }
 
 impl Default for RelaySection {
-    /// The same defaults as `cocoon-host-agent run`.
+    /// The relay's defaults ([`RelayLimits::default`], as `cocoon-host-agent relay`).
     fn default() -> Self {
+        let limits = RelayLimits::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
-            connect_timeout_secs: 5,
-            idle_timeout_secs: 300,
-            max_connections: 1024,
+            connect_timeout_secs: limits.connect_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+            max_connection_secs: limits
+                .max_connection_duration
+                .map_or(0, |total| total.as_secs()),
+            max_connections: limits.max_connections,
+            max_connections_per_source: limits.max_connections_per_source,
         }
     }
 }
@@ -481,11 +491,15 @@ impl VmConfig {
             "supervise.health_failures_before_restart",
             "must be at least 1",
         )?;
-        check.require(
-            self.relay.max_connections >= 1,
-            "relay.max_connections",
-            "must be at least 1",
-        )?;
+        for (key, value) in [
+            ("relay.max_connections", self.relay.max_connections),
+            (
+                "relay.max_connections_per_source",
+                self.relay.max_connections_per_source,
+            ),
+        ] {
+            check.require(value >= 1, key, "must be at least 1")?;
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! `vm run`: the supervisor's state machine ([`Supervisor`]) wired to the real things it
-//! commands: the QEMU process, the health probe, the attestation check, the relay gate and
+//! commands: the QEMU process, the health probe, the attestation check, the relay's guest (whose
+//! serving switch opens and shuts the relay) and
 //! the backoff timer.
 //!
 //! One loop: do the actions the machine asked for, wait for the next event (QEMU exited,
@@ -10,16 +11,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cocoon_client::Attestor;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
-use crate::relay::{run_gated_relay, RelayConfig};
-use crate::vm::config::{LoadedConfig, SuperviseSection};
+use crate::relay::{
+    limit_from_secs, serve_relay, RelayLimits, RelayMetrics, Upstream, UpstreamPool,
+};
+use crate::vm::config::{LoadedConfig, RelaySection, SuperviseSection};
 use crate::vm::health::HealthProbe;
 use crate::vm::process::QemuProcess;
 use crate::vm::qemu::{kvm_usable, qemu_args, Accel};
@@ -27,7 +31,7 @@ use crate::vm::supervise::{Action, Event, RestartPolicy, State, Supervisor};
 use crate::vm::verify::{operator_attestor, verify_guest};
 use crate::vm::vfio::{preflight, HostPaths};
 
-/// Runs the VM described by `loaded` and the gated relay in front of it until `shutdown`
+/// Runs the VM described by `loaded` and the relay in front of it until `shutdown`
 /// resolves (then `Ok`) or the supervisor gives up (then [`Error::GaveUp`]).
 pub async fn run_vm(
     loaded: &LoadedConfig,
@@ -66,18 +70,14 @@ pub async fn run_vm(
         "cocoon-host-agent: relaying {listening} -> {guest_address} once the guest is verified \
          (TLS passes through untouched)"
     );
-    let (gate, gate_view) = watch::channel(false);
+    // Not serving until the supervisor has verified the guest's current boot.
+    let guest = Upstream::new("guest", guest_address.clone());
     let (stop_relay, relay_stopped) = oneshot::channel::<()>();
-    let relay_task = tokio::spawn(run_gated_relay(
+    let relay_task = tokio::spawn(serve_relay(
         listener,
-        RelayConfig {
-            listen: listening,
-            upstream: guest_address.clone(),
-            connect_timeout: Duration::from_secs(relay.connect_timeout_secs),
-            idle_timeout: Duration::from_secs(relay.idle_timeout_secs),
-            max_connections: relay.max_connections,
-        },
-        gate_view,
+        Arc::new(UpstreamPool::new(vec![guest.clone()])),
+        relay_limits(relay),
+        Arc::new(RelayMetrics::default()),
         async {
             let _ = relay_stopped.await;
         },
@@ -89,7 +89,7 @@ pub async fn run_vm(
         probe,
         attestor,
         guest_address,
-        gate,
+        guest,
     };
     let outcome = driver.supervise(shutdown).await;
     let _ = stop_relay.send(());
@@ -97,6 +97,17 @@ pub async fn run_vm(
         warn!("relay task ended abnormally: {e}");
     }
     outcome
+}
+
+/// The relay limits `[relay]` sets.
+pub fn relay_limits(relay: &RelaySection) -> RelayLimits {
+    RelayLimits {
+        connect_timeout: Duration::from_secs(relay.connect_timeout_secs),
+        idle_timeout: Duration::from_secs(relay.idle_timeout_secs),
+        max_connection_duration: limit_from_secs(relay.max_connection_secs),
+        max_connections: relay.max_connections,
+        max_connections_per_source: relay.max_connections_per_source,
+    }
 }
 
 /// The restart policy `[supervise]` sets.
@@ -126,7 +137,8 @@ struct Driver<'a> {
     probe: HealthProbe,
     attestor: Attestor,
     guest_address: String,
-    gate: watch::Sender<bool>,
+    /// The relay's one guest: serving exactly while verified and healthy.
+    guest: Arc<Upstream>,
 }
 
 impl Driver<'_> {
@@ -172,14 +184,14 @@ impl Driver<'_> {
                             }))
                         }
                         Action::OpenRelay => {
-                            self.gate.send_replace(true);
+                            self.guest.set_serving(true);
                             step = Some(Box::pin(watch_health(
                                 self.probe.clone(),
                                 supervise.clone(),
                             )));
                         }
                         Action::CloseRelay => {
-                            self.gate.send_replace(false);
+                            self.guest.set_serving(false);
                         }
                         Action::StopQemu => {
                             step = None;
@@ -218,7 +230,7 @@ impl Driver<'_> {
             let event = match wake {
                 Wake::Shutdown => {
                     info!("shutting down: closing the relay and stopping QEMU");
-                    self.gate.send_replace(false);
+                    self.guest.set_serving(false);
                     if let Some(process) = qemu.take() {
                         process.stop().await;
                     }

@@ -1,0 +1,58 @@
+//! What one client may hold, and for how long.
+//!
+//! The host is where a hostile client meets the operator's resources first: without
+//! limits one client could hold every socket (opening many connections), hold one forever
+//! (a trickle of bytes that beats the idle timeout), or keep a slot waiting on a guest that
+//! does not answer. Each limit closes one of those doors; each has a default an operator
+//! should rarely need to change.
+
+use std::time::Duration;
+
+/// The relay's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// How long the guest may take to accept a connection (default 5 s).
+    pub connect_timeout: Duration,
+    /// Close a connection when no byte moved either way for this long (default 300 s).
+    pub idle_timeout: Duration,
+    /// Close a connection this long after it was accepted, busy or not; `None`: no limit.
+    /// Default one hour: far above one streamed completion, yet a client trickling bytes
+    /// cannot hold a slot for ever.
+    pub max_connection_duration: Option<Duration>,
+    /// Connections relayed at once, all clients together; more are closed at once
+    /// (default 1024).
+    pub max_connections: usize,
+    /// Connections relayed at once from one client address (IPv6: one /64, what one
+    /// subscriber is usually given); more are closed at once. Default 128, an eighth of
+    /// the global limit: one client cannot take the relay for itself, and a NAT in front
+    /// of many people still fits.
+    pub max_connections_per_source: usize,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(300),
+            max_connection_duration: Some(Duration::from_secs(3600)),
+            max_connections: 1024,
+            max_connections_per_source: 128,
+        }
+    }
+}
+
+/// The duration a `..._secs` setting names, where 0 means no limit.
+pub fn limit_from_secs(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_seconds_means_no_limit() {
+        assert_eq!(limit_from_secs(0), None);
+        assert_eq!(limit_from_secs(7), Some(Duration::from_secs(7)));
+    }
+}
