@@ -1,5 +1,6 @@
-//! The command line: `relay` (the plain relay to one guest) and `vm` (launch and supervise
-//! the guest). `run` is kept free for the config-driven daemon.
+//! The command line: `run` (the agent: relay, receipt ledger, admin API, from a config
+//! file), `relay` (the plain relay to one guest), and `vm` (launch and supervise a guest's
+//! VM).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,13 +14,32 @@ use clap::{Parser, Subcommand};
     about = "Cocoon host agent: launches and supervises the guest VM and relays ciphertext to it (outside the TEE)"
 )]
 pub struct Cli {
+    /// Log format on stderr: `text`, or `json` (one object per line, for log shippers).
+    /// Logs never contain request or response content.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "COCOON_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
-    /// Relay TCP connections from a public port to the guest's HTTPS port.
+    /// Run the agent in front of the guests its config lists: relay clients to healthy,
+    /// verified guests (least connections), collect their signed receipts into the SQLite
+    /// ledger, serve the admin API and /metrics (see host-agent/examples/agent.toml).
+    Run {
+        /// The agent's config (TOML).
+        #[arg(long, value_name = "FILE", default_value = cocoon_host_agent::agent::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Relay TCP connections from a public port to one guest's HTTPS port (no ledger, no
+    /// admin API: development and benchmarks).
     Relay(RelayArgs),
     /// Launch the guest's VM (TDX, SEV-SNP or plain) from a config file.
     Vm {

@@ -1,8 +1,9 @@
 //! `cocoon-host-agent`: runs on the operator's host, outside the trust boundary.
 //!
-//! It relays TCP bytes between clients and the guest and never terminates TLS, so it sees
-//! only ciphertext; `vm` launches and supervises the guest's VM. The receipts ledger and
-//! TON settlement join it later.
+//! It relays TCP bytes between clients and the guests and never terminates TLS, so it sees
+//! only ciphertext; `run` also collects the guests' signed receipts into the ledger and
+//! serves the admin API; `vm` launches and supervises a guest's VM. TON settlement joins
+//! it later.
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use cli::{Cli, Command, RelayArgs, VmCommand};
+use cli::{Cli, Command, LogFormat, RelayArgs, VmCommand};
+use cocoon_host_agent::agent::config::LoadedAgentConfig;
+use cocoon_host_agent::agent::run_agent;
 use cocoon_host_agent::relay::{limit_from_secs, run_relay, RelayLimits};
 use cocoon_host_agent::vm::config::LoadedConfig;
 use cocoon_host_agent::vm::qemu::{kvm_usable, qemu_args, shell_line, Accel};
@@ -20,15 +23,25 @@ use cocoon_host_agent::vm::vfio::HostPaths;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
         // Colour only on a terminal: logs often go to files and journals.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    match cli.command {
+        Command::Run { config } => {
+            let loaded = LoadedAgentConfig::load(&config)?;
+            run_agent(&loaded, shutdown_signal()).await?;
+            Ok(())
+        }
         Command::Relay(args) => relay(args).await,
         Command::Vm {
             command: VmCommand::PrintCmdline { config, shell },

@@ -27,7 +27,9 @@ impl AgentBackend {
         self.guests
             .iter()
             .find(|g| g.name() == name)
-            .ok_or_else(|| Error::UnknownGuest(name.to_string()))
+            .ok_or_else(|| Error::UnknownGuest {
+                name: name.to_string(),
+            })
     }
 
     fn guest_json(guest: &GuestHandle) -> Result<Value> {

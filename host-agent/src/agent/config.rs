@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
 use crate::error::Result;
+use crate::relay::limits::limit_from_secs;
 use crate::relay::RelayLimits;
 
 /// Where `run` looks for its config when `--config` is not given.
@@ -66,7 +67,7 @@ impl Default for RelaySection {
             idle_timeout_secs: 300,
             max_connection_secs: 3_600,
             max_connections: 1_024,
-            max_connections_per_source: 64,
+            max_connections_per_source: 128,
         }
     }
 }
@@ -77,8 +78,7 @@ impl RelaySection {
         RelayLimits {
             connect_timeout: Duration::from_secs(self.connect_timeout_secs),
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            max_connection_duration: (self.max_connection_secs > 0)
-                .then(|| Duration::from_secs(self.max_connection_secs)),
+            max_connection_duration: limit_from_secs(self.max_connection_secs),
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
         }

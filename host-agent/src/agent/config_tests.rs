@@ -30,7 +30,7 @@ fn the_example_parses() {
     let config = &loaded.config;
     assert_eq!(config.guests.len(), 1);
     assert_eq!(config.guests[0].name, "gpu0");
-    assert_eq!(config.relay.max_connections_per_source, 64);
+    assert_eq!(config.relay.max_connections_per_source, 128);
     assert!(config.guests[0].attestation.manifest.is_some());
 }
 
