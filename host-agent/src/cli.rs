@@ -1,4 +1,6 @@
-//! The command line: `run` (the plain relay) and `vm` (launch and supervise the guest).
+//! The command line: `run` (the plain relay), `vm` (launch and supervise the guest), and
+//! the admin API's clients (`status`, `guests`, `usage`, `receipts`, `drain`; see
+//! `admin_cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ pub enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    #[command(flatten)]
+    Admin(crate::admin_cli::AdminCommand),
 }
 
 #[derive(clap::Args)]

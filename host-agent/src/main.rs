@@ -5,6 +5,7 @@
 //! TON settlement join it later.
 #![forbid(unsafe_code)]
 
+mod admin_cli;
 mod cli;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run(args) => relay(args).await,
+        Command::Admin(command) => admin_cli::run(command).await,
         Command::Vm {
             command: VmCommand::PrintCmdline { config, shell },
         } => {
