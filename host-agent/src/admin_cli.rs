@@ -194,15 +194,21 @@ async fn export_to_file(
     let handle = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut out = std::io::BufWriter::new(handle);
-    let summary = client
-        .export_receipts(since, page_size, &mut out)
-        .await
-        .with_context(|| {
-            format!(
-                "export stopped; what was written is in {}",
+    let summary = match client.export_receipts(since, page_size, &mut out).await {
+        Ok(summary) => summary,
+        Err(e) => {
+            drop(out);
+            // Nothing written (the first request failed): leave nothing behind.
+            if std::fs::metadata(&partial).is_ok_and(|m| m.len() == 0) {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.into());
+            }
+            return Err(anyhow::Error::new(e).context(format!(
+                "export stopped; the receipts written so far are in {}",
                 partial.display()
-            )
-        })?;
+            )));
+        }
+    };
     out.into_inner()
         .map_err(|e| e.into_error())
         .and_then(|f| f.sync_all())

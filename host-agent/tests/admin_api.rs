@@ -619,8 +619,11 @@ async fn bodies_over_64_kib_get_413() {
 #[tokio::test]
 async fn connections_over_the_cap_are_closed() {
     let auth = token_auth("cap");
+    // Timeouts far beyond BOUND: a connection that was let in stays open for the test.
     let limits = AdminLimits {
         max_connections: 1,
+        header_read_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(3600),
         ..AdminLimits::default()
     };
     let server = Server::start_with(auth, limits).await;
@@ -847,5 +850,6 @@ async fn the_cli_exports_receipts_and_shows_tables() {
     assert!(!ok);
     assert!(stderr.contains("401 invalid admin token"), "{stderr}");
     assert!(!failed.exists());
+    assert!(!dir.join("failed.jsonl.partial").exists());
     server.stop().await;
 }

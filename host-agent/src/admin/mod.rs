@@ -9,12 +9,14 @@
 //! backend.
 //!
 //! - [`auth`]: the token, from a file, judged hard to guess, compared in constant time.
-//! - [`server`]: the listener (limits and timeouts) and [`routes`] the requests.
+//! - [`server`]: the listener (limits and timeouts); `routes`: the requests;
+//!   [`listen`]: the flags a daemon serves it with.
 //! - [`client`]: the CLI's HTTP/1.1 client; [`table`] renders its answers for people.
 
 pub mod auth;
 pub mod client;
 mod idle;
+pub mod listen;
 pub mod percent;
 mod reply;
 mod routes;
@@ -24,6 +26,7 @@ pub mod token;
 
 pub use auth::AdminAuth;
 pub use client::{AdminClient, ExportSummary, ReceiptPage};
+pub use listen::AdminListenArgs;
 pub use routes::{DEFAULT_RECEIPTS_PAGE, MAX_RECEIPTS_PAGE, NEXT_SINCE_HEADER, OPENMETRICS};
 pub use server::{serve_admin, serve_admin_with, AdminLimits};
 

@@ -18,7 +18,7 @@ use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
 use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::percent;
 use super::reply::{json, with_body, ApiError, Reply};
@@ -123,7 +123,13 @@ pub(super) async fn handle(admin: &Admin, peer: SocketAddr, request: Request<Inc
             error.into_reply()
         }
     };
-    info!(%peer, route = label, status = reply.status().as_u16(), "admin request");
+    // Successes at debug (a scraper calls every few seconds), refusals where they show.
+    let status = reply.status().as_u16();
+    if reply.status().is_success() {
+        debug!(%peer, route = label, status, "admin request");
+    } else {
+        info!(%peer, route = label, status, "admin request refused");
+    }
     reply
 }
 

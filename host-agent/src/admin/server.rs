@@ -86,14 +86,14 @@ pub async fn serve_admin_with(
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
-            Some(ended) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = ended {
-                    warn!("admin connection task failed: {e}");
-                }
-                continue;
-            }
             accepted = accept(&listener) => accepted,
         };
+        // Count only the connections still open: collect the ones that ended.
+        while let Some(ended) = connections.try_join_next() {
+            if let Err(e) = ended {
+                warn!("admin connection task failed: {e}");
+            }
+        }
         if connections.len() >= limits.max_connections {
             warn!(%peer, "admin connection limit ({}) reached; closing", limits.max_connections);
             continue;
