@@ -1,6 +1,7 @@
 //! The command line: `run` (the agent: relay, receipt ledger, admin API, from a config
-//! file), `relay` (the plain relay to one guest), and `vm` (launch and supervise a guest's
-//! VM).
+//! file), `relay` (the plain relay to one guest), `vm` (launch and supervise a guest's
+//! VM), and the admin API's clients (`status`, `guests`, `usage`, `receipts`, `drain`;
+//! see `admin_cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    #[command(flatten)]
+    Admin(crate::admin_cli::AdminCommand),
 }
 
 #[derive(clap::Args)]

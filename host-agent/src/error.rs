@@ -67,6 +67,32 @@ pub enum Error {
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),
+    /// The admin token file cannot be read, is empty, or holds a token too easy to guess.
+    #[error("admin token file {file}: {message}")]
+    AdminToken { file: PathBuf, message: String },
+    /// The admin API would be served without a token where that is refused.
+    #[error("admin API on {listen}: {message}")]
+    AdminUnauthenticated {
+        listen: std::net::SocketAddr,
+        message: String,
+    },
+    /// An admin request names a guest the agent does not know (the admin API answers 404).
+    #[error("no guest named `{name}`")]
+    UnknownGuest { name: String },
+    /// The admin API could not be reached, refused a request, or answered something the
+    /// client cannot use (the CLI's client; `detail` says which).
+    #[error("admin API at {address}: {detail}")]
+    AdminClient { address: String, detail: String },
+    /// Exported receipts could not be written out.
+    #[error("cannot write the exported receipts: {0}")]
+    ExportWrite(#[source] std::io::Error),
+}
+
+impl Error {
+    /// [`Error::Listen`] for `address`, to hand to `map_err` after a bind.
+    pub fn listen(address: std::net::SocketAddr) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Listen { address, source }
+    }
 }
 
 /// `Result` with the host agent's [`Error`].

@@ -1,6 +1,7 @@
 //! The Cocoon host agent: everything that runs on the operator's host, outside the TEE.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agent;
 pub(crate) mod config_file;
 pub mod error;

@@ -6,6 +6,7 @@
 //! it later.
 #![forbid(unsafe_code)]
 
+mod admin_cli;
 mod cli;
 
 use std::time::Duration;
@@ -43,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Relay(args) => relay(args).await,
+        Command::Admin(command) => admin_cli::run(command).await,
         Command::Vm {
             command: VmCommand::PrintCmdline { config, shell },
         } => {
