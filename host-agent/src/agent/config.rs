@@ -19,8 +19,7 @@ use serde::Deserialize;
 
 use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
 use crate::error::Result;
-use crate::relay::limits::limit_from_secs;
-use crate::relay::RelayLimits;
+use crate::relay::{limit_from_secs, RelayLimits};
 
 /// Where `run` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cocoon/host-agent.toml";

@@ -21,7 +21,7 @@ use cocoon_client::args::{CollateralArgs, PolicyArgs};
 use serde::Deserialize;
 
 use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::relay::RelayLimits;
 
 /// The whole file.
