@@ -15,7 +15,7 @@ use cocoon_tests::{
     binary, host_token_file, internal_call, scratch_dir, start_appliance, start_appliance_with,
     start_proxy, Appliance, TEST_HOST_TOKEN,
 };
-use common::{header, chat_body, post_with, read_response, tls, tls_verified};
+use common::{chat_body, header, post_with, read_response, tls, tls_verified};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;

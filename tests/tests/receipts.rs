@@ -14,7 +14,10 @@ use cocoon_tests::{
     binary, host_token_file, internal_call, model_path, run_to_exit, scratch_dir, start_appliance,
     TEST_HOST_TOKEN,
 };
-use common::{as_refs, header, proven, chat_body, post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
+use common::{
+    as_refs, chat_body, header, post_with, proven, read_response, read_until_closed, tls,
+    tls_verified, BOUND,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = TEST_HOST_TOKEN;

@@ -81,8 +81,7 @@ impl Collector {
                         .inc();
                     warn!(guest = self.guest.name(), "receipt collection: {e}");
                     let detail = e.to_string();
-                    self.guest
-                        .update_collector(|c| c.last_error = Some(detail));
+                    self.guest.update_collector(|c| c.last_error = Some(detail));
                     config.interval()
                 }
             };
@@ -128,7 +127,8 @@ impl Collector {
             .run(move |l| l.store(&name, &key, &entries))
             .await?;
         // Durable from here on: only now may the guest forget them.
-        self.metrics.count_stored(self.guest.name(), &outcome.stored);
+        self.metrics
+            .count_stored(self.guest.name(), &outcome.stored);
         self.metrics
             .receipts_duplicate
             .get_or_create(&label)
@@ -150,7 +150,10 @@ impl Collector {
                 first.reason.as_str(),
                 first.detail
             );
-            error!(guest = self.guest.name(), "{why}; the guest gets no new clients until undrained");
+            error!(
+                guest = self.guest.name(),
+                "{why}; the guest gets no new clients until undrained"
+            );
             self.guest.mark_suspect(why);
         }
         let acked_before = match self.acked {
@@ -159,7 +162,12 @@ impl Collector {
         };
         if outcome.cursor > acked_before {
             let dropped = self.api.acknowledge(outcome.cursor).await?;
-            debug!(guest = self.guest.name(), upto = outcome.cursor, dropped, "acknowledged");
+            debug!(
+                guest = self.guest.name(),
+                upto = outcome.cursor,
+                dropped,
+                "acknowledged"
+            );
             self.acked = Some((key, outcome.cursor));
         }
         let stored = outcome.stored.len();

@@ -270,7 +270,10 @@ impl AgentConfig {
                 "health.failures_before_unhealthy",
                 u64::from(self.health.failures_before_unhealthy),
             ),
-            ("health.verify_timeout_secs", self.health.verify_timeout_secs),
+            (
+                "health.verify_timeout_secs",
+                self.health.verify_timeout_secs,
+            ),
             ("health.reverify_secs", self.health.reverify_secs),
         ])?;
         check.require(
@@ -299,7 +302,11 @@ impl AgentConfig {
             "admin.listen",
             "must differ from relay.listen (the admin API is never on the public port)",
         )?;
-        check.require(!self.guests.is_empty(), "guest", "list at least one [[guest]]")?;
+        check.require(
+            !self.guests.is_empty(),
+            "guest",
+            "list at least one [[guest]]",
+        )?;
         let mut names = BTreeSet::new();
         for (i, guest) in self.guests.iter().enumerate() {
             let key = |field: &str| format!("guest[{i}].{field}");

@@ -104,7 +104,10 @@ fn bad_values_name_their_key() {
             MINIMAL.replace("address = \"127.0.0.1:8443\"", "address = \"8443\""),
             "guest[0].address",
         ),
-        (MINIMAL.replace("name = \"g0\"", "name = \"g 0\""), "guest[0].name"),
+        (
+            MINIMAL.replace("name = \"g0\"", "name = \"g 0\""),
+            "guest[0].name",
+        ),
         (
             format!(
                 "{MINIMAL}\n[[guest]]\nname = \"g0\"\naddress = \"127.0.0.1:1\"\n\

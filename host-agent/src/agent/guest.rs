@@ -127,7 +127,9 @@ impl GuestHandle {
 
     fn lock(&self) -> MutexGuard<'_, GuestState> {
         // A panic while holding this lock leaves plain data behind; keep going with it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A copy of the current state.
@@ -308,7 +310,11 @@ impl GuestHandle {
 
 /// The receipt key both pieces of evidence bind (they come from one boot, so they must
 /// agree).
-fn session_receipt_key(address: &str, certificate: &Verified, session: &Verified) -> Result<[u8; 32]> {
+fn session_receipt_key(
+    address: &str,
+    certificate: &Verified,
+    session: &Verified,
+) -> Result<[u8; 32]> {
     let fail = |detail: &str| Error::Attestation {
         address: address.to_string(),
         detail: detail.to_string(),

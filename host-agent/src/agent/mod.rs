@@ -107,7 +107,10 @@ async fn bind(address: std::net::SocketAddr) -> Result<(TcpListener, std::net::S
 
 /// Runs the agent until `shutdown` resolves. Prints `cocoon-host-agent: admin API on
 /// http://ADDR` and then `cocoon-host-agent: relaying ADDR -> ...` once both listen.
-pub async fn run_agent(loaded: &LoadedAgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run_agent(
+    loaded: &LoadedAgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let config = &loaded.config;
     let metrics = AgentMetrics::default();
     let relay_metrics = Arc::new(RelayMetrics::default());

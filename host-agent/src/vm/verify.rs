@@ -37,7 +37,9 @@ pub fn policy_attestor(
 /// Verifies the guest at `address` (`host:port`) within `timeout`; returns a summary for
 /// the log.
 pub async fn verify_guest(address: &str, attestor: &Attestor, timeout: Duration) -> Result<String> {
-    Ok(summary(&attest(address, attestor, timeout).await?.certificate))
+    Ok(summary(
+        &attest(address, attestor, timeout).await?.certificate,
+    ))
 }
 
 /// Verifies the guest at `address` (`host:port`) within `timeout` as a client would: the

@@ -142,4 +142,3 @@ pub fn proven(key: &AccountKey, stream: &TlsStream<TcpStream>) -> [(&'static str
 pub fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
     headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
 }
-
