@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// Parses `text` (read from `file`); unknown keys are errors when `T` says
 /// `deny_unknown_fields`, and the parser's message names the key and the line.
-pub(crate) fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T> {
+fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T> {
     toml::from_str(text).map_err(|e| Error::ConfigSyntax {
         file: file.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
@@ -19,15 +19,55 @@ pub(crate) fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result
 }
 
 /// Reads `file` to a string, naming it in the error.
-pub(crate) fn read_config(file: &Path) -> Result<String> {
+fn read_config(file: &Path) -> Result<String> {
     std::fs::read_to_string(file).map_err(|source| Error::ConfigRead {
         file: file.to_path_buf(),
         source,
     })
 }
 
+/// A config file's contents: how its relative paths are anchored and its values checked.
+pub trait ConfigFile: DeserializeOwned {
+    /// Anchors every relative path at `base` (the file's directory).
+    fn resolve_paths(&mut self, base: &Path);
+    /// Refuses values the program cannot run with, naming the key.
+    fn validate(&self, check: &Checker<'_>) -> Result<()>;
+}
+
+/// A loaded, checked config and where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded<C> {
+    pub file: PathBuf,
+    pub config: C,
+}
+
+impl<C: ConfigFile> Loaded<C> {
+    /// Reads, parses, anchors relative paths and validates `file`.
+    pub fn load(file: &Path) -> Result<Self> {
+        Self::parse(file, &read_config(file)?)
+    }
+
+    /// Like [`Loaded::load`] for text already read (`file` names it in errors and anchors
+    /// relative paths).
+    pub fn parse(file: &Path, text: &str) -> Result<Self> {
+        let mut config: C = parse_toml(file, text)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate(&Checker { file })?;
+        Ok(Self {
+            file: file.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Names a key of this file in an error.
+    pub fn bad(&self, key: &str, message: impl Into<String>) -> Error {
+        Checker { file: &self.file }.bad(key, message)
+    }
+}
+
 /// Builds [`Error::ConfigValue`] for one file.
-pub(crate) struct Checker<'a> {
+pub struct Checker<'a> {
     pub(crate) file: &'a Path,
 }
 

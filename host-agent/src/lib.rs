@@ -3,7 +3,7 @@
 
 pub mod admin;
 pub mod agent;
-pub(crate) mod config_file;
+pub mod config_file;
 pub mod error;
 pub mod ledger;
 pub mod relay;

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use cocoon_attestation::receipt::{verify_receipt, UsageReceipt};
 use cocoon_attestation::tls::AttestedServerVerifier;
-use cocoon_tests::{
-    host_token_file, internal_call, scratch_dir, start_appliance, Appliance, TEST_HOST_TOKEN,
+use cocoon_tests::{host_token_file, scratch_dir, start_appliance, Appliance, TEST_HOST_TOKEN};
+use common::{
+    header, http_json, post_with, read_response, read_until_closed, tls, tls_verified, BOUND,
 };
-use common::{header, post_with, read_response, read_until_closed, tls, tls_verified, BOUND};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -42,18 +42,14 @@ async fn journal(app: &Appliance) -> Vec<UsageReceipt> {
         .internal_addr
         .clone()
         .expect("the guest printed its internal address");
-    let (status, list) = tokio::task::spawn_blocking(move || {
-        internal_call(
-            &addr,
-            "GET",
-            "/internal/v1/receipts?limit=1000",
-            Some(TEST_HOST_TOKEN),
-            "",
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let (status, list) = http_json(
+        &addr,
+        "GET",
+        "/internal/v1/receipts?limit=1000",
+        Some(TEST_HOST_TOKEN),
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{list}");
     let key = hex::decode(list["receipt_key"].as_str().unwrap()).unwrap();
     list["data"]

@@ -30,10 +30,10 @@ use cocoon_attestation::receipt::Cumulative;
 use cocoon_client::{connect_attested, Endpoint};
 use cocoon_host_agent::ledger::{Ledger, StoredReceipt};
 use cocoon_tests::{
-    binary, dev_attestor, host_token_file, internal_call, scratch_dir, start_guest, GuestProcess,
-    Service, TEST_HOST_TOKEN,
+    binary, dev_attestor, host_token_file, scratch_dir, start_guest, GuestProcess, Service,
+    TEST_HOST_TOKEN,
 };
-use common::{as_refs, header, post_with, proven, try_read_response};
+use common::{as_refs, header, http_json, post_with, proven, try_read_response};
 use tokio::io::AsyncWriteExt;
 
 /// Kills of the agent per run.
@@ -202,19 +202,14 @@ fn start_agent(config: &Path) -> (Service, String, String) {
 /// The guest's journal as the guest states it: its key, the lowest index still waiting
 /// (everything below was acknowledged), and the newest index signed.
 async fn journal(internal: &str) -> (String, Option<u64>, u64) {
-    let internal = internal.to_string();
-    let (status, page) = tokio::task::spawn_blocking(move || {
-        internal_call(
-            &internal,
-            "GET",
-            "/internal/v1/receipts?after=0&limit=1",
-            Some(TEST_HOST_TOKEN),
-            "",
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let (status, page) = http_json(
+        internal,
+        "GET",
+        "/internal/v1/receipts?after=0&limit=1",
+        Some(TEST_HOST_TOKEN),
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{page}");
     (
         page["receipt_key"].as_str().unwrap().to_string(),
@@ -225,19 +220,14 @@ async fn journal(internal: &str) -> (String, Option<u64>, u64) {
 
 /// The guest's own per-account totals under its current key.
 async fn guest_accounts(internal: &str) -> (String, BTreeMap<String, (u64, Cumulative)>) {
-    let internal = internal.to_string();
-    let (status, list) = tokio::task::spawn_blocking(move || {
-        internal_call(
-            &internal,
-            "GET",
-            "/internal/v1/accounts",
-            Some(TEST_HOST_TOKEN),
-            "",
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let (status, list) = http_json(
+        internal,
+        "GET",
+        "/internal/v1/accounts",
+        Some(TEST_HOST_TOKEN),
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{list}");
     let accounts = list["data"]
         .as_array()
@@ -477,14 +467,7 @@ async fn a_sigkilled_agent_loses_no_receipt_and_acknowledges_none_early() {
     let (key, last) = fully_collected(&internal).await;
     let (accounts_key, accounts) = guest_accounts(&internal).await;
     assert_eq!(accounts_key, key);
-    let (status, usage) = {
-        let admin = admin.clone();
-        tokio::task::spawn_blocking(move || {
-            internal_call(&admin, "GET", "/v1/usage", Some(ADMIN_TOKEN), "").unwrap()
-        })
-        .await
-        .unwrap()
-    };
+    let (status, usage) = http_json(&admin, "GET", "/v1/usage", Some(ADMIN_TOKEN), "").await;
     assert_eq!(status, 200, "{usage}");
     agent.kill();
     let all = stored(&ledger);

@@ -11,12 +11,11 @@ use std::time::Duration;
 use cocoon_attestation::account::AccountKey;
 use cocoon_attestation::receipt::{verify_receipt, UsageReceipt};
 use cocoon_tests::{
-    binary, host_token_file, internal_call, model_path, run_to_exit, scratch_dir, start_appliance,
-    TEST_HOST_TOKEN,
+    binary, host_token_file, model_path, run_to_exit, scratch_dir, start_appliance, TEST_HOST_TOKEN,
 };
 use common::{
-    as_refs, chat_body, header, post_with, proven, read_response, read_until_closed, tls,
-    tls_verified, BOUND,
+    as_refs, chat_body, header, http_json, post_with, proven, read_response, read_until_closed,
+    tls, tls_verified, BOUND,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -34,17 +33,7 @@ async fn internal(
         .expect("the guest printed its internal address");
     let (line, body) = request.split_once('\n').unwrap_or((request, ""));
     let (method, path) = line.split_once(' ').unwrap();
-    let (method, path, body, token) = (
-        method.to_string(),
-        path.to_string(),
-        body.to_string(),
-        token.map(str::to_string),
-    );
-    let (status, value) = tokio::task::spawn_blocking(move || {
-        internal_call(&addr, &method, &path, token.as_deref(), &body).unwrap()
-    })
-    .await
-    .unwrap();
+    let (status, value) = http_json(&addr, method, path, token, body).await;
     (format!("HTTP/1.1 {status}"), value)
 }
 

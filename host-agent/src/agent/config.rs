@@ -17,7 +17,7 @@ use std::time::Duration;
 use cocoon_client::args::{CollateralArgs, PolicyArgs};
 use serde::Deserialize;
 
-use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
+use crate::config_file::{anchor, anchor_policy, Checker, ConfigFile, Loaded};
 use crate::error::Result;
 use crate::relay::{limit_from_secs, RelayLimits};
 
@@ -208,39 +208,10 @@ pub struct GuestSection {
     pub collateral: CollateralArgs,
 }
 
-/// A loaded, checked config and where it came from.
-#[derive(Debug, Clone)]
-pub struct LoadedAgentConfig {
-    pub file: PathBuf,
-    pub config: AgentConfig,
-}
+/// The agent's config file, loaded and checked.
+pub type LoadedAgentConfig = Loaded<AgentConfig>;
 
-impl LoadedAgentConfig {
-    /// Reads, parses, anchors relative paths and validates `file`.
-    pub fn load(file: &Path) -> Result<Self> {
-        Self::parse(file, &read_config(file)?)
-    }
-
-    /// Like [`LoadedAgentConfig::load`] for text already read (`file` names it in errors
-    /// and anchors relative paths).
-    pub fn parse(file: &Path, text: &str) -> Result<Self> {
-        let mut config: AgentConfig = parse_toml(file, text)?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        config.validate(&Checker { file })?;
-        Ok(Self {
-            file: file.to_path_buf(),
-            config,
-        })
-    }
-
-    /// Names a key of this file in an error.
-    pub fn bad(&self, key: &str, message: impl Into<String>) -> crate::Error {
-        Checker { file: &self.file }.bad(key, message)
-    }
-}
-
-impl AgentConfig {
+impl ConfigFile for AgentConfig {
     fn resolve_paths(&mut self, base: &Path) {
         anchor(base, &mut self.ledger.path);
         if let Some(token) = &mut self.admin.token_file {

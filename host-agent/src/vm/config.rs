@@ -20,7 +20,7 @@ use std::time::Duration;
 use cocoon_client::args::{CollateralArgs, PolicyArgs};
 use serde::Deserialize;
 
-use crate::config_file::{anchor, anchor_policy, parse_toml, read_config, Checker};
+use crate::config_file::{anchor, anchor_policy, Checker, ConfigFile, Loaded};
 use crate::error::Result;
 use crate::relay::RelayLimits;
 
@@ -320,32 +320,10 @@ pub struct SimulatedSection {
     pub measurements: PathBuf,
 }
 
-/// A loaded, checked config and where it came from.
-#[derive(Debug, Clone)]
-pub struct LoadedConfig {
-    pub file: PathBuf,
-    pub config: VmConfig,
-}
+/// The VM's config file, loaded and checked.
+pub type LoadedConfig = Loaded<VmConfig>;
 
-impl LoadedConfig {
-    /// Reads, parses, resolves relative paths and validates `file`.
-    pub fn load(file: &Path) -> Result<Self> {
-        Self::parse(file, &read_config(file)?)
-    }
-
-    /// Like [`LoadedConfig::load`] for text already read (`file` names it in errors and
-    /// anchors relative paths).
-    pub fn parse(file: &Path, text: &str) -> Result<Self> {
-        let mut config: VmConfig = parse_toml(file, text)?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        config.validate(&Checker { file })?;
-        Ok(Self {
-            file: file.to_path_buf(),
-            config,
-        })
-    }
-
+impl Loaded<VmConfig> {
     /// The kernel command line, from `cmdline` or read from `cmdline_file` (trailing
     /// newlines dropped). Read when needed, so a config parses before its artifacts exist.
     pub fn kernel_cmdline(&self) -> Result<String> {
@@ -394,7 +372,7 @@ impl LoadedConfig {
     }
 }
 
-impl VmConfig {
+impl ConfigFile for VmConfig {
     fn resolve_paths(&mut self, base: &Path) {
         // A bare program name (no `/`) is looked up on PATH, as a shell would.
         if self.vm.qemu.components().count() > 1 {
@@ -502,7 +480,9 @@ impl VmConfig {
         }
         Ok(())
     }
+}
 
+impl VmConfig {
     /// QEMU splits option lists at `,`; a path with one would be misread.
     fn validate_paths(&self, check: &Checker<'_>) -> Result<()> {
         let mut paths = vec![

@@ -142,3 +142,26 @@ pub fn proven(key: &AccountKey, stream: &TlsStream<TcpStream>) -> [(&'static str
 pub fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
     headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
 }
+
+/// One call to a plain-HTTP JSON API (the guest's internal listener, the host agent's
+/// admin API) from async code, with `token` as bearer: the status and the JSON body.
+pub async fn http_json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let (addr, method, path, token, body) = (
+        addr.to_string(),
+        method.to_string(),
+        path.to_string(),
+        token.map(str::to_string),
+        body.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        cocoon_tests::internal_call(&addr, &method, &path, token.as_deref(), &body).unwrap()
+    })
+    .await
+    .unwrap()
+}
