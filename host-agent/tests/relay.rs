@@ -75,6 +75,14 @@ impl Relay {
         bounded(TcpStream::connect(self.address)).await.unwrap()
     }
 
+    /// Waits until `value` connections to `guest` closed for `reason`.
+    async fn await_closed(&self, guest: &str, reason: &str, value: u64) {
+        let sample = format!(
+            r#"cocoon_relay_connections_closed_total{{guest="{guest}",reason="{reason}"}}"#
+        );
+        self.await_sample(&sample, value).await;
+    }
+
     /// The metrics as Prometheus text.
     fn text(&self) -> String {
         let mut registry = Registry::default();
@@ -99,6 +107,16 @@ impl Relay {
         eventually(|| self.sample(sample) >= value).await;
         assert_eq!(self.sample(sample), value, "{sample}\n{}", self.text());
     }
+}
+
+/// One guest "a" behind a relay with `limits`, and one client relayed to it: the client
+/// and the guest's side of the connection.
+async fn connected(limits: RelayLimits) -> (Guest, Relay, TcpStream, TcpStream) {
+    let guest = Guest::new("a").await;
+    let relay = Relay::start(&[&guest], limits).await;
+    let client = relay.connect().await;
+    let at_guest = guest.accept().await;
+    (guest, relay, client, at_guest)
 }
 
 fn limits() -> RelayLimits {
@@ -140,46 +158,33 @@ async fn pass(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
     assert_eq!(got, bytes);
 }
 
+/// `first` sends and half-closes; `second` reads to the end, then sends and half-closes
+/// too, and `first`, half-closed for writing, must still receive it all.
+async fn half_close_exchange(first: &mut TcpStream, second: &mut TcpStream) {
+    send_and_half_close(first, second, b"request").await;
+    send_and_half_close(second, first, b"replied").await;
+}
+
+/// `from` sends `bytes` and shuts its writing side; `to` must read exactly them, then EOF.
+async fn send_and_half_close(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
+    from.write_all(bytes).await.unwrap();
+    from.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    bounded(to.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, bytes);
+}
+
 #[tokio::test]
 async fn the_client_half_closes_first_and_still_receives_the_reply() {
-    let guest = Guest::new("a").await;
-    let relay = Relay::start(&[&guest], limits()).await;
-    let mut client = relay.connect().await;
-    let mut at_guest = guest.accept().await;
-    client.write_all(b"request").await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut request = Vec::new();
-    bounded(at_guest.read_to_end(&mut request)).await.unwrap();
-    assert_eq!(request, b"request");
-    at_guest.write_all(b"reply").await.unwrap();
-    at_guest.shutdown().await.unwrap();
-    let mut reply = Vec::new();
-    bounded(client.read_to_end(&mut reply)).await.unwrap();
-    assert_eq!(reply, b"reply");
+    let (_guest, _relay, mut client, mut at_guest) = connected(limits()).await;
+    half_close_exchange(&mut client, &mut at_guest).await;
 }
 
 #[tokio::test]
 async fn the_guest_half_closes_first_and_still_receives_client_bytes() {
-    let guest = Guest::new("a").await;
-    let relay = Relay::start(&[&guest], limits()).await;
-    let mut client = relay.connect().await;
-    let mut at_guest = guest.accept().await;
-    at_guest.write_all(b"banner").await.unwrap();
-    at_guest.shutdown().await.unwrap();
-    let mut banner = Vec::new();
-    bounded(client.read_to_end(&mut banner)).await.unwrap();
-    assert_eq!(banner, b"banner");
-    client.write_all(b"late bytes").await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut late = Vec::new();
-    bounded(at_guest.read_to_end(&mut late)).await.unwrap();
-    assert_eq!(late, b"late bytes");
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="a",reason="finished"}"#,
-            1,
-        )
-        .await;
+    let (_guest, relay, mut client, mut at_guest) = connected(limits()).await;
+    half_close_exchange(&mut at_guest, &mut client).await;
+    relay.await_closed("a", "finished", 1).await;
 }
 
 #[tokio::test]
@@ -234,12 +239,7 @@ async fn a_drained_guest_takes_no_new_client_but_its_open_connection_completes()
     drop(first_at_a);
     bounded(first.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(rest, b"bye");
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="a",reason="finished"}"#,
-            1,
-        )
-        .await;
+    relay.await_closed("a", "finished", 1).await;
 
     // Both drained: nobody takes the next client.
     b.upstream.set_drained(true);
@@ -253,20 +253,12 @@ async fn a_drained_guest_takes_no_new_client_but_its_open_connection_completes()
 
 #[tokio::test]
 async fn turning_serving_off_cuts_open_connections() {
-    let guest = Guest::new("a").await;
-    let relay = Relay::start(&[&guest], limits()).await;
-    let mut client = relay.connect().await;
-    let mut at_guest = guest.accept().await;
+    let (guest, relay, mut client, mut at_guest) = connected(limits()).await;
     pass(&mut client, &mut at_guest, b"ping").await;
     guest.upstream.set_serving(false);
     assert_closed(&mut client).await;
     assert_closed(&mut at_guest).await;
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="a",reason="cut"}"#,
-            1,
-        )
-        .await;
+    relay.await_closed("a", "cut", 1).await;
     // And, still off, it takes no new client.
     let mut refused = relay.connect().await;
     assert_closed(&mut refused).await;
@@ -286,14 +278,19 @@ async fn with_no_serving_guest_the_client_is_closed_and_counted() {
     assert_eq!(guest.upstream.active(), 0);
 }
 
-#[tokio::test]
-async fn the_per_source_limit_refuses_the_next_connection_from_the_same_address() {
+/// Starts a relay with these limits, holds two connections from 127.0.0.1 and checks
+/// that a third is closed and counted under `reason`.
+async fn a_third_connection_is_refused(
+    per_source: usize,
+    global: usize,
+    reason: &str,
+) -> (Guest, Relay, Vec<TcpStream>) {
     let guest = Guest::new("a").await;
     let relay = Relay::start(
         &[&guest],
         RelayLimits {
-            max_connections_per_source: 2,
-            max_connections: 10,
+            max_connections_per_source: per_source,
+            max_connections: global,
             ..limits()
         },
     )
@@ -305,10 +302,21 @@ async fn the_per_source_limit_refuses_the_next_connection_from_the_same_address(
     }
     let mut third = relay.connect().await;
     assert_closed(&mut third).await;
-    assert_eq!(
-        relay.sample(r#"cocoon_relay_connections_refused_total{reason="source_limit"}"#),
-        1
-    );
+    for counted in ["source_limit", "global_limit", "no_guest"] {
+        assert_eq!(
+            relay.sample(&format!(
+                r#"cocoon_relay_connections_refused_total{{reason="{counted}"}}"#
+            )),
+            u64::from(counted == reason),
+            "{counted}"
+        );
+    }
+    (guest, relay, held)
+}
+
+#[tokio::test]
+async fn the_per_source_limit_refuses_the_next_connection_from_the_same_address() {
+    let (guest, relay, mut held) = a_third_connection_is_refused(2, 10, "source_limit").await;
     // Closing one gives its place back.
     held.truncate(2);
     eventually(|| guest.upstream.active() == 1).await;
@@ -319,46 +327,16 @@ async fn the_per_source_limit_refuses_the_next_connection_from_the_same_address(
 
 #[tokio::test]
 async fn the_global_limit_refuses_the_next_connection() {
-    let guest = Guest::new("a").await;
-    let relay = Relay::start(
-        &[&guest],
-        RelayLimits {
-            max_connections_per_source: 10,
-            max_connections: 2,
-            ..limits()
-        },
-    )
-    .await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(relay.connect().await);
-        held.push(guest.accept().await);
-    }
-    let mut third = relay.connect().await;
-    assert_closed(&mut third).await;
-    assert_eq!(
-        relay.sample(r#"cocoon_relay_connections_refused_total{reason="global_limit"}"#),
-        1
-    );
-    assert_eq!(
-        relay.sample(r#"cocoon_relay_connections_refused_total{reason="source_limit"}"#),
-        0
-    );
+    a_third_connection_is_refused(10, 2, "global_limit").await;
 }
 
 #[tokio::test]
 async fn the_total_duration_limit_closes_a_busy_connection() {
-    let guest = Guest::new("a").await;
-    let relay = Relay::start(
-        &[&guest],
-        RelayLimits {
-            max_connection_duration: Some(Duration::from_millis(300)),
-            ..limits()
-        },
-    )
+    let (_guest, relay, mut client, mut at_guest) = connected(RelayLimits {
+        max_connection_duration: Some(Duration::from_millis(300)),
+        ..limits()
+    })
     .await;
-    let mut client = relay.connect().await;
-    let mut at_guest = guest.accept().await;
     tokio::spawn(async move {
         let (mut read, mut write) = at_guest.split();
         let _ = tokio::io::copy(&mut read, &mut write).await;
@@ -377,12 +355,7 @@ async fn the_total_duration_limit_closes_a_busy_connection() {
         }
     })
     .await;
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="a",reason="total_timeout"}"#,
-            1,
-        )
-        .await;
+    relay.await_closed("a", "total_timeout", 1).await;
 }
 
 #[tokio::test]
@@ -403,12 +376,7 @@ async fn a_guest_that_dies_mid_stream_closes_the_client() {
         drop(at_guest);
         assert_closed(&mut client).await;
     }
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="a",reason="error"}"#,
-            1,
-        )
-        .await;
+    relay.await_closed("a", "error", 1).await;
 }
 
 #[tokio::test]
@@ -427,20 +395,12 @@ async fn an_unreachable_guest_closes_the_client_and_counts_an_error() {
     let relay = Relay::start(&[&guest], limits()).await;
     let mut client = relay.connect().await;
     assert_closed(&mut client).await;
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="dead",reason="error"}"#,
-            1,
-        )
-        .await;
+    relay.await_closed("dead", "error", 1).await;
 }
 
 #[tokio::test]
 async fn the_metrics_count_connections_and_bytes_per_guest() {
-    let guest = Guest::new("a").await;
-    let relay = Relay::start(&[&guest], limits()).await;
-    let mut client = relay.connect().await;
-    let mut at_guest = guest.accept().await;
+    let (_guest, relay, mut client, mut at_guest) = connected(limits()).await;
     pass(&mut client, &mut at_guest, b"12345").await;
     relay
         .await_sample(
@@ -454,12 +414,7 @@ async fn the_metrics_count_connections_and_bytes_per_guest() {
     );
     pass(&mut at_guest, &mut client, b"1234567").await;
     drop((client, at_guest));
-    relay
-        .await_sample(
-            r#"cocoon_relay_connections_closed_total{guest="a",reason="finished"}"#,
-            1,
-        )
-        .await;
+    relay.await_closed("a", "finished", 1).await;
     for (sample, value) in [
         (r#"cocoon_relay_connections_total{guest="a"}"#, 1),
         (r#"cocoon_relay_connections_open{guest="a"}"#, 0),

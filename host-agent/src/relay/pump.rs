@@ -6,9 +6,10 @@
 //! direct), when a socket fails, when nothing moved for the idle timeout, at the total
 //! deadline, or when the guest is cut. Ending drops both sockets, so neither side hangs.
 //!
-//! Both directions run in one task: a connection costs one task and two buffers. The
-//! buffers are 64 KiB, enough for the kernel to hand over a full socket buffer's worth per
-//! read on loopback and virtio links (see `examples/relay-bench.rs`).
+//! Both directions run in one task: a connection costs one task and two 32 KiB buffers.
+//! 32 KiB measured best for one bulk stream on loopback with `examples/relay-bench.rs`
+//! (about 1.2x the throughput of 8 KiB and of 64 KiB, which is oddly the slowest there);
+//! larger buffers only cost memory per connection.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use tokio::time::{Duration, Instant};
 use super::metrics::ConnectionMeters;
 
 /// Bytes per read, per direction.
-const BUF: usize = 64 * 1024;
+const BUF: usize = 32 * 1024;
 
 /// How a relayed connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,10 +220,11 @@ mod tests {
         (a, b)
     }
 
-    fn deadlines(idle_ms: u64, total_ms: Option<u64>) -> Deadlines {
+    /// The total deadline is tested through the relay (tests/relay.rs).
+    fn idle_after(idle_ms: u64) -> Deadlines {
         Deadlines {
             idle: Duration::from_millis(idle_ms),
-            total: total_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            total: None,
         }
     }
 
@@ -248,9 +250,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_client_half_closes_first_and_still_receives() {
+    async fn forwards_half_closes_and_reports_the_bytes_each_way() {
         let (mut client, mut guest, task, _) =
-            relayed(deadlines(30_000, None), std::future::pending()).await;
+            relayed(idle_after(30_000), std::future::pending()).await;
         client.write_all(b"hello guest").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -273,26 +275,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_guest_half_closes_first_and_still_receives() {
-        let (mut client, mut guest, task, _) =
-            relayed(deadlines(30_000, None), std::future::pending()).await;
-        guest.write_all(b"banner").await.unwrap();
-        guest.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"banner");
-        client.write_all(b"late bytes").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut late = Vec::new();
-        guest.read_to_end(&mut late).await.unwrap();
-        assert_eq!(late, b"late bytes");
-        assert_eq!(task.await.unwrap().reason, CloseReason::Finished);
-    }
-
-    #[tokio::test]
     async fn closes_idle_connections() {
-        let (_client, _guest, task, _) =
-            relayed(deadlines(200, None), std::future::pending()).await;
+        let (_client, _guest, task, _) = relayed(idle_after(200), std::future::pending()).await;
         let ended = task.await.unwrap();
         assert_eq!(
             (ended.reason, ended.to_guest, ended.to_client),
@@ -301,33 +285,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_total_deadline_closes_a_busy_connection() {
-        let (mut client, mut guest, task, _) =
-            relayed(deadlines(30_000, Some(300)), std::future::pending()).await;
-        // The guest echoes, the client keeps talking: never idle.
-        tokio::spawn(async move {
-            let (mut read, mut write) = guest.split();
-            let _ = tokio::io::copy(&mut read, &mut write).await;
-        });
-        let mut buf = [0u8; 64];
-        loop {
-            if client.write_all(&buf).await.is_err() {
-                break;
-            }
-            match client.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        let ended = task.await.unwrap();
-        assert_eq!(ended.reason, CloseReason::TotalTimeout);
-        assert!(ended.to_guest > 0 && ended.to_client > 0, "{ended:?}");
-    }
-
-    #[tokio::test]
     async fn a_cut_closes_both_sides() {
         let (cut, cut_view) = tokio::sync::oneshot::channel::<()>();
-        let (mut client, mut guest, task, _) = relayed(deadlines(30_000, None), async {
+        let (mut client, mut guest, task, _) = relayed(idle_after(30_000), async {
             let _ = cut_view.await;
         })
         .await;
@@ -346,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn a_guest_reset_ends_the_relay_with_an_error_and_closes_the_client() {
         let (mut client, guest, task, _) =
-            relayed(deadlines(30_000, None), std::future::pending()).await;
+            relayed(idle_after(30_000), std::future::pending()).await;
         // Linger 0: close sends a reset, as a crashed guest's kernel may.
         guest.set_zero_linger().unwrap();
         drop(guest);
@@ -360,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn bytes_are_counted_while_the_stream_is_still_open() {
         let (mut client, mut guest, task, metrics) =
-            relayed(deadlines(30_000, None), std::future::pending()).await;
+            relayed(idle_after(30_000), std::future::pending()).await;
         let chunk = vec![7u8; 256 * 1024];
         client.write_all(&chunk).await.unwrap();
         let mut got = vec![0u8; chunk.len()];
