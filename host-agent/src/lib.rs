@@ -7,6 +7,8 @@ pub mod config_file;
 pub mod error;
 pub mod ledger;
 pub mod relay;
+#[cfg(test)]
+pub(crate) mod test_meter;
 pub mod vm;
 
 pub use error::{Error, Result};

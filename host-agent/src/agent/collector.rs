@@ -188,3 +188,7 @@ impl Collector {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "collector_tests.rs"]
+mod tests;
