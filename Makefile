@@ -15,7 +15,7 @@ GUEST_PORT ?= 8443
 AGENT_PORT ?= 9443
 # Fuzzing (attestation/fuzz, cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP;
 # no sanitizer: the attestation crate forbids unsafe code).
-FUZZ_TARGETS := tdx_quote snp_report ratls_certificate evidence_payload manifest snp_ext_report qgs_message account_claim
+FUZZ_TARGETS := tdx_quote snp_report ratls_certificate evidence_payload manifest snp_ext_report qgs_message account_claim usage_receipt
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 # The benchmark peer: mistral.rs's own OpenAI server (`mistralrs serve`, crate mistralrs-cli,
@@ -58,7 +58,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-run: build model ## Run guest + host agent on loopback (simulated TEE), verify, wait for Ctrl-C
+run: build model ## Run guest + host agent (relay, SQLite receipt ledger, admin API) on loopback, simulated TEE; verify; wait for Ctrl-C
 	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
 
 test: build model venv ## Run every test: unit, fake TEE devices, CLI, attacks, limits, receipts, end-to-end (openai SDK, schemathesis), fuzz smoke

@@ -288,17 +288,23 @@ impl GuestHandle {
                 }
                 continue;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(health.interval()) => {}
+            // Verified again in place (periodically, or when the collector saw a new
+            // receipt key): open connections are cut only if the check fails.
+            let reverify_now = tokio::select! {
+                _ = tokio::time::sleep(health.interval()) => verified_at.elapsed() >= health.reverify(),
                 _ = self.reverify.notified() => {
                     info!(guest = self.name(), "verifying again (its receipt key changed)");
-                    self.update(|s| s.verification = Verification::Pending);
-                    continue;
+                    true
                 }
-            }
-            if verified_at.elapsed() >= health.reverify() {
-                info!(guest = self.name(), "periodic re-verification");
-                self.update(|s| s.verification = Verification::Pending);
+            };
+            if reverify_now {
+                match self.verify(&ledger, health.verify_timeout()).await {
+                    Ok(()) => {
+                        failures = 0;
+                        verified_at = tokio::time::Instant::now();
+                    }
+                    Err(e) => warn!(guest = self.name(), "verification failed again: {e}"),
+                }
                 continue;
             }
             match probe.check().await {
