@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::config_file::{anchor, anchor_policy, Checker, ConfigFile, Loaded};
 use crate::error::Result;
-use crate::relay::{limit_from_secs, RelayLimits};
+use crate::relay::RelaySection;
 
 /// Where `run` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cocoon/host-agent.toml";
@@ -39,49 +39,6 @@ pub struct AgentConfig {
     /// `[[guest]]`, one or more.
     #[serde(rename = "guest")]
     pub guests: Vec<GuestSection>,
-}
-
-/// `[relay]`: the public listener clients connect to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RelaySection {
-    pub listen: SocketAddr,
-    /// Seconds to wait for a guest to accept a relayed connection.
-    pub connect_timeout_secs: u64,
-    /// A connection with no byte either way for this long is closed.
-    pub idle_timeout_secs: u64,
-    /// A connection is closed after this long whatever it does (0: no limit).
-    pub max_connection_secs: u64,
-    /// Connections relayed at once, all clients together.
-    pub max_connections: usize,
-    /// Connections relayed at once from one client IP address.
-    pub max_connections_per_source: usize,
-}
-
-impl Default for RelaySection {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
-            connect_timeout_secs: 5,
-            idle_timeout_secs: 300,
-            max_connection_secs: 3_600,
-            max_connections: 1_024,
-            max_connections_per_source: 128,
-        }
-    }
-}
-
-impl RelaySection {
-    /// The relay's limits.
-    pub fn limits(&self) -> RelayLimits {
-        RelayLimits {
-            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            max_connection_duration: limit_from_secs(self.max_connection_secs),
-            max_connections: self.max_connections,
-            max_connections_per_source: self.max_connections_per_source,
-        }
-    }
 }
 
 /// `[admin]`: status, usage, receipts export, drain, and `/metrics`.
@@ -224,15 +181,8 @@ impl ConfigFile for AgentConfig {
     }
 
     fn validate(&self, check: &Checker<'_>) -> Result<()> {
-        let r = &self.relay;
+        self.relay.validate(check)?;
         check.positive(&[
-            ("relay.connect_timeout_secs", r.connect_timeout_secs),
-            ("relay.idle_timeout_secs", r.idle_timeout_secs),
-            ("relay.max_connections", r.max_connections as u64),
-            (
-                "relay.max_connections_per_source",
-                r.max_connections_per_source as u64,
-            ),
             ("collector.interval_ms", self.collector.interval_ms),
             ("collector.timeout_secs", self.collector.timeout_secs),
             ("health.interval_secs", self.health.interval_secs),
@@ -247,11 +197,6 @@ impl ConfigFile for AgentConfig {
             ),
             ("health.reverify_secs", self.health.reverify_secs),
         ])?;
-        check.require(
-            r.max_connections_per_source <= r.max_connections,
-            "relay.max_connections_per_source",
-            "must not exceed relay.max_connections",
-        )?;
         check.require(
             (1..=1000).contains(&self.collector.page_size),
             "collector.page_size",

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-pub use limits::{limit_from_secs, RelayLimits};
+pub use limits::{limit_from_secs, RelayLimits, RelaySection};
 pub use metrics::RelayMetrics;
 pub use pool::UpstreamPool;
 pub use pump::CloseReason;

@@ -13,7 +13,6 @@
 //! `cocoon-verify --policy/--manifest/...`). `host-agent/examples/vm-*.toml` are complete
 //! examples, parsed by the tests.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use serde::Deserialize;
 
 use crate::config_file::{anchor, anchor_policy, Checker, ConfigFile, Loaded};
 use crate::error::Result;
-use crate::relay::RelayLimits;
+pub use crate::relay::RelaySection;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,37 +151,6 @@ pub struct NetworkSection {
 
 fn default_https_guest_port() -> u16 {
     8443
-}
-
-/// `[relay]`: the public listener (the existing L4 relay).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RelaySection {
-    pub listen: SocketAddr,
-    pub connect_timeout_secs: u64,
-    pub idle_timeout_secs: u64,
-    /// A connection's longest life, busy or not (0: no limit).
-    pub max_connection_secs: u64,
-    pub max_connections: usize,
-    /// Connections at once from one client address (IPv6: one /64).
-    pub max_connections_per_source: usize,
-}
-
-impl Default for RelaySection {
-    /// The relay's defaults ([`RelayLimits::default`], as `cocoon-host-agent relay`).
-    fn default() -> Self {
-        let limits = RelayLimits::default();
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
-            connect_timeout_secs: limits.connect_timeout.as_secs(),
-            idle_timeout_secs: limits.idle_timeout.as_secs(),
-            max_connection_secs: limits
-                .max_connection_duration
-                .map_or(0, |total| total.as_secs()),
-            max_connections: limits.max_connections,
-            max_connections_per_source: limits.max_connections_per_source,
-        }
-    }
 }
 
 /// `[supervise]`: health, verification and restarts.
@@ -456,11 +424,6 @@ impl ConfigFile for VmConfig {
             ("supervise.probe_timeout_secs", s.probe_timeout_secs),
             ("supervise.health_interval_secs", s.health_interval_secs),
             ("supervise.verify_timeout_secs", s.verify_timeout_secs),
-            (
-                "relay.connect_timeout_secs",
-                self.relay.connect_timeout_secs,
-            ),
-            ("relay.idle_timeout_secs", self.relay.idle_timeout_secs),
         ] {
             check.require(value >= 1, key, "must be at least 1")?;
         }
@@ -469,16 +432,7 @@ impl ConfigFile for VmConfig {
             "supervise.health_failures_before_restart",
             "must be at least 1",
         )?;
-        for (key, value) in [
-            ("relay.max_connections", self.relay.max_connections),
-            (
-                "relay.max_connections_per_source",
-                self.relay.max_connections_per_source,
-            ),
-        ] {
-            check.require(value >= 1, key, "must be at least 1")?;
-        }
-        Ok(())
+        self.relay.validate(check)
     }
 }
 

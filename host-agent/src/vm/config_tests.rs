@@ -94,10 +94,7 @@ fn defaults_fill_what_is_left_out() {
     let c = &loaded.config;
     assert_eq!(c.network.https_guest_port, 8443);
     assert_eq!(c.relay.listen.to_string(), "127.0.0.1:9443");
-    assert_eq!(
-        crate::vm::run::relay_limits(&c.relay),
-        crate::relay::RelayLimits::default()
-    );
+    assert_eq!(c.relay.limits(), crate::relay::RelayLimits::default());
     assert_eq!(c.supervise.max_restarts, 10);
     assert!(!c.attestation.allow_simulated && !c.attestation.accept_any_image);
     assert_eq!(
@@ -111,7 +108,7 @@ fn relay_limits_come_from_the_relay_section() {
     let text =
         format!("{PLAIN}\n[relay]\nmax_connection_secs = 0\nmax_connections_per_source = 3\n");
     let loaded = parse(&text).unwrap();
-    let limits = crate::vm::run::relay_limits(&loaded.config.relay);
+    let limits = loaded.config.relay.limits();
     assert_eq!(limits.max_connection_duration, None);
     assert_eq!(limits.max_connections_per_source, 3);
     let message = refusal(&format!(

@@ -20,10 +20,8 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
-use crate::relay::{
-    limit_from_secs, serve_relay, RelayLimits, RelayMetrics, Upstream, UpstreamPool,
-};
-use crate::vm::config::{LoadedConfig, RelaySection, SuperviseSection};
+use crate::relay::{serve_relay, RelayMetrics, Upstream, UpstreamPool};
+use crate::vm::config::{LoadedConfig, SuperviseSection};
 use crate::vm::health::HealthProbe;
 use crate::vm::process::QemuProcess;
 use crate::vm::qemu::{kvm_usable, qemu_args, Accel};
@@ -76,7 +74,7 @@ pub async fn run_vm(
     let relay_task = tokio::spawn(serve_relay(
         listener,
         Arc::new(UpstreamPool::new(vec![guest.clone()])),
-        relay_limits(relay),
+        relay.limits(),
         Arc::new(RelayMetrics::default()),
         async {
             let _ = relay_stopped.await;
@@ -97,17 +95,6 @@ pub async fn run_vm(
         warn!("relay task ended abnormally: {e}");
     }
     outcome
-}
-
-/// The relay limits `[relay]` sets.
-pub fn relay_limits(relay: &RelaySection) -> RelayLimits {
-    RelayLimits {
-        connect_timeout: Duration::from_secs(relay.connect_timeout_secs),
-        idle_timeout: Duration::from_secs(relay.idle_timeout_secs),
-        max_connection_duration: limit_from_secs(relay.max_connection_secs),
-        max_connections: relay.max_connections,
-        max_connections_per_source: relay.max_connections_per_source,
-    }
 }
 
 /// The restart policy `[supervise]` sets.
