@@ -91,7 +91,7 @@ model_id=$(sed -n 's/^cocoon-guest: listening on .* model=\([^ ]*\) .*/\1/p' "$g
 url="https://127.0.0.1:$AGENT_PORT"
 # The host agent relays only once it has verified the guest itself (its health loop).
 for _ in $(seq 1 120); do
-  if grep -q "verified: " "$agent_log" 2>/dev/null; then break; fi
+  if grep -q "agent::guest: verified: " "$agent_log" 2>/dev/null; then break; fi
   exit_if_one_died
   sleep 0.5
 done

@@ -127,7 +127,16 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Guests(view) => show(&view, view.connection.client()?.guests().await?),
         AdminCommand::Usage(args) => {
             let client = args.view.connection.client()?;
-            show(&args.view, client.usage(args.account.as_deref()).await?)
+            let mut usage = client.usage(args.account.as_deref()).await?;
+            if !args.view.json {
+                // One row per account; the per-boot detail is in --json.
+                for row in usage["data"].as_array_mut().into_iter().flatten() {
+                    if let Some(row) = row.as_object_mut() {
+                        row.remove("per_epoch");
+                    }
+                }
+            }
+            show(&args.view, usage)
         }
         AdminCommand::Receipts {
             command: ReceiptsCommand::Export(args),
