@@ -130,7 +130,8 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             let mut usage = client.usage(args.account.as_deref()).await?;
             if !args.view.json {
                 // One row per account; the per-boot detail is in --json.
-                for row in usage["data"].as_array_mut().into_iter().flatten() {
+                let rows = usage.get_mut("data").and_then(Value::as_array_mut);
+                for row in rows.into_iter().flatten() {
                     if let Some(row) = row.as_object_mut() {
                         row.remove("per_epoch");
                     }

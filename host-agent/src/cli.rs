@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "cocoon-host-agent",
     version,
-    about = "Cocoon host agent: launches and supervises the guest VM and relays ciphertext to it (outside the TEE)"
+    about = "Cocoon host agent (outside the TEE): relays ciphertext to the guests, keeps the ledger of their signed receipts, serves the admin API, launches and supervises guest VMs"
 )]
 pub struct Cli {
     /// Log format on stderr: `text`, or `json` (one object per line, for log shippers).
