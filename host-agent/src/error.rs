@@ -51,9 +51,6 @@ pub enum Error {
     /// A call to a guest's internal API (receipt collection) failed.
     #[error("internal API of the guest at {address}: {detail}")]
     Collect { address: String, detail: String },
-    /// A secret file (host token, admin token) is unreadable or unusable.
-    #[error("{file}: {detail}")]
-    Secret { file: PathBuf, detail: String },
     /// A task of the agent stopped abnormally.
     #[error("{0}")]
     Task(String),
@@ -67,8 +64,9 @@ pub enum Error {
     /// The supervisor used up its restarts (the message says how and why).
     #[error("{0}")]
     GaveUp(String),
-    /// The admin token file cannot be read, is empty, or holds a token too easy to guess.
-    #[error("admin token file {file}: {message}")]
+    /// A token file (the admin token, a guest's host token) cannot be read, is empty, or
+    /// holds a token too easy to guess.
+    #[error("token file {file}: {message}")]
     AdminToken { file: PathBuf, message: String },
     /// The admin API would be served without a token where that is refused.
     #[error("admin API on {listen}: {message}")]

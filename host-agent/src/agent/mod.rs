@@ -16,7 +16,7 @@ pub mod metrics;
 mod backend;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::admin::token::{check_strength, read_token_file};
 use crate::admin::{serve_admin, AdminAuth};
 use crate::agent::backend::AgentBackend;
 use crate::agent::collector::Collector;
@@ -75,22 +76,6 @@ fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Reads a secret (a token) from `file`: trimmed, never empty.
-pub fn read_secret(file: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error::Secret {
-        file: file.to_path_buf(),
-        detail: format!("cannot read: {e}"),
-    })?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(Error::Secret {
-            file: file.to_path_buf(),
-            detail: "is empty".into(),
-        });
-    }
-    Ok(secret.to_string())
-}
-
 /// Opens the ledger at `path`, on the blocking pool.
 async fn open_ledger(path: PathBuf) -> Result<Ledger> {
     tokio::task::spawn_blocking(move || Ledger::open(&path))
@@ -121,9 +106,19 @@ pub async fn run_agent(
     // Everything that can be refused is checked before anything listens.
     let mut guests = Vec::new();
     let mut apis = Vec::new();
-    for guest in &config.guests {
-        let token = read_secret(&guest.host_token_file)?;
-        let (attestor, warning) = policy_attestor(&guest.attestation, &guest.collateral)?;
+    for (i, guest) in config.guests.iter().enumerate() {
+        // The guest refuses a guessable host token too; the same rule as the admin token's.
+        let key = format!("guest[{i}].host_token_file");
+        let token =
+            read_token_file(&guest.host_token_file).map_err(|e| loaded.bad(&key, e.to_string()))?;
+        check_strength(&token).map_err(|message| {
+            loaded.bad(
+                &key,
+                format!("{}: {message}", guest.host_token_file.display()),
+            )
+        })?;
+        let (attestor, warning) = policy_attestor(&guest.attestation, &guest.collateral)
+            .map_err(|e| loaded.bad(&format!("guest[{i}].attestation"), e.to_string()))?;
         if let Some(warning) = warning {
             warn!(guest = %guest.name, "{warning}");
         }
