@@ -86,12 +86,5 @@ pub enum Error {
     ExportWrite(#[source] std::io::Error),
 }
 
-impl Error {
-    /// [`Error::Listen`] for `address`, to hand to `map_err` after a bind.
-    pub fn listen(address: std::net::SocketAddr) -> impl FnOnce(std::io::Error) -> Error {
-        move |source| Error::Listen { address, source }
-    }
-}
-
 /// `Result` with the host agent's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod config_file;
 pub mod error;
 pub mod ledger;
+pub mod listen;
 pub mod relay;
 #[cfg(test)]
 pub(crate) mod test_meter;

@@ -11,11 +11,11 @@ mod cli;
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use cli::{Cli, Command, LogFormat, RelayArgs, VmCommand};
 use cocoon_host_agent::agent::config::LoadedAgentConfig;
 use cocoon_host_agent::agent::run_agent;
+use cocoon_host_agent::listen::listen;
 use cocoon_host_agent::relay::{limit_from_secs, run_relay, RelayLimits};
 use cocoon_host_agent::vm::config::LoadedConfig;
 use cocoon_host_agent::vm::qemu::{kvm_usable, qemu_args, shell_line, Accel};
@@ -80,12 +80,9 @@ async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_connections_per_source: args.max_connections_per_source,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (listener, listening) = listen(args.listen).await?;
     println!(
-        "cocoon-host-agent: relaying {} -> {} (TLS passes through untouched)",
-        listener.local_addr()?,
+        "cocoon-host-agent: relaying {listening} -> {} (TLS passes through untouched)",
         args.guest
     );
     run_relay(listener, args.guest, limits, shutdown_signal()).await;

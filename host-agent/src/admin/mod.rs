@@ -9,14 +9,12 @@
 //! backend.
 //!
 //! - [`auth`]: the token, from a file, judged hard to guess, compared in constant time.
-//! - [`server`]: the listener (limits and timeouts); `routes`: the requests;
-//!   [`listen`]: the flags a daemon serves it with.
+//! - [`server`]: the listener (limits and timeouts); `routes`: the requests.
 //! - [`client`]: the CLI's HTTP/1.1 client; [`table`] renders its answers for people.
 
 pub mod auth;
 pub mod client;
 mod idle;
-pub mod listen;
 pub mod percent;
 mod reply;
 mod routes;
@@ -26,7 +24,6 @@ pub mod token;
 
 pub use auth::AdminAuth;
 pub use client::{AdminClient, ExportSummary, ReceiptPage};
-pub use listen::AdminListenArgs;
 pub use routes::{DEFAULT_RECEIPTS_PAGE, MAX_RECEIPTS_PAGE, NEXT_SINCE_HEADER, OPENMETRICS};
 pub use server::{serve_admin, serve_admin_with, AdminLimits};
 

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::token::{check_strength, read_token_file};
@@ -34,6 +33,7 @@ use crate::agent::internal_api::InternalApi;
 use crate::agent::metrics::AgentMetrics;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
+use crate::listen::listen;
 use crate::relay::{serve_relay, RelayMetrics, UpstreamPool};
 use crate::vm::verify::policy_attestor;
 
@@ -83,13 +83,6 @@ async fn open_ledger(path: PathBuf) -> Result<Ledger> {
         .map_err(|e| Error::Task(format!("opening the ledger: {e}")))?
 }
 
-async fn bind(address: std::net::SocketAddr) -> Result<(TcpListener, std::net::SocketAddr)> {
-    let listen_error = |source| Error::Listen { address, source };
-    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
-    let bound = listener.local_addr().map_err(listen_error)?;
-    Ok((listener, bound))
-}
-
 /// Runs the agent until `shutdown` resolves. Prints `cocoon-host-agent: admin API on
 /// http://ADDR` and then `cocoon-host-agent: relaying ADDR -> ...` once both listen.
 pub async fn run_agent(
@@ -135,8 +128,8 @@ pub async fn run_agent(
         config.admin.allow_unauthenticated_loopback,
     )?;
     let ledger = SharedLedger::new(open_ledger(config.ledger.path.clone()).await?);
-    let (admin_listener, admin_address) = bind(config.admin.listen).await?;
-    let (relay_listener, relay_address) = bind(config.relay.listen).await?;
+    let (admin_listener, admin_address) = listen(config.admin.listen).await?;
+    let (relay_listener, relay_address) = listen(config.relay.listen).await?;
 
     let backend = Arc::new(AgentBackend {
         started: Instant::now(),

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cocoon_client::Attestor;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
+use crate::listen::listen;
 use crate::relay::{serve_relay, RelayMetrics, Upstream, UpstreamPool};
 use crate::vm::config::{LoadedConfig, SuperviseSection};
 use crate::vm::health::HealthProbe;
@@ -54,16 +54,7 @@ pub async fn run_vm(
     let probe = HealthProbe::new(guest_address.clone(), supervise.probe_timeout())?;
 
     let relay = &config.relay;
-    let listener = TcpListener::bind(relay.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            address: relay.listen,
-            source,
-        })?;
-    let listening = listener.local_addr().map_err(|source| Error::Listen {
-        address: relay.listen,
-        source,
-    })?;
+    let (listener, listening) = listen(relay.listen).await?;
     println!(
         "cocoon-host-agent: relaying {listening} -> {guest_address} once the guest is verified \
          (TLS passes through untouched)"
