@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agent;
 pub mod config_file;
 pub mod error;
+pub mod http_call;
 pub mod ledger;
 pub mod listen;
 pub mod relay;

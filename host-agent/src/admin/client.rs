@@ -9,15 +9,15 @@ use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Full;
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::{HeaderMap, Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
 use super::percent;
 use super::routes::NEXT_SINCE_HEADER;
+use crate::http_call::{call, error_message, CallError};
 use crate::{Error, Result};
 
 /// Largest answer the client reads (a page of 10 000 receipts is a few MiB).
@@ -229,7 +229,7 @@ impl AdminClient {
             .method(method)
             .uri(path)
             .header(HOST, self.address.as_str())
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| self.fail(format!("cannot build the request: {e}")))?;
         if let Some(token) = &self.token {
             let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
@@ -237,34 +237,16 @@ impl AdminClient {
             value.set_sensitive(true);
             request.headers_mut().insert(AUTHORIZATION, value);
         }
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.fail(format!("cannot start HTTP: {e}")))?;
-        let exchange = async {
-            let response = sender.send_request(request).await.map_err(|e| {
-                self.fail(format!(
-                    "no answer ({e}); the agent may be at its admin connection limit"
-                ))
-            })?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| self.fail(format!("cannot read the answer: {e}")))?
-                .to_bytes();
-            Ok::<_, Error>((parts, body))
-        };
-        tokio::pin!(exchange, connection);
-        // The connection must be driven while the exchange waits on it; when it ends
-        // first, the exchange still finishes (with what was read, or an error).
-        let (parts, body) = tokio::select! {
-            biased;
-            done = &mut exchange => done?,
-            ended = &mut connection => match ended {
-                Ok(()) => exchange.await?,
-                Err(e) => return Err(self.fail(format!("connection failed: {e}"))),
-            },
-        };
+        let (parts, body) = call(stream, request, MAX_ANSWER_BYTES).await.map_err(|e| {
+            self.fail(match e {
+                CallError::Handshake(e) => format!("cannot start HTTP: {e}"),
+                CallError::Send(e) => {
+                    format!("no answer ({e}); the agent may be at its admin connection limit")
+                }
+                CallError::Read(e) => format!("cannot read the answer: {e}"),
+                CallError::Connection(e) => format!("connection failed: {e}"),
+            })
+        })?;
         if !parts.status.is_success() {
             return Err(self.fail(self.refusal(parts.status, &body)));
         }
@@ -276,15 +258,12 @@ impl AdminClient {
 
     /// `401 invalid admin token`: the status and the API's message.
     fn refusal(&self, status: StatusCode, body: &[u8]) -> String {
-        let message = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("unexpected status")
-                    .to_lowercase()
-            });
+        let message = error_message(body).unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_lowercase()
+        });
         let mut detail = format!("{} {message}", status.as_u16());
         if status == StatusCode::UNAUTHORIZED && self.token.is_none() {
             detail.push_str(" (give the token with --admin-token-file or COCOON_ADMIN_TOKEN_FILE)");

@@ -11,14 +11,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
+use crate::http_call::{call, error_message, CallError};
 use crate::ledger::JournalReceipt;
 
 /// Largest answer read: a full page (1000 receipts of about 1.5 KiB) with room to spare.
@@ -132,11 +132,6 @@ impl InternalApi {
             .await
             .map_err(|e| self.fail(format!("cannot connect: {e}")))?;
         stream.set_nodelay(true).ok();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.fail(format!("HTTP handshake: {e}")))?;
-        // The connection is driven until the answer is read; dropped with this call.
-        let driver = tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -148,22 +143,17 @@ impl InternalApi {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.fail(format!("{path}: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.fail(format!("{path}: {e}")))?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| self.fail(format!("{path}: reading the answer: {e}")))?
-            .to_bytes();
-        driver.abort();
+        let (parts, bytes) = call(stream, request, MAX_ANSWER).await.map_err(|e| {
+            self.fail(match e {
+                CallError::Handshake(e) => format!("HTTP handshake: {e}"),
+                CallError::Send(e) | CallError::Connection(e) => format!("{path}: {e}"),
+                CallError::Read(e) => format!("{path}: reading the answer: {e}"),
+            })
+        })?;
+        let status = parts.status;
         if !status.is_success() {
             // The guest's errors are OpenAI-style JSON; show its message, bounded.
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            let message = error_message(&bytes)
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into());
             return Err(self.fail(format!("{path}: {status}: {message}")));
         }
