@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use cocoon_attestation::receipt::verify_receipt;
 use tracing::{debug, error, warn};
 
 use crate::agent::config::CollectorSection;
@@ -109,16 +108,6 @@ impl Collector {
             .uncollected_receipts
             .get_or_create(&label)
             .set(i64::try_from(page.last_index.saturating_sub(cursor)).unwrap_or(i64::MAX));
-        let oldest_waiting = page
-            .data
-            .first()
-            .and_then(|entry| verify_receipt(&entry.receipt, &key).ok())
-            .map(|receipt| now_secs().saturating_sub(receipt.issued_at))
-            .unwrap_or(0);
-        self.metrics
-            .ledger_lag_seconds
-            .get_or_create(&label)
-            .set(i64::try_from(oldest_waiting).unwrap_or(i64::MAX));
         let fetched = page.data.len();
         let name = self.guest.name().to_string();
         let entries = page.data;

@@ -54,7 +54,7 @@ pub struct AgentMetrics {
     pub charge: Family<ModelLabel, Counter>,
     /// Receipts the guest has signed that are not in the ledger yet.
     pub uncollected_receipts: Family<GuestLabel, Gauge>,
-    /// Age of the oldest receipt the last collection found waiting (0: none waited).
+    /// Age of the oldest receipt the last collection stored (0: none waited).
     pub ledger_lag_seconds: Family<GuestLabel, Gauge>,
     pub collector_errors: Family<GuestLabel, Counter>,
     pub verifications_failed: Family<GuestLabel, Counter>,
@@ -111,7 +111,7 @@ impl AgentMetrics {
         );
         r.register(
             "ledger_lag_seconds",
-            "Age of the oldest receipt the last collection found waiting",
+            "Age of the oldest receipt the last collection stored",
             self.ledger_lag_seconds.clone(),
         );
         r.register(
