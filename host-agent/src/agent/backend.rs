@@ -64,7 +64,7 @@ impl AdminBackend for AgentBackend {
                     "serving": g.upstream.is_serving(),
                     "drained": state.drained,
                     "suspect": state.suspect.is_some(),
-                    "verified": matches!(state.verification, crate::agent::guest::Verification::Verified { .. }),
+                    "verified": state.verification.is_verified(),
                     "open_connections": g.upstream.active(),
                 })
             })

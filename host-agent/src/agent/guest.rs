@@ -55,6 +55,13 @@ pub enum Verification {
     },
 }
 
+impl Verification {
+    /// Whether the current boot passed the policy.
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Verification::Verified { .. })
+    }
+}
+
 /// How collection from the guest's journal stands.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CollectorState {
@@ -149,7 +156,7 @@ impl GuestHandle {
     fn update(&self, change: impl FnOnce(&mut GuestState)) {
         let mut state = self.lock();
         change(&mut state);
-        let verified = matches!(state.verification, Verification::Verified { .. });
+        let verified = state.verification.is_verified();
         let held_back = state.drained || state.suspect.is_some();
         self.upstream.set_drained(held_back);
         self.upstream.set_serving(state.healthy && verified);
@@ -274,7 +281,7 @@ impl GuestHandle {
         let mut failures = 0u32;
         let mut verified_at = tokio::time::Instant::now();
         loop {
-            let verified = matches!(self.lock().verification, Verification::Verified { .. });
+            let verified = self.lock().verification.is_verified();
             if !verified {
                 match self.verify(&ledger, health.verify_timeout()).await {
                     Ok(()) => {
