@@ -42,7 +42,7 @@ pub struct Collector {
     api: InternalApi,
     ledger: SharedLedger,
     metrics: AgentMetrics,
-    page_size: usize,
+    config: CollectorSection,
     /// The highest index acknowledged by this process under `acked_key` (the guest may
     /// still hold stored receipts a crashed predecessor never acknowledged).
     acked: Option<([u8; 32], u64)>,
@@ -54,25 +54,25 @@ impl Collector {
         api: InternalApi,
         ledger: SharedLedger,
         metrics: AgentMetrics,
-        config: &CollectorSection,
+        config: CollectorSection,
     ) -> Self {
         Self {
             guest,
             api,
             ledger,
             metrics,
-            page_size: config.page_size,
+            config,
             acked: None,
         }
     }
 
     /// Runs rounds until the task is dropped: at once after a full page, else after the
     /// interval.
-    pub async fn run(mut self, config: CollectorSection) {
+    pub async fn run(mut self) {
         loop {
             let pause = match self.round().await {
                 Ok(Round::Collected { more: true, .. }) => continue,
-                Ok(_) => config.interval(),
+                Ok(_) => self.config.interval(),
                 Err(e) => {
                     self.metrics
                         .collector_errors
@@ -81,7 +81,7 @@ impl Collector {
                     warn!(guest = self.guest.name(), "receipt collection: {e}");
                     let detail = e.to_string();
                     self.guest.update_collector(|c| c.last_error = Some(detail));
-                    config.interval()
+                    self.config.interval()
                 }
             };
             tokio::time::sleep(pause).await;
@@ -94,7 +94,7 @@ impl Collector {
             return Ok(Round::NotVerified);
         };
         let cursor = self.ledger.run(move |l| l.cursor(&key)).await?;
-        let page = self.api.receipts(cursor, self.page_size).await?;
+        let page = self.api.receipts(cursor, self.config.page_size).await?;
         if parse_key(&page.receipt_key) != Some(key) {
             warn!(
                 guest = self.guest.name(),
@@ -173,7 +173,7 @@ impl Collector {
         });
         Ok(Round::Collected {
             stored,
-            more: fetched >= self.page_size,
+            more: fetched >= self.config.page_size,
         })
     }
 }

@@ -187,7 +187,7 @@ impl Setup {
             self.api.clone(),
             self.ledger.clone(),
             AgentMetrics::default(),
-            &CollectorSection {
+            CollectorSection {
                 page_size,
                 ..CollectorSection::default()
             },

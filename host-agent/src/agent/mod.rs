@@ -148,9 +148,9 @@ pub async fn run_agent(
             api,
             ledger.clone(),
             metrics.clone(),
-            &config.collector,
+            config.collector.clone(),
         );
-        tasks.spawn(collector.run(config.collector.clone()));
+        tasks.spawn(collector.run());
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
