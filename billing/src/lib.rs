@@ -16,6 +16,8 @@
 pub mod layout;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
+#[cfg(feature = "wallet")]
+pub mod wallet;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
