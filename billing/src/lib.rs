@@ -13,6 +13,7 @@
 //! cell libraries it builds on already encapsulate what needs it.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod layout;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
