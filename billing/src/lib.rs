@@ -20,6 +20,29 @@ pub mod local_chain;
 #[cfg(feature = "wallet")]
 pub mod wallet;
 
+/// The escrow contract's compiled code, as committed in `contracts/build/escrow.boc` (built
+/// by `make contracts`, checked by `make contracts-check`). Compiled into every binary
+/// that derives escrow addresses, so the guest's measured image fixes the code its clients'
+/// escrows run.
+const ESCROW_CODE_BOC: &[u8] = include_bytes!("../contracts/build/escrow.boc");
+
+/// The escrow contract's code cell.
+pub fn escrow_code() -> address::Cell {
+    static CODE: std::sync::OnceLock<address::Cell> = std::sync::OnceLock::new();
+    CODE.get_or_init(|| {
+        // The BoC is part of this binary, not input; the test below decodes it on every
+        // build of the tests, so a corrupt file never reaches a release.
+        tycho_types::boc::Boc::decode(ESCROW_CODE_BOC)
+            .expect("billing/contracts/build/escrow.boc is a valid BoC (checked by tests)")
+    })
+    .clone()
+}
+
+/// Hex of the escrow code cell's representation hash (what `escrow.code-hash` holds).
+pub fn escrow_code_hash_hex() -> String {
+    hex::encode(escrow_code().repr_hash().as_array())
+}
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,3 +120,12 @@ pub enum Error {
 
 /// This crate's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod code_tests {
+    #[test]
+    fn billing_escrow_code_decodes_and_matches_its_committed_hash() {
+        let committed = include_str!("../contracts/build/escrow.code-hash").trim();
+        assert_eq!(super::escrow_code_hash_hex(), committed);
+    }
+}

@@ -20,6 +20,7 @@ use crate::engine::{Engine, ModelSource, PreparedModel};
 use crate::http::server::{serve, serve_internal, SocketLimits};
 use crate::http::state::{Admission, AppState, HostToken};
 use crate::identity::GuestIdentity;
+use crate::escrow::Escrows;
 use crate::meter::Meter;
 use crate::tee::{ConfigRegister, EvidenceProvider, SelectOptions};
 use crate::watchdog::EngineWatchdog;
@@ -56,6 +57,20 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         config.accounts.max_accounts,
     )?;
     let identity = create_identity(&args, tee.as_ref(), &digest, &event_log, &meter)?;
+    let escrows = Escrows::new(
+        &config.billing,
+        &config.prices,
+        meter.public_key(),
+        cocoon_billing::escrow_code(),
+    )
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    if escrows.is_some() && host_token.is_none() {
+        anyhow::bail!(
+            "--payout-address needs the host agent's internal API (--host-token-file): \
+             without it no escrow state arrives and no voucher is collected"
+        );
+    }
     let limits = &config.limits;
     let (engine, end_of_text) =
         load_engine(prepared, &model_id, limits.max_concurrent_requests).await?;
@@ -74,6 +89,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         config_digest: digest,
         event_log,
         meter,
+        escrows,
         host_token,
         end_of_text,
     });

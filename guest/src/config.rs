@@ -292,18 +292,54 @@ impl PriceTable {
     }
 }
 
-/// Where billing settles. Fixed at launch: a guest that bills another contract is a
-/// different guest to its clients.
+/// Where billing settles. Fixed at launch: a guest that bills another network, pays
+/// another address or derives escrows with another close delay is a different guest to
+/// its clients (all of it is in the measured config they verify).
+///
+/// Without `payout_address` the guest signs receipts only (no escrow, no credit check).
+/// With it, every proven account pays through its own escrow contract
+/// (`billing/PROTOCOL.md`): the client must authorize this guest's receipt key, requests
+/// are served only within what the escrow covers, and each receipt comes with a voucher
+/// the escrow pays out on.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, clap::Args)]
 pub struct Billing {
-    /// The TON escrow contract address receipts and vouchers are bound to (`local` for
-    /// the embedded in-process chain).
+    /// The TON network escrows live on: `local` (the host agent's embedded chain),
+    /// `testnet` or `mainnet`.
     #[arg(
-        long,
+        long = "ton-network",
         default_value = "local",
-        help = "The TON escrow contract receipts are bound to (`local`: the embedded in-process chain)"
+        value_parser = ["local", "testnet", "mainnet"],
+        help = "TON network the escrows live on: local (the host agent's embedded chain), testnet or mainnet"
     )]
-    pub ton_contract: String,
+    pub ton_network: String,
+    /// Where vouchers pay this guest's earnings (a raw `0:<hex>` or user-friendly TON
+    /// address); none: receipts only, no escrow billing.
+    #[arg(
+        long = "payout-address",
+        value_name = "ADDRESS",
+        help = "TON address vouchers pay earnings to; enables escrow billing (every proven account must pay through its escrow)"
+    )]
+    pub payout_address: Option<String>,
+    /// Seconds between a client's close request and its forced refund: part of the
+    /// escrow's initial data, so of its address.
+    #[arg(
+        long = "escrow-close-delay-secs",
+        default_value_t = 86_400,
+        help = "Seconds between a client's close request and its forced refund (part of every escrow's address)"
+    )]
+    pub close_delay_secs: u32,
+    /// Seconds a request waits for the host agent to report its escrow's state the first
+    /// time, before it is refused.
+    #[arg(
+        long = "escrow-state-wait-secs",
+        default_value_t = 10,
+        help = "Seconds a request waits for the host agent to report a new escrow's on-chain state"
+    )]
+    pub state_wait_secs: u32,
+    /// Representation hash (hex) of the escrow contract code this guest derives escrow
+    /// addresses with: the code compiled into the binary, named here so a client sees it.
+    #[arg(skip = cocoon_billing::escrow_code_hash_hex())]
+    pub escrow_code_hash: String,
 }
 
 /// How the guest is reached and what else shapes it at run time: the listen address,
@@ -479,7 +515,11 @@ mod tests {
                 completion_per_million: 10,
             },
             billing: Billing {
-                ton_contract: "local".into(),
+                ton_network: "local".into(),
+                payout_address: None,
+                close_delay_secs: 23,
+                state_wait_secs: 24,
+                escrow_code_hash: "cc".into(),
             },
             accounts: Accounts {
                 allow_anonymous: false,
@@ -503,7 +543,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21,"response_format_schema":{"max_bytes":16,"max_depth":17,"max_enum_values":18,"max_pattern_bytes":19,"max_refs":20,"max_repeat":21}},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_contract":"local"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21,"response_format_schema":{"max_bytes":16,"max_depth":17,"max_enum_values":18,"max_pattern_bytes":19,"max_refs":20,"max_repeat":21}},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_network":"local","payout_address":null,"close_delay_secs":23,"state_wait_secs":24,"escrow_code_hash":"cc"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;

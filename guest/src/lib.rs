@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod escrow;
 pub mod http;
 pub mod identity;
 pub mod meter;

@@ -58,13 +58,34 @@ pub struct JournalEntry {
     pub index: u64,
     /// The signed receipt (JWS compact).
     pub receipt: String,
+    /// The voucher that goes with it, for an account that pays through an escrow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<JournalVoucher>,
+}
+
+/// A voucher as the host agent collects it: everything one `charge` message to the
+/// escrow carries (`billing/PROTOCOL.md`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalVoucher {
+    /// The escrow it pays from (raw `0:<hex>`).
+    pub escrow: String,
+    /// Base64 (standard) BoC of the SignedVoucher cell, signed by the receipt key.
+    pub voucher: String,
+    /// Base64 (standard) BoC of the owner's SignedAuthorization cell.
+    pub authorization: String,
+}
+
+/// What a voucher is made from besides the meter's own counts.
+pub struct VoucherOrder<'a> {
+    pub target: &'a crate::escrow::VoucherTarget,
+    pub payout: &'a cocoon_billing::address::StdAddr,
 }
 
 #[derive(Default)]
 struct MeterState {
     accounts: HashMap<String, (u64, Cumulative)>,
-    /// Unacknowledged receipts by journal index.
-    journal: BTreeMap<u64, String>,
+    /// Unacknowledged receipts (and their vouchers) by journal index.
+    journal: BTreeMap<u64, (String, Option<JournalVoucher>)>,
     next_index: u64,
 }
 
@@ -142,6 +163,28 @@ impl Meter {
 
     /// Records a finished request and returns its signed receipt.
     pub fn record(&self, account: &str, billed: &Billed<'_>) -> Result<String> {
+        self.record_with_voucher(account, billed, None)
+    }
+
+    /// The account's cumulative charge under this key so far (0 for an unknown one).
+    pub fn cumulative_charge(&self, account: &str) -> Result<u64> {
+        Ok(self
+            .state()?
+            .accounts
+            .get(account)
+            .map(|(_, c)| c.charge)
+            .unwrap_or(0))
+    }
+
+    /// Records a finished request, signs its receipt and, with an `order`, the voucher
+    /// for the account's new cumulative counts (journaled with the receipt); returns the
+    /// receipt.
+    pub fn record_with_voucher(
+        &self,
+        account: &str,
+        billed: &Billed<'_>,
+        order: Option<VoucherOrder<'_>>,
+    ) -> Result<String> {
         let tokens = billed.tokens;
         let mut state = self.state()?;
         let issued_at = std::time::SystemTime::now()
@@ -171,12 +214,53 @@ impl Meter {
             cumulative,
         };
         let jws = self.signer.sign(&receipt)?;
+        let voucher = order
+            .map(|order| self.voucher(order, sequence, &cumulative.tokens))
+            .transpose()?;
         if self.journal_capacity > 0 {
             let index = state.next_index;
             state.next_index += 1;
-            state.journal.insert(index, jws.clone());
+            state.journal.insert(index, (jws.clone(), voucher));
         }
         Ok(jws)
+    }
+
+    /// The signed voucher for `sequence` with cumulative `tokens` under this key.
+    fn voucher(
+        &self,
+        order: VoucherOrder<'_>,
+        sequence: u64,
+        tokens: &TokenCounts,
+    ) -> Result<JournalVoucher> {
+        use base64::Engine as _;
+        use cocoon_billing::layout::{self, CellLayout as _, SignedVoucher, Voucher};
+        let voucher = Voucher {
+            escrow: order.target.escrow.clone(),
+            guest_key: self.signer.public_key(),
+            seq: sequence,
+            tokens: layout::TokenCounts {
+                prompt: tokens.prompt_tokens,
+                cached: tokens.cached_tokens,
+                completion: tokens.completion_tokens,
+            },
+            payout: order.payout.clone(),
+        };
+        let cell = voucher
+            .to_cell()
+            .map_err(|e| Error::Engine(format!("voucher cell: {e}")))?;
+        let signed = SignedVoucher {
+            signature: self.signer.sign_cell_hash(cell.repr_hash().as_array()),
+            voucher,
+        };
+        let boc = signed
+            .to_boc()
+            .map_err(|e| Error::Engine(format!("voucher cell: {e}")))?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(JournalVoucher {
+            escrow: order.target.escrow.to_string(),
+            voucher: b64.encode(boc),
+            authorization: b64.encode(&order.target.authorization_boc),
+        })
     }
 
     /// Unacknowledged receipts after `after`, at most `limit`.
@@ -186,9 +270,10 @@ impl Meter {
             .journal
             .range(after.saturating_add(1)..)
             .take(limit)
-            .map(|(index, receipt)| JournalEntry {
+            .map(|(index, (receipt, voucher))| JournalEntry {
                 index: *index,
                 receipt: receipt.clone(),
+                voucher: voucher.clone(),
             })
             .collect())
     }

@@ -257,6 +257,79 @@ impl ApiError {
         err
     }
 
+    /// 400 `invalid_escrow_authorization`: the `x-cocoon-escrow-authorization` header is
+    /// malformed, not signed by the account key, or authorizes another escrow or key.
+    pub fn invalid_escrow_authorization(detail: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("invalid_escrow_authorization"),
+            Some(crate::escrow::AUTHORIZATION_HEADER.into()),
+            format!("{}: {detail}", crate::escrow::AUTHORIZATION_HEADER),
+        )
+    }
+
+    /// 402 `escrow_authorization_required`: this guest bills through escrows and holds no
+    /// authorization of its key by the account.
+    pub fn escrow_authorization_required() -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            Some("escrow_authorization_required"),
+            None,
+            format!(
+                "this guest is paid through the account's escrow contract: send {} (the \
+                 account key's signed authorization of this guest's receipt key); \
+                 `cocoon-client proxy --account-key FILE --spend-cap TON` does it after \
+                 verifying the guest",
+                crate::escrow::AUTHORIZATION_HEADER
+            ),
+        )
+    }
+
+    /// 402 `insufficient_quota`: the escrow does not cover this request.
+    pub fn insufficient_credit(detail: &str) -> Self {
+        Self::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            None,
+            format!("the account's escrow does not cover this request: {detail}"),
+        )
+    }
+
+    /// 503 with `Retry-After`: the operator's host has not reported the escrow's on-chain
+    /// state, without which the guest cannot tell what the escrow covers.
+    pub fn escrow_state_unknown(escrow: &str, waited_secs: u32) -> Self {
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("escrow_state_unknown"),
+            None,
+            format!(
+                "the operator has not reported the state of escrow {escrow} within \
+                 {waited_secs} s; retry later"
+            ),
+        );
+        err.retry_after_secs = Some(5);
+        err
+    }
+
+    /// The response for a request the escrow rules refuse.
+    pub fn escrow_refusal(refusal: crate::escrow::Refusal) -> Self {
+        use crate::escrow::Refusal;
+        match refusal {
+            Refusal::BadAuthorization(detail) => Self::invalid_escrow_authorization(&detail),
+            Refusal::NoAuthorization => Self::escrow_authorization_required(),
+            Refusal::StateUnknown {
+                escrow,
+                waited_secs,
+            } => Self::escrow_state_unknown(&escrow, waited_secs),
+            Refusal::Credit(detail) => Self::insufficient_credit(&detail),
+            Refusal::Internal(detail) => Self::internal("escrow_error", detail),
+        }
+    }
+
     /// 504: generation ran past the request time limit.
     pub fn generation_timeout(secs: u64) -> Self {
         Self::new(

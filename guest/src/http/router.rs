@@ -160,6 +160,27 @@ pub static ROUTES: &[Route] = &[
         }),
     },
     Route {
+        method: Method::GET,
+        path: "/internal/v1/escrows",
+        handler: Handler::Internal(|call| {
+            now(
+                internal::list_escrows(&call.state.meter, call.state.escrows.as_deref())
+                    .map(|body| json_response(StatusCode::OK, &body)),
+            )
+        }),
+    },
+    Route {
+        method: Method::POST,
+        path: "/internal/v1/escrows",
+        handler: Handler::Internal(|call| {
+            Box::pin(async move {
+                let bytes = read_body(&call.state.config.limits, call.request).await?;
+                internal::report_escrows(call.state.escrows.as_deref(), &bytes)
+                    .map(|body| json_response(StatusCode::OK, &body))
+            })
+        }),
+    },
+    Route {
         method: Method::POST,
         path: "/internal/v1/receipts/ack",
         handler: Handler::Internal(|call| {

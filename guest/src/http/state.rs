@@ -30,6 +30,9 @@ pub struct AppState {
     pub event_log: Vec<u8>,
     /// Usage metering and receipt signing.
     pub meter: Meter,
+    /// Escrow billing (`None`: the measured config names no payout address; receipts
+    /// only).
+    pub escrows: Option<Arc<crate::escrow::Escrows>>,
     /// The host agent's bearer token for `/internal/…` (`None`: internal API disabled).
     pub host_token: Option<HostToken>,
     /// Evidence generations allowed at once for `POST /v1/attestation`; more wait for one

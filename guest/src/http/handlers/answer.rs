@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::engine::generate::{BilledUsage, Delta, Generation, UsageProbe};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::meter::Billed;
+use crate::meter::{Billed, VoucherOrder};
 use crate::openai::plan::Plan;
 use crate::openai::render::{self, TokenTexts};
 
@@ -35,6 +35,10 @@ pub struct Bill {
     pub account: String,
     pub id: String,
     pub request_sha256: [u8; 32],
+    /// The escrow credit reserved for this request (escrow billing only): released when
+    /// the last copy of the bill goes, after the receipt moved the real charge into the
+    /// meter's totals.
+    pub credit: Option<Arc<crate::escrow::CreditHold>>,
 }
 
 impl Bill {
@@ -60,7 +64,17 @@ impl Bill {
             request_sha256: self.request_sha256,
             response_sha256,
         };
-        match self.state.meter.record(&self.account, &billed) {
+        let escrows = self.state.escrows.as_deref();
+        let target = escrows.and_then(|e| {
+            let owner = cocoon_attestation::account::AccountId::parse(&self.account).ok()?;
+            e.voucher_target(&owner).map(|t| (t, e.payout().clone()))
+        });
+        let order = target.as_ref().map(|(target, payout)| VoucherOrder { target, payout });
+        match self
+            .state
+            .meter
+            .record_with_voucher(&self.account, &billed, order)
+        {
             Ok(receipt) => Some(receipt),
             Err(e) => {
                 tracing::error!(request = %self.id, "usage receipt not recorded: {e}");

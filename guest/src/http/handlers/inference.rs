@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cocoon_attestation::account::verify_claim;
+use cocoon_attestation::account::{verify_claim, AccountId};
+
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Response};
@@ -28,6 +29,8 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::engine::generate::{Delta, Generation, GenerationContext};
+use crate::escrow::{CreditHold, AUTHORIZATION_HEADER};
+use cocoon_attestation::receipt::TokenCounts;
 use crate::engine::tokens::CallError;
 use crate::http::body::{full, read_body, Body};
 use crate::http::error::ApiError;
@@ -181,6 +184,13 @@ fn bill_to(state: &AppState, session: &Session, headers: &HeaderMap) -> Result<S
             )))
         }
     };
+    if let (Some(escrows), Ok(owner)) = (&state.escrows, AccountId::parse(&account)) {
+        if let Some(value) = single(AUTHORIZATION_HEADER)? {
+            escrows
+                .authorize(&owner, value)
+                .map_err(ApiError::escrow_refusal)?;
+        }
+    }
     let admitted = state
         .meter
         .admit(&account)
@@ -326,7 +336,9 @@ async fn run(
     let permit = state.admission.admit().await?;
     let secs = state.config.limits.request_timeout_secs;
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let generation = start(&state, &plan, deadline).await?;
+    let prompt_tokens = count_prompts(&state, &plan, deadline).await?;
+    let credit = reserve_credit(&state, &account, &plan, &prompt_tokens).await?;
+    let generation = start(&state, &plan, &prompt_tokens, deadline).await?;
     let prefix = match plan.endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
@@ -336,6 +348,7 @@ async fn run(
         account,
         id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
         request_sha256,
+        credit,
     };
     let answer = AnswerCtx {
         plan,
@@ -352,9 +365,45 @@ async fn run(
     }
 }
 
-/// Counts the prompts and sends every choice to the engine.
-async fn start(state: &AppState, plan: &Plan, deadline: Instant) -> Result<Generation, ApiError> {
-    let prompt_tokens = count_prompts(state, plan, deadline).await?;
+/// Reserves, for an account that pays through an escrow, the request's largest possible
+/// charge: every choice prefills its prompt and may generate `max_tokens`. `None` where
+/// there is nothing to reserve (no escrow billing, or an anonymous request).
+async fn reserve_credit(
+    state: &AppState,
+    account: &str,
+    plan: &Plan,
+    prompt_tokens: &[usize],
+) -> Result<Option<Arc<CreditHold>>, ApiError> {
+    let (Some(escrows), Ok(owner)) = (&state.escrows, AccountId::parse(account)) else {
+        return Ok(None);
+    };
+    let choices = plan.n as u64;
+    let largest = TokenCounts {
+        prompt_tokens: prompt_tokens.iter().map(|&t| t as u64 * choices).sum(),
+        cached_tokens: 0,
+        completion_tokens: plan.max_tokens as u64 * choices * prompt_tokens.len() as u64,
+    };
+    // Charges round up once on cumulative counts, so one request adds at most one unit
+    // more than its own tokens priced alone.
+    let largest_charge = state.config.prices.charge(&largest).saturating_add(1);
+    let charged = state
+        .meter
+        .cumulative_charge(account)
+        .map_err(|e| ApiError::internal("meter_error", e.to_string()))?;
+    let hold = escrows
+        .reserve(&owner, charged, largest_charge)
+        .await
+        .map_err(ApiError::escrow_refusal)?;
+    Ok(Some(Arc::new(hold)))
+}
+
+/// Sends every choice to the engine; `prompt_tokens` holds each prompt's token count.
+async fn start(
+    state: &AppState,
+    plan: &Plan,
+    prompt_tokens: &[usize],
+    deadline: Instant,
+) -> Result<Generation, ApiError> {
     let context = GenerationContext {
         watchdog: &state.watchdog,
         max_buffer_bytes: state.config.limits.max_stream_buffer_bytes,
@@ -364,7 +413,7 @@ async fn start(state: &AppState, plan: &Plan, deadline: Instant) -> Result<Gener
     Ok(Generation::start(
         &state.engine.model,
         plan,
-        &prompt_tokens,
+        prompt_tokens,
         deadline,
         secs,
         &context,

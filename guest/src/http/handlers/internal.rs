@@ -18,6 +18,14 @@
 //!   "cumulative"}],"receipt_key": hex}`: what each account's latest receipt states, so
 //!   the host can reconcile its ledger with the guest's own totals
 //! - `POST /internal/v1/receipts/ack` with `{"upto": N}` → `{"acknowledged": count}`
+//! - `GET /internal/v1/escrows` → `{"object":"list","data":[{"account","escrow",
+//!   "reported","reported_at","unsettled"}],"receipt_key","payout"}`: the escrows this
+//!   guest needs on-chain state for (escrow billing only; `escrow_billing_off` otherwise)
+//! - `POST /internal/v1/escrows` with `{"escrows":[{"escrow","balance","stake",
+//!   "unlock_at","seq","charged"}]}` (what `get_escrow` and `get_guest(receipt key)`
+//!   returned) → `{"used": count}`. A host that reports less only makes the guest refuse
+//!   work; one that reports more only makes its operator serve at its own risk
+//!   (`crate::escrow`).
 //!
 //! The token must be hard to guess (see `http::state::HostToken`).
 
@@ -25,6 +33,7 @@ use serde_json::{json, Value};
 
 use crate::http::error::ApiError;
 use crate::http::state::HostToken;
+use crate::escrow::{EscrowReport, Escrows};
 use crate::meter::Meter;
 
 /// Longest page of receipts one call returns.
@@ -111,6 +120,55 @@ pub fn list_accounts(meter: &Meter) -> Result<Value, ApiError> {
         "data": data,
         "receipt_key": hex::encode(meter.public_key()),
     }))
+}
+
+fn escrow_billing(escrows: Option<&Escrows>) -> Result<&Escrows, ApiError> {
+    escrows.ok_or_else(|| {
+        ApiError::invalid(
+            "this guest does not bill through escrows (its measured config names no payout \
+             address)",
+            None,
+            Some("escrow_billing_off"),
+        )
+    })
+}
+
+/// `GET /internal/v1/escrows`.
+pub fn list_escrows(meter: &Meter, escrows: Option<&Escrows>) -> Result<Value, ApiError> {
+    let escrows = escrow_billing(escrows)?;
+    let charges = |owner: &cocoon_attestation::account::AccountId| {
+        meter.cumulative_charge(&owner.to_string()).unwrap_or(0)
+    };
+    Ok(json!({
+        "object": "list",
+        "data": escrows.wanted(&charges),
+        "receipt_key": hex::encode(meter.public_key()),
+        "payout": escrows.payout().to_string(),
+    }))
+}
+
+/// `POST /internal/v1/escrows`.
+pub fn report_escrows(escrows: Option<&Escrows>, body: &[u8]) -> Result<Value, ApiError> {
+    let escrows = escrow_billing(escrows)?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Reports {
+        escrows: Vec<EscrowReport>,
+    }
+    let reports: Reports = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(
+            format!(
+                "the body must be {{\"escrows\": [{{\"escrow\", \"balance\", \"stake\", \
+                 \"unlock_at\", \"seq\", \"charged\"}}]}}: {e}"
+            ),
+            None,
+            Some("invalid_json"),
+        )
+    })?;
+    let used = escrows
+        .report(&reports.escrows)
+        .map_err(|e| ApiError::invalid(e, Some("escrows".into()), Some("invalid_value")))?;
+    Ok(json!({"used": used}))
 }
 
 /// `POST /internal/v1/receipts/ack` with body `{"upto": N}`.
