@@ -100,6 +100,35 @@ describe('deploy and get methods', () => {
   });
 });
 
+describe('layout', () => {
+  test('the data after charges and a close parses as PROTOCOL.md EscrowData', async () => {
+    const ctx = await setup();
+    expect((await ctx.charge({ voucher: ctx.voucher({ seq: 3, tokens: TOKENS_1 }) })).exitCode).toBe(0);
+    expect((await ctx.charge({ voucher: ctx.voucher({ g: ctx.guest2, seq: 9, tokens: TOKENS_2 }), authorization: ctx.authorization({ g: ctx.guest2 }) })).exitCode).toBe(0);
+    expect((await ctx.ownerRequest({ type: 'request_close', refundTo: ctx.refundWallet.address })).exitCode).toBe(0);
+    const account = await ctx.blockchain.getContract(ctx.address);
+    const s = account.accountState.state.data.beginParse();
+    expect(s.loadUintBig(256)).toBe(L.keyInt(ctx.owner));
+    expect(s.loadUint(32)).toBe(CLOSE_DELAY);
+    expect(s.loadRef().hash().equals(L.pricesCell(PRICES).hash())).toBe(true);
+    expect(s.loadCoins()).toBe(STAKE);
+    const charged1 = L.chargeFor(PRICES, TOKENS_1), charged2 = L.chargeFor(PRICES, TOKENS_2);
+    expect(s.loadCoins()).toBe(charged1 + charged2);
+    expect(s.loadUint(32)).toBe(2); // set_stake, request_close
+    expect(s.loadUint(32)).toBe(T0 + CLOSE_DELAY);
+    expect(s.loadAddress().equals(ctx.refundWallet.address)).toBe(true);
+    const guests = s.loadDict(Dictionary.Keys.BigUint(256), L.guestStateValue);
+    expect(s.remainingBits).toBe(0);
+    expect(s.remainingRefs).toBe(0);
+    expect(guests.size).toBe(2);
+    expect(guests.get(L.keyInt(ctx.guest))).toEqual({ seq: 3n, charged: charged1 });
+    expect(guests.get(L.keyInt(ctx.guest2))).toEqual({ seq: 9n, charged: charged2 });
+    // and the same data built from scratch has the same hash
+    const rebuilt = L.escrowData({ owner: ctx.owner, closeDelay: CLOSE_DELAY, prices: PRICES, stake: STAKE, totalCharged: charged1 + charged2, ownerSeqno: 2, unlockAt: T0 + CLOSE_DELAY, refundTo: ctx.refundWallet.address, guests });
+    expect(rebuilt.hash().equals(account.accountState.state.data.hash())).toBe(true);
+  });
+});
+
 describe('charge', () => {
   test('ok: pays the delta to the payout address, the sender pays the gas', async () => {
     const ctx = await setup();
