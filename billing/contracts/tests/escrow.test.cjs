@@ -383,6 +383,9 @@ describe('closing and refund', () => {
     expect((await ctx.ownerRequest({ type: 'request_close', refundTo: ctx.client.address })).exitCode).toBe(EXIT.ALREADY_CLOSING);
     const topUp = await ctx.send(ctx.client, toNano('1'), L.opBody(OP.TOP_UP));
     expect(topUp.exitCode).toBe(EXIT.ALREADY_CLOSING);
+    expect(topUp.out.length).toBe(1); // the bounce, back to the sender, with the value less gas
+    expect(topUp.out[0].dest.equals(ctx.client.address)).toBe(true);
+    expect(topUp.out[0].value).toBeGreaterThan(toNano('0.99'));
     expect(await ctx.balance()).toBe(STAKE + STORAGE_RESERVE);
 
     // refund before the delay: 1013
