@@ -24,6 +24,14 @@ MISTRALRS_VERSION := 0.8.1
 PEER_ROOT ?= $(HOME)/.cache/cocoon-tools
 MISTRALRS_BIN ?= $(PEER_ROOT)/bin/mistralrs
 
+# The escrow contract (billing/contracts/README.md): Tolk compiled by the pinned @ton/tolk-js
+# under node; the code BoC and its hash are committed, contracts-check proves they are what
+# the source compiles to. npm's cache stays outside the clone (~/.npm).
+CONTRACTS := billing/contracts
+NPM ?= npm
+NODE ?= node
+NPM_CI := $(NPM) ci --no-audit --no-fund --loglevel=error
+
 # The appliance image (image/README.md). PROFILE=prod builds the guest without the
 # simulated TEE (its own cargo build, outside the workspace's: ~17 min once); dev uses
 # the workspace's guest (simulated TEE, what the boot test runs).
@@ -38,7 +46,7 @@ IMAGE_DEPS := mmdebstrap squashfs-tools cryptsetup-bin cpio kmod xz-utils qemu-s
 
 .DEFAULT_GOAL := help
 .PHONY: help build model venv run test bench peer firmware fuzz fuzz-smoke cargo-fuzz lint fmt clean \
-  image image-lock image-deps prod-guest model-disk measure test-image
+  image image-lock image-deps prod-guest model-disk measure test-image contracts contracts-check contracts-test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -144,6 +152,23 @@ measure: build ## Reference values of image/out/PROFILE + the model disk, as a m
 test-image: build model image-deps firmware venv ## Image tests: two builds byte-identical, corrupted model disk refused, QEMU boot + relay + verify + openai SDK (TCG here)
 	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python COCOON_MODEL=$(CURDIR)/$(MODEL) \
 	  $(CARGO) test --release --locked --workspace --test image -- --ignored --nocapture --test-threads 1
+
+contracts: ## Compile the escrow contract (Tolk, pinned @ton/tolk-js) into billing/contracts/build: code BoC, code hash, Fift
+	cd $(CONTRACTS) && $(NPM_CI) --omit=dev && $(NODE) build.mjs
+
+contracts-check: ## Rebuild the escrow contract in a temp dir; fail if its code hash or BoC bytes differ from the committed ones
+	cd $(CONTRACTS) && $(NPM_CI) --omit=dev
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(NODE) $(CONTRACTS)/build.mjs --out "$$tmp" >/dev/null; \
+	committed=$$(cat $(CONTRACTS)/build/escrow.code-hash); rebuilt=$$(cat "$$tmp/escrow.code-hash"); \
+	if [ "$$committed" != "$$rebuilt" ]; then \
+	  echo "contracts-check: escrow code hash differs: committed $$committed, rebuilt $$rebuilt (run make contracts and commit billing/contracts/build)"; exit 1; fi; \
+	if ! cmp -s $(CONTRACTS)/build/escrow.boc "$$tmp/escrow.boc"; then \
+	  echo "contracts-check: escrow.boc bytes differ (committed $$(sha256sum < $(CONTRACTS)/build/escrow.boc | cut -c1-64), rebuilt $$(sha256sum < "$$tmp/escrow.boc" | cut -c1-64)); code hash $$committed (run make contracts)"; exit 1; fi; \
+	echo "contracts-check: escrow code hash $$committed matches the source"
+
+contracts-test: ## Escrow contract tests on @ton/sandbox (jest): every exit code of billing/PROTOCOL.md, refunds, gas per operation
+	cd $(CONTRACTS) && $(NPM_CI) && $(NPM) test
 
 clean: ## Remove build outputs (keeps the model and the venv)
 	$(CARGO) clean
