@@ -330,10 +330,13 @@ mod local {
     /// The account state as [`Chain::account_state`] reports it.
     pub(crate) fn account_state(chain: &LocalChain, addr: &StdAddr) -> Result<AccountState> {
         let info = chain.account(addr)?;
+        // The transaction's own lt, as toncenter's `last_transaction_id` names it (the
+        // account's `last_trans_lt` is the lt after it).
+        let last_lt = chain.transactions(addr).last().map_or(0, |tx| tx.lt);
         Ok(AccountState {
             balance: info.balance,
             status: info.status.into(),
-            last_lt: info.last_lt,
+            last_lt,
         })
     }
 

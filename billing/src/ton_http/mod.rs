@@ -21,3 +21,6 @@ mod wire;
 pub use client::{TonHttpClient, TonHttpConfig};
 #[cfg(feature = "local-chain")]
 pub use server::{spawn_server, ServerHandle, ServerLimits};
+
+#[cfg(all(test, feature = "local-chain"))]
+mod tests;
