@@ -472,7 +472,7 @@ mod local {
     }
 }
 
-#[cfg(feature = "local-chain")]
+#[cfg(all(feature = "local-chain", feature = "ton-http"))]
 pub(crate) use local::{
     account_state as local_account_state, lock as lock_local, send_boc as local_send_boc,
     transaction_info as local_transaction_info,

@@ -444,7 +444,7 @@ async fn billing_http_chain_trait_same_answers_local_and_http() {
             .external_transfer(
                 local.wallet_seqno(&wallet.address()).await.expect("seqno"),
                 NOW + 60,
-                &[pay.clone()],
+                std::slice::from_ref(&pay),
             )
             .expect("transfer");
         local.send_boc(&boc).await.expect("local send");

@@ -197,6 +197,7 @@ fn bytes_field(value: &Value) -> Option<&str> {
 }
 
 /// A stack argument as the server receives it (lenient in naming, strict in content).
+#[cfg_attr(not(feature = "local-chain"), allow(dead_code))] // the server's side
 pub(crate) fn arg_from_json(value: &Value) -> Result<StackValue> {
     let pair = value
         .as_array()
@@ -224,6 +225,7 @@ pub(crate) fn arg_from_json(value: &Value) -> Result<StackValue> {
     })
 }
 
+#[cfg_attr(not(feature = "local-chain"), allow(dead_code))] // the server's side
 fn typed_entry(value: &StackValue) -> Value {
     match value {
         StackValue::Null => json!({"@type": "tvm.stackEntryNull"}),
@@ -247,6 +249,7 @@ fn typed_entry(value: &StackValue) -> Value {
 }
 
 /// A stack result as the server writes it (toncenter's shape: slices as `"cell"`).
+#[cfg_attr(not(feature = "local-chain"), allow(dead_code))] // the server's side
 pub(crate) fn result_to_json(value: &StackValue) -> Value {
     match value {
         StackValue::Null => json!(["null", null]),
@@ -374,12 +377,14 @@ pub(crate) fn results_from_json(stack: &Value) -> Result<Vec<StackValue>> {
         .collect()
 }
 
+#[cfg_attr(not(feature = "local-chain"), allow(dead_code))] // the server's side
 fn address_text(addr: &Option<tycho_types::models::StdAddr>) -> String {
     addr.as_ref()
         .map(crate::chain::friendly_address)
         .unwrap_or_default()
 }
 
+#[cfg_attr(not(feature = "local-chain"), allow(dead_code))] // the server's side
 fn message_to_json(msg: &MessageInfo) -> Value {
     json!({
         "@type": "raw.message",
@@ -400,6 +405,7 @@ fn message_to_json(msg: &MessageInfo) -> Value {
 }
 
 /// A transaction in toncenter's `getTransactions` shape.
+#[cfg_attr(not(feature = "local-chain"), allow(dead_code))] // the server's side
 pub(crate) fn transaction_to_json(account: &str, tx: &TransactionInfo) -> Value {
     json!({
         "@type": "raw.transaction",
