@@ -324,7 +324,7 @@ async fn billing_http_error_paths() {
         "b".repeat(64 * 1024)
     );
     let (status, _) = raw(at, huge_header.as_bytes()).await;
-    assert!(status == 431 || status == 0, "{status}");
+    assert_eq!(status, 431);
 
     // Malformed JSON, missing or bad addresses, unknown routes, wrong methods.
     let (status, body) = raw(at, &post("/api/v2/runGetMethod", "{not json")).await;
@@ -641,6 +641,52 @@ async fn billing_http_client_bounds_answers_and_time() {
         matches!(&err, Error::Http { url, reason } if url.starts_with(&format!("http://{closed}")) && reason.contains("connect")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn billing_http_server_drops_slow_clients() {
+    let chain = new_chain();
+    let limits = ServerLimits {
+        header_timeout: Duration::from_millis(200),
+        body_timeout: Duration::from_millis(200),
+        max_connections: 2,
+        ..ServerLimits::default()
+    };
+    let (server, client) = start_with(&chain, limits).await;
+    let at = server.local_addr();
+    // A head that never ends: closed after the header timeout.
+    let mut slow = TcpStream::connect(at).await.expect("connect");
+    slow.write_all(b"GET /api/v2/getAddr").await.expect("write");
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "slow head kept open");
+    // A body that never ends: 408.
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw(
+            at,
+            b"POST /api/v2/sendBoc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"boc\"",
+        ),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(status, 408, "{body}");
+    // Connections beyond the cap are closed at once; the server still serves afterwards.
+    let _a = TcpStream::connect(at).await.expect("a");
+    let _b = TcpStream::connect(at).await.expect("b");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut c = TcpStream::connect(at).await.expect("c");
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "{n:?}");
+    drop((_a, _b));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let who = StdAddr::new(0, HashBytes([1; 32]));
+    client
+        .get_address_information(&who)
+        .await
+        .expect("still serving");
+    server.shutdown().await;
 }
 
 #[tokio::test]
