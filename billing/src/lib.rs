@@ -8,15 +8,24 @@
 //!   network.
 //! - `wallet` (feature `wallet`): the operator's wallet v5r1, building external messages
 //!   that carry batches of charges.
+//! - [`chain`]: the [`chain::Chain`] trait, what the client and the host agent need from a
+//!   chain (send a BoC, account state, get methods, wallet seqno, transactions), with an
+//!   implementation over the local chain (feature `local-chain`).
+//! - `ton_http` (feature `ton-http`): a TON HTTP API client (toncenter v2 routes) that
+//!   implements [`chain::Chain`] for the real network, and, with `local-chain`, a loopback
+//!   server answering the same routes from a local chain.
 //!
 //! The crate has no `unsafe` code: everything here handles money or untrusted bytes, and the
 //! cell libraries it builds on already encapsulate what needs it.
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod chain;
 pub mod layout;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
+#[cfg(feature = "ton-http")]
+pub mod ton_http;
 #[cfg(feature = "wallet")]
 pub mod wallet;
 
@@ -93,6 +102,32 @@ pub enum Error {
     /// The wallet library failed.
     #[error("wallet: {0}")]
     Wallet(String),
+    /// A get method ended with an exit code other than 0 or 1 (TVM's two successes).
+    #[error("get method {method} failed with exit code {exit_code}")]
+    GetMethodFailed {
+        /// The method's name.
+        method: String,
+        /// TVM's exit code.
+        exit_code: i32,
+    },
+    /// A request to a TON HTTP API failed: transport, timeout, size or a malformed answer.
+    #[error("{url}: {reason}")]
+    Http {
+        /// The URL requested (without the API key, which travels in a header).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A TON HTTP API answered with an error (`{"ok":false,"error":...,"code":...}`).
+    #[error("{url}: TON API error {code}: {message}")]
+    Api {
+        /// The URL requested.
+        url: String,
+        /// The API's code (HTTP-like: 400, 404, 429, 500...).
+        code: i64,
+        /// The API's `error` text.
+        message: String,
+    },
 }
 
 /// This crate's result.
