@@ -1,0 +1,1 @@
+//! Settlement tests (see below).
