@@ -135,6 +135,16 @@ impl ReceiptSigner {
         key
     }
 
+    /// Signs a TON cell's 32-byte representation hash (a voucher, `billing/PROTOCOL.md`),
+    /// as TON contracts check signatures. No other message can collide with it: a
+    /// receipt's signing input is base64url text with a `.`, never a bare 32-byte hash,
+    /// and every signed cell starts with its own 32-bit tag.
+    pub fn sign_cell_hash(&self, hash: &[u8; 32]) -> [u8; 64] {
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(self.pair.sign(hash).as_ref());
+        signature
+    }
+
     /// The receipt as a JWS compact string.
     pub fn sign(&self, receipt: &UsageReceipt) -> Result<String> {
         let header = serde_json::to_vec(&JwsHeader {

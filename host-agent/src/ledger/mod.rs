@@ -296,6 +296,12 @@ impl Ledger {
         })
     }
 
+    /// The SQLite connection, for tests that build ledger states by hand.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The file this ledger is kept in.
     pub fn path(&self) -> &Path {
         &self.path
