@@ -116,6 +116,9 @@ pub struct Settler {
     /// Price tables by escrow (fixed at deployment).
     prices: HashMap<String, Prices>,
     crash_at: Option<String>,
+    /// Tests: stop the round at this point as a crash would (nothing after it happens).
+    #[cfg(test)]
+    pub(crate) stop_at: Option<&'static str>,
 }
 
 impl Settler {
@@ -146,6 +149,8 @@ impl Settler {
             status,
             prices: HashMap::new(),
             crash_at: std::env::var(CRASH_AT_VAR).ok(),
+            #[cfg(test)]
+            stop_at: None,
         }
     }
 
@@ -176,11 +181,18 @@ impl Settler {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    fn crash_point(&self, point: &str) {
+    /// Aborts the process at `point` when the crash tests ask for it; in this crate's own
+    /// tests, says whether to stop there instead.
+    fn crash_point(&self, point: &str) -> bool {
         if self.crash_at.as_deref() == Some(point) {
             eprintln!("cocoon-host-agent: {CRASH_AT_VAR}={point}: aborting (crash test)");
             std::process::abort();
         }
+        #[cfg(test)]
+        if self.stop_at == Some(point) {
+            return true;
+        }
+        false
     }
 
     /// One round (see the module docs).
@@ -393,7 +405,9 @@ impl Settler {
         .await
         {
             Ok(_) => {
-                self.crash_point("after-send");
+                if self.crash_point("after-send") {
+                    return true;
+                }
                 let (id, now) = (s.id, (self.clock)());
                 if let Err(e) = self
                     .ledger
@@ -519,7 +533,10 @@ impl Settler {
             })
             .await?;
         self.metrics.count(SettlementState::Pending);
-        self.crash_point("after-store");
+        report.created = Some(id);
+        if self.crash_point("after-store") {
+            return Ok(());
+        }
         info!(
             settlement = id,
             seqno, charges, "settlement stored; sending"
@@ -532,7 +549,6 @@ impl Settler {
         if self.send(&stored).await {
             self.metrics.count(SettlementState::Sent);
         }
-        report.created = Some(id);
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use cocoon_billing::wallet::{ring_key_from_seed, Network, OutMessage, Wallet};
 use super::decide::Thresholds;
 use super::escrow;
 use super::metrics::SettleMetrics;
-use super::settler::{RoundReport, SettleParams, Settler, WalletStatus};
+use super::settler::{RoundReport, SettleParams, Settler, WalletStatus, CRASH_AT_VAR};
 use crate::agent::SharedLedger;
 use crate::ledger::settlements::{ItemState, SettlementState};
 use crate::ledger::vouchers::{raw_address, JournalVoucher};
@@ -650,4 +650,267 @@ async fn billing_tampered_replayed_and_invented_vouchers_get_nothing() {
     let total = w.owed_total(0);
     assert_eq!(w.on_chain(0).await.charged, total);
     assert_eq!(escrow_after_first - w.balance(&escrow), total - paid);
+}
+
+/// Three requests stored; returns what they owe and the escrow's balance before.
+fn three_requests(w: &mut World) -> (u128, u128) {
+    let page: Vec<_> = (0..3).map(|i| w.serve(0, 700 + i, 7, 300)).collect();
+    assert_eq!(w.store(&page).vouchers, 3);
+    (w.owed_total(0), w.balance(&w.accounts[0].escrow))
+}
+
+fn resent(reports: &[RoundReport]) -> Vec<i64> {
+    reports.iter().flat_map(|r| r.resent.clone()).collect()
+}
+
+async fn assert_paid_once(w: &World, owed: u128, escrow_before: u128) {
+    assert_paid_once_less_storage(w, owed, escrow_before, 0).await;
+}
+
+/// Paid once; the escrow's balance dropped by the charge plus at most `storage` (its
+/// storage fee when the clock moved).
+async fn assert_paid_once_less_storage(w: &World, owed: u128, escrow_before: u128, storage: u128) {
+    let state = w.on_chain(0).await;
+    assert_eq!((state.seq, state.charged), (3, owed));
+    let dropped = escrow_before - w.balance(&w.accounts[0].escrow);
+    assert!(
+        dropped >= owed && dropped <= owed + storage,
+        "{dropped} vs {owed}"
+    );
+}
+
+#[tokio::test]
+async fn billing_restart_sends_a_message_stored_but_not_sent() {
+    let mut w = World::new(1);
+    let (owed, before) = three_requests(&mut w);
+    let mut crashed = w.settler();
+    crashed.stop_at = Some("after-store");
+    let id = crashed.round().await.unwrap().created.expect("stored");
+    drop(crashed);
+    let stored = w
+        .ledger
+        .run_blocking(|l| l.settlement(id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, SettlementState::Pending);
+    assert_eq!(w.chain.wallet_seqno(&w.wallet.address()).await.unwrap(), 0);
+    assert_eq!(w.on_chain(0).await.seq, 0);
+
+    let mut restarted = w.settler();
+    let reports = w.settle_all(&mut restarted).await;
+    assert_eq!(resent(&reports), vec![id]);
+    assert_eq!(confirmed(&reports), vec![id]);
+    assert!(created(&reports).is_empty(), "{reports:?}");
+    assert_paid_once(&w, owed, before).await;
+}
+
+#[tokio::test]
+async fn billing_restart_confirms_a_message_sent_but_not_recorded_without_resending() {
+    let mut w = World::new(1);
+    let (owed, before) = three_requests(&mut w);
+    let mut crashed = w.settler();
+    crashed.stop_at = Some("after-send");
+    let id = crashed.round().await.unwrap().created.expect("stored");
+    drop(crashed);
+    let stored = w
+        .ledger
+        .run_blocking(|l| l.settlement(id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, SettlementState::Pending);
+    assert_eq!(w.chain.wallet_seqno(&w.wallet.address()).await.unwrap(), 1);
+
+    let mut restarted = w.settler();
+    let reports = w.settle_all(&mut restarted).await;
+    assert_eq!(confirmed(&reports), vec![id]);
+    assert!(resent(&reports).is_empty(), "{reports:?}");
+    assert!(created(&reports).is_empty(), "{reports:?}");
+    assert_paid_once(&w, owed, before).await;
+    // Sending the same bytes again changes nothing: the wallet refuses a used seqno.
+    assert!(w.chain.send_boc(&stored.message).await.is_err());
+    assert_paid_once(&w, owed, before).await;
+}
+
+#[tokio::test]
+async fn billing_restart_resends_a_message_marked_sent_that_never_arrived() {
+    let mut w = World::new(1);
+    let (owed, before) = three_requests(&mut w);
+    let mut crashed = w.settler();
+    crashed.stop_at = Some("after-store");
+    let id = crashed.round().await.unwrap().created.expect("stored");
+    // Recorded as sent, but lost on the way (a real network may drop it).
+    w.ledger
+        .run_blocking(|l| l.mark_settlement_sent(id, 1))
+        .unwrap();
+    let mut restarted = w.settler();
+    let reports = w.settle_all(&mut restarted).await;
+    assert_eq!(resent(&reports), vec![id]);
+    assert_eq!(confirmed(&reports), vec![id]);
+    assert_paid_once(&w, owed, before).await;
+}
+
+#[tokio::test]
+async fn billing_an_expired_message_goes_into_a_new_one_with_its_charges() {
+    let mut w = World::new(1);
+    let (owed, before) = three_requests(&mut w);
+    let mut crashed = w.settler();
+    crashed.stop_at = Some("after-store");
+    let old = crashed.round().await.unwrap().created.expect("stored");
+    let old_message = w
+        .ledger
+        .run_blocking(|l| l.settlement(old))
+        .unwrap()
+        .unwrap();
+    // Past valid_until (ttl 120 s): the message can never apply.
+    w.chain.lock().unwrap().advance(121).unwrap();
+    assert!(w.chain.send_boc(&old_message.message).await.is_err());
+
+    let mut restarted = w.settler();
+    let reports = w.settle_all(&mut restarted).await;
+    let expired: Vec<i64> = reports.iter().flat_map(|r| r.expired.clone()).collect();
+    assert_eq!(expired, vec![old]);
+    let new = created(&reports);
+    assert_eq!(new.len(), 1);
+    assert_eq!(confirmed(&reports), new);
+    let old_state = w
+        .ledger
+        .run_blocking(|l| l.settlement(old))
+        .unwrap()
+        .unwrap();
+    assert_eq!(old_state.state, SettlementState::Expired);
+    assert_eq!(old_state.items[0].state, ItemState::Expired);
+    let fresh = w
+        .ledger
+        .run_blocking(|l| l.settlement(new[0]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fresh.seqno, old_state.seqno,
+        "the unused seqno is used by the new message"
+    );
+    assert_eq!(fresh.items[0].voucher_id, old_state.items[0].voucher_id);
+    // 121 s of storage for the escrow (a few dozen nanoton).
+    assert_paid_once_less_storage(&w, owed, before, 100).await;
+}
+
+/// Where the crash child keeps its chain and ledger (set by the parent test).
+const CRASH_DIR_VAR: &str = "COCOON_TEST_CRASH_DIR";
+
+/// The process the crash test kills: builds a persistent chain and a ledger in the
+/// directory the parent names, stores three vouchers, and runs a settlement round with
+/// `COCOON_TEST_CRASH_AT` set, which aborts it. Does nothing when run on its own.
+#[tokio::test]
+#[ignore = "run by billing_a_crash_at_each_point_charges_exactly_once"]
+async fn billing_crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_VAR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let (chain, _) = LocalChain::open_persistent(&dir.join("chain.state")).expect("chain");
+    let mut w = World::on(
+        Arc::new(Mutex::new(chain)),
+        &dir.join("ledger.sqlite3"),
+        Meter::boot(),
+    );
+    w.open_account([0x40; 32]);
+    let (owed, before) = three_requests(&mut w);
+    let expect = format!(
+        "{owed} {before} {} {}",
+        raw_address(&w.accounts[0].escrow),
+        hex::encode(w.meter.key())
+    );
+    std::fs::write(dir.join("expect"), expect).expect("expect");
+    let mut settler = w.settler();
+    let _ = settler.round().await;
+    panic!("{CRASH_AT_VAR} did not abort the round");
+}
+
+#[tokio::test]
+async fn billing_a_crash_at_each_point_charges_exactly_once() {
+    for point in ["after-store", "after-send"] {
+        let scratch = Scratch::new();
+        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "settle::tests::billing_crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_AT_VAR, point)
+            .env(CRASH_DIR_VAR, &scratch.0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("child");
+        assert!(!status.success(), "{point}: the child was not killed");
+        let expect = std::fs::read_to_string(scratch.0.join("expect")).expect("expect");
+        let fields: Vec<&str> = expect.split(' ').collect();
+        let owed: u128 = fields[0].parse().unwrap();
+        let before: u128 = fields[1].parse().unwrap();
+        let escrow = escrow::address(fields[2]).unwrap();
+        let key = escrow::key_from_hex(fields[3]).unwrap();
+
+        // Restart: the chain and the ledger from their files.
+        let (chain, fresh) =
+            LocalChain::open_persistent(&scratch.0.join("chain.state")).expect("chain");
+        assert!(!fresh);
+        let chain: SharedLocalChain = Arc::new(Mutex::new(chain));
+        let ledger = SharedLedger::new(Ledger::open(&scratch.0.join("ledger.sqlite3")).unwrap());
+        let active = ledger.run_blocking(|l| l.active_settlements()).unwrap();
+        assert_eq!(active.len(), 1, "{point}");
+        assert_eq!(active[0].state, SettlementState::Pending, "{point}");
+        let applied = chain
+            .wallet_seqno(
+                &Wallet::from_seed(&WALLET_SEED, Network::Local)
+                    .unwrap()
+                    .address(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(applied, u32::from(point == "after-send"), "{point}");
+
+        let mut settler = Settler::new(
+            Arc::new(chain.clone()),
+            Arc::new(Wallet::from_seed(&WALLET_SEED, Network::Local).unwrap()),
+            ledger.clone(),
+            params(),
+            super::settler::system_clock(),
+            SettleMetrics::default(),
+            Arc::new(Mutex::new(WalletStatus::default())),
+        );
+        let mut reports = Vec::new();
+        for _ in 0..5 {
+            let report = settler.round().await.expect("round");
+            let idle = report.created.is_none() && report.resent.is_empty();
+            reports.push(report);
+            if idle {
+                break;
+            }
+        }
+        assert_eq!(
+            confirmed(&reports),
+            vec![active[0].id],
+            "{point}: {reports:?}"
+        );
+        assert!(created(&reports).is_empty(), "{point}: {reports:?}");
+        let expected_resent = if point == "after-store" {
+            vec![active[0].id]
+        } else {
+            vec![]
+        };
+        assert_eq!(resent(&reports), expected_resent, "{point}");
+        let state = escrow::guest_state(&chain, Duration::from_secs(5), &escrow, &key)
+            .await
+            .unwrap();
+        assert_eq!((state.seq, state.charged), (3, owed), "{point}");
+        let after = chain.lock().unwrap().account(&escrow).unwrap().balance;
+        // Exactly the charge, less the escrow's storage fee for the seconds between the
+        // child's deploy and this settlement (the embedded chain follows the system clock).
+        let dropped = before - after;
+        assert!(
+            dropped >= owed && dropped < owed + 1_000,
+            "{point}: {dropped} vs {owed}"
+        );
+    }
 }
