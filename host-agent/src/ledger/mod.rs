@@ -41,6 +41,8 @@
 //! - `vouchers`: escrow vouchers, checked and stored with their receipts;
 //! - `settlements`: the charges the agent sends, stored before they are sent.
 
+#[cfg(test)]
+mod billing_tests;
 mod check;
 mod read;
 pub mod schema;
