@@ -914,3 +914,193 @@ async fn billing_a_crash_at_each_point_charges_exactly_once() {
         );
     }
 }
+
+/// A stand-in for a guest's internal API: answers with `answer(method, path, body)`.
+async fn stand_in_guest(answer: Arc<dyn Fn(&str, &str, &str) -> String + Send + Sync>) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 8192];
+                let (head, body) = loop {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            break (head.to_string(), body.to_string());
+                        }
+                    }
+                };
+                let mut line = head.lines().next().unwrap_or_default().split_whitespace();
+                let (method, path) = (
+                    line.next().unwrap_or_default(),
+                    line.next().unwrap_or_default(),
+                );
+                let reply = answer(method, path, &body);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                stream.write_all(response.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    address
+}
+
+fn guest_handle(internal_address: &str, key: [u8; 32]) -> Arc<crate::agent::guest::GuestHandle> {
+    use cocoon_client::args::{CollateralArgs, PolicyArgs};
+    let (attestor, _) =
+        crate::vm::verify::policy_attestor(&PolicyArgs::default(), &CollateralArgs::default())
+            .unwrap();
+    let guest = crate::agent::guest::GuestHandle::new(
+        crate::agent::config::GuestSection {
+            name: "g1".into(),
+            address: "127.0.0.1:9".into(),
+            internal_address: internal_address.into(),
+            host_token_file: "unused".into(),
+            attestation: PolicyArgs::default(),
+            collateral: CollateralArgs::default(),
+        },
+        attestor,
+        crate::agent::metrics::AgentMetrics::default(),
+    );
+    guest.assume_verified(key);
+    guest
+}
+
+#[tokio::test]
+async fn billing_escrow_state_is_read_from_the_chain_and_reported_to_the_guest() {
+    let mut w = World::new(1);
+    let page = vec![w.serve(0, 1_000, 0, 1_000)];
+    w.store(&page);
+    w.settle_all(&mut w.settler()).await;
+    let charged = w.owed_total(0);
+    let escrow = raw_address(&w.accounts[0].escrow);
+    let nowhere = raw_address(&addr([0x99; 32]));
+    let key = hex::encode(w.meter.key());
+    let posted = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let (list_key, seen) = (Arc::new(Mutex::new(key.clone())), posted.clone());
+    let (escrow_c, nowhere_c, list_key_c) = (escrow.clone(), nowhere.clone(), list_key.clone());
+    let address = stand_in_guest(Arc::new(move |method, path, body| match (method, path) {
+        ("GET", "/internal/v1/escrows") => serde_json::json!({
+            "object": "list",
+            "data": [
+                {"account": "a", "escrow": escrow_c, "reported": null, "reported_at": null, "unsettled": 0},
+                {"account": "b", "escrow": nowhere_c, "reported": null, "reported_at": null, "unsettled": 0},
+            ],
+            "receipt_key": *list_key_c.lock().unwrap(),
+            "payout": "0:33",
+        })
+        .to_string(),
+        ("POST", "/internal/v1/escrows") => {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            seen.lock().unwrap().push(value);
+            serde_json::json!({"used": 2}).to_string()
+        }
+        other => panic!("unexpected {other:?}"),
+    }))
+    .await;
+    let reporter = super::escrow_loop::EscrowReporter {
+        guest: guest_handle(&address, w.meter.key()),
+        api: crate::agent::internal_api::InternalApi::new(
+            address,
+            "token".into(),
+            Duration::from_secs(5),
+        ),
+        chain: Arc::new(w.chain.clone()),
+        timeout: Duration::from_secs(5),
+        metrics: SettleMetrics::default(),
+    };
+    assert_eq!(reporter.round().await.unwrap(), Some(2));
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1);
+    let reports = &posted[0]["escrows"];
+    let balance = w.balance(&w.accounts[0].escrow);
+    assert_eq!(
+        reports[0],
+        serde_json::json!({
+            "escrow": escrow,
+            "balance": balance as u64,
+            "stake": (10 * TON) as u64,
+            "unlock_at": 0,
+            "seq": 1,
+            "charged": charged as u64,
+        })
+    );
+    assert_eq!(
+        reports[1],
+        serde_json::json!({"escrow": nowhere, "balance": 0, "stake": 0, "unlock_at": 0, "seq": 0, "charged": 0})
+    );
+    // A guest naming another receipt key than the verified one gets nothing.
+    *list_key.lock().unwrap() = "11".repeat(32);
+    assert_eq!(reporter.round().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn billing_the_collector_stores_vouchers_before_acknowledging_and_they_settle() {
+    let mut w = World::new(1);
+    let entries: Vec<JournalReceipt> = (0..4).map(|i| w.serve(0, 300 + i, 0, 200)).collect();
+    let key = w.meter.key();
+    let journal = Arc::new(Mutex::new(entries.clone()));
+    let acked = Arc::new(Mutex::new(Vec::<(u64, usize)>::new()));
+    let ledger_file = w._scratch.as_ref().unwrap().file();
+    let (journal_c, acked_c) = (journal.clone(), acked.clone());
+    let address = stand_in_guest(Arc::new(move |_, path, body| {
+        if path.starts_with("/internal/v1/receipts?") {
+            let data: Vec<_> = journal_c.lock().unwrap().clone();
+            serde_json::json!({
+                "object": "list",
+                "data": data,
+                "receipt_key": hex::encode(key),
+                "last_index": 4,
+            })
+            .to_string()
+        } else {
+            let upto = serde_json::from_str::<serde_json::Value>(body).unwrap()["upto"]
+                .as_u64()
+                .unwrap();
+            // What is durable at the acknowledgement: a second connection to the file.
+            let vouchers = Ledger::open(&ledger_file).unwrap().voucher_heads().unwrap();
+            let durable = vouchers.first().map_or(0, |v| v.seq as usize);
+            acked_c.lock().unwrap().push((upto, durable));
+            journal_c.lock().unwrap().retain(|e| e.index > upto);
+            serde_json::json!({"acknowledged": 4}).to_string()
+        }
+    }))
+    .await;
+    let mut collector = crate::agent::collector::Collector::new(
+        guest_handle(&address, key),
+        crate::agent::internal_api::InternalApi::new(
+            address,
+            "token".into(),
+            Duration::from_secs(5),
+        ),
+        w.ledger.clone(),
+        crate::agent::metrics::AgentMetrics::default(),
+        crate::agent::config::CollectorSection::default(),
+    );
+    collector.round().await.unwrap();
+    assert_eq!(*acked.lock().unwrap(), vec![(4, 4)]);
+    let reports = w.settle_all(&mut w.settler()).await;
+    assert_eq!(confirmed(&reports).len(), 1);
+    assert_eq!(w.on_chain(0).await.charged, w.owed_total(0));
+}
