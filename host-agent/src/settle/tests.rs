@@ -916,7 +916,10 @@ async fn billing_a_crash_at_each_point_charges_exactly_once() {
 }
 
 /// A stand-in for a guest's internal API: answers with `answer(method, path, body)`.
-async fn stand_in_guest(answer: Arc<dyn Fn(&str, &str, &str) -> String + Send + Sync>) -> String {
+/// How a stand-in guest answers `(method, path, body)`.
+type Answer = Arc<dyn Fn(&str, &str, &str) -> String + Send + Sync>;
+
+async fn stand_in_guest(answer: Answer) -> String {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
