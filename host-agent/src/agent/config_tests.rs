@@ -32,6 +32,8 @@ fn the_example_parses() {
     assert_eq!(config.guests[0].name, "gpu0");
     assert_eq!(config.relay.max_connections_per_source, 128);
     assert!(config.guests[0].attestation.manifest.is_some());
+    let billing = config.billing.as_ref().expect("the example has [billing]");
+    assert_eq!(billing.local_chain.as_ref().unwrap().genesis.len(), 2);
 }
 
 #[test]
