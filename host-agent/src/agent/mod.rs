@@ -126,6 +126,11 @@ pub async fn run_agent(
         ));
         guests.push(GuestHandle::new(guest.clone(), attestor, metrics.clone()));
     }
+    let auth = AdminAuth::new(
+        config.admin.listen,
+        config.admin.token_file.as_deref(),
+        config.admin.allow_unauthenticated_loopback,
+    )?;
     // Billing: the wallet and the chain (the embedded one's state file is loaded here).
     let billing = match &config.billing {
         Some(section) => Some(Billing::open(section, &loaded.checker())?),
@@ -138,11 +143,6 @@ pub async fn run_agent(
     if billing.is_some() {
         settle_metrics.register(&mut registry);
     }
-    let auth = AdminAuth::new(
-        config.admin.listen,
-        config.admin.token_file.as_deref(),
-        config.admin.allow_unauthenticated_loopback,
-    )?;
     let ledger = SharedLedger::new(open_ledger(config.ledger.path.clone()).await?);
     let (admin_listener, admin_address) = listen(config.admin.listen).await?;
     let (relay_listener, relay_address) = listen(config.relay.listen).await?;
