@@ -1107,3 +1107,38 @@ async fn billing_the_collector_stores_vouchers_before_acknowledging_and_they_set
     assert_eq!(confirmed(&reports).len(), 1);
     assert_eq!(w.on_chain(0).await.charged, w.owed_total(0));
 }
+
+#[tokio::test]
+async fn billing_a_refused_charge_is_failed_only_after_the_grace_period() {
+    let mut w = World::new(1);
+    w.params.confirm_grace_secs = 60;
+    let page = vec![w.serve(0, 100, 0, 100)];
+    w.store(&page);
+    let mut inflated = SignedVoucher::from_boc(
+        &base64::engine::general_purpose::STANDARD
+            .decode(&page[0].voucher.as_ref().unwrap().voucher)
+            .unwrap(),
+    )
+    .unwrap();
+    inflated.voucher.tokens.prompt += 1;
+    overwrite_voucher(&w, 1, &inflated.to_boc().unwrap());
+    let mut settler = w.settler();
+    let first = settler.round().await.unwrap();
+    let id = first.created.expect("sent");
+    // The wallet used its seqno; the charge did not land, but it may still be on its way.
+    let second = settler.round().await.unwrap();
+    assert!(
+        second.failed.is_empty() && second.created.is_none(),
+        "{second:?}"
+    );
+    let s = w
+        .ledger
+        .run_blocking(|l| l.settlement(id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.state, SettlementState::Sent);
+    w.chain.lock().unwrap().advance(60).unwrap();
+    let third = settler.round().await.unwrap();
+    assert_eq!(third.failed, vec![id]);
+    assert_eq!(w.on_chain(0).await.seq, 0);
+}
