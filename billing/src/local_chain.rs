@@ -292,7 +292,14 @@ pub struct LocalChain {
     transactions: HashMap<StdAddr, Vec<TxSummary>>,
     now: u32,
     lt: u64,
+    /// Where every applied message is saved ([`LocalChain::open_persistent`]).
+    state_file: Option<std::path::PathBuf>,
+    /// Whether the clock moves to the system time before each message.
+    follow_clock: bool,
 }
+
+#[path = "local_chain_state.rs"]
+mod state;
 
 impl std::fmt::Debug for LocalChain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -409,6 +416,8 @@ impl LocalChain {
             transactions: HashMap::new(),
             now,
             lt: 1_000_000,
+            state_file: None,
+            follow_clock: false,
         })
     }
 
@@ -492,7 +501,8 @@ impl LocalChain {
                 state: AccountState::Uninit,
             },
         };
-        self.store_account(addr, account, last)
+        self.store_account(addr, account, last)?;
+        self.persist()
     }
 
     /// The account's state.
@@ -545,12 +555,16 @@ impl LocalChain {
             },
             _ => return Err(Error::Chain("not an external inbound message".into())),
         };
-        self.run_cascade(dest, true, cell)
+        self.tick()?;
+        let summaries = self.run_cascade(dest, true, cell)?;
+        self.persist()?;
+        Ok(summaries)
     }
 
     /// Runs an internal message from any address (the sender is not debited) and
     /// everything it causes.
     pub fn send_internal(&mut self, msg: InternalMessage) -> Result<Vec<TxSummary>> {
+        self.tick()?;
         let body = msg.body.unwrap_or_else(Cell::empty_cell);
         let message = OwnedMessage {
             info: MsgInfo::Int(IntMsgInfo {
@@ -571,7 +585,9 @@ impl LocalChain {
         };
         let cell = CellBuilder::build_from(message)?;
         self.lt += 1;
-        self.run_cascade(msg.dest, false, cell)
+        let summaries = self.run_cascade(msg.dest, false, cell)?;
+        self.persist()?;
+        Ok(summaries)
     }
 
     fn run_cascade(&mut self, dest: StdAddr, external: bool, cell: Cell) -> Result<Vec<TxSummary>> {

@@ -60,6 +60,11 @@ impl<C: ConfigFile> Loaded<C> {
         })
     }
 
+    /// Checks more values of this file (those checked when they are used, like files).
+    pub fn checker(&self) -> Checker<'_> {
+        Checker { file: &self.file }
+    }
+
     /// Names a key of this file in an error.
     pub fn bad(&self, key: &str, message: impl Into<String>) -> Error {
         Checker { file: &self.file }.bad(key, message)

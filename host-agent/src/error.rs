@@ -81,6 +81,13 @@ pub enum Error {
     /// client cannot use (the CLI's client; `detail` says which).
     #[error("admin API at {address}: {detail}")]
     AdminClient { address: String, detail: String },
+    /// The chain (embedded or over a TON HTTP API) could not be read or written, or answered
+    /// something settlement cannot use.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// Settlement could not be set up or run (the wallet, the local chain's state file).
+    #[error("billing: {0}")]
+    Billing(String),
     /// Exported receipts could not be written out.
     #[error("cannot write the exported receipts: {0}")]
     ExportWrite(#[source] std::io::Error),

@@ -9,6 +9,7 @@ pub mod http_call;
 pub mod ledger;
 pub mod listen;
 pub mod relay;
+pub mod settle;
 #[cfg(test)]
 pub(crate) mod test_meter;
 pub mod vm;

@@ -102,6 +102,7 @@ impl Meter {
         JournalReceipt {
             index,
             receipt: self.signer.sign(receipt).expect("sign"),
+            voucher: None,
         }
     }
 

@@ -331,6 +331,34 @@ async fn the_token_opens_every_route() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn billing_settlements_route_answers_and_checks_its_limit() {
+    let server = Server::start("right-token").await;
+    let list = authed(server.addr, "GET", "/v1/settlements?limit=5").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        list.json(),
+        json!({"object": "list", "billing": false, "data": []})
+    );
+    assert_eq!(
+        authed(server.addr, "GET", "/v1/settlements?limit=0")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        authed(server.addr, "GET", "/v1/settlements?since=1")
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        authed(server.addr, "POST", "/v1/settlements").await.status,
+        405
+    );
+    server.stop().await;
+}
+
 #[test]
 fn refuses_to_serve_without_a_token_off_loopback() {
     for listen in ["0.0.0.0:0", "[::]:9444", "192.0.2.7:9444"] {

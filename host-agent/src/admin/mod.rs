@@ -44,4 +44,9 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn set_drained(&self, guest: &str, drained: bool) -> crate::Result<serde_json::Value>;
     /// Prometheus text exposition (OpenMetrics text from prometheus-client's encode).
     fn metrics(&self) -> crate::Result<String>;
+    /// The newest settlements (escrow charges), newest first, with their items.
+    fn settlements(&self, limit: usize) -> crate::Result<serde_json::Value> {
+        let _ = limit;
+        Ok(serde_json::json!({ "object": "list", "billing": false, "data": [] }))
+    }
 }

@@ -50,6 +50,7 @@ enum Route {
     Receipts,
     Drain { guest: String, drained: bool },
     Metrics,
+    Settlements,
 }
 
 impl Route {
@@ -62,6 +63,7 @@ impl Route {
             ["v1", "guests"] => (Route::Guests, "GET"),
             ["v1", "usage"] => (Route::Usage, "GET"),
             ["v1", "receipts"] => (Route::Receipts, "GET"),
+            ["v1", "settlements"] => (Route::Settlements, "GET"),
             ["metrics"] => (Route::Metrics, "GET"),
             ["v1", "guests", name, action @ ("drain" | "undrain")] if !name.is_empty() => {
                 let guest = percent::decode(name, false).ok_or_else(|| {
@@ -76,7 +78,7 @@ impl Route {
             _ => {
                 return Err(ApiError::not_found(
                     "no such route (see GET /v1/status, /v1/guests, /v1/usage, /v1/receipts, \
-                     /metrics; POST /v1/guests/{name}/drain|undrain)"
+                     /v1/settlements, /metrics; POST /v1/guests/{name}/drain|undrain)"
                         .into(),
                     "unknown_route",
                 ))
@@ -98,6 +100,7 @@ impl Route {
             Route::Drain { drained: true, .. } => "POST /v1/guests/{name}/drain",
             Route::Drain { drained: false, .. } => "POST /v1/guests/{name}/undrain",
             Route::Metrics => "GET /metrics",
+            Route::Settlements => "GET /v1/settlements",
         }
     }
 
@@ -106,6 +109,7 @@ impl Route {
         match self {
             Route::Usage => &["account"],
             Route::Receipts => &["since", "limit"],
+            Route::Settlements => &["limit"],
             _ => &[],
         }
     }
@@ -175,6 +179,12 @@ async fn respond(
         Route::Drain { guest, drained } => Ok(json(
             &blocking(backend, move |b| b.set_drained(&guest, drained)).await?,
         )),
+        Route::Settlements => {
+            let limit = params.limit()?.min(1_000);
+            Ok(json(
+                &blocking(backend, move |b| b.settlements(limit)).await?,
+            ))
+        }
         Route::Metrics => {
             let text = blocking(backend, |b| b.metrics()).await?;
             Ok(with_body(StatusCode::OK, OPENMETRICS, Bytes::from(text)))

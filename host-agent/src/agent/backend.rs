@@ -16,6 +16,8 @@ pub(crate) struct AgentBackend {
     pub guests: Vec<Arc<GuestHandle>>,
     pub ledger: SharedLedger,
     pub registry: Registry,
+    /// The settlement wallet, when `[billing]` is on.
+    pub wallet: Option<crate::settle::settler::SharedWalletStatus>,
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Value> {
@@ -69,11 +71,36 @@ impl AdminBackend for AgentBackend {
                 })
             })
             .collect();
+        let billing = match &self.wallet {
+            None => Value::Null,
+            Some(wallet) => {
+                let wallet = wallet.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let totals = self.ledger.run_blocking(|l| l.settlement_totals())?;
+                json!({
+                    "wallet": to_json(&wallet)?,
+                    "settled_nanoton": totals.settled_nanoton.to_string(),
+                    "gas_nanoton": totals.gas_nanoton.to_string(),
+                    "settlements": totals.settlements,
+                    "vouchers": totals.vouchers,
+                    "refused_vouchers": totals.refused_vouchers,
+                })
+            }
+        };
         Ok(json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_secs": self.started.elapsed().as_secs(),
             "guests": guests,
             "ledger": to_json(&totals)?,
+            "billing": billing,
+        }))
+    }
+
+    fn settlements(&self, limit: usize) -> Result<Value> {
+        let settlements = self.ledger.run_blocking(|l| l.recent_settlements(limit))?;
+        Ok(json!({
+            "object": "list",
+            "billing": self.wallet.is_some(),
+            "data": to_json(&settlements)?,
         }))
     }
 

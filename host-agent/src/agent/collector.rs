@@ -145,6 +145,17 @@ impl Collector {
             );
             self.guest.mark_suspect(why);
         }
+        if let Some((index, detail)) = outcome.refused_vouchers.first() {
+            let why = format!(
+                "{} refused voucher(s), first at journal index {index}: {detail}",
+                outcome.refused_vouchers.len()
+            );
+            error!(
+                guest = self.guest.name(),
+                "{why}; the guest gets no new clients until undrained"
+            );
+            self.guest.mark_suspect(why);
+        }
         let acked_before = match self.acked {
             Some((k, upto)) if k == key => upto,
             _ => 0,

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::config_file::{anchor, anchor_policy, Checker, ConfigFile, Loaded};
 use crate::error::Result;
 use crate::relay::RelaySection;
+use crate::settle::config::BillingSection;
 
 /// Where `run` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cocoon/host-agent.toml";
@@ -39,6 +40,8 @@ pub struct AgentConfig {
     /// `[[guest]]`, one or more.
     #[serde(rename = "guest")]
     pub guests: Vec<GuestSection>,
+    /// `[billing]`: escrow settlement (none: receipts only).
+    pub billing: Option<BillingSection>,
 }
 
 /// `[admin]`: status, usage, receipts export, drain, and `/metrics`.
@@ -178,10 +181,24 @@ impl ConfigFile for AgentConfig {
             anchor(base, &mut guest.host_token_file);
             anchor_policy(base, &mut guest.attestation, &mut guest.collateral);
         }
+        if let Some(billing) = &mut self.billing {
+            billing.resolve_paths(base);
+        }
     }
 
     fn validate(&self, check: &Checker<'_>) -> Result<()> {
         self.relay.validate(check)?;
+        if let Some(billing) = &self.billing {
+            billing.validate(check)?;
+            let api = billing.local_chain.as_ref().and_then(|l| l.api_listen);
+            check.require(
+                api.is_none_or(|a| {
+                    a != self.admin.listen && a != self.relay.listen || a.port() == 0
+                }),
+                "billing.local_chain.api_listen",
+                "must differ from admin.listen and relay.listen",
+            )?;
+        }
         check.positive(&[
             ("collector.interval_ms", self.collector.interval_ms),
             ("collector.timeout_secs", self.collector.timeout_secs),

@@ -32,6 +32,8 @@ fn the_example_parses() {
     assert_eq!(config.guests[0].name, "gpu0");
     assert_eq!(config.relay.max_connections_per_source, 128);
     assert!(config.guests[0].attestation.manifest.is_some());
+    let billing = config.billing.as_ref().expect("the example has [billing]");
+    assert_eq!(billing.local_chain.as_ref().unwrap().genesis.len(), 2);
 }
 
 #[test]
@@ -136,4 +138,152 @@ fn loopback_without_a_token_needs_the_risk_flag() {
     );
     let loaded = parse(&text).unwrap();
     assert!(loaded.config.admin.token_file.is_none());
+}
+
+const BILLING: &str = r#"
+[billing]
+wallet_mnemonic_file = "wallet.mnemonic"
+[billing.local_chain]
+state_file = "chain.state"
+api_listen = "127.0.0.1:9445"
+[[billing.local_chain.genesis]]
+mnemonic_file = "wallet.mnemonic"
+nanoton = 1000000000000
+[[billing.local_chain.genesis]]
+address = "0:3333333333333333333333333333333333333333333333333333333333333333"
+nanoton = 5
+"#;
+
+#[test]
+fn billing_config_defaults_and_paths() {
+    assert!(parse(MINIMAL).unwrap().config.billing.is_none());
+    let loaded = parse(&format!("{MINIMAL}{BILLING}")).unwrap();
+    let b = loaded.config.billing.as_ref().unwrap();
+    use crate::settle::config::{ChainKind, NetworkName};
+    assert_eq!((b.chain, b.network), (ChainKind::Local, NetworkName::Local));
+    assert_eq!(
+        b.wallet_mnemonic_file,
+        Path::new("/etc/cocoon/wallet.mnemonic")
+    );
+    let local = b.local_chain.as_ref().unwrap();
+    assert_eq!(local.state_file, Path::new("/etc/cocoon/chain.state"));
+    assert_eq!(
+        local.genesis[0].mnemonic_file.as_deref(),
+        Some(Path::new("/etc/cocoon/wallet.mnemonic"))
+    );
+    assert_eq!(
+        (b.settle_min_nanoton, b.settle_stake_share),
+        (1_000_000_000, 0.5)
+    );
+    assert_eq!(
+        (b.max_batch, b.poll_secs, b.settle_max_age_secs),
+        (255, 10, 3_600)
+    );
+    assert_eq!(b.charge_value_nanoton, 50_000_000);
+    let http = format!(
+        "{MINIMAL}\n[billing]\nchain = \"ton_http\"\nnetwork = \"testnet\"\n\
+         ton_http_url = \"https://testnet.toncenter.com\"\napi_key_file = \"key\"\n\
+         wallet_mnemonic_file = \"w\"\n"
+    );
+    let b = parse(&http).unwrap().config.billing.unwrap();
+    assert_eq!(
+        b.api_key_file.as_deref(),
+        Some(Path::new("/etc/cocoon/key"))
+    );
+}
+
+#[test]
+fn billing_config_bad_values_name_their_key() {
+    let with = |extra: &str| {
+        format!(
+            "{MINIMAL}{}",
+            BILLING.replace(
+                "[billing.local_chain]",
+                &format!("{extra}\n[billing.local_chain]")
+            )
+        )
+    };
+    for (text, key) in [
+        (
+            with("settle_stake_share = 1.5"),
+            "billing.settle_stake_share",
+        ),
+        (
+            with("settle_stake_share = -0.1"),
+            "billing.settle_stake_share",
+        ),
+        (with("max_batch = 256"), "billing.max_batch"),
+        (with("max_batch = 0"), "billing.max_batch"),
+        (with("poll_secs = 0"), "billing.poll_secs"),
+        (with("settle_min_nanoton = 0"), "billing.settle_min_nanoton"),
+        (
+            with("charge_value_nanoton = 1000"),
+            "billing.charge_value_nanoton",
+        ),
+        (with("network = \"mainnet\""), "billing.network"),
+        (
+            with("ton_http_url = \"https://toncenter.com\""),
+            "billing.ton_http_url",
+        ),
+        (
+            format!(
+                "{MINIMAL}{}",
+                BILLING.replace("127.0.0.1:9445", "0.0.0.0:9445")
+            ),
+            "billing.local_chain.api_listen",
+        ),
+        (
+            format!(
+                "{MINIMAL}{}",
+                BILLING.replace("127.0.0.1:9445", "127.0.0.1:9444")
+            ),
+            "billing.local_chain.api_listen",
+        ),
+        (
+            format!("{MINIMAL}{}", BILLING.replace("nanoton = 5", "nanoton = 0")),
+            "billing.local_chain.genesis[1].nanoton",
+        ),
+        (
+            format!(
+                "{MINIMAL}{}",
+                BILLING.replace("address = \"0:3333", "address = \"0:33")
+            ),
+            "billing.local_chain.genesis[1].address",
+        ),
+        (
+            format!(
+                "{MINIMAL}{}",
+                BILLING.replace("nanoton = 5", "nanoton = 5\nmnemonic_file = \"m\"")
+            ),
+            "billing.local_chain.genesis[1].address",
+        ),
+        (
+            format!("{MINIMAL}\n[billing]\nwallet_mnemonic_file = \"w\"\n"),
+            "billing.local_chain",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[billing]\nchain = \"ton_http\"\nnetwork = \"mainnet\"\n\
+                 wallet_mnemonic_file = \"w\"\n"
+            ),
+            "billing.ton_http_url",
+        ),
+        (
+            format!(
+                "{MINIMAL}\n[billing]\nchain = \"ton_http\"\nton_http_url = \"https://x\"\n\
+                 wallet_mnemonic_file = \"w\"\n"
+            ),
+            "billing.network",
+        ),
+    ] {
+        let e = refused(&text);
+        assert!(e.contains(&format!("`{key}`")), "{key}: {e}");
+    }
+    let e = refused(&with("settle_every = 3"));
+    assert!(e.contains("settle_every"), "{e}");
+    let e = refused(&format!(
+        "{MINIMAL}{}",
+        BILLING.replace("nanoton = 5", "nanoton = 5\ncolour = 1")
+    ));
+    assert!(e.contains("colour"), "{e}");
 }

@@ -1,5 +1,6 @@
 //! The client side of a guest's internal API (`GET /internal/v1/receipts`, `POST
-//! /internal/v1/receipts/ack`, `GET /internal/v1/accounts`): plain HTTP/1.1 on a port only
+//! /internal/v1/receipts/ack`, `GET /internal/v1/accounts`, `GET|POST
+//! /internal/v1/escrows`): plain HTTP/1.1 on a port only
 //! the host reaches, with the host token as bearer.
 //!
 //! Plain HTTP is enough because nothing here needs secrecy or trust in the channel: the
@@ -48,6 +49,49 @@ pub struct GuestAccount {
 struct AccountList {
     data: Vec<GuestAccount>,
     receipt_key: String,
+}
+
+/// `GET /internal/v1/escrows`: the escrows the guest needs state for.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EscrowList {
+    pub data: Vec<GuestEscrow>,
+    /// The key the guest signs with now (hex).
+    pub receipt_key: String,
+    /// Where the guest's vouchers pay (`0:<hex>`).
+    #[serde(default)]
+    pub payout: Option<String>,
+}
+
+/// One escrow the guest bills.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GuestEscrow {
+    pub account: String,
+    /// `0:<hex>`.
+    pub escrow: String,
+    /// What the agent last reported (the guest's view), if anything.
+    #[serde(default)]
+    pub reported: Option<serde_json::Value>,
+    #[serde(default)]
+    pub reported_at: Option<u64>,
+    #[serde(default)]
+    pub unsettled: Option<u64>,
+}
+
+/// One escrow's state as the agent reports it (`POST /internal/v1/escrows`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EscrowReport {
+    pub escrow: String,
+    pub balance: u64,
+    pub stake: u64,
+    pub unlock_at: u64,
+    /// `get_guest(receipt_key)` of the guest's key.
+    pub seq: u64,
+    pub charged: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Used {
+    used: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +146,20 @@ impl InternalApi {
             .call(Method::GET, "/internal/v1/accounts", None)
             .await?;
         Ok((list.receipt_key, list.data))
+    }
+
+    /// The escrows the guest bills and needs on-chain state for.
+    pub async fn escrows(&self) -> Result<EscrowList> {
+        self.call(Method::GET, "/internal/v1/escrows", None).await
+    }
+
+    /// Reports what the chain says of those escrows; returns how many the guest used.
+    pub async fn report_escrows(&self, escrows: &[EscrowReport]) -> Result<u64> {
+        let body = serde_json::json!({ "escrows": escrows }).to_string();
+        let answer: Used = self
+            .call(Method::POST, "/internal/v1/escrows", Some(body))
+            .await?;
+        Ok(answer.used)
     }
 
     fn fail(&self, detail: impl Into<String>) -> Error {

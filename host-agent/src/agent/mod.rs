@@ -35,6 +35,10 @@ use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::listen::listen;
 use crate::relay::{serve_relay, RelayMetrics, UpstreamPool};
+use crate::settle::chain_setup::Billing;
+use crate::settle::escrow_loop::EscrowReporter;
+use crate::settle::metrics::SettleMetrics;
+use crate::settle::settler::{system_clock, Settler, SharedWalletStatus, WalletStatus};
 use crate::vm::verify::policy_attestor;
 
 /// The ledger, shared by the collectors and the admin API. SQLite calls block, so they
@@ -127,20 +131,70 @@ pub async fn run_agent(
         config.admin.token_file.as_deref(),
         config.admin.allow_unauthenticated_loopback,
     )?;
+    // Billing: the wallet and the chain (the embedded one's state file is loaded here).
+    let billing = match &config.billing {
+        Some(section) => Some(Billing::open(section, &loaded.checker())?),
+        None => None,
+    };
+    let settle_metrics = SettleMetrics::default();
+    let wallet_status: Option<SharedWalletStatus> = billing
+        .as_ref()
+        .map(|_| Arc::new(Mutex::new(WalletStatus::default())));
+    if billing.is_some() {
+        settle_metrics.register(&mut registry);
+    }
     let ledger = SharedLedger::new(open_ledger(config.ledger.path.clone()).await?);
     let (admin_listener, admin_address) = listen(config.admin.listen).await?;
     let (relay_listener, relay_address) = listen(config.relay.listen).await?;
+    let chain_api = match &billing {
+        Some(billing) => billing.serve_local_api().await?,
+        None => None,
+    };
 
     let backend = Arc::new(AgentBackend {
         started: Instant::now(),
         guests: guests.clone(),
         ledger: ledger.clone(),
         registry,
+        wallet: wallet_status.clone(),
     });
     let pool = Arc::new(UpstreamPool::new(
         guests.iter().map(|g| g.upstream.clone()).collect(),
     ));
     let mut tasks = tokio::task::JoinSet::new();
+    if let (Some(billing), Some(status)) = (&billing, &wallet_status) {
+        for (guest, api) in guests.iter().zip(&apis) {
+            let reporter = EscrowReporter {
+                guest: guest.clone(),
+                api: api.clone(),
+                chain: billing.chain.clone(),
+                timeout: billing.section.chain_timeout(),
+                metrics: settle_metrics.clone(),
+            };
+            tasks.spawn(reporter.run(billing.section.poll()));
+        }
+        let settler = Settler::new(
+            billing.chain.clone(),
+            billing.wallet.clone(),
+            ledger.clone(),
+            billing.params(),
+            system_clock(),
+            settle_metrics.clone(),
+            status.clone(),
+        );
+        tasks.spawn(settler.run(billing.section.poll()));
+        println!(
+            "cocoon-host-agent: settling escrow charges from wallet {} ({:?} chain)",
+            billing.wallet.address(),
+            billing.section.chain
+        );
+    }
+    if let Some(server) = &chain_api {
+        println!(
+            "cocoon-host-agent: TON HTTP API of the local chain on {}",
+            server.base_url()
+        );
+    }
     for (guest, api) in guests.iter().zip(apis) {
         tasks.spawn(guest.clone().watch(ledger.clone(), config.health.clone()));
         let collector = Collector::new(
@@ -187,5 +241,8 @@ pub async fn run_agent(
     let _ = stop.send(true);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    if let Some(server) = chain_api {
+        server.shutdown().await;
+    }
     Ok(())
 }

@@ -37,13 +37,19 @@
 //! show up as gaps: the ledger's totals stay exactly what verified chains state.
 //!
 //! - `schema`: the file's settings and migrations; `check`: the chain rules;
-//! - `read`: what the admin API reads (usage, epochs, export, refusals, totals).
+//! - `read`: what the admin API reads (usage, epochs, export, refusals, totals);
+//! - `vouchers`: escrow vouchers, checked and stored with their receipts;
+//! - `settlements`: the charges the agent sends, stored before they are sent.
 
+#[cfg(test)]
+mod billing_tests;
 mod check;
 mod read;
 pub mod schema;
+pub mod settlements;
 #[cfg(test)]
 mod tests;
+pub mod vouchers;
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +72,9 @@ pub struct JournalReceipt {
     pub index: u64,
     /// The signed receipt (JWS compact).
     pub receipt: String,
+    /// For an account that pays through an escrow: the voucher signed with the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voucher: Option<vouchers::JournalVoucher>,
 }
 
 /// What the attestation check established about a guest with a given receipt key.
@@ -150,6 +159,11 @@ pub struct StoreOutcome {
     pub duplicates: usize,
     /// Entries refused, in journal order (kept in the ledger's refused table).
     pub refused: Vec<Refusal>,
+    /// Vouchers stored with the receipts of this page.
+    pub vouchers: usize,
+    /// Vouchers refused (journal index, why), kept in `refused_vouchers`; their receipts
+    /// may still be stored.
+    pub refused_vouchers: Vec<(u64, String)>,
     /// The cursor after this page: the collector may acknowledge up to here.
     pub cursor: u64,
 }
@@ -282,6 +296,12 @@ impl Ledger {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The SQLite connection, for tests that build ledger states by hand.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &Connection {
+        &self.conn
     }
 
     /// The file this ledger is kept in.
@@ -450,6 +470,23 @@ impl Ledger {
             match verdict.map_err(fail)? {
                 Verdict::Accept(receipt, integers) => {
                     insert_receipt(&tx, &place, &receipt, &integers).map_err(fail)?;
+                    if let Some(voucher) = &entry.voucher {
+                        let stored = match vouchers::check(receipt_key, &receipt, voucher) {
+                            Ok(checked) => {
+                                vouchers::insert(&tx, &key, &receipt.account, &checked, now)
+                                    .map_err(fail)?
+                            }
+                            Err(detail) => Err(detail),
+                        };
+                        match stored {
+                            Ok(()) => outcome.vouchers += 1,
+                            Err(detail) => {
+                                vouchers::refuse(&tx, &key, index, guest, &detail, voucher, now)
+                                    .map_err(fail)?;
+                                outcome.refused_vouchers.push((entry.index, detail));
+                            }
+                        }
+                    }
                     outcome.stored.push(*receipt);
                 }
                 Verdict::Duplicate => outcome.duplicates += 1,
@@ -470,6 +507,12 @@ impl Ledger {
                         ])
                     })
                     .map_err(fail)?;
+                    if let Some(voucher) = &entry.voucher {
+                        let why = format!("its receipt was refused ({reason})");
+                        vouchers::refuse(&tx, &key, index, guest, &why, voucher, now)
+                            .map_err(fail)?;
+                        outcome.refused_vouchers.push((entry.index, why));
+                    }
                     outcome.refused.push(Refusal {
                         index: entry.index,
                         reason,

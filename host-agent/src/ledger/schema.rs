@@ -93,9 +93,103 @@ CREATE TABLE refused_receipts (
 ) STRICT;
 ";
 
+/// Version 2: escrow billing. Vouchers (stored with the receipt they came with, in the same
+/// transaction, before the guest may drop either), vouchers refused at collection, the
+/// settlements the agent builds (each one wallet external message, stored before it is sent)
+/// with their items (one charge each), and the last escrow state read from the chain per
+/// (escrow, guest key).
+///
+/// - Amounts are nanoton as signed 64-bit integers (9.2e9 TON at most); larger values are
+///   refused before they get here.
+/// - BoCs are stored as the bytes that were checked, so anyone can re-check them.
+/// - `settlements.state`: `pending` (stored, maybe not sent) → `sent` → `confirmed` (every
+///   item landed) | `expired` (never applied before `valid_until`: its items are tried again
+///   in a new message) | `failed` (the wallet used its seqno but some item did not land).
+/// - `settlement_items.state`: `pending` → `landed` | `failed` | `expired`. A voucher with a
+///   `failed` item is never sent again (a newer voucher of its key is tried instead).
+/// - `chain_guests` only ever moves forward (the escrow's counters are monotonic): a voucher
+///   at or below its `seq` is settled.
+const V2: &str = "
+CREATE TABLE vouchers (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    receipt_key       TEXT NOT NULL REFERENCES epochs (receipt_key),
+    account           TEXT NOT NULL,
+    escrow            TEXT NOT NULL,
+    seq               INTEGER NOT NULL CHECK (seq > 0),
+    prompt_tokens     INTEGER NOT NULL,
+    cached_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    payout            TEXT NOT NULL,
+    expires_at        INTEGER NOT NULL,
+    cap               INTEGER NOT NULL,
+    voucher           BLOB NOT NULL,
+    authorization     BLOB NOT NULL,
+    stored_at         INTEGER NOT NULL,
+    UNIQUE (receipt_key, account, seq)
+) STRICT;
+
+CREATE INDEX vouchers_by_escrow ON vouchers (escrow, receipt_key, seq);
+
+CREATE TABLE refused_vouchers (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    receipt_key TEXT NOT NULL CHECK (length(receipt_key) = 64),
+    journal_index INTEGER NOT NULL,
+    guest       TEXT NOT NULL,
+    detail      TEXT NOT NULL,
+    escrow      TEXT NOT NULL,
+    voucher     TEXT NOT NULL,
+    authorization TEXT NOT NULL,
+    refused_at  INTEGER NOT NULL,
+    UNIQUE (receipt_key, journal_index)
+) STRICT;
+
+CREATE TABLE settlements (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    wallet         TEXT NOT NULL,
+    seqno          INTEGER NOT NULL CHECK (seqno >= 0),
+    valid_until    INTEGER NOT NULL,
+    message        BLOB NOT NULL,
+    message_hash   TEXT NOT NULL CHECK (length(message_hash) = 64),
+    state          TEXT NOT NULL
+                   CHECK (state IN ('pending', 'sent', 'confirmed', 'expired', 'failed')),
+    detail         TEXT,
+    wallet_balance INTEGER NOT NULL,
+    gas            INTEGER,
+    created_at     INTEGER NOT NULL,
+    sent_at        INTEGER,
+    finished_at    INTEGER
+) STRICT;
+
+CREATE INDEX settlements_by_state ON settlements (state);
+
+CREATE TABLE settlement_items (
+    settlement_id INTEGER NOT NULL REFERENCES settlements (id),
+    position      INTEGER NOT NULL CHECK (position >= 0),
+    voucher_id    INTEGER NOT NULL REFERENCES vouchers (id),
+    escrow        TEXT NOT NULL,
+    receipt_key   TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    charged       INTEGER NOT NULL,
+    amount        INTEGER NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('pending', 'landed', 'failed', 'expired')),
+    PRIMARY KEY (settlement_id, position)
+) STRICT;
+
+CREATE INDEX settlement_items_by_voucher ON settlement_items (voucher_id, state);
+
+CREATE TABLE chain_guests (
+    escrow      TEXT NOT NULL,
+    receipt_key TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    charged     INTEGER NOT NULL,
+    read_at     INTEGER NOT NULL,
+    PRIMARY KEY (escrow, receipt_key)
+) STRICT;
+";
+
 /// Every migration, oldest first: entry `n` takes a file from version `n` to `n + 1`.
 /// Append only; never edit one that has shipped.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

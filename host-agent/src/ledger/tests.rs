@@ -174,6 +174,7 @@ fn the_same_receipt_at_a_new_index_is_a_duplicate_and_the_cursor_passes_it() {
     let replay = JournalReceipt {
         index: 3,
         receipt: page[1].receipt.clone(),
+        voucher: None,
     };
     let outcome = t.store(&[replay]);
     assert_eq!(
@@ -227,6 +228,7 @@ fn everything_survives_reopening_the_file() {
     page.push(JournalReceipt {
         index: t.meter.next_index,
         receipt: "junk".into(),
+        voucher: None,
     });
     t.meter.next_index += 1;
     t.store(&page);
@@ -370,14 +372,17 @@ fn malformed_entries_are_refused_with_the_decoder_s_reason() {
         JournalReceipt {
             index: 1,
             receipt: "not a jws".into(),
+            voucher: None,
         },
         JournalReceipt {
             index: 2,
             receipt: "e30.e30.AAAA".into(),
+            voucher: None,
         },
         JournalReceipt {
             index: 3,
             receipt: t.meter.signer.sign(&old).unwrap(),
+            voucher: None,
         },
     ];
     let outcome = t.store(&page);
@@ -497,6 +502,7 @@ fn export_pages_by_ledger_id() {
         .map(|index| JournalReceipt {
             index,
             receipt: format!("junk-{index}"),
+            voucher: None,
         })
         .collect();
     t.store(&junk);
