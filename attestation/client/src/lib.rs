@@ -6,7 +6,9 @@
 //! development anchors of `cocoon-attestation-dev`.
 #![forbid(unsafe_code)]
 
+pub mod amount;
 pub mod args;
+pub mod config;
 pub mod fetcher;
 pub mod local;
 pub mod proxy;
