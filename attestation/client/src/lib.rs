@@ -9,6 +9,7 @@
 pub mod amount;
 pub mod args;
 pub mod config;
+pub mod escrow;
 pub mod fetcher;
 pub mod local;
 pub mod proxy;
