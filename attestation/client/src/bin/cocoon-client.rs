@@ -220,6 +220,7 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
         attestor,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         account_key,
+        billing: None,
         local_token,
         manifest,
     })
