@@ -14,6 +14,10 @@
 #![forbid(unsafe_code)]
 
 pub mod layout;
+#[cfg(feature = "local-chain")]
+pub mod local_chain;
+#[cfg(feature = "wallet")]
+pub mod wallet;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,12 @@ pub enum Error {
         what: &'static str,
         /// Why it was refused.
         reason: String,
+    },
+    /// An external message the contract did not accept (nothing changed).
+    #[error("external message not accepted (exit code {exit_code:?})")]
+    ExternalNotAccepted {
+        /// The compute phase's exit code, if it ran.
+        exit_code: Option<i32>,
     },
     /// The local chain refused or could not run something.
     #[error("local chain: {0}")]
