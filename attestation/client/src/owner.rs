@@ -14,10 +14,10 @@
 
 use cocoon_attestation::account::AccountKey;
 use cocoon_billing::layout::{
-    CellLayout as _, OwnerAction, OwnerRequest, PublicKey, Refund, TopUp, STORAGE_RESERVE,
+    self, CellLayout as _, OwnerAction, OwnerRequest, PublicKey, Refund, TopUp, STORAGE_RESERVE,
 };
-use tycho_types::cell::Cell;
-use tycho_types::models::{StateInit, StdAddr, StdAddrFormat};
+use cocoon_billing::wallet::OutMessage;
+use tycho_types::models::{StdAddr, StdAddrFormat};
 
 use crate::amount::{with_unit, Amount};
 use crate::escrow::{EscrowError, EscrowTerms};
@@ -32,20 +32,6 @@ pub const DEPLOY_GAS_MARGIN: u128 = 50_000_000;
 
 /// How long a signed owner request stays valid.
 pub const REQUEST_VALIDITY_SECS: u64 = 300;
-
-/// An internal message for the wallet to send.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub to: StdAddr,
-    /// Nano-units.
-    pub value: u128,
-    /// Bounce back to the wallet if the escrow refuses (every escrow message: a refused
-    /// top-up or request returns its value).
-    pub bounce: bool,
-    pub body: Cell,
-    /// Carried by a deploy.
-    pub state_init: Option<StateInit>,
-}
 
 /// `get_escrow()`: `(owner, balance, stake, total_charged, owner_seqno, unlock_at,
 /// close_delay)`.
@@ -97,7 +83,7 @@ pub fn deploy(
     amount: Amount,
     stake: Option<Amount>,
     now: u64,
-) -> Result<Vec<Outgoing>, EscrowError> {
+) -> Result<Vec<OutMessage>, EscrowError> {
     if terms.owner != key.id().0 {
         return Err(refused("the escrow's owner is not this key".into()));
     }
@@ -110,15 +96,17 @@ pub fn deploy(
             with_unit(Amount(minimum))
         )));
     }
-    let mut messages = vec![Outgoing {
-        to: escrow.clone(),
+    let mut messages = vec![OutMessage {
+        dest: escrow.clone(),
         value: amount.nano(),
         bounce: true,
-        body: TopUp {
-            query_id: query_id(now),
-        }
-        .to_cell()?,
-        state_init: Some(terms.state_init()?),
+        body: Some(
+            TopUp {
+                query_id: query_id(now),
+            }
+            .to_cell()?,
+        ),
+        state_init: Some(layout::state_init_cell(&terms.state_init()?)?),
     }];
     if let Some(stake) = stake.filter(|s| s.nano() > 0) {
         let most = amount.nano() - minimum;
@@ -136,7 +124,9 @@ pub fn deploy(
             &escrow,
             0,
             now,
-            OwnerAction::SetStake { stake: stake.nano() },
+            OwnerAction::SetStake {
+                stake: stake.nano(),
+            },
         )?);
     }
     Ok(messages)
@@ -148,7 +138,7 @@ fn request(
     seqno: u32,
     now: u64,
     action: OwnerAction,
-) -> Result<Outgoing, EscrowError> {
+) -> Result<OutMessage, EscrowError> {
     let valid_until = u32::try_from(now + REQUEST_VALIDITY_SECS)
         .map_err(|_| refused("the clock is past 2106".into()))?;
     let body = OwnerRequest {
@@ -159,11 +149,11 @@ fn request(
     }
     .sign(key.key_pair(), query_id(now))?
     .to_cell()?;
-    Ok(Outgoing {
-        to: escrow.clone(),
+    Ok(OutMessage {
+        dest: escrow.clone(),
         value: REQUEST_VALUE,
         bounce: true,
-        body,
+        body: Some(body),
         state_init: None,
     })
 }
@@ -176,7 +166,7 @@ pub fn operation(
     state: &EscrowState,
     operation: &Operation,
     now: u64,
-) -> Result<Outgoing, EscrowError> {
+) -> Result<OutMessage, EscrowError> {
     if state.owner != key.id().0 {
         return Err(refused(format!(
             "escrow {escrow} is owned by ed25519:{}, not by this key ({})",
@@ -196,14 +186,16 @@ pub fn operation(
             if amount.nano() == 0 {
                 return Err(refused("--amount must be more than 0".into()));
             }
-            return Ok(Outgoing {
-                to: escrow.clone(),
+            return Ok(OutMessage {
+                dest: escrow.clone(),
                 value: amount.nano(),
                 bounce: true,
-                body: TopUp {
-                    query_id: query_id(now),
-                }
-                .to_cell()?,
+                body: Some(
+                    TopUp {
+                        query_id: query_id(now),
+                    }
+                    .to_cell()?,
+                ),
                 state_init: None,
             });
         }
@@ -222,14 +214,16 @@ pub fn operation(
                     u64::from(state.unlock_at) - now
                 )));
             }
-            return Ok(Outgoing {
-                to: escrow.clone(),
+            return Ok(OutMessage {
+                dest: escrow.clone(),
                 value: REQUEST_VALUE,
                 bounce: true,
-                body: Refund {
-                    query_id: query_id(now),
-                }
-                .to_cell()?,
+                body: Some(
+                    Refund {
+                        query_id: query_id(now),
+                    }
+                    .to_cell()?,
+                ),
                 state_init: None,
             });
         }
@@ -253,7 +247,9 @@ pub fn operation(
                     with_unit(Amount(most))
                 )));
             }
-            OwnerAction::SetStake { stake: stake.nano() }
+            OwnerAction::SetStake {
+                stake: stake.nano(),
+            }
         }
         Operation::Withdraw { amount, to } => {
             if closing {
@@ -297,7 +293,192 @@ pub fn parse_address(text: &str) -> Result<StdAddr, EscrowError> {
     let (address, _) = StdAddr::from_str_ext(text.trim(), StdAddrFormat::any())
         .map_err(|e| refused(format!("'{text}' is not a TON address: {e}")))?;
     if address.anycast.is_some() {
-        return Err(refused(format!("'{text}': anycast addresses are not supported")));
+        return Err(refused(format!(
+            "'{text}': anycast addresses are not supported"
+        )));
     }
     Ok(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cocoon_billing::layout::{OwnerMessage, Prices};
+    use tycho_types::cell::{CellBuilder, HashBytes};
+
+    fn key() -> AccountKey {
+        AccountKey::from_seed(&[3; 32]).unwrap()
+    }
+
+    fn ton(text: &str) -> Amount {
+        Amount::parse(text).unwrap()
+    }
+
+    fn state(balance: &str, stake: &str) -> EscrowState {
+        EscrowState {
+            owner: key().id().0,
+            balance: ton(balance).nano(),
+            stake: ton(stake).nano(),
+            total_charged: 0,
+            owner_seqno: 4,
+            unlock_at: 0,
+            close_delay: 100,
+        }
+    }
+
+    fn refusal(result: Result<OutMessage, EscrowError>) -> String {
+        result.err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn billing_owner_operations_follow_the_contracts_rules() {
+        let key = key();
+        let escrow = StdAddr::new(0, HashBytes([7; 32]));
+        let to = StdAddr::new(0, HashBytes([8; 32]));
+        let now = 1_800_000_000;
+        let open = state("10", "2");
+        let run = |s: &EscrowState, op: Operation| operation(&key, &escrow, s, &op, now);
+
+        // The stake only goes up, and only within the balance.
+        let up = run(&open, Operation::SetStake { stake: ton("3") }).unwrap();
+        let body = OwnerMessage::from_cell(up.body.as_ref().unwrap()).unwrap();
+        body.verify(&key.id().0).unwrap();
+        assert_eq!(body.request.seqno, 4);
+        assert_eq!(body.request.escrow, escrow);
+        assert_eq!(
+            u64::from(body.request.valid_until),
+            now + REQUEST_VALIDITY_SECS
+        );
+        assert_eq!(
+            body.request.action,
+            OwnerAction::SetStake {
+                stake: 3_000_000_000
+            }
+        );
+        assert!(refusal(run(
+            &open,
+            Operation::SetStake {
+                stake: ton("1.999999999")
+            }
+        ))
+        .contains("can only go up"));
+        assert!(refusal(run(
+            &open,
+            Operation::SetStake {
+                stake: ton("9.990000001")
+            }
+        ))
+        .contains("more than the escrow holds"));
+
+        // Withdraw: only above stake and storage reserve (10 - 2 - 0.01 = 7.99).
+        let all = run(
+            &open,
+            Operation::Withdraw {
+                amount: ton("7.99"),
+                to: to.clone(),
+            },
+        )
+        .unwrap();
+        let body = OwnerMessage::from_cell(all.body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body.request.action,
+            OwnerAction::Withdraw {
+                amount: 7_990_000_000,
+                to: to.clone()
+            }
+        );
+        let err = refusal(run(
+            &open,
+            Operation::Withdraw {
+                amount: ton("7.990000001"),
+                to: to.clone(),
+            },
+        ));
+        assert!(err.contains("at most 7.990000000 TON"), "{err}");
+
+        // Refund only after close and its delay; close only once.
+        assert!(refusal(run(&open, Operation::Refund)).contains("is open"));
+        run(
+            &open,
+            Operation::Close {
+                refund_to: to.clone(),
+            },
+        )
+        .unwrap();
+        let closing = EscrowState {
+            unlock_at: (now + 50) as u32,
+            ..open
+        };
+        assert!(refusal(run(&closing, Operation::Refund)).contains("in 50 s"));
+        assert!(refusal(run(
+            &closing,
+            Operation::Close {
+                refund_to: to.clone()
+            }
+        ))
+        .contains("already closing"));
+        assert!(
+            refusal(run(&closing, Operation::TopUp { amount: ton("1") }))
+                .contains("no more top-ups")
+        );
+        let due = EscrowState {
+            unlock_at: now as u32,
+            ..open
+        };
+        let refund = run(&due, Operation::Refund).unwrap();
+        Refund::from_cell(refund.body.as_ref().unwrap()).unwrap();
+
+        // Someone else's escrow: refused before anything is signed.
+        let theirs = EscrowState {
+            owner: [1; 32],
+            ..open
+        };
+        assert!(
+            refusal(run(&theirs, Operation::TopUp { amount: ton("1") })).contains("is owned by")
+        );
+    }
+
+    #[test]
+    fn billing_deploy_carries_the_state_init_then_the_stake() {
+        let key = key();
+        let mut b = CellBuilder::new();
+        b.store_u32(0xc0de).unwrap();
+        let terms = EscrowTerms {
+            code: b.build().unwrap(),
+            owner: key.id().0,
+            close_delay: 60,
+            prices: Prices::default(),
+        };
+        let escrow = terms.address().unwrap();
+        let messages = deploy(&key, &terms, ton("5"), Some(ton("1")), 1_800_000_000).unwrap();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].dest, escrow);
+        assert_eq!(messages[0].value, 5_000_000_000);
+        let init = messages[0].state_init.as_ref().unwrap();
+        assert_eq!(init.repr_hash(), &escrow.address);
+        TopUp::from_cell(messages[0].body.as_ref().unwrap()).unwrap();
+        let stake = OwnerMessage::from_cell(messages[1].body.as_ref().unwrap()).unwrap();
+        assert_eq!(stake.request.seqno, 0);
+        assert_eq!(
+            stake.request.action,
+            OwnerAction::SetStake {
+                stake: 1_000_000_000
+            }
+        );
+        // No stake: the top-up alone. A stake the deposit cannot hold: refused.
+        assert_eq!(deploy(&key, &terms, ton("5"), None, 0).unwrap().len(), 1);
+        let err = deploy(&key, &terms, ton("1"), Some(ton("0.95")), 0).unwrap_err();
+        assert!(err.to_string().contains("at most 0.940000000 TON"), "{err}");
+        assert!(deploy(&key, &terms, ton("0.01"), None, 0).is_err());
+    }
+
+    #[test]
+    fn billing_addresses_parse_in_raw_and_friendly_forms() {
+        let raw = format!("0:{}", "ab".repeat(32));
+        let address = parse_address(&raw).unwrap();
+        let friendly = address.display_base64_url(true).to_string();
+        assert_eq!(parse_address(&friendly).unwrap(), address);
+        let err = parse_address("EQnot-an-address").unwrap_err().to_string();
+        assert!(err.contains("is not a TON address"), "{err}");
+    }
 }

@@ -34,8 +34,6 @@ use cocoon_client::keys::KeyArgs;
 use cocoon_client::proxy::{Proxy, ProxyBilling};
 use cocoon_client::Endpoint;
 
-mod escrow;
-
 #[derive(Parser)]
 #[command(
     name = "cocoon-client",
@@ -90,11 +88,6 @@ enum Command {
     /// Make or show an account key (an account is an Ed25519 public key).
     #[command(subcommand)]
     Account(AccountCommand),
-    /// Deploy and manage the account's escrow (the contract guests are paid from).
-    #[command(subcommand)]
-    Escrow(escrow::EscrowCommand),
-    /// Show the escrow's deposit, stake and what guests have settled and not yet settled.
-    Balance(escrow::BalanceArgs),
 }
 
 #[derive(Subcommand)]
@@ -201,8 +194,6 @@ async fn main() -> ExitCode {
             }
         }
         Command::Account(command) => account(command),
-        Command::Escrow(command) => escrow::run(command).await,
-        Command::Balance(args) => escrow::balance(args).await,
     }
 }
 
@@ -233,12 +224,10 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
             cocoon_client::escrow::escrow_code().map_err(|e| e.to_string())?,
             Authorizer::new(cap, args.authorization_ttl),
         ))),
-        (Some(_), None) => {
-            return Err(
-                "--spend-cap needs the account that pays: --account-key FILE or --mnemonic-file FILE"
-                    .into(),
-            )
-        }
+        (Some(_), None) => return Err(
+            "--spend-cap needs the account that pays: --account-key FILE or --mnemonic-file FILE"
+                .into(),
+        ),
         (None, _) => None,
     };
     if !args.listen.ip().is_loopback() {
