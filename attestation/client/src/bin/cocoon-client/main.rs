@@ -12,7 +12,13 @@
 //! `x-cocoon-account` and `x-cocoon-account-proof` to every request it forwards there (see
 //! `cocoon_attestation::account`). Account headers sent by the local client are always
 //! dropped: only the proxy, which sees the upstream session, can prove an account in it.
-//! `cocoon-client account keygen|show` makes and shows account keys.
+//! `cocoon-client account keygen|show` makes and shows account keys; `--mnemonic-file
+//! FILE` takes the key TON wallets derive from 24 words instead, so one secret owns the
+//! account, its escrow and the wallet that funds it.
+//!
+//! With `--spend-cap TON` as well, the proxy pays guests that bill through escrows: it
+//! authorizes each verified guest's receipt key to charge the account's escrow
+//! (`cocoon_client::proxy::ProxyBilling`).
 //!
 //! The local side answers only local programs: requests must name the listener in `Host`,
 //! come from no foreign web origin and carry JSON bodies (`cocoon_client::local`); with
