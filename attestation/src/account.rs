@@ -116,22 +116,49 @@ pub fn proof_message(exporter: &[u8]) -> Vec<u8> {
 }
 
 /// An account's private key (kept by the client, never sent anywhere).
+///
+/// The same key owns the account's escrow (`billing/PROTOCOL.md`) and controls the
+/// client's TON wallet, so it is also made from a TON mnemonic ([`AccountKey::from_seed`]
+/// with the seed TON wallets derive) and keeps its seed for the wallet.
 pub struct AccountKey {
     pair: Ed25519KeyPair,
+    seed: [u8; 32],
 }
 
 impl AccountKey {
     /// A fresh key, returned with its PKCS#8 PEM encoding.
     pub fn generate() -> Result<(Self, String)> {
-        let (pair, pem) = crate::pkcs8::generate("account key")?;
-        Ok((Self { pair }, pem))
+        let (pair, seed, pem) = crate::pkcs8::generate_with_seed("account key")?;
+        Ok((Self { pair, seed }, pem))
     }
 
     /// Reads a PKCS#8 PEM private key.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        Ok(Self {
-            pair: crate::pkcs8::from_pem(pem, "account key")?,
-        })
+        let der = crate::pkcs8::der_from_pem(pem, "account key")?;
+        let pair = crate::pkcs8::from_der(&der, "account key")?;
+        let seed = crate::pkcs8::seed(&der, &pair, "account key")?;
+        Ok(Self { pair, seed })
+    }
+
+    /// The key with this 32-byte seed (the RFC 8032 private key; for a TON mnemonic, the
+    /// first 32 bytes of the seed TON derives from the words).
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| bad_account("the seed is not an Ed25519 private key"))?;
+        Ok(Self { pair, seed: *seed })
+    }
+
+    /// The 32-byte seed, for the TON wallet this key controls. Secret: it is the key.
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The key pair, for signing TON payloads (authorizations and owner requests of the
+    /// escrow, `cocoon_billing::layout`): those sign a cell's 32-byte representation
+    /// hash, and each cell starts with its own tag and names its escrow, so none can be
+    /// taken for an account proof (whose message is longer than 32 bytes).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
     }
 
     /// The account this key owns.
@@ -260,6 +287,22 @@ mod tests {
         let key = AccountKey::from_pem(pem).unwrap();
         let id = "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
         assert_eq!(key.id().to_string(), id);
+        // The seed read from the file is RFC 8032's secret key, and makes the same key.
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        assert_eq!(key.seed(), &seed);
+        assert_eq!(AccountKey::from_seed(&seed).unwrap().id(), key.id());
+        // A generated (PKCS#8 v2) key keeps its seed too.
+        let (fresh, pem) = AccountKey::generate().unwrap();
+        assert_eq!(
+            AccountKey::from_seed(fresh.seed()).unwrap().id(),
+            fresh.id()
+        );
+        assert_eq!(AccountKey::from_pem(&pem).unwrap().seed(), fresh.seed());
+
         assert_eq!(AccountId::parse(id).unwrap(), key.id());
         assert_eq!(id.parse::<AccountId>().unwrap(), key.id());
         for bad in [

@@ -6,11 +6,17 @@
 //! development anchors of `cocoon-attestation-dev`.
 #![forbid(unsafe_code)]
 
+pub mod amount;
 pub mod args;
+pub mod config;
+pub mod escrow;
 pub mod fetcher;
+pub mod keys;
 pub mod local;
+pub mod owner;
 pub mod proxy;
 pub mod session;
+pub mod wallet;
 
 pub use session::{
     connect_and_verify_session, connect_attested, open_attested_session, AttestedConnection,

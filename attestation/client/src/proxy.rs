@@ -13,7 +13,17 @@
 //! `x-cocoon-account` and `x-cocoon-account-proof` to every request it forwards there (see
 //! `cocoon_attestation::account`). Account headers sent by the local client are always
 //! dropped: only the proxy, which sees the upstream session, can prove an account in it.
+//!
+//! With a spend cap as well ([`ProxyBilling`]), the proxy pays guests that bill through
+//! escrows (`billing/PROTOCOL.md`): for each verified session it reads the guest's measured
+//! config (checked against the attested digest; once per guest key and config), derives
+//! the account's escrow from it and adds `x-cocoon-escrow-authorization`, the account's
+//! signed authorization of that session's attested receipt key, to every request. A guest
+//! whose config names no payout address gets none. A local client's own authorization
+//! header is dropped like its account headers, and the guest's 402 refusals (no
+//! authorization, not enough escrow) reach the local client unchanged.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,7 +42,73 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
-use crate::session::{open_attested_session, Attestor, Endpoint, SessionBody};
+use cocoon_billing::layout::{PublicKey, AUTHORIZATION_HEADER};
+use tycho_types::cell::Cell;
+use tycho_types::models::StdAddr;
+
+use crate::config::{fetch_config, BillingTerms};
+use crate::escrow::{guest_key, unix_now, Authorizer, EscrowTerms};
+use crate::session::{open_attested_session, AttestedConnection, Attestor, Endpoint, SessionBody};
+
+/// Escrow billing in the proxy: the contract code escrows are derived with, and the
+/// authorizations signed for the guests seen.
+pub struct ProxyBilling {
+    /// The escrow contract code (`cocoon_billing::escrow_code()`).
+    pub code: Cell,
+    pub authorizer: Authorizer,
+    /// Per (guest key, attested config digest): the escrow that guest charges, or `None`
+    /// when its config does not bill through escrows.
+    escrows: Mutex<HashMap<(PublicKey, String), Option<GuestEscrow>>>,
+}
+
+/// The escrow a guest charges and the billing terms it was derived from.
+type GuestEscrow = (StdAddr, BillingTerms);
+
+impl ProxyBilling {
+    pub fn new(code: Cell, authorizer: Authorizer) -> Self {
+        Self {
+            code,
+            authorizer,
+            escrows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The guest behind `connection`'s escrow for `key`'s account (from its config,
+    /// fetched once per guest key and config digest), or `None` if it does not bill
+    /// through escrows.
+    async fn escrow_for(
+        &self,
+        connection: &mut AttestedConnection,
+        endpoint: &Endpoint,
+        key: &AccountKey,
+    ) -> Result<Option<(PublicKey, StdAddr, BillingTerms)>, String> {
+        let certificate = &connection.verified.certificate;
+        let guest = guest_key(certificate.receipt_key.as_deref()).map_err(|e| e.to_string())?;
+        let digest = certificate.config_digest.clone().unwrap_or_default();
+        let mut escrows = self.escrows.lock().await;
+        let known = match escrows.get(&(guest, digest.clone())) {
+            Some(known) => known.clone(),
+            None => {
+                let config = fetch_config(connection, endpoint)
+                    .await
+                    .map_err(|e| format!("the guest's config: {e}"))?;
+                let found =
+                    match BillingTerms::from_config(&config.json).map_err(|e| e.to_string())? {
+                        Some(terms) => {
+                            let escrow = EscrowTerms::for_guest(&self.code, &key.id(), &terms)
+                                .and_then(|t| t.address())
+                                .map_err(|e| e.to_string())?;
+                            Some((escrow, terms))
+                        }
+                        None => None,
+                    };
+                escrows.insert((guest, digest), found.clone());
+                found
+            }
+        };
+        Ok(known.map(|(escrow, terms)| (guest, escrow, terms)))
+    }
+}
 
 /// Everything the proxy runs with, validated by the caller.
 pub struct Proxy {
@@ -41,6 +117,8 @@ pub struct Proxy {
     pub attestor: Attestor,
     pub connect_timeout: Duration,
     pub account_key: Option<Arc<AccountKey>>,
+    /// Escrow billing (needs `account_key`).
+    pub billing: Option<Arc<ProxyBilling>>,
     pub local_token: Option<Arc<str>>,
     /// The manifest the policy came from, for the start-up message.
     pub manifest: Option<Manifest>,
@@ -92,7 +170,7 @@ impl Proxy {
     /// A client that starts must be talking to a good guest: one full check first.
     async fn verify_first(&self) -> Result<(), ExitCode> {
         let upstream = format!("https://{}", self.endpoint.address());
-        let first = open_attested_session(&self.endpoint, &self.attestor, self.connect_timeout)
+        let mut first = open_attested_session(&self.endpoint, &self.attestor, self.connect_timeout)
             .await
             .map_err(|e| {
                 eprintln!("cocoon-client: {upstream}: REFUSED: {e}");
@@ -120,27 +198,104 @@ impl Proxy {
                 key.id()
             );
         }
-        Ok(())
+        self.report_billing(&mut first).await
     }
 
-    /// Re-verifies for every local connection, on the session that will carry it.
-    async fn open_upstream(&self, peer: SocketAddr) -> Option<Arc<Upstream>> {
-        match open_attested_session(&self.endpoint, &self.attestor, self.connect_timeout).await {
-            Ok(c) => match account_headers(self.account_key.as_deref(), &c.tls_exporter) {
-                Ok(account) => Some(Arc::new(Upstream {
-                    sender: Mutex::new(c.sender),
-                    account,
-                })),
-                Err(e) => {
-                    eprintln!("cocoon-client: {peer}: cannot write the account proof: {e}");
-                    None
-                }
-            },
+    /// Says at start which escrow pays this guest and under which cap, or why none does.
+    async fn report_billing(&self, first: &mut AttestedConnection) -> Result<(), ExitCode> {
+        let upstream = format!("https://{}", self.endpoint.address());
+        let (Some(billing), Some(key)) = (&self.billing, &self.account_key) else {
+            let config = fetch_config(first, &self.endpoint).await.ok();
+            let bills = config
+                .and_then(|c| BillingTerms::from_config(&c.json).ok().flatten())
+                .is_some();
+            if bills {
+                eprintln!(
+                    "cocoon-client: WARNING: {upstream} bills through escrows: without \
+                     --account-key (or --mnemonic-file) and --spend-cap its requests get 402"
+                );
+            }
+            return Ok(());
+        };
+        match billing.escrow_for(first, &self.endpoint, key).await {
+            Ok(Some((guest, escrow, terms))) => {
+                eprintln!(
+                    "cocoon-client: escrow billing: escrow {escrow} on {} pays receipt key {}; \
+                     authorizations cap its charge at {} and last {} s",
+                    terms.ton_network,
+                    hex::encode(guest),
+                    crate::amount::with_unit(billing.authorizer.cap),
+                    billing.authorizer.ttl_secs
+                );
+                Ok(())
+            }
+            Ok(None) => {
+                eprintln!(
+                    "cocoon-client: {upstream} does not bill through escrows (receipts only)"
+                );
+                Ok(())
+            }
             Err(e) => {
-                eprintln!("cocoon-client: {peer}: upstream REFUSED: {e}");
-                None
+                eprintln!("cocoon-client: {upstream}: escrow billing: {e}");
+                Err(ExitCode::from(1))
             }
         }
+    }
+
+    /// The escrow authorization header for this session (`None` when not billing).
+    async fn authorization_header(
+        &self,
+        connection: &mut AttestedConnection,
+    ) -> Result<Option<HeaderValue>, String> {
+        let (Some(billing), Some(key)) = (&self.billing, &self.account_key) else {
+            return Ok(None);
+        };
+        let Some((guest, escrow, _)) = billing.escrow_for(connection, &self.endpoint, key).await?
+        else {
+            return Ok(None);
+        };
+        let value = billing
+            .authorizer
+            .header(key, &escrow, guest, unix_now())
+            .map_err(|e| format!("cannot sign the escrow authorization: {e}"))?;
+        HeaderValue::from_str(&value)
+            .map(Some)
+            .map_err(|e| format!("escrow authorization header: {e}"))
+    }
+
+    /// Re-verifies for every local connection, on the session that will carry it; `Err`
+    /// says why nothing will be forwarded.
+    async fn open_upstream(&self, peer: SocketAddr) -> Result<Arc<Upstream>, Refused> {
+        let refused = |code: &'static str, message: String| {
+            eprintln!("cocoon-client: {peer}: {message}");
+            (code, Arc::<str>::from(message))
+        };
+        let mut c = open_attested_session(&self.endpoint, &self.attestor, self.connect_timeout)
+            .await
+            .map_err(|e| {
+                refused(
+                    "attestation_failed",
+                    format!("upstream REFUSED: {e}; nothing was forwarded"),
+                )
+            })?;
+        let account =
+            account_headers(self.account_key.as_deref(), &c.tls_exporter).map_err(|e| {
+                refused(
+                    "account_proof_failed",
+                    format!("cannot write the account proof: {e}"),
+                )
+            })?;
+        let authorization = self.authorization_header(&mut c).await.map_err(|e| {
+            refused(
+                "escrow_billing_failed",
+                format!("escrow billing: {e}; nothing was forwarded"),
+            )
+        })?;
+        Ok(Arc::new(Upstream {
+            sender: Mutex::new(c.sender),
+            account,
+            authorization,
+        }))
     }
 
     /// One local connection: its own attested upstream session, then HTTP/1.1 with every
@@ -168,12 +323,10 @@ impl Proxy {
                         eprintln!("cocoon-client: {peer}: refused: {}", refused.message);
                         error_response(refused.status, refused.code, &refused.message)
                     }
-                    (Ok(()), Some(up)) => forward(up, host, drop_authorization, request).await,
-                    (Ok(()), None) => error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "attestation_failed",
-                        "the upstream guest failed attestation; nothing was forwarded",
-                    ),
+                    (Ok(()), Ok(up)) => forward(up, host, drop_authorization, request).await,
+                    (Ok(()), Err((code, reason))) => {
+                        error_response(StatusCode::BAD_GATEWAY, code, &reason)
+                    }
                 };
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -187,6 +340,9 @@ impl Proxy {
 }
 
 type ProxyResponse = Response<SessionBody>;
+
+/// Why a local connection has no upstream: the error code and message its requests get.
+type Refused = (&'static str, Arc<str>);
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> ProxyResponse {
     let kind = if status.is_client_error() {
@@ -211,10 +367,12 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> ProxyRespons
     response
 }
 
-/// One verified upstream session and the account headers proven in it (if any).
+/// One verified upstream session, the account headers proven in it and the escrow
+/// authorization of its guest key (if any).
 struct Upstream {
     sender: Mutex<hyper::client::conn::http1::SendRequest<SessionBody>>,
     account: Option<(HeaderValue, HeaderValue)>,
+    authorization: Option<HeaderValue>,
 }
 
 /// The account headers for the upstream session with this exporter. The proof signs the
@@ -242,7 +400,7 @@ async fn forward(
 ) -> ProxyResponse {
     let (mut parts, body) = request.into_parts();
     crate::local::strip_hop_by_hop(&mut parts.headers);
-    for name in [ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER] {
+    for name in [ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER, AUTHORIZATION_HEADER] {
         parts.headers.remove(name);
     }
     if drop_authorization {
@@ -251,6 +409,11 @@ async fn forward(
     if let Some((account, proof)) = &upstream.account {
         parts.headers.insert(ACCOUNT_HEADER, account.clone());
         parts.headers.insert(ACCOUNT_PROOF_HEADER, proof.clone());
+    }
+    if let Some(authorization) = &upstream.authorization {
+        parts
+            .headers
+            .insert(AUTHORIZATION_HEADER, authorization.clone());
     }
     if let Ok(value) = hyper::header::HeaderValue::from_str(&host) {
         parts.headers.insert(hyper::header::HOST, value);

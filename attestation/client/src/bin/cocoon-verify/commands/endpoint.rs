@@ -93,34 +93,19 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `GET /v1/attestation/config` over the verified session; the document's SHA-384 must be
-/// the attested config digest (the guest serves it byte-exact).
+/// The served config, checked against the attested digest ([`cocoon_client::config`]);
+/// `None` (with the reason on stderr) when it cannot be had or does not match.
 async fn fetch_config(
     connection: &mut cocoon_client::AttestedConnection,
     endpoint: &Endpoint,
 ) -> Option<serde_json::Value> {
-    use http_body_util::{BodyExt, Empty};
-    use sha2::{Digest, Sha384};
-    let request = hyper::Request::get("/v1/attestation/config")
-        .header("host", endpoint.host.as_str())
-        .body(Empty::new().map_err(|never| match never {}).boxed())
-        .ok()?;
-    connection.sender.ready().await.ok()?;
-    let response = connection.sender.send_request(request).await.ok()?;
-    let body = http_body_util::Limited::new(response.into_body(), 1 << 20)
-        .collect()
-        .await
-        .ok()?
-        .to_bytes();
-    let digest = hex::encode(Sha384::digest(&body));
-    let attested = connection.verified.certificate.config_digest.as_deref()?;
-    if digest != attested {
-        eprintln!(
-            "cocoon-verify: the served config document hashes to {digest}, not to the attested {attested}: not shown"
-        );
-        return None;
+    match cocoon_client::config::fetch_config(connection, endpoint).await {
+        Ok(config) => Some(config.json),
+        Err(e) => {
+            eprintln!("cocoon-verify: the served config is not shown: {e}");
+            None
+        }
     }
-    serde_json::from_slice(&body).ok()
 }
 
 fn print_summary(url: &str, e: &Verified) {

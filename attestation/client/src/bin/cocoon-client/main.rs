@@ -12,7 +12,13 @@
 //! `x-cocoon-account` and `x-cocoon-account-proof` to every request it forwards there (see
 //! `cocoon_attestation::account`). Account headers sent by the local client are always
 //! dropped: only the proxy, which sees the upstream session, can prove an account in it.
-//! `cocoon-client account keygen|show` makes and shows account keys.
+//! `cocoon-client account keygen|show` makes and shows account keys; `--mnemonic-file
+//! FILE` takes the key TON wallets derive from 24 words instead, so one secret owns the
+//! account, its escrow and the wallet that funds it.
+//!
+//! With `--spend-cap TON` as well, the proxy pays guests that bill through escrows: it
+//! authorizes each verified guest's receipt key to charge the account's escrow
+//! (`cocoon_client::proxy::ProxyBilling`).
 //!
 //! The local side answers only local programs: requests must name the listener in `Host`,
 //! come from no foreign web origin and carry JSON bodies (`cocoon_client::local`); with
@@ -27,8 +33,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use cocoon_attestation::account::AccountKey;
+use cocoon_client::amount::Amount;
 use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
-use cocoon_client::proxy::Proxy;
+use cocoon_client::escrow::Authorizer;
+use cocoon_client::keys::KeyArgs;
+use cocoon_client::proxy::{Proxy, ProxyBilling};
 use cocoon_client::Endpoint;
 
 #[derive(Parser)]
@@ -62,11 +71,20 @@ enum Command {
         /// Seconds to connect and verify an upstream session.
         #[arg(long, default_value_t = 15)]
         connect_timeout: u64,
-        /// The account key (PKCS#8 PEM, from `cocoon-client account keygen`) that requests
-        /// are billed to; it proves the account in every upstream session. Without it,
-        /// requests go unnamed (billed to `anonymous` where the guest allows that).
-        #[arg(long, value_name = "FILE")]
-        account_key: Option<PathBuf>,
+        /// The account requests are billed to (`--account-key FILE` or `--mnemonic-file
+        /// FILE`); it is proven in every upstream session. Without one, requests go unnamed
+        /// (billed to `anonymous` where the guest allows that).
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Pay guests that bill through escrows: authorize each verified guest's receipt
+        /// key to charge the account's escrow up to this much in all (TON, 9 decimals at
+        /// most). Without it no authorization is sent and such guests answer 402.
+        #[arg(long, value_name = "TON")]
+        spend_cap: Option<Amount>,
+        /// Seconds each escrow authorization lasts; a new one is signed before it ends.
+        #[arg(long, value_name = "SECS", default_value_t = 86_400,
+              value_parser = clap::value_parser!(u64).range(600..=31_536_000))]
+        authorization_ttl: u64,
         /// A file holding a local secret: when given, every local request must carry it as
         /// `Authorization: Bearer TOKEN` (the OpenAI SDKs' api_key), so other local users
         /// and programs cannot spend the account. It is never forwarded upstream.
@@ -86,18 +104,15 @@ enum AccountCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Print the account id of a key file.
+    /// Print the account id of a key (and the address of the TON wallet it controls).
     Show {
-        /// The account key (PKCS#8 PEM).
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// The network whose wallet address to print: local, testnet or mainnet.
+        #[arg(long, value_name = "NETWORK", default_value = "mainnet",
+              value_parser = ["local", "testnet", "mainnet"])]
+        ton_network: String,
     },
-}
-
-fn read_account_key(path: &Path) -> Result<AccountKey, String> {
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read account key {}: {e}", path.display()))?;
-    AccountKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The `--local-token-file` secret: the file's text, trimmed; at least 16 characters.
@@ -115,7 +130,7 @@ fn read_local_token(path: &Path) -> Result<String, String> {
 }
 
 fn account(command: AccountCommand) -> ExitCode {
-    let key = match command {
+    let shown = match command {
         AccountCommand::Keygen { out } => AccountKey::generate()
             .map_err(|e| e.to_string())
             .and_then(|(key, pem)| {
@@ -128,13 +143,20 @@ fn account(command: AccountCommand) -> ExitCode {
                     .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
                 std::io::Write::write_all(&mut file, pem.as_bytes())
                     .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-                Ok(key)
+                Ok(key.id().to_string())
             }),
-        AccountCommand::Show { key } => read_account_key(&key),
+        AccountCommand::Show { key, ton_network } => key.require().and_then(|key| {
+            let wallet = cocoon_client::wallet::OwnerWallet::new(&key, &ton_network)?;
+            Ok(format!(
+                "{}\nwallet v5r1 ({ton_network}): {} (pays deploys, top-ups and owner requests)",
+                key.id(),
+                wallet.address_text()
+            ))
+        }),
     };
-    match key {
-        Ok(key) => {
-            println!("{}", key.id());
+    match shown {
+        Ok(text) => {
+            println!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -153,7 +175,9 @@ async fn main() -> ExitCode {
             accept,
             collateral,
             connect_timeout,
-            account_key,
+            key,
+            spend_cap,
+            authorization_ttl,
             local_token_file,
         } => {
             let args = ProxyArgs {
@@ -162,7 +186,9 @@ async fn main() -> ExitCode {
                 accept,
                 collateral,
                 connect_timeout,
-                account_key,
+                key,
+                spend_cap,
+                authorization_ttl,
                 local_token_file,
             };
             match proxy(args) {
@@ -184,7 +210,9 @@ struct ProxyArgs {
     accept: PolicyArgs,
     collateral: CollateralArgs,
     connect_timeout: u64,
-    account_key: Option<PathBuf>,
+    key: KeyArgs,
+    spend_cap: Option<Amount>,
+    authorization_ttl: u64,
     local_token_file: Option<PathBuf>,
 }
 
@@ -196,12 +224,18 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
         .map(read_local_token)
         .transpose()?
         .map(Arc::<str>::from);
-    let account_key = args
-        .account_key
-        .as_deref()
-        .map(read_account_key)
-        .transpose()?
-        .map(Arc::new);
+    let account_key = args.key.load()?.map(Arc::new);
+    let billing = match (args.spend_cap, &account_key) {
+        (Some(cap), Some(_)) => Some(Arc::new(ProxyBilling::new(
+            cocoon_client::escrow::escrow_code().map_err(|e| e.to_string())?,
+            Authorizer::new(cap, args.authorization_ttl),
+        ))),
+        (Some(_), None) => return Err(
+            "--spend-cap needs the account that pays: --account-key FILE or --mnemonic-file FILE"
+                .into(),
+        ),
+        (None, _) => None,
+    };
     if !args.listen.ip().is_loopback() {
         return Err(format!(
             "--listen must be a loopback address (the local side is plain HTTP): {}",
@@ -220,6 +254,7 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
         attestor,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         account_key,
+        billing,
         local_token,
         manifest,
     })
