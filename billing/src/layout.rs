@@ -97,7 +97,8 @@ pub enum ExitCode {
     GuestKeyMismatch = 1005,
     /// The voucher's cumulative charge is above the authorization's cap.
     CapExceeded = 1006,
-    /// `now ≥ expires_at + close_delay`.
+    /// `now ≥ expires_at + close_delay`, or a charge from `unlock_at` on (the escrow is
+    /// closing and its refund is due).
     AuthorizationExpired = 1007,
     /// The escrow does not hold the charge (above its storage reserve).
     InsufficientBalance = 1008,
@@ -109,19 +110,23 @@ pub enum ExitCode {
     OwnerRequestExpired = 1011,
     /// Not enough free balance for a withdrawal or a stake.
     InsufficientFreeBalance = 1012,
-    /// Refund (or final charge) while not closing, or before `unlock_at`.
+    /// Refund while not closing or before `unlock_at`, or a final charge while not closing
+    /// (checked after every other charge condition).
     NotUnlocked = 1013,
     /// Already closing (second `request_close`, or a `top_up` after it).
     AlreadyClosing = 1014,
     /// A stake may only go up (lowering it only by closing).
     StakeDecrease = 1015,
+    /// A `to` or `refund_to` address the escrow cannot pay (not `addr_std` on workchain 0
+    /// or −1).
+    BadAddress = 1016,
     /// Unknown op.
     UnknownOp = 0xffff,
 }
 
 impl ExitCode {
     /// Every exit code, in numeric order.
-    pub const ALL: [ExitCode; 17] = [
+    pub const ALL: [ExitCode; 18] = [
         Self::VoucherNotNewer,
         Self::BadVoucherSignature,
         Self::BadOwnerSignature,
@@ -138,6 +143,7 @@ impl ExitCode {
         Self::NotUnlocked,
         Self::AlreadyClosing,
         Self::StakeDecrease,
+        Self::BadAddress,
         Self::UnknownOp,
     ];
 
@@ -1559,6 +1565,7 @@ mod tests {
     fn billing_layout_exit_codes_and_coins_limits() {
         assert_eq!(ExitCode::VoucherNotNewer.code(), 1000);
         assert_eq!(ExitCode::StakeDecrease.code(), 1015);
+        assert_eq!(ExitCode::BadAddress.code(), 1016);
         assert_eq!(ExitCode::UnknownOp.code(), 0xffff);
         for code in ExitCode::ALL {
             assert_eq!(ExitCode::from_code(code.code()), Some(code));

@@ -47,16 +47,8 @@ pub enum EscrowError {
 
 /// The escrow contract code escrows are derived with: the compiled contract
 /// (`billing/contracts/build/escrow.boc`) that `cocoon-billing` embeds.
-///
-/// Not yet available: the contract (branch billing-B) has not landed in `cocoon-billing`,
-/// so until then escrow billing refuses to start rather than derive addresses from some
-/// other code.
-pub fn escrow_code() -> Result<Cell, EscrowError> {
-    Err(EscrowError::Invalid(
-        "this build has no escrow contract code (billing/contracts/build/escrow.boc is not in \
-         cocoon-billing yet): escrow billing is unavailable"
-            .into(),
-    ))
+pub fn escrow_code() -> Cell {
+    cocoon_billing::escrow_code()
 }
 
 /// The contract's view of a config's price table.

@@ -17,7 +17,7 @@ use cocoon_billing::layout::{
     self, CellLayout as _, OwnerAction, OwnerRequest, PublicKey, Refund, TopUp, STORAGE_RESERVE,
 };
 use cocoon_billing::wallet::OutMessage;
-use tycho_types::models::{StdAddr, StdAddrFormat};
+use tycho_types::models::StdAddr;
 
 use crate::amount::{with_unit, Amount};
 use crate::escrow::{EscrowError, EscrowTerms};
@@ -290,14 +290,8 @@ pub fn operation(
 
 /// Parses a TON address: raw `0:<64 hex>` or user-friendly base64 (either alphabet).
 pub fn parse_address(text: &str) -> Result<StdAddr, EscrowError> {
-    let (address, _) = StdAddr::from_str_ext(text.trim(), StdAddrFormat::any())
-        .map_err(|e| refused(format!("'{text}' is not a TON address: {e}")))?;
-    if address.anycast.is_some() {
-        return Err(refused(format!(
-            "'{text}': anycast addresses are not supported"
-        )));
-    }
-    Ok(address)
+    cocoon_billing::address::parse_address(text)
+        .map_err(|e| refused(format!("'{}' is not a usable TON address: {e}", text.trim())))
 }
 
 #[cfg(test)]

@@ -227,7 +227,7 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
     let account_key = args.key.load()?.map(Arc::new);
     let billing = match (args.spend_cap, &account_key) {
         (Some(cap), Some(_)) => Some(Arc::new(ProxyBilling::new(
-            cocoon_client::escrow::escrow_code().map_err(|e| e.to_string())?,
+            cocoon_client::escrow::escrow_code(),
             Authorizer::new(cap, args.authorization_ttl),
         ))),
         (Some(_), None) => return Err(
