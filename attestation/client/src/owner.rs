@@ -473,6 +473,6 @@ mod tests {
         let friendly = address.display_base64_url(true).to_string();
         assert_eq!(parse_address(&friendly).unwrap(), address);
         let err = parse_address("EQnot-an-address").unwrap_err().to_string();
-        assert!(err.contains("is not a TON address"), "{err}");
+        assert!(err.contains("is not a usable TON address"), "{err}");
     }
 }
