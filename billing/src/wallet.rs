@@ -15,6 +15,7 @@ use tonlib_core::wallet::wallet_version::WalletVersion;
 use tycho_types::cell::{Cell, CellBuilder, CellFamily as _, CellSliceRange};
 use tycho_types::dict::Dict;
 use tycho_types::models::{
+    MessageLayout,
     CurrencyCollection, IntAddr, OwnedRelaxedMessage, RelaxedIntMsgInfo, RelaxedMsgInfo, StateInit,
     StdAddr,
 };
@@ -134,7 +135,8 @@ pub fn internal_message_cell(msg: &OutMessage) -> Result<Cell> {
         None => None,
     };
     let body = msg.body.clone().unwrap_or_else(Cell::empty_cell);
-    let message = OwnedRelaxedMessage {
+    let build = |layout: Option<MessageLayout>| {
+        let message = OwnedRelaxedMessage {
         info: RelaxedMsgInfo::Int(RelaxedIntMsgInfo {
             ihr_disabled: true,
             bounce: msg.bounce,
@@ -147,11 +149,24 @@ pub fn internal_message_cell(msg: &OutMessage) -> Result<Cell> {
             created_lt: 0,
             created_at: 0,
         }),
-        init,
+        init: init.clone(),
         body: (CellSliceRange::full(body.as_ref()), body.clone()),
-        layout: None,
+        layout,
     };
-    Ok(CellBuilder::build_from(message)?)
+        CellBuilder::build_from(message)
+    };
+    // tycho-types 0.3.6 computes the inline layout from a size estimate that can be off by
+    // a few bits for message headers near the limit (a 608-bit owner request with a value
+    // of 0.05 TON: "cell overflow"). Where the computed layout does not fit, body and
+    // init go into references, which always fits.
+    match build(None) {
+        Ok(cell) => Ok(cell),
+        Err(tycho_types::error::Error::CellOverflow) => Ok(build(Some(MessageLayout {
+            init_to_cell: true,
+            body_to_cell: true,
+        }))?),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A wallet v5r1 on workchain 0.
@@ -287,6 +302,39 @@ mod tests {
     /// A public test vector (tonlib-core's own tests): this mnemonic's wallet v5r1 address.
     const MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
     const ADDRESS: &str = "UQDv2YSmlrlLH3hLNOVxC8FcQf4F9eGNs4vb2zKma4txo6i3";
+
+    #[test]
+    fn billing_wallet_sends_a_signed_owner_request_that_only_fits_in_a_reference() {
+        // A 608-bit owner request with 0.05 TON: the layout tycho-types computes for it
+        // does not fit one cell (see internal_message_cell).
+        use crate::layout::{CellLayout as _, OwnerAction, OwnerRequest};
+        let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7; 32]).expect("key");
+        let escrow = StdAddr::new(0, tycho_types::cell::HashBytes([9; 32]));
+        let body = OwnerRequest {
+            escrow: escrow.clone(),
+            seqno: 0,
+            valid_until: 2_000_000_000,
+            action: OwnerAction::SetStake { stake: 5 },
+        }
+        .sign(&key, 1)
+        .and_then(|m| m.to_cell())
+        .expect("request");
+        assert_eq!(body.bit_len(), 608);
+        for value in [1, 50_000_000, 1 << 40] {
+            let message = OutMessage {
+                dest: escrow.clone(),
+                value,
+                bounce: true,
+                body: Some(body.clone()),
+                state_init: None,
+            };
+            let cell = internal_message_cell(&message).expect("fits");
+            let parsed = cell
+                .parse::<OwnedRelaxedMessage>()
+                .expect("a message");
+            assert_eq!(parsed.body.1.repr_hash(), body.repr_hash());
+        }
+    }
 
     #[test]
     fn billing_wallet_mnemonic_address_and_keys() {
