@@ -193,7 +193,12 @@ fn guest_state(chain: &LocalChain, escrow: &StdAddr, key: &[u8; 32]) -> Res<(u64
     ));
     let r = chain.run_get_method(escrow, "get_guest", &[arg])?;
     ensure(r.success(), || format!("get_guest exit {}", r.exit_code))?;
-    let n = |i: usize| r.stack.get(i).and_then(StackValue::as_u128).ok_or("get_guest stack");
+    let n = |i: usize| {
+        r.stack
+            .get(i)
+            .and_then(StackValue::as_u128)
+            .ok_or("get_guest stack")
+    };
     Ok((n(0)? as u64, n(1)?))
 }
 
@@ -374,11 +379,9 @@ impl Setup {
     fn settle(&mut self, first: usize, batch: usize, requests: u64) -> Res<Measured> {
         self.chain.advance(POLL)?;
         let (messages, deltas) = self.build(first, batch, requests)?;
-        let boc = self.wallet.external_transfer(
-            self.seqno,
-            self.chain.now() + MESSAGE_TTL,
-            &messages,
-        )?;
+        let boc =
+            self.wallet
+                .external_transfer(self.seqno, self.chain.now() + MESSAGE_TTL, &messages)?;
         let me = self.wallet.address();
         let escrows: Vec<StdAddr> = messages.iter().map(|m| m.dest.clone()).collect();
         let wallet_before = balance(&self.chain, &me)?;
@@ -390,9 +393,10 @@ impl Setup {
 
         let txs = self.chain.send_external(&boc)?;
         self.seqno += 1;
-        ensure(wallet_seqno(&self.chain, &self.wallet)? == self.seqno, || {
-            "the wallet's seqno did not move".into()
-        })?;
+        ensure(
+            wallet_seqno(&self.chain, &self.wallet)? == self.seqno,
+            || "the wallet's seqno did not move".into(),
+        )?;
 
         let mut m = Measured {
             batch,
@@ -453,9 +457,10 @@ impl Setup {
         for (k, delta) in deltas.iter().enumerate() {
             let client = &mut self.clients[first + k];
             let (seq, charged) = guest_state(&self.chain, &client.escrow, &guest_key)?;
-            ensure(seq == client.seq && charged == client.charged + delta, || {
-                format!("escrow {k}: get_guest says ({seq}, {charged})")
-            })?;
+            ensure(
+                seq == client.seq && charged == client.charged + delta,
+                || format!("escrow {k}: get_guest says ({seq}, {charged})"),
+            )?;
             client.charged = charged;
         }
         // Balances: the wallet paid the attached values and its fees; the payout got the
@@ -474,11 +479,18 @@ impl Setup {
         )?;
         ensure(
             payout_gained + m.escrow_fees + m.payout_fwd + m.payout_fees == m.settled + attached,
-            || format!("the payout gained {payout_gained}, charges {} ({m:?})", m.settled),
+            || {
+                format!(
+                    "the payout gained {payout_gained}, charges {} ({m:?})",
+                    m.settled
+                )
+            },
         )?;
         ensure(
             wallet_lost + escrows_lost == payout_gained + m.all_fees(),
-            || format!("money not conserved: wallet −{wallet_lost}, escrows −{escrows_lost}, payout +{payout_gained}, fees {}", m.all_fees()),
+            || {
+                format!("money not conserved: wallet −{wallet_lost}, escrows −{escrows_lost}, payout +{payout_gained}, fees {}", m.all_fees())
+            },
         )?;
         m.operator_cost = wallet_lost - (payout_gained - m.settled);
         ensure(m.operator_cost == m.all_fees() - m.escrow_storage, || {
@@ -500,9 +512,7 @@ impl Setup {
                 client.seq = seq;
                 client.tokens = tokens;
             }
-            let boc = self
-                .wallet
-                .external_transfer(self.seqno, NOW, &built?.0)?;
+            let boc = self.wallet.external_transfer(self.seqno, NOW, &built?.0)?;
             Ok(boc.len())
         };
         // The size grows with the batch: the largest batch that fits, by bisection.
@@ -511,7 +521,9 @@ impl Setup {
             return Ok((ESCROWS, full, 0));
         }
         let (mut lo, mut hi) = (1usize, ESCROWS);
-        ensure(size(lo)? <= MAX_EXT_MSG_BYTES, || "one charge does not fit".into())?;
+        ensure(size(lo)? <= MAX_EXT_MSG_BYTES, || {
+            "one charge does not fit".into()
+        })?;
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;
             if size(mid)? <= MAX_EXT_MSG_BYTES {
@@ -613,9 +625,9 @@ fn main() -> Res<()> {
     let mut out = String::new();
     writeln!(
         out,
-        "\n{:>5} {:>4} {:>6} | {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} | {:>11} {:>11} {:>10} | {:>9} {:>9}  {}",
+        "\n{:>5} {:>4} {:>6} | {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} | {:>11} {:>11} {:>10} | {:>9} {:>9}  note",
         "batch", "R", "bytes", "wallet tx", "charge fwd", "escrow txs", "payout fwd", "payout", "storage",
-        "/message", "/charge", "/request", "vs COCOON", "/charge%", "note"
+        "/message", "/charge", "/request", "vs COCOON", "fee%"
     )?;
     for (note, m) in &rows {
         let per_msg = |v: u128| v / m.messages as u128;
@@ -644,7 +656,7 @@ fn main() -> Res<()> {
         "(nanoTON; columns wallet tx .. storage are per message: the wallet's transaction \
          (external import, gas, action fees), forwarding fees of the charge messages, the \
          escrows' gas and action fees, forwarding of the payout messages, the payout \
-         address's transactions, the escrows' storage; /charge%: fees as a share of what \
+         address's transactions, the escrows' storage; fee%: fees as a share of what \
          was settled. Every nanoton is checked against the balances.)"
     );
     println!(
