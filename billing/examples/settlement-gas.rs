@@ -32,6 +32,7 @@ use cocoon_billing::layout::{
 use cocoon_billing::local_chain::{InternalMessage, LocalChain, StackValue, TxSummary};
 use cocoon_billing::wallet::{Network, OutMessage, Wallet, MAX_MESSAGES};
 use ring::signature::Ed25519KeyPair;
+use tycho_executor::ParsedConfig;
 use tycho_types::models::{ComputePhase, Transaction, TxInfo};
 
 type Res<T> = Result<T, Box<dyn StdError>>;
@@ -45,8 +46,8 @@ const CHARGE_VALUE: u128 = 50_000_000;
 const MESSAGE_TTL: u32 = 120;
 /// `[billing] poll_secs`'s default: the clock moves this much between settlements.
 const POLL: u32 = 10;
-/// The largest BoC an external message may have (config param 43 `max_ext_msg_size`, which
-/// the local chain's `send_external` enforces too).
+/// The largest BoC an external message may have (`max_ext_msg_size`: config param 43, or
+/// without it TON's default; the local chain's `send_external` enforces it too).
 const MAX_EXT_MSG_BYTES: usize = 65_535;
 const NOW: u32 = 1_767_225_600;
 const CLOSE_DELAY: u32 = 3_600;
@@ -536,6 +537,26 @@ impl Setup {
     }
 }
 
+/// `max_ext_msg_size` of config param 43 and where it came from. Read by hand: mainnet's
+/// `size_limits_config_v2#02` is longer than what `tycho-types` 0.3.6 parses; both versions
+/// start `tag:uint8 max_msg_bits:uint32 max_msg_cells:uint32 max_library_cells:uint32
+/// max_vm_data_depth:uint16 max_ext_msg_size:uint32`. Without the parameter (the committed
+/// fixture has none) validators, and `tycho-executor`, use the default, 65535.
+fn max_ext_msg_size(chain: &LocalChain) -> Res<(u32, &'static str)> {
+    let Some(mut slice) = chain.config().params.get_raw(43)? else {
+        return Ok((
+            ParsedConfig::DEFAULT_SIZE_LIMITS_CONFIG.max_ext_msg_size,
+            "the default size limits (the config has no param 43)",
+        ));
+    };
+    let tag = slice.load_u8()?;
+    ensure(tag == 1 || tag == 2, || {
+        format!("config param 43 tag {tag}")
+    })?;
+    slice.skip_first(32 * 3 + 16, 0)?;
+    Ok((slice.load_u32()?, "config param 43"))
+}
+
 fn ratio(ours: u128) -> String {
     if ours == 0 {
         return "-".into();
@@ -565,7 +586,11 @@ fn main() -> Res<()> {
         PRICES.completion_per_million,
     );
 
-    // The real cap of one wallet message.
+    // The real cap of one wallet message: the config's external message size limit.
+    let (config_limit, limit_source) = max_ext_msg_size(&s.chain)?;
+    ensure(config_limit as usize == MAX_EXT_MSG_BYTES, || {
+        format!("{limit_source}: max_ext_msg_size {config_limit}, not {MAX_EXT_MSG_BYTES}")
+    })?;
     let (cap, cap_bytes, over_bytes) = s.find_cap()?;
 
     // First voucher of every key (the guests dictionary gains an entry): one message of 100
@@ -604,7 +629,7 @@ fn main() -> Res<()> {
     // The cap itself, sent.
     let at_cap = s.settle(0, cap, 10)?;
     rows.push((format!("the cap ({cap} charges)"), at_cap));
-    // One more does not fit: the chain refuses it (config param 43, 64 KiB).
+    // One more does not fit: the chain refuses it (max_ext_msg_size, 64 KiB).
     if cap < ESCROWS {
         let saved: Vec<(u64, TokenCounts)> = s.clients.iter().map(|c| (c.seq, c.tokens)).collect();
         let built = s.build(0, cap + 1, 1);
@@ -692,7 +717,7 @@ fn main() -> Res<()> {
     println!(
         "wallet v5r1 cap: {cap} charges per message ({cap_bytes} bytes; {} charges would be \
          {over_bytes} bytes, above the {MAX_EXT_MSG_BYTES}-byte external message limit of \
-         config param 43, refused by the chain); the action list allows {MAX_MESSAGES}",
+         {limit_source}, refused by the chain); the action list allows {MAX_MESSAGES}",
         cap + 1
     );
     println!(
