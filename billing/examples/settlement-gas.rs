@@ -112,6 +112,10 @@ struct Measured {
     ext_bytes: usize,
     /// Wallet transaction: import of the external message, gas, action fees (total_fees).
     wallet_fees: u128,
+    /// Its parts: gas, action fees, storage (the rest is the external message's import).
+    wallet_gas: u128,
+    wallet_action: u128,
+    wallet_storage: u128,
     /// Forwarding fees the charge messages carried (beyond the wallet's total_fees).
     charge_fwd: u128,
     /// Escrows' transactions: gas and action fees (storage apart).
@@ -152,6 +156,9 @@ impl Measured {
         self.messages += other.messages;
         self.ext_bytes = self.ext_bytes.max(other.ext_bytes);
         self.wallet_fees += other.wallet_fees;
+        self.wallet_gas += other.wallet_gas;
+        self.wallet_action += other.wallet_action;
+        self.wallet_storage += other.wallet_storage;
         self.charge_fwd += other.charge_fwd;
         self.escrow_fees += other.escrow_fees;
         self.escrow_storage += other.escrow_storage;
@@ -164,23 +171,37 @@ impl Measured {
     }
 }
 
-fn storage_fee(tx: &TxSummary) -> Res<u128> {
-    let parsed = tx.transaction.parse::<Transaction>()?;
-    let TxInfo::Ordinary(info) = parsed.load_info()? else {
-        return Err("not an ordinary transaction".into());
-    };
-    Ok(info
-        .storage_phase
-        .map(|s| s.storage_fees_collected.into_inner())
-        .unwrap_or(0))
+/// A transaction's phases: storage fee, whether the compute phase ran, its gas fee, and
+/// the action phase's fees (the part of the forwarding fees the sender's side keeps).
+struct Phases {
+    storage: u128,
+    computed: bool,
+    gas: u128,
+    action: u128,
 }
 
-fn compute_ran(tx: &TxSummary) -> Res<bool> {
+fn phases(tx: &TxSummary) -> Res<Phases> {
     let parsed = tx.transaction.parse::<Transaction>()?;
     let TxInfo::Ordinary(info) = parsed.load_info()? else {
         return Err("not an ordinary transaction".into());
     };
-    Ok(matches!(info.compute_phase, ComputePhase::Executed(_)))
+    let (computed, gas) = match &info.compute_phase {
+        ComputePhase::Executed(phase) => (true, phase.gas_fees.into_inner()),
+        ComputePhase::Skipped(_) => (false, 0),
+    };
+    Ok(Phases {
+        storage: info
+            .storage_phase
+            .map(|s| s.storage_fees_collected.into_inner())
+            .unwrap_or(0),
+        computed,
+        gas,
+        action: info
+            .action_phase
+            .and_then(|a| a.total_action_fees)
+            .map(|t| t.into_inner())
+            .unwrap_or(0),
+    })
 }
 
 fn balance(chain: &LocalChain, addr: &StdAddr) -> Res<u128> {
@@ -427,15 +448,21 @@ impl Setup {
                     format!("the wallet sent {} of {batch}", tx.out_messages.len())
                 })?;
                 m.wallet_fees += tx.total_fees;
+                let p = phases(tx)?;
+                m.wallet_gas += p.gas;
+                m.wallet_action += p.action;
+                m.wallet_storage += p.storage;
                 m.charge_fwd += out_fwd;
             } else if tx.account == self.payout {
-                ensure(!compute_ran(tx)?, || "the payout address ran code".into())?;
+                ensure(!phases(tx)?.computed, || {
+                    "the payout address ran code".into()
+                })?;
                 m.payout_fees += tx.total_fees;
             } else if let Some(k) = escrows.iter().position(|e| e == &tx.account) {
                 ensure(tx.success && tx.exit_code == Some(0), || {
                     format!("charge {k} refused: exit {:?}", tx.exit_code)
                 })?;
-                let storage = storage_fee(tx)?;
+                let storage = phases(tx)?.storage;
                 m.escrow_storage += storage;
                 m.escrow_fees += tx.total_fees - storage;
                 m.payout_fwd += out_fwd;
@@ -688,6 +715,26 @@ fn main() -> Res<()> {
         "reference: COCOON charge ≈ 0.011 TON = {COCOON_CHARGE} nanoTON per charge operation, \
          one per request in the naive configuration; \"vs COCOON\" = ours per request against it"
     );
+    for (note, m) in &rows {
+        if note.is_empty() && m.requests_per_voucher == 10 {
+            let c = m.charges as u128;
+            println!(
+                "batch {:>3}, per charge: wallet transaction {} = import of the external message {} \
+                 + gas {} + action fees {} + storage {}; charge forwarding {}; escrow {} \
+                 ({} gas); payout forwarding {}",
+                m.batch,
+                m.wallet_fees / c,
+                (m.wallet_fees - m.wallet_gas - m.wallet_action - m.wallet_storage) / c,
+                m.wallet_gas / c,
+                m.wallet_action / c,
+                m.wallet_storage / c,
+                m.charge_fwd / c,
+                m.escrow_fees / c,
+                m.escrow_gas / c as u64,
+                m.payout_fwd / c,
+            );
+        }
+    }
     let naive_per_charge = naive.per_charge();
     for batch in BATCHES {
         let pick = |r: u64| {
