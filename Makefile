@@ -76,7 +76,8 @@ test: build model venv ## Run every test: unit, fake TEE devices, CLI, attacks, 
 	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "tests: %d passed, %d failed\n", p, f}' .cocoon/test.log
 
-bench: build model peer ## Benchmarks: verifications/s vs dcap-qvl/sev; host relay vs haproxy/nginx; attested vs pinned TLS; proxy latency; tokens/s + TTFT vs mistral.rs (first run builds the peer)
+bench: build model peer ## Benchmarks: settlement gas per request vs COCOON; verifications/s vs dcap-qvl/sev; host relay vs haproxy/nginx; attested vs pinned TLS; proxy latency; tokens/s + TTFT vs mistral.rs (first run builds the peer)
+	$(CARGO) run --release --locked -p cocoon-billing --features local-chain,wallet --example settlement-gas
 	$(CARGO) run --release --locked -p cocoon-tests --bin cocoon-verify-bench
 	$(CARGO) run --release --locked -p cocoon-host-agent --example relay-bench -- --agent $(BIN)/cocoon-host-agent
 	COCOON_BIN_DIR=$(BIN) COCOON_MODEL=$(CURDIR)/$(MODEL) $(CARGO) run --release --locked -p cocoon-tests --bin cocoon-bench-tls
