@@ -28,8 +28,13 @@ use crate::{Error, Result};
 pub const WALLET_ID_MAINNET: i32 = 0x7FFF_FF11;
 /// Wallet v5r1 id on testnet.
 pub const WALLET_ID_TESTNET: i32 = 0x7FFF_FFFD;
-/// Most internal messages one wallet v5 external message carries.
+/// Most internal messages one wallet v5 external message carries (its action list).
 pub const MAX_MESSAGES: usize = 255;
+/// Most escrow charges one wallet message carries. Not the action limit but the size of
+/// an external message: at most 65,535 bytes as a BoC (the default of config param 43),
+/// and a charge (voucher and authorization by reference) adds about 441 bytes, so 148
+/// fit and 149 are refused (measured by `examples/settlement-gas.rs`). 140 leaves room.
+pub const MAX_CHARGES_PER_MESSAGE: usize = 140;
 
 /// The network a wallet signs for (its wallet id, so its address, depends on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -6,8 +6,8 @@
 //! authorizes its receipt key and proves the account in every session).
 //!
 //! What must hold: every answer carries a receipt; the host agent settles the guest's
-//! vouchers by itself; the escrow's balance drops by exactly the cumulative tokens × price
-//! the receipts state (computed here again from the token counts with the contract's
+//! vouchers by itself; the escrow's balance drops by the cumulative tokens × price the
+//! receipts state (plus its storage rent, a few nanoTON: it pays none of the gas) (computed here again from the token counts with the contract's
 //! formula); the escrow records that charge under the guest's key; and the operator (wallet
 //! plus payout address) ends up with that charge minus the gas it paid. A request beyond
 //! what the escrow covers is refused with a 402 before any token is generated.
@@ -357,11 +357,13 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         .unwrap()
         .unwrap();
     assert_eq!(after.total_charged, expected);
-    assert_eq!(
-        escrow_before - after.balance,
-        expected,
-        "the escrow pays exactly tokens × price"
-    );
+    // The escrow pays the charge and nothing of the gas: besides the charge it loses only
+    // the storage rent every account pays for the seconds since its last transaction (a
+    // few nanoTON for this contract over this test).
+    let rent = (escrow_before - after.balance)
+        .checked_sub(expected)
+        .expect("the escrow pays at least the charge");
+    assert!(rent < 1_000, "escrow lost {rent} nanoTON besides the charge");
     let payout_gain = chain.account_state(&payout).await.unwrap().balance - payout_before;
     let operator_spent = operator_before - chain.account_state(&operator).await.unwrap().balance;
     // The payout receives the charge plus the gas the charge did not use; the operator's
@@ -373,7 +375,8 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
     assert!(gas > 0 && gas < CHARGE_VALUE, "gas {gas}");
     eprintln!(
         "billing e2e: charge {expected} nanoTON for {prompt_tokens}+{completion_tokens} \
-         tokens in 3 requests; operator net {} nanoTON after {gas} nanoTON gas",
+         tokens in 3 requests; operator net {} nanoTON after {gas} nanoTON gas; escrow rent \
+         {rent} nanoTON",
         expected - gas
     );
 

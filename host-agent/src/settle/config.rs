@@ -87,7 +87,7 @@ pub struct BillingSection {
     /// Gas value attached to each charge message (unused gas goes on to the payout).
     #[serde(default = "default_charge_value")]
     pub charge_value_nanoton: u64,
-    /// Charges per wallet message, 1 to 255.
+    /// Charges per wallet message, 1 to 140 (what fits one external message).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// Pause between rounds of reading escrows and settling.
@@ -124,7 +124,7 @@ fn default_charge_value() -> u64 {
     50_000_000
 }
 fn default_max_batch() -> usize {
-    cocoon_billing::wallet::MAX_MESSAGES
+    cocoon_billing::wallet::MAX_CHARGES_PER_MESSAGE
 }
 fn default_poll() -> u64 {
     10
@@ -199,9 +199,9 @@ impl BillingSection {
             "must be from 0 to 1 (a share of the escrow's stake)",
         )?;
         check.require(
-            (1..=cocoon_billing::wallet::MAX_MESSAGES).contains(&self.max_batch),
+            (1..=cocoon_billing::wallet::MAX_CHARGES_PER_MESSAGE).contains(&self.max_batch),
             "billing.max_batch",
-            "must be from 1 to 255 (the messages one wallet v5 transfer carries)",
+            "must be from 1 to 140 (more charges make an external message above 64 KiB, which no node accepts)",
         )?;
         check.require(
             self.charge_value_nanoton >= MIN_CHARGE_VALUE,

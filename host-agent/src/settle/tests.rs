@@ -129,7 +129,7 @@ fn params() -> SettleParams {
     SettleParams {
         thresholds: Thresholds::new(1, 0.0, 3_600, 600),
         charge_value: CHARGE_VALUE,
-        max_batch: 255,
+        max_batch: cocoon_billing::wallet::MAX_CHARGES_PER_MESSAGE,
         message_ttl_secs: 120,
         confirm_grace_secs: 0,
         chain_timeout: Duration::from_secs(10),
