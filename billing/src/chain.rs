@@ -21,7 +21,6 @@
 //! - an account with no balance and no transaction is [`AccountStatus::Nonexist`] (toncenter
 //!   reports such an address as `uninitialized`).
 
-
 use async_trait::async_trait;
 use num_bigint::BigInt;
 use tycho_types::cell::{Cell, Load as _};

@@ -15,9 +15,8 @@ use tonlib_core::wallet::wallet_version::WalletVersion;
 use tycho_types::cell::{Cell, CellBuilder, CellFamily as _, CellSliceRange};
 use tycho_types::dict::Dict;
 use tycho_types::models::{
-    MessageLayout,
-    CurrencyCollection, IntAddr, OwnedRelaxedMessage, RelaxedIntMsgInfo, RelaxedMsgInfo, StateInit,
-    StdAddr,
+    CurrencyCollection, IntAddr, MessageLayout, OwnedRelaxedMessage, RelaxedIntMsgInfo,
+    RelaxedMsgInfo, StateInit, StdAddr,
 };
 use tycho_types::num::Tokens;
 
@@ -142,22 +141,22 @@ pub fn internal_message_cell(msg: &OutMessage) -> Result<Cell> {
     let body = msg.body.clone().unwrap_or_else(Cell::empty_cell);
     let build = |layout: Option<MessageLayout>| {
         let message = OwnedRelaxedMessage {
-        info: RelaxedMsgInfo::Int(RelaxedIntMsgInfo {
-            ihr_disabled: true,
-            bounce: msg.bounce,
-            bounced: false,
-            src: None,
-            dst: IntAddr::Std(msg.dest.clone()),
-            value: CurrencyCollection::new(msg.value),
-            extra_flags: Default::default(),
-            fwd_fee: Tokens::ZERO,
-            created_lt: 0,
-            created_at: 0,
-        }),
-        init: init.clone(),
-        body: (CellSliceRange::full(body.as_ref()), body.clone()),
-        layout,
-    };
+            info: RelaxedMsgInfo::Int(RelaxedIntMsgInfo {
+                ihr_disabled: true,
+                bounce: msg.bounce,
+                bounced: false,
+                src: None,
+                dst: IntAddr::Std(msg.dest.clone()),
+                value: CurrencyCollection::new(msg.value),
+                extra_flags: Default::default(),
+                fwd_fee: Tokens::ZERO,
+                created_lt: 0,
+                created_at: 0,
+            }),
+            init: init.clone(),
+            body: (CellSliceRange::full(body.as_ref()), body.clone()),
+            layout,
+        };
         CellBuilder::build_from(message)
     };
     // tycho-types 0.3.6 computes the inline layout from a size estimate that can be off by
@@ -334,9 +333,7 @@ mod tests {
                 state_init: None,
             };
             let cell = internal_message_cell(&message).expect("fits");
-            let parsed = cell
-                .parse::<OwnedRelaxedMessage>()
-                .expect("a message");
+            let parsed = cell.parse::<OwnedRelaxedMessage>().expect("a message");
             assert_eq!(parsed.body.1.repr_hash(), body.repr_hash());
         }
     }

@@ -282,7 +282,13 @@ fn billing_contract_refuses_replayed_and_lower_vouchers() {
     b.set_stake(TON);
     let auth = b.authorization(100 * TON, 3_600);
     let v2 = b.voucher(2, 100, 100);
-    assert_eq!(exit(&b.escrow.clone(), &b.charge(v2.clone(), auth.clone(), false)), Some(0));
+    assert_eq!(
+        exit(
+            &b.escrow.clone(),
+            &b.charge(v2.clone(), auth.clone(), false)
+        ),
+        Some(0)
+    );
     let paid = b.view().total_charged;
     let escrow_before = b.balance(&b.escrow);
     assert_eq!(
@@ -291,12 +297,18 @@ fn billing_contract_refuses_replayed_and_lower_vouchers() {
         "replay"
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(b.voucher(1, 50, 50), auth.clone(), false)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(b.voucher(1, 50, 50), auth.clone(), false)
+        ),
         code(ExitCode::VoucherNotNewer),
         "older sequence"
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(b.voucher(3, 10, 10), auth, false)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(b.voucher(3, 10, 10), auth, false)
+        ),
         code(ExitCode::VoucherNotNewer),
         "newer sequence, lower counts"
     );
@@ -329,7 +341,10 @@ fn billing_contract_refuses_forged_and_misdirected_charges() {
     .sign(&operator_key)
     .unwrap();
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(own.clone(), auth.clone(), false)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(own.clone(), auth.clone(), false)
+        ),
         code(ExitCode::GuestKeyMismatch)
     );
     // ... and authorizes it himself.
@@ -363,11 +378,17 @@ fn billing_contract_refuses_forged_and_misdirected_charges() {
     .sign(&b.guest)
     .unwrap();
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(other_escrow, auth.clone(), false)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(other_escrow, auth.clone(), false)
+        ),
         code(ExitCode::WrongEscrow)
     );
     assert_eq!(b.view().total_charged, 0, "nothing was paid");
-    assert_eq!(exit(&b.escrow.clone(), &b.charge(good, auth, false)), Some(0));
+    assert_eq!(
+        exit(&b.escrow.clone(), &b.charge(good, auth, false)),
+        Some(0)
+    );
 }
 
 #[test]
@@ -385,10 +406,16 @@ fn billing_contract_enforces_the_authorizations_cap_and_expiry() {
     // before expiry).
     let short = b.authorization(due, 100);
     b.chain.advance(100 + DELAY - 10).unwrap();
-    assert_eq!(exit(&b.escrow.clone(), &b.charge(v, short.clone(), false)), Some(0));
+    assert_eq!(
+        exit(&b.escrow.clone(), &b.charge(v, short.clone(), false)),
+        Some(0)
+    );
     b.chain.advance(20).unwrap();
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(b.voucher(2, 1_000, 1), short, false)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(b.voucher(2, 1_000, 1), short, false)
+        ),
         code(ExitCode::AuthorizationExpired)
     );
 }
@@ -420,31 +447,43 @@ fn billing_contract_top_up_stake_and_withdraw_above_stake_only() {
     assert!(b.view().balance > deposit + 5 * TON - TON / 100);
     b.set_stake(4 * TON);
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op(OwnerAction::SetStake { stake: 3 * TON })),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op(OwnerAction::SetStake { stake: 3 * TON })
+        ),
         code(ExitCode::StakeDecrease),
         "the stake never goes down while open"
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op(OwnerAction::SetStake { stake: 1_000 * TON })),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op(OwnerAction::SetStake { stake: 1_000 * TON })
+        ),
         code(ExitCode::InsufficientFreeBalance)
     );
     let view = b.view();
     let free = view.balance - view.stake - STORAGE_RESERVE;
     let to = addr(0xd0);
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op(OwnerAction::Withdraw {
-            amount: free + TON / 10,
-            to: to.clone()
-        })),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op(OwnerAction::Withdraw {
+                amount: free + TON / 10,
+                to: to.clone()
+            })
+        ),
         code(ExitCode::InsufficientFreeBalance),
         "withdrawing into the stake"
     );
     let amount = free - TON / 10;
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op(OwnerAction::Withdraw {
-            amount,
-            to: to.clone()
-        })),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op(OwnerAction::Withdraw {
+                amount,
+                to: to.clone()
+            })
+        ),
         Some(0)
     );
     assert!(b.balance(&to) > amount - TON / 100);
@@ -457,24 +496,39 @@ fn billing_contract_owner_requests_are_signed_fresh_and_used_once() {
     let now = b.chain.now();
     let stake = |s| OwnerAction::SetStake { stake: s };
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op_with(0, now + 60, stake(TON), &key(5))),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op_with(0, now + 60, stake(TON), &key(5))
+        ),
         code(ExitCode::BadOwnerSignature),
         "someone else's key"
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op_with(1, now + 60, stake(TON), &key(1))),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op_with(1, now + 60, stake(TON), &key(1))
+        ),
         code(ExitCode::WrongOwnerSeqno)
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op_with(0, now - 1, stake(TON), &key(1))),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op_with(0, now - 1, stake(TON), &key(1))
+        ),
         code(ExitCode::OwnerRequestExpired)
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op_with(0, now + 60, stake(TON), &key(1))),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op_with(0, now + 60, stake(TON), &key(1))
+        ),
         Some(0)
     );
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op_with(0, now + 60, stake(TON), &key(1))),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op_with(0, now + 60, stake(TON), &key(1))
+        ),
         code(ExitCode::WrongOwnerSeqno),
         "a replayed request"
     );
@@ -508,9 +562,12 @@ fn billing_contract_close_refunds_everything_after_the_delay_stake_included() {
     // Everything above the stake (and the storage reserve) came back at once.
     assert!(b.balance(&refund_to) > 10 * TON - 3 * TON - TON / 10);
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op(OwnerAction::RequestClose {
-            refund_to: refund_to.clone()
-        })),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op(OwnerAction::RequestClose {
+                refund_to: refund_to.clone()
+            })
+        ),
         code(ExitCode::AlreadyClosing)
     );
     let top_up = b.send(
@@ -522,14 +579,20 @@ fn billing_contract_close_refunds_everything_after_the_delay_stake_included() {
     assert_eq!(b.exit_of(&top_up), code(ExitCode::AlreadyClosing));
     // The operator can still settle what it served during the delay.
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(b.voucher(1, 1_000, 0), auth, false)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(b.voucher(1, 1_000, 0), auth, false)
+        ),
         Some(0)
     );
     // Refund before the delay: refused. After: everything, stake included, and the
     // escrow is gone.
     let refund = || Refund { query_id: 9 }.to_cell().unwrap();
     assert_eq!(
-        exit(&b.escrow.clone(), &b.send(b.client.clone(), TON / 20, refund(), None)),
+        exit(
+            &b.escrow.clone(),
+            &b.send(b.client.clone(), TON / 20, refund(), None)
+        ),
         code(ExitCode::NotUnlocked)
     );
     b.chain.advance(DELAY).unwrap();
@@ -555,14 +618,20 @@ fn billing_contract_final_charge_closes_at_once() {
     // Without a close request a final charge is refused (the operator cannot close a
     // client's escrow).
     assert_eq!(
-        exit(&b.escrow.clone(), &b.charge(b.voucher(1, 1_000, 0), auth.clone(), true)),
+        exit(
+            &b.escrow.clone(),
+            &b.charge(b.voucher(1, 1_000, 0), auth.clone(), true)
+        ),
         code(ExitCode::NotUnlocked)
     );
     let refund_to = addr(0xef);
     assert_eq!(
-        exit(&b.escrow.clone(), &b.owner_op(OwnerAction::RequestClose {
-            refund_to: refund_to.clone()
-        })),
+        exit(
+            &b.escrow.clone(),
+            &b.owner_op(OwnerAction::RequestClose {
+                refund_to: refund_to.clone()
+            })
+        ),
         Some(0)
     );
     let before = b.balance(&refund_to);

@@ -17,10 +17,10 @@ use crate::cli::{CollectorArgs, ModelArgs, ServeArgs, TeeArgs};
 use crate::config::{MeasuredConfig, ModelIdentity, Receipts, Runtime};
 use crate::engine::generate::end_of_text_markers;
 use crate::engine::{Engine, ModelSource, PreparedModel};
+use crate::escrow::Escrows;
 use crate::http::server::{serve, serve_internal, SocketLimits};
 use crate::http::state::{Admission, AppState, HostToken};
 use crate::identity::GuestIdentity;
-use crate::escrow::Escrows;
 use crate::meter::Meter;
 use crate::tee::{ConfigRegister, EvidenceProvider, SelectOptions};
 use crate::watchdog::EngineWatchdog;
@@ -63,8 +63,8 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         meter.public_key(),
         cocoon_billing::escrow_code(),
     )
-        .map_err(anyhow::Error::msg)?
-        .map(Arc::new);
+    .map_err(anyhow::Error::msg)?
+    .map(Arc::new);
     if escrows.is_some() && host_token.is_none() {
         anyhow::bail!(
             "--payout-address needs the host agent's internal API (--host-token-file): \

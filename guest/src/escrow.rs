@@ -213,7 +213,9 @@ impl Escrows {
         let text = std::str::from_utf8(header).map_err(|_| bad("not ASCII".into()))?;
         let signed =
             SignedAuthorization::from_header_value(text).map_err(|e| bad(e.to_string()))?;
-        let boc = signed.to_boc().map_err(|e| Refusal::Internal(e.to_string()))?;
+        let boc = signed
+            .to_boc()
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         signed
             .verify(&owner.0)
             .map_err(|_| bad("the signature is not the account key's".into()))?;
@@ -295,7 +297,10 @@ impl Escrows {
     ) -> Result<Option<CreditHold>, Refusal> {
         let mut accounts = self.lock();
         let entry = self.entry(&mut accounts, owner)?;
-        let held = entry.authorization.as_ref().ok_or(Refusal::NoAuthorization)?;
+        let held = entry
+            .authorization
+            .as_ref()
+            .ok_or(Refusal::NoAuthorization)?;
         let Some(state) = entry.state else {
             return Ok(None);
         };
@@ -414,9 +419,8 @@ fn check_credit(
              may cost up to {request}: authorize a higher cap"
         ));
     }
-    let covered = u128::from(state.stake).min(
-        u128::from(state.balance).saturating_sub(layout::STORAGE_RESERVE),
-    );
+    let covered = u128::from(state.stake)
+        .min(u128::from(state.balance).saturating_sub(layout::STORAGE_RESERVE));
     let unsettled = committed.saturating_sub(u128::from(state.charged));
     if unsettled > covered {
         return Err(format!(
@@ -481,9 +485,11 @@ mod tests {
             .unwrap_err()
             .contains("spending cap"));
         // Expiry with its margin, and closing escrows.
-        assert!(check_credit(10_000, now + EXPIRY_MARGIN_SECS, &rich, 0, 0, 1, now)
-            .unwrap_err()
-            .contains("expires"));
+        assert!(
+            check_credit(10_000, now + EXPIRY_MARGIN_SECS, &rich, 0, 0, 1, now)
+                .unwrap_err()
+                .contains("expires")
+        );
         let closing = ReportedState {
             unlock_at: 5,
             ..rich
@@ -614,7 +620,12 @@ mod authorization_tests {
             Err(Refusal::NoAuthorization)
         ));
         let escrow = escrows.escrow_of(&account).unwrap();
-        let value = header(&owner, escrow.clone(), layout::public_key(&guest), 1_000_000);
+        let value = header(
+            &owner,
+            escrow.clone(),
+            layout::public_key(&guest),
+            1_000_000,
+        );
         escrows.authorize(&account, value.as_bytes()).unwrap();
         // No state yet: the request waits (1 s here), then is refused.
         assert!(matches!(
@@ -633,15 +644,21 @@ mod authorization_tests {
         };
         let reserve = layout::STORAGE_RESERVE as u64;
         // A report naming an escrow nobody uses changes nothing.
-        assert_eq!(escrows.report(&[EscrowReport {
-            escrow: format!("0:{}", "22".repeat(32)),
-            ..report(1, 1)
-        }]), Ok(0));
+        assert_eq!(
+            escrows.report(&[EscrowReport {
+                escrow: format!("0:{}", "22".repeat(32)),
+                ..report(1, 1)
+            }]),
+            Ok(0)
+        );
         assert_eq!(escrows.report(&[report(reserve + 100, 50)]), Ok(1));
         let first = escrows.reserve(&account, 0, 30).await.unwrap();
         let second = escrows.reserve(&account, 0, 20).await.unwrap();
         assert!(
-            matches!(escrows.reserve(&account, 0, 1).await, Err(Refusal::Credit(_))),
+            matches!(
+                escrows.reserve(&account, 0, 1).await,
+                Err(Refusal::Credit(_))
+            ),
             "50 of the stake is held by requests in flight"
         );
         drop(second);

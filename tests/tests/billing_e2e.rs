@@ -246,9 +246,8 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         &client_wallet.address().to_string(),
     );
     let (_agent, relay, api) = start_agent(&config);
-    let chain: Arc<dyn Chain> = Arc::new(
-        TonHttpClient::new(TonHttpConfig::new(api.clone())).expect("TON HTTP API client"),
-    );
+    let chain: Arc<dyn Chain> =
+        Arc::new(TonHttpClient::new(TonHttpConfig::new(api.clone())).expect("TON HTTP API client"));
 
     // The client deploys its escrow from its own wallet, with a stake.
     let terms = EscrowTerms {
@@ -363,7 +362,10 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
     let rent = (escrow_before - after.balance)
         .checked_sub(expected)
         .expect("the escrow pays at least the charge");
-    assert!(rent < 1_000, "escrow lost {rent} nanoTON besides the charge");
+    assert!(
+        rent < 1_000,
+        "escrow lost {rent} nanoTON besides the charge"
+    );
     let payout_gain = chain.account_state(&payout).await.unwrap().balance - payout_before;
     let operator_spent = operator_before - chain.account_state(&operator).await.unwrap().balance;
     // The payout receives the charge plus the gas the charge did not use; the operator's

@@ -69,7 +69,9 @@ impl Bill {
             let owner = cocoon_attestation::account::AccountId::parse(&self.account).ok()?;
             e.voucher_target(&owner).map(|t| (t, e.payout().clone()))
         });
-        let order = target.as_ref().map(|(target, payout)| VoucherOrder { target, payout });
+        let order = target
+            .as_ref()
+            .map(|(target, payout)| VoucherOrder { target, payout });
         match self
             .state
             .meter

@@ -29,9 +29,8 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::engine::generate::{Delta, Generation, GenerationContext};
-use crate::escrow::{CreditHold, AUTHORIZATION_HEADER};
-use cocoon_attestation::receipt::TokenCounts;
 use crate::engine::tokens::CallError;
+use crate::escrow::{CreditHold, AUTHORIZATION_HEADER};
 use crate::http::body::{full, read_body, Body};
 use crate::http::error::ApiError;
 use crate::http::handlers::answer::{token_texts, AnswerCtx, Bill, BillOnDrop};
@@ -43,6 +42,7 @@ use crate::openai::render::{self, Head};
 use crate::openai::types::{
     unsupported_reason, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
 };
+use cocoon_attestation::receipt::TokenCounts;
 
 /// The body as a JSON object, with `null` dropped from parameters we do not implement
 /// (a null means "not set", so nothing is being ignored), and the SHA-256 of the body

@@ -31,9 +31,9 @@
 
 use serde_json::{json, Value};
 
+use crate::escrow::{EscrowReport, Escrows};
 use crate::http::error::ApiError;
 use crate::http::state::HostToken;
-use crate::escrow::{EscrowReport, Escrows};
 use crate::meter::Meter;
 
 /// Longest page of receipts one call returns.
