@@ -177,7 +177,7 @@ fn billing_config_defaults_and_paths() {
     );
     assert_eq!(
         (b.max_batch, b.poll_secs, b.settle_max_age_secs),
-        (255, 10, 3_600)
+        (140, 10, 3_600)
     );
     assert_eq!(b.charge_value_nanoton, 50_000_000);
     let http = format!(
@@ -212,7 +212,7 @@ fn billing_config_bad_values_name_their_key() {
             with("settle_stake_share = -0.1"),
             "billing.settle_stake_share",
         ),
-        (with("max_batch = 256"), "billing.max_batch"),
+        (with("max_batch = 141"), "billing.max_batch"),
         (with("max_batch = 0"), "billing.max_batch"),
         (with("poll_secs = 0"), "billing.poll_secs"),
         (with("settle_min_nanoton = 0"), "billing.settle_min_nanoton"),

@@ -441,18 +441,34 @@ impl Settler {
     async fn plan_and_send(&mut self, balance: u128, report: &mut RoundReport) -> Result<()> {
         let heads = self.ledger.run(|l| l.voucher_heads()).await?;
         let now = (self.clock)();
-        let mut chosen = Vec::new();
+        let mut considered = Vec::with_capacity(heads.len());
         for head in heads {
-            match self.consider(&head, now).await {
+            let outcome = self.consider(&head, now).await;
+            considered.push((head, outcome));
+        }
+        // Keys of each escrow with something unpaid: a charge may close a closing escrow
+        // only when it is the last one that escrow owes this agent.
+        let mut unpaid_keys: HashMap<String, usize> = HashMap::new();
+        for (head, outcome) in &considered {
+            if matches!(outcome, Ok(Some(_))) {
+                *unpaid_keys.entry(head.escrow.clone()).or_default() += 1;
+            }
+        }
+        let mut chosen = Vec::new();
+        for (head, outcome) in considered {
+            match outcome {
                 Ok(Some((verdict, inputs))) => {
                     report.unsettled += inputs.owed();
                     match verdict {
-                        Verdict::Settle(reason) => chosen.push(Chosen {
-                            reason,
-                            window_end: inputs.window_end(),
-                            owed: inputs.owed(),
-                            item: (head, inputs),
-                        }),
+                        Verdict::Settle(reason) => {
+                            let is_final = final_charge(&inputs, unpaid_keys[&head.escrow]);
+                            chosen.push(Chosen {
+                                reason,
+                                window_end: inputs.window_end(),
+                                owed: inputs.owed(),
+                                item: (head, inputs, is_final),
+                            })
+                        }
                         Verdict::Wait => {}
                         Verdict::Hold(why) => {
                             debug!(escrow = head.escrow, seq = head.seq, "not settling: {why}");
@@ -483,8 +499,9 @@ impl Settler {
         let mut messages = Vec::with_capacity(chosen.len());
         let mut items = Vec::with_capacity(chosen.len());
         for (position, c) in chosen.into_iter().enumerate() {
-            let (head, inputs) = c.item;
-            let body = match charge_body(&head, u64::from(seqno) << 8 | position as u64) {
+            let (head, inputs, is_final) = c.item;
+            let query_id = u64::from(seqno) << 8 | position as u64;
+            let body = match charge_body(&head, query_id, is_final) {
                 Ok(body) => body,
                 Err(e) => {
                     error!(voucher = head.voucher_id, "stored voucher unusable: {e}");
@@ -601,12 +618,26 @@ impl Settler {
     }
 }
 
+/// Whether a charge should be `final` (the escrow refunds the rest to its owner at once,
+/// PROTOCOL.md): only while the escrow is closing (its owner asked to leave, and the guest
+/// takes no new requests on it), and only when this voucher is the last thing the escrow
+/// owes this agent (`unpaid_keys` of its guest keys have unpaid vouchers), so closing it
+/// leaves nothing of ours behind. The client gets its refund now instead of after the
+/// close delay, and the operator is paid without waiting for `unlock_at`.
+pub fn final_charge(inputs: &Inputs, unpaid_keys: usize) -> bool {
+    inputs.unlock_at != 0 && unpaid_keys == 1
+}
+
 /// The `charge` body for a stored voucher.
-pub fn charge_body(head: &VoucherHead, query_id: u64) -> Result<cocoon_billing::address::Cell> {
+pub fn charge_body(
+    head: &VoucherHead,
+    query_id: u64,
+    is_final: bool,
+) -> Result<cocoon_billing::address::Cell> {
     let bad = |e: cocoon_billing::Error| Error::Billing(e.to_string());
     Charge {
         query_id,
-        is_final: false,
+        is_final,
         voucher: SignedVoucher::from_boc(&head.voucher_boc).map_err(bad)?,
         authorization: SignedAuthorization::from_boc(&head.authorization_boc).map_err(bad)?,
     }

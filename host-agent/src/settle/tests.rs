@@ -480,6 +480,74 @@ async fn billing_thresholds_hold_small_amounts_until_they_age() {
     assert_eq!(w.on_chain(0).await.charged, w.owed_total(0));
 }
 
+/// The owner of account `account` asks to close its escrow, refunds to `refund_to`.
+fn request_close(w: &World, account: usize, refund_to: &StdAddr) {
+    let owner = ring_key_from_seed(&w.accounts[account].seed).expect("owner");
+    let escrow = w.accounts[account].escrow.clone();
+    let mut c = w.chain.lock().expect("chain");
+    let body = OwnerRequest {
+        escrow: escrow.clone(),
+        seqno: 1,
+        valid_until: c.now() + 300,
+        action: OwnerAction::RequestClose {
+            refund_to: refund_to.clone(),
+        },
+    }
+    .sign(&owner, 3)
+    .expect("sign")
+    .to_cell()
+    .expect("owner body");
+    let txs = c
+        .send_internal(InternalMessage {
+            src: addr(CLIENT),
+            dest: escrow.clone(),
+            value: TON / 20,
+            bounce: true,
+            body: Some(body),
+            state_init: None,
+        })
+        .expect("close");
+    assert!(txs
+        .iter()
+        .any(|t| t.account == escrow && t.exit_code == Some(0)));
+}
+
+#[tokio::test]
+async fn billing_a_closing_escrow_is_settled_by_a_final_charge_that_refunds_at_once() {
+    let mut w = World::new(2);
+    // Nothing would be settled yet for its amount or age.
+    w.params.thresholds = Thresholds::new(1_000 * TON as u64, 0.0, 3_600, 600);
+    let page = vec![w.serve(0, 100, 0, 200), w.serve(1, 100, 0, 200)];
+    w.store(&page);
+    let refund_to = addr([0x77; 32]);
+    request_close(&w, 0, &refund_to);
+    let escrow = w.accounts[0].escrow.clone();
+    let (escrow_before, refund_before) = (w.balance(&escrow), w.balance(&refund_to));
+    // Closing keeps the stake (and reserve) until unlock_at; the rest went back at once.
+    assert!(escrow_before < 11 * TON, "{escrow_before}");
+
+    let mut settler = w.settler();
+    let reports = w.settle_all(&mut settler).await;
+    assert_eq!(created(&reports).len(), 1, "{reports:?}");
+    let charge = w.owed_total(0);
+    assert_eq!(w.on_chain(0).await.charged, charge);
+    // The final charge paid the operator and refunded everything else now, not after
+    // the close delay: the escrow is empty and open again (stake 0, unlock_at 0).
+    assert_eq!(w.balance(&escrow), 0);
+    let refunded = w.balance(&refund_to) - refund_before;
+    assert!(
+        refunded + charge <= escrow_before && escrow_before - refunded - charge < TON / 100,
+        "refunded {refunded} of {escrow_before} after a charge of {charge}"
+    );
+    let state = escrow::escrow_state(&w.chain, Duration::from_secs(5), &escrow)
+        .await
+        .expect("escrow")
+        .expect("still deployed");
+    assert_eq!((state.stake, state.unlock_at), (0, 0));
+    // The other account's escrow is not closing: its voucher waits for the thresholds.
+    assert_eq!(w.on_chain(1).await.charged, 0);
+}
+
 /// Replaces a stored voucher's BoC (the host's disk or database tampered with).
 fn overwrite_voucher(w: &World, seq: u64, voucher: &[u8]) {
     let voucher = voucher.to_vec();
