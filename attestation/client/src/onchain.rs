@@ -766,3 +766,53 @@ pub async fn terms_from_guest(
         .map_err(|e| format!("{source}: the guest's config: {e}"))?;
     terms_of_config(&config.json, key, Some(guest_key), &source)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(code_hash: &str) -> serde_json::Value {
+        let mut config: serde_json::Value =
+            serde_json::from_str(crate::config::tests::BILLING_CONFIG).unwrap();
+        config["billing"]["escrow_code_hash"] = code_hash.into();
+        config
+    }
+
+    #[test]
+    fn billing_terms_from_a_saved_config_or_cocoon_verify_output() {
+        let key = AccountKey::from_seed(&[3; 32]).unwrap();
+        let good = config(&cocoon_billing::escrow_code_hash_hex());
+        let plain = terms_from_document(&good.to_string(), &key, "f").unwrap();
+        assert_eq!(plain.ton_network, "local");
+        assert_eq!(plain.guest_key, None);
+        assert_eq!(plain.terms.close_delay, 23);
+        assert_eq!(plain.terms.prices.cached_per_million, 9);
+        assert_eq!(plain.terms.owner, key.id().0);
+        let verified = serde_json::json!({"receipt_key": "ab".repeat(32), "config": good});
+        let from_verify = terms_from_document(&verified.to_string(), &key, "f").unwrap();
+        assert_eq!(from_verify.guest_key, Some([0xab; 32]));
+        assert_eq!(
+            from_verify.terms.address().unwrap(),
+            plain.terms.address().unwrap()
+        );
+        // Another contract code, no billing, not JSON: refused with the file named.
+        let err = terms_from_document(&config("cc").to_string(), &key, "f").unwrap_err();
+        assert!(err.starts_with("f: ") && err.contains("contract code cc"), "{err}");
+        let mut off = good.clone();
+        off["billing"]["payout_address"] = serde_json::Value::Null;
+        let err = terms_from_document(&off.to_string(), &key, "f").unwrap_err();
+        assert!(err.contains("does not bill through escrows"), "{err}");
+        assert!(terms_from_document("{", &key, "f").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn billing_utc_and_closing_text() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(closing_text(0), "no");
+        assert_eq!(
+            closing_text(1_800_000_000),
+            "yes, refund from 2027-01-15T08:00:00Z"
+        );
+    }
+}

@@ -110,7 +110,8 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
     assert_eq!(deployed.after.stake, TON);
     assert_eq!(deployed.after.owner_seqno, 1);
     assert_eq!(deployed.after.owner, key.id().0);
-    assert!(deployed.after.balance > 4 * TON && deployed.after.balance <= 5 * TON);
+    let most = 5 * TON + cocoon_client::owner::REQUEST_VALUE;
+    assert!(deployed.after.balance > 4 * TON && deployed.after.balance < most);
     let err = owner
         .deploy(&terms, ton("5"), None, net.now())
         .await
@@ -281,6 +282,16 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
     assert_eq!(refunded.after.stake, 0);
     assert_eq!(refunded.after.balance, 0);
     assert!(net.balance_of(&refund_to).await > refunded_before + 19 * TON / 10);
+
+    // Every message the escrow got from the wallet succeeded, within the gas it carried
+    // (owner requests carry REQUEST_VALUE: see its docs).
+    let transactions = net.chain.lock().unwrap().transactions(&escrow);
+    assert_eq!(transactions.len(), 7, "deploy, stake, top-up, stake, withdraw, close, refund");
+    for tx in &transactions {
+        assert!(tx.success && !tx.aborted, "{tx:?}");
+        eprintln!("escrow tx: gas {} fees {}", tx.gas_used, tx.total_fees);
+        assert!(tx.total_fees < cocoon_client::owner::REQUEST_VALUE / 2, "{tx:?}");
+    }
     net.server.shutdown().await;
 }
 
