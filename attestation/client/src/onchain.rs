@@ -61,7 +61,10 @@ fn uint<T: TryFrom<u128>>(method: &str, stack: &[StackValue], index: usize) -> R
 }
 
 /// Reads an escrow (`get_escrow`); `None` when no contract is deployed at the address.
-pub async fn read_escrow(chain: &dyn Chain, escrow: &StdAddr) -> Result<Option<EscrowState>, String> {
+pub async fn read_escrow(
+    chain: &dyn Chain,
+    escrow: &StdAddr,
+) -> Result<Option<EscrowState>, String> {
     let account = chain
         .account_state(escrow)
         .await
@@ -236,7 +239,9 @@ enum Effect {
 impl Effect {
     fn seen(self, before: Option<&EscrowState>, now: &EscrowState) -> bool {
         match self {
-            Self::Deployed { stake } => stake.is_none_or(|s| now.owner_seqno >= 1 && now.stake >= s),
+            Self::Deployed { stake } => {
+                stake.is_none_or(|s| now.owner_seqno >= 1 && now.stake >= s)
+            }
             Self::ToppedUp => before.is_none_or(|b| now.balance > b.balance),
             Self::OwnerSeqno(seqno) => now.owner_seqno > seqno,
             Self::Refunded => now.unlock_at == 0,
@@ -374,8 +379,7 @@ impl Owner<'_> {
         loop {
             if !wallet_moved {
                 // A read error while polling is not fatal: the next look may succeed.
-                wallet_moved =
-                    matches!(self.chain.wallet_seqno(&wallet).await, Ok(s) if s > seqno);
+                wallet_moved = matches!(self.chain.wallet_seqno(&wallet).await, Ok(s) if s > seqno);
             }
             if wallet_moved {
                 let ours = self.escrow_processed_ours(escrow, escrow_lt).await;
@@ -438,9 +442,9 @@ impl Owner<'_> {
             return None;
         }
         Some(ours.iter().any(|tx| {
-            tx.out_msgs.iter().any(|m| {
-                m.destination.as_ref() == Some(&wallet) && is_bounce(&m.body)
-            })
+            tx.out_msgs
+                .iter()
+                .any(|m| m.destination.as_ref() == Some(&wallet) && is_bounce(&m.body))
         }))
     }
 }
@@ -679,9 +683,8 @@ impl Balance {
                     with_unit(Amount(headroom)),
                     with_unit(Amount(g.cap.unwrap_or_default()))
                 )),
-                None => out.push(
-                    "  cap headroom  (give --spend-cap TON, the proxy's, to see it)".into(),
-                ),
+                None => out
+                    .push("  cap headroom  (give --spend-cap TON, the proxy's, to see it)".into()),
             }
             out.push(format!("  unsettled     {UNSETTLED_UNKNOWN}"));
         }
@@ -736,7 +739,8 @@ pub fn terms_from_document(
         Some(config) => {
             let guest_key = match document.get("receipt_key").and_then(|k| k.as_str()) {
                 Some(hex_key) => Some(
-                    crate::escrow::guest_key(Some(hex_key)).map_err(|e| format!("{source}: {e}"))?,
+                    crate::escrow::guest_key(Some(hex_key))
+                        .map_err(|e| format!("{source}: {e}"))?,
                 ),
                 None => None,
             };
@@ -759,8 +763,9 @@ pub async fn terms_from_guest(
     let mut connection = crate::open_attested_session(endpoint, attestor, timeout)
         .await
         .map_err(|e| format!("{source}: {e}"))?;
-    let guest_key = crate::escrow::guest_key(connection.verified.certificate.receipt_key.as_deref())
-        .map_err(|e| format!("{source}: {e}"))?;
+    let guest_key =
+        crate::escrow::guest_key(connection.verified.certificate.receipt_key.as_deref())
+            .map_err(|e| format!("{source}: {e}"))?;
     let config = crate::config::fetch_config(&mut connection, endpoint)
         .await
         .map_err(|e| format!("{source}: the guest's config: {e}"))?;
@@ -797,12 +802,17 @@ mod tests {
         );
         // Another contract code, no billing, not JSON: refused with the file named.
         let err = terms_from_document(&config("cc").to_string(), &key, "f").unwrap_err();
-        assert!(err.starts_with("f: ") && err.contains("contract code cc"), "{err}");
+        assert!(
+            err.starts_with("f: ") && err.contains("contract code cc"),
+            "{err}"
+        );
         let mut off = good.clone();
         off["billing"]["payout_address"] = serde_json::Value::Null;
         let err = terms_from_document(&off.to_string(), &key, "f").unwrap_err();
         assert!(err.contains("does not bill through escrows"), "{err}");
-        assert!(terms_from_document("{", &key, "f").unwrap_err().contains("not JSON"));
+        assert!(terms_from_document("{", &key, "f")
+            .unwrap_err()
+            .contains("not JSON"));
     }
 
     #[test]

@@ -297,8 +297,12 @@ pub fn operation(
 
 /// Parses a TON address: raw `0:<64 hex>` or user-friendly base64 (either alphabet).
 pub fn parse_address(text: &str) -> Result<StdAddr, EscrowError> {
-    cocoon_billing::address::parse_address(text)
-        .map_err(|e| refused(format!("'{}' is not a usable TON address: {e}", text.trim())))
+    cocoon_billing::address::parse_address(text).map_err(|e| {
+        refused(format!(
+            "'{}' is not a usable TON address: {e}",
+            text.trim()
+        ))
+    })
 }
 
 #[cfg(test)]

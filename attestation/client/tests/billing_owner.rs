@@ -9,7 +9,9 @@ use cocoon_attestation::account::AccountKey;
 use cocoon_billing::chain::{Chain, SharedLocalChain};
 use cocoon_billing::layout::Prices;
 use cocoon_billing::local_chain::LocalChain;
-use cocoon_billing::ton_http::{spawn_server, ServerHandle, ServerLimits, TonHttpClient, TonHttpConfig};
+use cocoon_billing::ton_http::{
+    spawn_server, ServerHandle, ServerLimits, TonHttpClient, TonHttpConfig,
+};
 use cocoon_client::amount::Amount;
 use cocoon_client::escrow::{escrow_code, EscrowTerms};
 use cocoon_client::onchain::{self, Owner};
@@ -32,7 +34,8 @@ struct Net {
 
 impl Net {
     async fn start() -> Self {
-        let chain: SharedLocalChain = Arc::new(Mutex::new(LocalChain::with_default_config().unwrap()));
+        let chain: SharedLocalChain =
+            Arc::new(Mutex::new(LocalChain::with_default_config().unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server = spawn_server(listener, chain.clone(), ServerLimits::default()).unwrap();
         let api = TonHttpClient::new(TonHttpConfig::new(server.base_url())).unwrap();
@@ -99,7 +102,11 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
     assert!(before.state.is_none());
     assert_eq!(before.to_json()["deployed"], false);
     assert_eq!(before.to_json()["wallet"]["balance"], "100.000000000");
-    assert!(before.to_text().contains("not deployed"), "{}", before.to_text());
+    assert!(
+        before.to_text().contains("not deployed"),
+        "{}",
+        before.to_text()
+    );
 
     // Deploy with a stake, in one transfer.
     let deployed = owner
@@ -128,7 +135,11 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
 
     // The stake only goes up.
     let err = owner
-        .operate(&escrow, &Operation::SetStake { stake: ton("0.5") }, net.now())
+        .operate(
+            &escrow,
+            &Operation::SetStake { stake: ton("0.5") },
+            net.now(),
+        )
         .await
         .unwrap_err();
     assert!(err.contains("can only go up"), "{err}");
@@ -221,7 +232,15 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
     assert_eq!(g["cap_headroom"], "3.000000000");
     assert!(g["unsettled"].is_null());
     let text = shown.to_text();
-    for part in ["deposit", "stake           2.000000000 TON", "settled", "owner_seqno     3", "closing         no", "close delay     100 s", "unsettled"] {
+    for part in [
+        "deposit",
+        "stake           2.000000000 TON",
+        "settled",
+        "owner_seqno     3",
+        "closing         no",
+        "close delay     100 s",
+        "unsettled",
+    ] {
         assert!(text.contains(part), "{part}: {text}");
     }
 
@@ -249,7 +268,10 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
         .await
         .unwrap();
     let unlock_at = u64::from(closed.after.unlock_at);
-    assert!(unlock_at >= closed_at + 100 && unlock_at <= closed_at + 102, "{unlock_at}");
+    assert!(
+        unlock_at >= closed_at + 100 && unlock_at <= closed_at + 102,
+        "{unlock_at}"
+    );
     assert!(net.balance_of(&refund_to).await > TON);
     let json = onchain::balance(&net.api, &key, &wallet, "local", &escrow, &[], None)
         .await
@@ -286,11 +308,18 @@ async fn billing_owner_commands_run_over_the_ton_http_api() {
     // Every message the escrow got from the wallet succeeded, within the gas it carried
     // (owner requests carry REQUEST_VALUE: see its docs).
     let transactions = net.chain.lock().unwrap().transactions(&escrow);
-    assert_eq!(transactions.len(), 7, "deploy, stake, top-up, stake, withdraw, close, refund");
+    assert_eq!(
+        transactions.len(),
+        7,
+        "deploy, stake, top-up, stake, withdraw, close, refund"
+    );
     for tx in &transactions {
         assert!(tx.success && !tx.aborted, "{tx:?}");
         eprintln!("escrow tx: gas {} fees {}", tx.gas_used, tx.total_fees);
-        assert!(tx.total_fees < cocoon_client::owner::REQUEST_VALUE / 2, "{tx:?}");
+        assert!(
+            tx.total_fees < cocoon_client::owner::REQUEST_VALUE / 2,
+            "{tx:?}"
+        );
     }
     net.server.shutdown().await;
 }
@@ -319,7 +348,11 @@ async fn billing_owner_wallet_too_poor_names_what_to_send_where() {
     );
     // Operations on an escrow that is not deployed say so.
     let err = owner(&net.api, &key, &wallet)
-        .operate(&terms.address().unwrap(), &Operation::TopUp { amount: ton("0.1") }, net.now())
+        .operate(
+            &terms.address().unwrap(),
+            &Operation::TopUp { amount: ton("0.1") },
+            net.now(),
+        )
         .await
         .unwrap_err();
     assert!(err.contains("no escrow is deployed"), "{err}");
@@ -382,8 +415,20 @@ async fn billing_cli_deploys_and_shows_the_balance() {
     let config_arg = config_file.to_str().unwrap();
 
     let (ok, out, err) = cli(&[
-        "escrow", "deploy", "--account-key", key_arg, "--ton-api", &api, "--terms-from",
-        config_arg, "--amount", "3", "--stake", "1", "--wait", "10",
+        "escrow",
+        "deploy",
+        "--account-key",
+        key_arg,
+        "--ton-api",
+        &api,
+        "--terms-from",
+        config_arg,
+        "--amount",
+        "3",
+        "--stake",
+        "1",
+        "--wait",
+        "10",
     ])
     .await;
     assert!(ok, "{out}\n{err}");
@@ -393,8 +438,16 @@ async fn billing_cli_deploys_and_shows_the_balance() {
 
     // By address (no terms); the network must then be named (it is not in a config).
     let (ok, out, err) = cli(&[
-        "balance", "--account-key", key_arg, "--ton-api", &api, "--ton-network", "local",
-        "--escrow", &escrow.to_string(), "--json",
+        "balance",
+        "--account-key",
+        key_arg,
+        "--ton-api",
+        &api,
+        "--ton-network",
+        "local",
+        "--escrow",
+        &escrow.to_string(),
+        "--json",
     ])
     .await;
     assert!(ok, "{out}\n{err}");
@@ -410,8 +463,16 @@ async fn billing_cli_deploys_and_shows_the_balance() {
 
     // By terms from a cocoon-verify --json file: the same escrow, and its guest key shown.
     let (ok, out, err) = cli(&[
-        "balance", "--account-key", key_arg, "--ton-api", &api, "--terms-from",
-        verified_file.to_str().unwrap(), "--spend-cap", "2", "--json",
+        "balance",
+        "--account-key",
+        key_arg,
+        "--ton-api",
+        &api,
+        "--terms-from",
+        verified_file.to_str().unwrap(),
+        "--spend-cap",
+        "2",
+        "--json",
     ])
     .await;
     assert!(ok, "{out}\n{err}");
@@ -422,26 +483,62 @@ async fn billing_cli_deploys_and_shows_the_balance() {
 
     // Clear refusals: no API for the local network; an escrow that is not this guest's.
     let (ok, _, err) = cli(&[
-        "balance", "--account-key", key_arg, "--ton-network", "local", "--escrow",
+        "balance",
+        "--account-key",
+        key_arg,
+        "--ton-network",
+        "local",
+        "--escrow",
         &escrow.to_string(),
     ])
     .await;
     assert!(!ok && err.contains("give --ton-api URL"), "{err}");
     let (ok, _, err) = cli(&[
-        "escrow", "top-up", "--account-key", key_arg, "--ton-api", &api, "--terms-from",
-        config_arg, "--escrow", &format!("0:{}", "ab".repeat(32)), "--amount", "1",
+        "escrow",
+        "top-up",
+        "--account-key",
+        key_arg,
+        "--ton-api",
+        &api,
+        "--terms-from",
+        config_arg,
+        "--escrow",
+        &format!("0:{}", "ab".repeat(32)),
+        "--amount",
+        "1",
     ])
     .await;
-    assert!(!ok && err.contains("is not the escrow this key has"), "{err}");
+    assert!(
+        !ok && err.contains("is not the escrow this key has"),
+        "{err}"
+    );
     let (ok, _, err) = cli(&[
-        "escrow", "withdraw", "--account-key", key_arg, "--ton-api", &api, "--terms-from",
-        config_arg, "--amount", "5",
+        "escrow",
+        "withdraw",
+        "--account-key",
+        key_arg,
+        "--ton-api",
+        &api,
+        "--terms-from",
+        config_arg,
+        "--amount",
+        "5",
     ])
     .await;
     assert!(!ok && err.contains("only what is above the stake"), "{err}");
     let (ok, out, err) = cli(&[
-        "escrow", "top-up", "--account-key", key_arg, "--ton-api", &api, "--terms-from",
-        config_arg, "--amount", "1", "--wait", "10",
+        "escrow",
+        "top-up",
+        "--account-key",
+        key_arg,
+        "--ton-api",
+        &api,
+        "--terms-from",
+        config_arg,
+        "--amount",
+        "1",
+        "--wait",
+        "10",
     ])
     .await;
     assert!(ok && out.starts_with("topped up"), "{out}\n{err}");

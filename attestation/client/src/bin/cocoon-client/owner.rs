@@ -206,8 +206,8 @@ async fn context(args: &OwnerArgs) -> Result<Context, String> {
     let terms = match (&args.terms.upstream, &args.terms.terms_from) {
         (Some(url), _) => {
             let endpoint = Endpoint::parse(url).map_err(|e| e.to_string())?;
-            let (attestor, _manifest) = attestor(&args.terms.accept, &args.terms.collateral)
-                .map_err(|e| e.to_string())?;
+            let (attestor, _manifest) =
+                attestor(&args.terms.accept, &args.terms.collateral).map_err(|e| e.to_string())?;
             if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
                 eprintln!("cocoon-client: {warning}");
             }
@@ -267,9 +267,7 @@ async fn context(args: &OwnerArgs) -> Result<Context, String> {
     };
     let mut config = TonHttpConfig::new(url);
     if let Some(path) = &args.chain.ton_api_key_file {
-        config = config
-            .with_api_key_file(path)
-            .map_err(|e| e.to_string())?;
+        config = config.with_api_key_file(path).map_err(|e| e.to_string())?;
     }
     let chain = TonHttpClient::new(config).map_err(|e| e.to_string())?;
     Ok(Context {
