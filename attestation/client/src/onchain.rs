@@ -223,8 +223,8 @@ pub fn utc(unix: u32) -> String {
 }
 
 /// What the escrow must show for a command to have taken effect.
-#[derive(Debug, Clone, Copy)]
-enum Effect {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
     /// Deployed (and, with a stake, the stake set by owner request 0).
     Deployed { stake: Option<u128> },
     /// A top-up arrived: the balance grew (a charge in the same moment could hide it; the
@@ -302,7 +302,11 @@ impl Owner<'_> {
             .await
     }
 
-    async fn send_and_wait(
+    /// Sends `messages` from the wallet (after checking it can pay them) and waits until
+    /// the escrow at `escrow` (in state `before`, `None` if not deployed) shows `effect`.
+    /// [`Owner::deploy`] and [`Owner::operate`] check the escrow's rules first; this does
+    /// not.
+    pub async fn send_and_wait(
         &self,
         escrow: &StdAddr,
         before: Option<EscrowState>,

@@ -275,6 +275,7 @@ pub fn operation(
                     with_unit(Amount(STORAGE_RESERVE))
                 )));
             }
+            payable(escrow, to, "--to")?;
             OwnerAction::Withdraw {
                 amount: amount.nano(),
                 to: to.clone(),
@@ -287,12 +288,29 @@ pub fn operation(
                     state.unlock_at
                 )));
             }
+            payable(escrow, refund_to, "--refund-to")?;
             OwnerAction::RequestClose {
                 refund_to: refund_to.clone(),
             }
         }
     };
     request(key, escrow, state.owner_seqno, now, action)
+}
+
+/// The contract's "payable" rule (exit 1016): workchain 0 or -1, not the escrow itself.
+fn payable(escrow: &StdAddr, to: &StdAddr, flag: &str) -> Result<(), EscrowError> {
+    if to == escrow {
+        return Err(refused(format!(
+            "{flag} is the escrow itself: name another address (default: this key's wallet)"
+        )));
+    }
+    if to.anycast.is_some() || (to.workchain != 0 && to.workchain != -1) {
+        return Err(refused(format!(
+            "{flag} {to}: the escrow pays only standard addresses (no anycast) in workchain \
+             0 or -1"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a TON address: raw `0:<64 hex>` or user-friendly base64 (either alphabet).
@@ -400,6 +418,23 @@ mod tests {
             },
         ));
         assert!(err.contains("at most 7.990000000 TON"), "{err}");
+
+        // The escrow cannot pay itself (the contract's exit 1016).
+        assert!(refusal(run(
+            &open,
+            Operation::Withdraw {
+                amount: ton("1"),
+                to: escrow.clone(),
+            },
+        ))
+        .contains("--to is the escrow itself"));
+        assert!(refusal(run(
+            &open,
+            Operation::Close {
+                refund_to: escrow.clone()
+            }
+        ))
+        .contains("--refund-to is the escrow itself"));
 
         // Refund only after close and its delay; close only once.
         assert!(refusal(run(&open, Operation::Refund)).contains("is open"));

@@ -14,7 +14,8 @@ use cocoon_billing::ton_http::{
 };
 use cocoon_client::amount::Amount;
 use cocoon_client::escrow::{escrow_code, EscrowTerms};
-use cocoon_client::onchain::{self, Owner};
+use cocoon_client::onchain::{self, Effect, Owner};
+use cocoon_client::owner::EscrowState;
 use cocoon_client::owner::Operation;
 use cocoon_client::wallet::OwnerWallet;
 use tycho_types::cell::HashBytes;
@@ -359,6 +360,57 @@ async fn billing_owner_wallet_too_poor_names_what_to_send_where() {
     net.server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_owner_reports_a_refusal_by_the_escrow_not_success() {
+    let net = Net::start().await;
+    let key = AccountKey::from_seed(&[8; 32]).unwrap();
+    let wallet = OwnerWallet::new(&key, "local").unwrap();
+    net.airdrop(&wallet.address(), 10 * TON);
+    let terms = terms(&key, 60);
+    let escrow = terms.address().unwrap();
+    let owner = owner(&net.api, &key, &wallet);
+    owner
+        .deploy(&terms, ton("2"), None, net.now())
+        .await
+        .unwrap();
+    // A withdraw checked against a state that is not the chain's (as if a charge had
+    // landed in between): the escrow refuses it (1012) and the value bounces back.
+    let real = onchain::read_escrow(&net.api, &escrow)
+        .await
+        .unwrap()
+        .unwrap();
+    let stale = EscrowState {
+        balance: real.balance + 100 * TON,
+        ..real
+    };
+    let withdraw = Operation::Withdraw {
+        amount: ton("50"),
+        to: wallet.address(),
+    };
+    let message =
+        cocoon_client::owner::operation(&key, &escrow, &stale, &withdraw, net.now()).unwrap();
+    let err = owner
+        .send_and_wait(
+            &escrow,
+            Some(real),
+            &[message],
+            Effect::OwnerSeqno(real.owner_seqno),
+            net.now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("refused it") && err.contains("bounced back"),
+        "{err}"
+    );
+    let after = onchain::read_escrow(&net.api, &escrow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.owner_seqno, real.owner_seqno);
+    net.server.shutdown().await;
+}
+
 /// A guest config as the guest serves it, with billing on the local network.
 fn guest_config(close_delay: u32) -> String {
     serde_json::json!({
@@ -542,6 +594,59 @@ async fn billing_cli_deploys_and_shows_the_balance() {
     ])
     .await;
     assert!(ok && out.starts_with("topped up"), "{out}\n{err}");
+
+    // Stake, close, and a refund before the close delay: refused, saying when.
+    let by_address = |command: &'static [&'static str]| {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            [
+                "--account-key",
+                key_arg,
+                "--ton-api",
+                &api,
+                "--ton-network",
+                "local",
+                "--escrow",
+                &escrow.to_string(),
+                "--wait",
+                "10",
+            ]
+            .map(String::from),
+        );
+        args
+    };
+    for (command, expect) in [
+        (&["escrow", "set-stake", "--stake", "1.5"][..], "stake set"),
+        (
+            &["escrow", "close"][..],
+            "closing: what was above the stake went to",
+        ),
+    ] {
+        let args = by_address(command);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = cli(&args).await;
+        assert!(ok && out.starts_with(expect), "{command:?}: {out}\n{err}");
+    }
+    let args = by_address(&["escrow", "refund"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = cli(&args).await;
+    assert!(
+        !ok && err.contains("the refund must wait until then"),
+        "{err}"
+    );
+    let args = by_address(&["balance"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = cli(&args[..args.len() - 2]).await;
+    assert!(ok, "{err}");
+    for part in [
+        "stake           1.500000000 TON",
+        "closing         yes, refund from 20",
+        "owner_seqno     3",
+        "close delay     120 s",
+        "prices          1000 / 100 / 3000 nanoton",
+    ] {
+        assert!(out.contains(part), "{part}: {out}");
+    }
 
     std::fs::remove_dir_all(&dir).ok();
     net.server.shutdown().await;
