@@ -228,7 +228,7 @@ pub enum Effect {
     /// Deployed (and, with a stake, the stake set by owner request 0).
     Deployed { stake: Option<u128> },
     /// A top-up arrived: the balance grew (a charge in the same moment could hide it; the
-    /// escrow's transaction from the wallet settles that, see [`Owner::wait_for`]).
+    /// escrow's transaction from the wallet, kept and not bounced, settles that).
     ToppedUp,
     /// An owner request was executed.
     OwnerSeqno(u32),
