@@ -5,8 +5,9 @@
 //! document itself is served at `GET /v1/attestation/config`, byte-exact. Whatever a
 //! client decides from it (which escrow to fund, at which prices, for how long its money
 //! stays locked after a close request) is worth only as much as that digest check, so
-//! `cocoon-verify endpoint`, `cocoon-client escrow deploy` and the proxy all take the
-//! config from [`fetch_config`] and nowhere else.
+//! `cocoon-verify endpoint`, `cocoon-client escrow … --upstream` and the proxy all take the
+//! config from [`fetch_config`]. (`cocoon-client escrow … --terms-from FILE` reads a saved
+//! document instead, for offline use: the user vouches for that file.)
 
 use cocoon_attestation::Error;
 use http_body_util::{BodyExt, Empty};

@@ -13,6 +13,7 @@ pub mod escrow;
 pub mod fetcher;
 pub mod keys;
 pub mod local;
+pub mod onchain;
 pub mod owner;
 pub mod proxy;
 pub mod session;

@@ -24,7 +24,14 @@ use crate::escrow::{EscrowError, EscrowTerms};
 
 /// Value attached to owner requests and refunds, for the escrow's gas; what is left of it
 /// stays in the escrow (withdrawable) or goes out with the refund.
-pub const REQUEST_VALUE: u128 = 50_000_000;
+///
+/// 0.016 TON: the escrow's owner requests and refund cost it at most about 0.0026 TON in
+/// gas and fees (asserted in the `billing_owner` tests), and the value must fit in 3 bytes. With a 4-byte value
+/// (0.0168..4.29 TON) an owner request's internal message is exactly 1024 bits inline;
+/// tycho-types 0.3.6 counts the relaxed message info one bit short (its `RelaxedMsgInfo`
+/// size leaves out the constructor bit), so `cocoon_billing::wallet::internal_message_cell`
+/// picks the inline layout and fails with "cell overflow".
+pub const REQUEST_VALUE: u128 = 16_000_000;
 
 /// What a deploy keeps aside for the escrow's gas beyond the storage reserve, when a
 /// stake is set in the same transfer (the stake must fit in what the top-up left).
@@ -268,6 +275,7 @@ pub fn operation(
                     with_unit(Amount(STORAGE_RESERVE))
                 )));
             }
+            payable(escrow, to, "--to")?;
             OwnerAction::Withdraw {
                 amount: amount.nano(),
                 to: to.clone(),
@@ -280,12 +288,29 @@ pub fn operation(
                     state.unlock_at
                 )));
             }
+            payable(escrow, refund_to, "--refund-to")?;
             OwnerAction::RequestClose {
                 refund_to: refund_to.clone(),
             }
         }
     };
     request(key, escrow, state.owner_seqno, now, action)
+}
+
+/// The contract's "payable" rule (exit 1016): workchain 0 or -1, not the escrow itself.
+fn payable(escrow: &StdAddr, to: &StdAddr, flag: &str) -> Result<(), EscrowError> {
+    if to == escrow {
+        return Err(refused(format!(
+            "{flag} is the escrow itself: name another address (default: this key's wallet)"
+        )));
+    }
+    if to.anycast.is_some() || (to.workchain != 0 && to.workchain != -1) {
+        return Err(refused(format!(
+            "{flag} {to}: the escrow pays only standard addresses (no anycast) in workchain \
+             0 or -1"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a TON address: raw `0:<64 hex>` or user-friendly base64 (either alphabet).
@@ -394,6 +419,23 @@ mod tests {
         ));
         assert!(err.contains("at most 7.990000000 TON"), "{err}");
 
+        // The escrow cannot pay itself (the contract's exit 1016).
+        assert!(refusal(run(
+            &open,
+            Operation::Withdraw {
+                amount: ton("1"),
+                to: escrow.clone(),
+            },
+        ))
+        .contains("--to is the escrow itself"));
+        assert!(refusal(run(
+            &open,
+            Operation::Close {
+                refund_to: escrow.clone()
+            }
+        ))
+        .contains("--refund-to is the escrow itself"));
+
         // Refund only after close and its delay; close only once.
         assert!(refusal(run(&open, Operation::Refund)).contains("is open"));
         run(
@@ -468,6 +510,36 @@ mod tests {
         let err = deploy(&key, &terms, ton("1"), Some(ton("0.95")), 0).unwrap_err();
         assert!(err.to_string().contains("at most 0.940000000 TON"), "{err}");
         assert!(deploy(&key, &terms, ton("0.01"), None, 0).is_err());
+    }
+
+    #[test]
+    fn billing_owner_requests_fit_a_wallet_message() {
+        // Every owner action, through the wallet's message builder (see REQUEST_VALUE).
+        let key = key();
+        let escrow = StdAddr::new(0, HashBytes([7; 32]));
+        let to = StdAddr::new(0, HashBytes([8; 32]));
+        let open = state("10", "2");
+        let closing = EscrowState {
+            unlock_at: 1,
+            ..open
+        };
+        for (s, op) in [
+            (&open, Operation::SetStake { stake: ton("3") }),
+            (
+                &open,
+                Operation::Withdraw {
+                    amount: ton("1"),
+                    to: to.clone(),
+                },
+            ),
+            (&open, Operation::Close { refund_to: to }),
+            (&open, Operation::TopUp { amount: ton("1") }),
+            (&closing, Operation::Refund),
+        ] {
+            let message = operation(&key, &escrow, s, &op, 1_800_000_000).unwrap();
+            cocoon_billing::wallet::internal_message_cell(&message)
+                .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@
 //! authorizes each verified guest's receipt key to charge the account's escrow
 //! (`cocoon_client::proxy::ProxyBilling`).
 //!
+//! `cocoon-client escrow deploy|top-up|set-stake|withdraw|close|refund` and `cocoon-client
+//! balance` are the escrow owner's commands (`owner.rs`, `cocoon_client::onchain`): the
+//! account key's wallet v5r1 pays and sends through a TON HTTP API (`--ton-api`), and each
+//! command waits until the chain shows its effect.
+//!
 //! The local side answers only local programs: requests must name the listener in `Host`,
 //! come from no foreign web origin and carry JSON bodies (`cocoon_client::local`); with
 //! `--local-token-file` they must also carry that token. Hop-by-hop headers are dropped in
@@ -39,6 +44,8 @@ use cocoon_client::escrow::Authorizer;
 use cocoon_client::keys::KeyArgs;
 use cocoon_client::proxy::{Proxy, ProxyBilling};
 use cocoon_client::Endpoint;
+
+mod owner;
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +101,16 @@ enum Command {
     /// Make or show an account key (an account is an Ed25519 public key).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// The account's escrow (billing/PROTOCOL.md): deploy, top up, stake, withdraw, close,
+    /// refund. The key's wallet v5r1 pays and sends; each command checks the escrow's rules
+    /// first, then waits until the chain shows the effect (exit status 0 only then).
+    #[command(subcommand)]
+    Escrow(owner::EscrowCommand),
+    /// Show the escrow: address, owner wallet and its balance, deposit, stake, free,
+    /// settled (total charged), closing state, close delay, prices, and per known guest key
+    /// what the chain has settled (the guest's unsettled usage is not visible to the
+    /// client).
+    Balance(owner::BalanceArgs),
 }
 
 #[derive(Subcommand)]
@@ -200,6 +217,8 @@ async fn main() -> ExitCode {
             }
         }
         Command::Account(command) => account(command),
+        Command::Escrow(command) => owner::escrow(command).await,
+        Command::Balance(args) => owner::balance(args).await,
     }
 }
 
