@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Starts the appliance on its embedded defaults (simulated TEE, bundled model) on
-# loopback: the guest on $GUEST_PORT (its internal receipts API on $INTERNAL_PORT), the
-# host agent relaying $AGENT_PORT to it, collecting its receipts into the SQLite ledger
-# $STATE/ledger.sqlite3 and serving its admin API on $ADMIN_PORT. Waits until the guest is
-# ready, verifies it through the host agent with cocoon-verify, prints how to call it,
-# and stays up until Ctrl-C, then stops both.
+# Starts the appliance on its embedded defaults (simulated TEE, bundled model, local TON
+# chain) on loopback: the guest on $GUEST_PORT (its internal receipts API on
+# $INTERNAL_PORT), the host agent relaying $AGENT_PORT to it, collecting its receipts and
+# vouchers into the SQLite ledger $STATE/ledger.sqlite3, settling them on its embedded
+# chain ($STATE/chain.state, TON HTTP API on $TON_API_PORT) and serving its admin API on
+# $ADMIN_PORT. Waits until the guest is ready and verifies it through the host agent with
+# cocoon-verify; then a client deposits into its escrow, chats through `cocoon-client
+# proxy` ($PROXY_PORT), and the operator's payout lands. Stays up until Ctrl-C.
 set -euo pipefail
 
 BIN=${BIN:-target/release}
@@ -13,6 +15,8 @@ GUEST_PORT=${GUEST_PORT:-8443}
 AGENT_PORT=${AGENT_PORT:-9443}
 INTERNAL_PORT=${INTERNAL_PORT:-8444}
 ADMIN_PORT=${ADMIN_PORT:-9444}
+TON_API_PORT=${TON_API_PORT:-9445}
+PROXY_PORT=${PROXY_PORT:-8080}
 STATE=${STATE:-.cocoon}
 mkdir -p "$STATE"
 CERT="$STATE/guest-cert.pem"
@@ -22,7 +26,23 @@ umask 077
 for token in host-token admin-token; do
   [ -s "$STATE/$token" ] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE/$token"
 done
+# The operator's wallet on the local chain: tonlib-core's public test words. Development
+# only: anyone can spend a wallet of published words on a real network.
+[ -s "$STATE/operator.words" ] || echo "section garden tomato dinner season dice renew length \
+useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug" \
+  >"$STATE/operator.words"
+# The client's account key (owns its escrow and the wallet that funds it).
+[ -s "$STATE/client.pem" ] || "$BIN/cocoon-client" account keygen --out "$STATE/client.pem" >/dev/null
 umask 022
+wallet_of() { # the raw address of a key's wallet v5r1 on the local chain
+  "$BIN/cocoon-client" account show "$@" --ton-network local | sed -n 's/^wallet v5r1 .*(\(0:[0-9a-f]*\)).*/\1/p'
+}
+operator_wallet=$(wallet_of --mnemonic-file "$STATE/operator.words")
+client_wallet=$(wallet_of --account-key "$STATE/client.pem")
+ton_api="http://127.0.0.1:$TON_API_PORT"
+balance_of() { # nanoTON on an address, from the local chain's TON HTTP API
+  curl -s "$ton_api/api/v2/getAddressInformation?address=$1" | sed -n 's/.*"balance": *"\{0,1\}\([0-9]*\).*/\1/p'
+}
 cat >"$STATE/host-agent.toml" <<TOML
 # Written by scripts/run-appliance.sh (make run); see host-agent/examples/agent.toml.
 [relay]
@@ -42,6 +62,25 @@ allow_simulated = true   # the development guest's evidence is SIMULATED
 accept_any_image = true  # and it is not a published image
 [guest.collateral]
 offline = true
+# Escrow billing on the embedded chain (real contract and wallet code, in process). Settles
+# whatever is owed within seconds, so the demo shows a payout; see the example config for
+# production thresholds.
+[billing]
+chain = "local"
+network = "local"
+wallet_mnemonic_file = "operator.words"
+settle_min_nanoton = 1
+settle_max_age_secs = 5
+poll_secs = 2
+[billing.local_chain]
+state_file = "chain.state"
+api_listen = "127.0.0.1:$TON_API_PORT"
+[[billing.local_chain.genesis]]   # credited once, when chain.state is created
+mnemonic_file = "operator.words"
+nanoton = 100000000000
+[[billing.local_chain.genesis]]
+address = "$client_wallet"
+nanoton = 100000000000
 TOML
 
 pids=()
@@ -61,8 +100,13 @@ guest_log="$STATE/guest.log"
 agent_log="$STATE/host-agent.log"
 # --allow-anonymous: requests that name no account (the curl line and plain SDKs below)
 # are served and billed to `anonymous`, which no key owns and no one can settle.
+# --payout-address: proven accounts pay through their escrows, vouchers pay the operator's
+# wallet. Prices: 0.002 TON per prompt token, 0.006 per completion token (demo prices,
+# high enough that one chat outweighs a settlement's gas).
 "$BIN/cocoon-guest" serve --listen "127.0.0.1:$GUEST_PORT" --tee simulated --model "$MODEL" \
   --allow-anonymous --host-token-file "$STATE/host-token" \
+  --payout-address "$operator_wallet" --ton-network local \
+  --price-prompt 2000000000000 --price-cached-prompt 200000000000 --price-completion 6000000000000 \
   --internal-listen "127.0.0.1:$INTERNAL_PORT" >"$guest_log" 2>&1 &
 pids+=($!)
 "$BIN/cocoon-host-agent" run --config "$STATE/host-agent.toml" >"$agent_log" 2>&1 &
@@ -99,6 +143,49 @@ echo
 echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated --accept-any-image"
 "$BIN/cocoon-verify" endpoint "$url" --allow-simulated --accept-any-image --cert-out "$CERT"
 
+# A client pays: its escrow (deposit 10 TON, stake 2) is deployed from its own wallet through
+# the local chain's TON HTTP API, the proxy authorizes the verified guest's key (cap 5 TON)
+# and proves the account in each session; one chat; then the host agent settles the voucher.
+client_flags=(--account-key "$STATE/client.pem" --ton-api "$ton_api" --ton-network local)
+verify_flags=(--allow-simulated --accept-any-image)
+echo
+echo "client: deploying its escrow (10 TON, stake 2 TON) for the verified guest..."
+if ! "$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" --json \
+    2>/dev/null | grep -q '"deployed": *true'; then
+  "$BIN/cocoon-client" escrow deploy --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" \
+    --amount 10 --stake 2
+fi
+proxy_log="$STATE/proxy.log"
+"$BIN/cocoon-client" proxy --listen "127.0.0.1:$PROXY_PORT" --upstream "$url" "${verify_flags[@]}" \
+  --account-key "$STATE/client.pem" --spend-cap 5 >"$proxy_log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 60); do
+  grep -q "^cocoon-client: listening on" "$proxy_log" 2>/dev/null && break
+  exit_if_one_died
+  sleep 0.5
+done
+operator_before=$(balance_of "$operator_wallet")
+echo "client: one chat through the proxy (http://127.0.0.1:$PROXY_PORT/v1)..."
+answer=$(curl -sS -D "$STATE/chat.head" "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" \
+  -H 'content-type: application/json' \
+  -d "{\"model\":\"$model_id\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}],\"max_tokens\":32}")
+echo "  answer: $(echo "$answer" | sed -n 's/.*"content":"\([^"]*\)".*/\1/p' | head -c 200)"
+echo "  usage:  $(echo "$answer" | grep -o '"usage":{[^}]*}')"
+echo "operator: waiting for the host agent to settle the voucher on-chain..."
+settled=""
+for _ in $(seq 1 60); do
+  settled=$("$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" 2>/dev/null \
+    | sed -n 's/^ *settled[^0-9]*\([0-9.]*\).*/\1/p' | head -1)
+  [ -n "$settled" ] && [ "$settled" != "0.000000000" ] && break
+  exit_if_one_died
+  sleep 1
+done
+"$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" || true
+operator_after=$(balance_of "$operator_wallet")
+echo "operator wallet $operator_wallet (also the guest's payout address):"
+echo "  $operator_before -> $operator_after nanoTON: +$((operator_after - operator_before)), the ${settled} TON charge less the gas of its settlement"
+curl -s -H "authorization: Bearer $(cat "$STATE/admin-token")" "http://127.0.0.1:$ADMIN_PORT/v1/settlements" | head -c 600; echo
+
 cat <<MSG
 
 The appliance is up (simulated TEE: development evidence, no hardware protection).
@@ -121,15 +208,18 @@ Python (pip install openai):
         messages=[{"role": "user", "content": "Hello!"}], max_tokens=32)
   print(r.choices[0].message.content)
 
-Billed to your own account (an Ed25519 key, proven inside every attested TLS session):
-  $BIN/cocoon-client account keygen --out $STATE/account.pem   (once; prints the account id)
-  $BIN/cocoon-client proxy --upstream $url --allow-simulated --accept-any-image --account-key $STATE/account.pem
-  (then point any OpenAI SDK at http://127.0.0.1:8080/v1)
+Billed to the client's escrow (its key $STATE/client.pem, proven inside every attested session;
+the proxy above authorizes the guest to charge it up to 5 TON):
+  point any OpenAI SDK at http://127.0.0.1:$PROXY_PORT/v1 (log: $proxy_log)
+  $BIN/cocoon-client balance --upstream $url --allow-simulated --accept-any-image \\
+    --account-key $STATE/client.pem --ton-api $ton_api --ton-network local
+  $BIN/cocoon-client escrow top-up|set-stake|withdraw|close|refund ... (same flags; --help)
 
 What was served and billed (the host agent's ledger, $STATE/ledger.sqlite3):
   $BIN/cocoon-host-agent usage --admin 127.0.0.1:$ADMIN_PORT --admin-token-file $STATE/admin-token
   $BIN/cocoon-host-agent receipts export --admin 127.0.0.1:$ADMIN_PORT --admin-token-file $STATE/admin-token
   curl -H "authorization: Bearer \$(cat $STATE/admin-token)" http://127.0.0.1:$ADMIN_PORT/metrics
+  curl -H "authorization: Bearer \$(cat $STATE/admin-token)" http://127.0.0.1:$ADMIN_PORT/v1/settlements
 
 Logs: $guest_log, $agent_log. Press Ctrl-C to stop.
 MSG
