@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(voucher) = SignedVoucher::from_boc(rest) {
                 let again = SignedVoucher::from_boc(&voucher.to_boc().unwrap()).unwrap();
                 assert_eq!(again, voucher);
-                // Random bytes never carry a valid signature.
-                assert!(voucher.verify().is_err());
+                // Checking the signature never panics either (the seed is validly signed).
+                let _ = voucher.verify();
             }
         }
         2 => {
