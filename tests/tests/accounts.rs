@@ -234,7 +234,14 @@ async fn the_proxy_proves_its_account_key_and_drops_the_local_clients_claims() {
         .args(["account", "show", "--key", key_file.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&show.stdout).trim(), account);
+    // First line: the account id; then the wallet v5r1 the same key controls.
+    let shown = String::from_utf8_lossy(&show.stdout).to_string();
+    let mut lines = shown.lines();
+    assert_eq!(lines.next(), Some(account.as_str()), "{shown}");
+    assert!(
+        lines.next().is_some_and(|l| l.starts_with("wallet v5r1 (mainnet): ")),
+        "{shown}"
+    );
     let again = Command::new(binary("cocoon-client").unwrap())
         .args(["account", "keygen", "--out", key_file.to_str().unwrap()])
         .output()
