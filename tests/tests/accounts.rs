@@ -239,7 +239,9 @@ async fn the_proxy_proves_its_account_key_and_drops_the_local_clients_claims() {
     let mut lines = shown.lines();
     assert_eq!(lines.next(), Some(account.as_str()), "{shown}");
     assert!(
-        lines.next().is_some_and(|l| l.starts_with("wallet v5r1 (mainnet): ")),
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("wallet v5r1 (mainnet): ")),
         "{shown}"
     );
     let again = Command::new(binary("cocoon-client").unwrap())
