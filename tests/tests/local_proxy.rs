@@ -22,6 +22,7 @@ use cocoon_guest::tee::{EvidenceProvider, SimulatedTee};
 use cocoon_tests::{start_appliance, start_proxy};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response};
+use sha2::Digest as _;
 
 /// One request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -82,7 +83,11 @@ fn recorded_answer() -> Response<Full<Bytes>> {
 /// was sent.
 fn recording_upstream() -> (String, Log) {
     let tee = Arc::new(SimulatedTee::new(false).unwrap());
-    let config_digest = [0x5a; 48];
+    // The config it attests and serves at /v1/attestation/config, as the guest does (the
+    // proxy reads it at start to learn whether the guest bills through escrows; this one
+    // does not). Those reads are the proxy's own, so they are not recorded.
+    let config: &'static [u8] = br#"{"model":"m","prices":null}"#;
+    let config_digest: [u8; 48] = sha2::Sha384::digest(config).into();
     tee.extend_config_register(&config_digest).unwrap();
     let event_log = RuntimeEventLog::config(3, &config_digest)
         .to_cbor()
@@ -158,6 +163,9 @@ fn recording_upstream() -> (String, Log) {
                             return Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(
                                 answer.to_string(),
                             ))));
+                        }
+                        if parts.uri.path() == "/v1/attestation/config" {
+                            return Ok(Response::new(Full::new(Bytes::from_static(config))));
                         }
                         log.lock().unwrap().push(Recorded {
                             method: parts.method.to_string(),
