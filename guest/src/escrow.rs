@@ -92,6 +92,19 @@ pub struct Wanted {
     pub unsettled: u64,
 }
 
+/// What the guest holds for one escrow account, as its owner may read it
+/// (`GET /v1/billing/account`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub escrow: StdAddr,
+    /// The held authorization's cap (nanoton) and expiry (unix seconds).
+    pub authorization: Option<(u128, u64)>,
+    /// What the host last reported of the escrow, and when (unix seconds).
+    pub reported: Option<(ReportedState, u64)>,
+    /// Largest possible charges of the account's requests in flight.
+    pub in_flight: u128,
+}
+
 /// What a voucher needs besides the meter's counts: where it pays from and the owner's
 /// authorization the escrow checks with it.
 #[derive(Debug, Clone)]
@@ -331,6 +344,25 @@ impl Escrows {
         Some(VoucherTarget {
             escrow: entry.escrow.clone(),
             authorization_boc: held.boc.clone(),
+        })
+    }
+
+    /// What this guest holds for `owner`'s escrow (nothing held yet: the derived escrow
+    /// alone). Reading it creates no account entry.
+    pub fn view(&self, owner: &AccountId) -> Result<AccountView, Refusal> {
+        if let Some(entry) = self.lock().get(owner) {
+            return Ok(AccountView {
+                escrow: entry.escrow.clone(),
+                authorization: entry.authorization.as_ref().map(|h| (h.cap, h.expires_at)),
+                reported: entry.state.map(|s| (s, entry.reported_at)),
+                in_flight: entry.reserved,
+            });
+        }
+        Ok(AccountView {
+            escrow: self.escrow_of(owner)?,
+            authorization: None,
+            reported: None,
+            in_flight: 0,
         })
     }
 

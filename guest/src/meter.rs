@@ -176,6 +176,17 @@ impl Meter {
             .unwrap_or(0))
     }
 
+    /// The account's sequence (its latest receipt's, and voucher's) and cumulative totals
+    /// under this key; `None` before its first finished request.
+    pub fn account(&self, account: &str) -> Result<Option<(u64, Cumulative)>> {
+        Ok(self
+            .state()?
+            .accounts
+            .get(account)
+            .filter(|(sequence, _)| *sequence > 0)
+            .copied())
+    }
+
     /// Records a finished request, signs its receipt and, with an `order`, the voucher
     /// for the account's new cumulative counts (journaled with the receipt); returns the
     /// receipt.

@@ -382,6 +382,45 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         expected - gas
     );
 
+    // `cocoon-client balance --upstream`: the chain's settled charge, and from the
+    // verified guest what it signed: all of it settled now.
+    let shown = {
+        let mut cmd = std::process::Command::new(binary("cocoon-client").unwrap());
+        cmd.args([
+            "balance",
+            "--json",
+            "--allow-simulated",
+            "--accept-any-image",
+        ])
+        .args(["--upstream", &format!("https://{relay}"), "--ton-api", &api])
+        .arg("--account-key")
+        .arg(&key_file);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let shown_guest = &shown["guests"][0];
+    assert_eq!(shown_guest["guest_key"], hex::encode(guest_key), "{shown}");
+    assert_eq!(
+        shown_guest["charged"],
+        Amount(expected).to_string(),
+        "{shown}"
+    );
+    assert_eq!(shown_guest["unsettled"], Amount(0).to_string(), "{shown}");
+    assert_eq!(
+        shown_guest["guest"]["charged"],
+        Amount(expected).to_string(),
+        "{shown}"
+    );
+    assert_eq!(shown_guest["guest"]["seq"], last.sequence, "{shown}");
+    assert_eq!(shown["escrow"]["stake"], ton(STAKE).to_string(), "{shown}");
+
     // A request whose worst case (400 completion tokens at 0.003 TON) is above what the
     // stake covers is refused before any token is generated.
     let proxy2 = proxy.clone();
@@ -391,6 +430,267 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         .unwrap();
     assert_eq!(status, 402, "{head}\n{body}");
     assert!(body.contains("\"error\""), "{body}");
+}
+
+/// `GET /v1/billing/account` on a raw attested connection with these headers.
+async fn account_raw(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    headers: &[(&str, String)],
+) -> (u16, serde_json::Value) {
+    use tokio::io::AsyncWriteExt as _;
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    stream
+        .write_all(
+            format!("GET /v1/billing/account HTTP/1.1\r\nhost: guest\r\n{extra}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let (head, body) = common::read_response(stream).await;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// The guest's record of an escrow account (`GET /v1/billing/account`): before any request
+/// it names the escrow it derived and nothing signed; after requests, what it signed
+/// (= the receipts' charges), the authorization it holds, and the part not yet settled,
+/// which follows what the host reports as settled. Only the account's proven owner reads
+/// it: no proof, or a proof from another session, gets 401; another key sees its own,
+/// empty account. A guest without escrow billing says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_the_owner_reads_its_unsettled_usage_from_the_guest_and_nobody_else() {
+    use cocoon_attestation::account::{ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
+    use cocoon_client::guest_account::fetch_guest_account;
+    use cocoon_client::{connect_attested, open_attested_session, Endpoint};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = scratch_dir("billing-account").unwrap();
+    let token_file = host_token_file(&dir, TEST_HOST_TOKEN).unwrap();
+    let (client_key, client_pem) = AccountKey::generate().unwrap();
+    let key_file = dir.join("client.pem");
+    std::fs::write(&key_file, &client_pem).unwrap();
+    let guest = start_guest(
+        "simulated",
+        false,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--host-token-file",
+            token_file.to_str().unwrap(),
+            "--payout-address",
+            PAYOUT,
+            "--price-prompt",
+            &PRICE_PROMPT.to_string(),
+            "--price-cached-prompt",
+            &PRICE_CACHED.to_string(),
+            "--price-completion",
+            &PRICE_COMPLETION.to_string(),
+        ],
+    )
+    .expect("the guest starts");
+    let internal = guest.internal_addr.clone().expect("internal listener");
+    let endpoint = Endpoint::parse(&format!("https://{}", guest.addr)).unwrap();
+    let attestor = cocoon_tests::dev_attestor();
+    let escrow = EscrowTerms {
+        code: escrow_code(),
+        owner: client_key.id().0,
+        close_delay: 86_400,
+        prices: prices(),
+    }
+    .address()
+    .unwrap();
+    let bound = Duration::from_secs(30);
+
+    // Before any request: the escrow the guest derives, nothing signed, no authorization.
+    let mut session = open_attested_session(&endpoint, &attestor, bound)
+        .await
+        .unwrap();
+    let fresh = fetch_guest_account(&mut session, &endpoint, &client_key)
+        .await
+        .unwrap();
+    assert_eq!(fresh.escrow, escrow.to_string());
+    assert_eq!((fresh.seq, fresh.charged, fresh.requests), (0, 0, 0));
+    assert_eq!(fresh.authorization, None);
+
+    // The test plays the host: it reports the state the guest asks for, with a settled
+    // charge it controls.
+    let settled = Arc::new(AtomicU64::new(0));
+    let reporter = {
+        let (internal, settled) = (internal.clone(), settled.clone());
+        tokio::spawn(async move {
+            loop {
+                let (status, wanted) = http_json(
+                    &internal,
+                    "GET",
+                    "/internal/v1/escrows",
+                    Some(TEST_HOST_TOKEN),
+                    "",
+                )
+                .await;
+                assert_eq!(status, 200, "{wanted}");
+                let reports: Vec<serde_json::Value> = wanted["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!({
+                            "escrow": w["escrow"], "balance": 3_000_000_000u64,
+                            "stake": 500_000_000u64, "unlock_at": 0, "seq": 0,
+                            "charged": settled.load(Ordering::SeqCst),
+                        })
+                    })
+                    .collect();
+                let body = serde_json::json!({ "escrows": reports }).to_string();
+                let (status, answer) = http_json(
+                    &internal,
+                    "POST",
+                    "/internal/v1/escrows",
+                    Some(TEST_HOST_TOKEN),
+                    &body,
+                )
+                .await;
+                assert_eq!(status, 200, "{answer}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // Two requests through the proxy, which authorizes the guest's key with its cap.
+    let (_proxy, proxy) = start_proxy(
+        &format!("https://{}", guest.addr),
+        &[
+            "--allow-simulated",
+            "--accept-any-image",
+            "--account-key",
+            key_file.to_str().unwrap(),
+            "--spend-cap",
+            "2",
+        ],
+    )
+    .expect("the proxy starts");
+    let receipt_key =
+        hex::decode(session.verified.certificate.receipt_key.clone().unwrap()).unwrap();
+    let mut receipts = Vec::new();
+    for max_tokens in [3, 5] {
+        let (proxy, model) = (proxy.clone(), guest.model_id.clone());
+        let (status, head, body) =
+            tokio::task::spawn_blocking(move || chat(&proxy, &model, max_tokens))
+                .await
+                .unwrap();
+        assert_eq!(status, 200, "{head}\n{body}");
+        let jws = header(&head, "x-cocoon-receipt").expect("a receipt");
+        receipts.push(verify_receipt(jws, &receipt_key).unwrap());
+    }
+    let last = receipts.last().unwrap().clone();
+    let signed: u64 = receipts.iter().map(|r| r.charge).sum();
+    assert!(signed > 0);
+
+    let mut session = open_attested_session(&endpoint, &attestor, bound)
+        .await
+        .unwrap();
+    let mine = fetch_guest_account(&mut session, &endpoint, &client_key)
+        .await
+        .unwrap();
+    assert_eq!(mine.escrow, escrow.to_string());
+    assert_eq!((mine.seq, mine.requests), (last.sequence, 2));
+    assert_eq!(mine.charged, last.cumulative.charge);
+    assert_eq!(mine.charged, signed);
+    assert_eq!(
+        mine.tokens.prompt_tokens,
+        last.cumulative.tokens.prompt_tokens
+    );
+    assert_eq!(
+        mine.tokens.completion_tokens,
+        last.cumulative.tokens.completion_tokens
+    );
+    assert_eq!(mine.authorization.map(|a| a.cap), Some(2_000_000_000));
+    assert_eq!(mine.in_flight, 0);
+    assert_eq!(mine.unsettled_as_reported, signed);
+    // Against the chain's figure (as `balance` computes it).
+    assert_eq!(mine.unsettled(0), u128::from(signed));
+
+    // The host reports the first voucher settled: the guest's unsettled part follows.
+    let first = receipts[0].cumulative.charge;
+    settled.store(first, Ordering::SeqCst);
+    let (endpoint_ref, attestor_ref, key_ref) = (&endpoint, &attestor, &client_key);
+    let followed = wait_for("the guest to take the settled charge", || async move {
+        {
+            let mut session = open_attested_session(endpoint_ref, attestor_ref, bound)
+                .await
+                .unwrap();
+            let account = fetch_guest_account(&mut session, endpoint_ref, key_ref)
+                .await
+                .unwrap();
+            (account.unsettled_as_reported == signed - first).then_some(account)
+        }
+    })
+    .await;
+    assert_eq!(followed.charged, signed);
+    assert_eq!(
+        followed.unsettled(u128::from(first)),
+        u128::from(signed - first)
+    );
+    reporter.abort();
+
+    // Nobody else reads it.
+    let (mut stream, _) = connect_attested(&endpoint, &attestor, bound).await.unwrap();
+    let (status, answer) = account_raw(&mut stream, &[]).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"]["code"], "account_not_proven", "{answer}");
+    let (other_session, _) = connect_attested(&endpoint, &attestor, bound).await.unwrap();
+    let replayed = common::proven(&client_key, &other_session);
+    let (mut stream, _) = connect_attested(&endpoint, &attestor, bound).await.unwrap();
+    let (status, answer) = account_raw(
+        &mut stream,
+        &[
+            (ACCOUNT_HEADER, replayed[0].1.clone()),
+            (ACCOUNT_PROOF_HEADER, replayed[1].1.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "a proof from another session: {answer}");
+    assert_eq!(answer["error"]["code"], "account_not_proven", "{answer}");
+    let (stranger, _) = AccountKey::generate().unwrap();
+    let theirs = common::proven(&stranger, &stream);
+    let (status, answer) = account_raw(
+        &mut stream,
+        &[
+            (ACCOUNT_HEADER, theirs[0].1.clone()),
+            (ACCOUNT_PROOF_HEADER, theirs[1].1.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["account"], stranger.id().to_string());
+    assert_ne!(answer["escrow"], escrow.to_string());
+    assert_eq!(
+        (answer["charged"].as_u64(), answer["seq"].as_u64()),
+        (Some(0), Some(0))
+    );
+    drop(guest);
+
+    // A guest that bills through no escrow says so.
+    let plain = start_guest("simulated", false, "127.0.0.1:0", "127.0.0.1:0", &[])
+        .expect("the guest starts");
+    let plain_endpoint = Endpoint::parse(&format!("https://{}", plain.addr)).unwrap();
+    let mut session = open_attested_session(&plain_endpoint, &attestor, bound)
+        .await
+        .unwrap();
+    let refused = fetch_guest_account(&mut session, &plain_endpoint, &client_key)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("does not bill through escrows"),
+        "{refused}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn now() -> u64 {

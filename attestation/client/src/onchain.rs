@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use cocoon_attestation::account::AccountKey;
+use cocoon_billing::address::parse_address;
 use cocoon_billing::chain::{AccountState, AccountStatus, Chain, StackValue};
 use cocoon_billing::layout::{Prices, PublicKey, STORAGE_RESERVE};
 use cocoon_billing::wallet::OutMessage;
@@ -30,6 +31,7 @@ use tycho_types::models::StdAddr;
 
 use crate::amount::{with_unit, Amount};
 use crate::escrow::EscrowTerms;
+use crate::guest_account::{fetch_guest_account, GuestAccount};
 use crate::owner::{self, EscrowState, Operation};
 use crate::wallet::OwnerWallet;
 
@@ -468,9 +470,19 @@ pub struct GuestBalance {
     pub on_chain: GuestOnChain,
     /// The authorization cap the user named (`--spend-cap`), if any.
     pub cap: Option<u128>,
+    /// What the guest itself holds for the account (`balance --upstream`).
+    pub guest: Option<GuestAccount>,
 }
 
 impl GuestBalance {
+    /// What the guest has signed vouchers for beyond what the chain has settled
+    /// (`None` unless the guest was asked).
+    pub fn unsettled(&self) -> Option<u128> {
+        self.guest
+            .as_ref()
+            .map(|g| g.unsettled(self.on_chain.charged))
+    }
+
     /// What the guest may still charge under the cap: cap − what the chain has settled
     /// (the unsettled usage, unknown to the client, comes out of this too).
     pub fn cap_headroom(&self) -> Option<u128> {
@@ -524,6 +536,7 @@ pub async fn balance(
                     key: *key,
                     on_chain: read_guest(chain, escrow, key).await?,
                     cap: cap.map(Amount::nano),
+                    guest: None,
                 });
             }
             (Some(prices), guests)
@@ -544,10 +557,10 @@ pub async fn balance(
     })
 }
 
-/// Why the client cannot show a guest's unsettled usage.
-pub const UNSETTLED_UNKNOWN: &str = "unknown to the client: only the guest and its host know \
-    the usage not yet settled (the guest publishes it on no public route); it is at most the \
-    cap headroom, and at most the stake while the escrow is open";
+/// Why a guest's unsettled usage is not shown.
+pub const UNSETTLED_UNKNOWN: &str = "not asked: give --upstream URL to ask the guest (over a \
+    verified session) what it has signed beyond the settled charge; it is at most the cap \
+    headroom, and at most the stake while the escrow is open";
 
 fn status_text(status: AccountStatus) -> &'static str {
     match status {
@@ -563,6 +576,19 @@ fn ton(nano: u128) -> serde_json::Value {
 }
 
 impl Balance {
+    /// Adds what a guest reported for the account to that guest key's line (if shown).
+    pub fn with_guest_account(mut self, account: &GuestAccount) -> Self {
+        for guest in &mut self.guests {
+            if account
+                .guest_key
+                .eq_ignore_ascii_case(&hex::encode(guest.key))
+            {
+                guest.guest = Some(account.clone());
+            }
+        }
+        self
+    }
+
     /// The stable JSON object of `balance --json` (amounts: TON strings with 9 decimals).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
@@ -599,8 +625,21 @@ impl Balance {
                     "charged": ton(g.on_chain.charged),
                     "cap": g.cap.map(ton),
                     "cap_headroom": g.cap_headroom().map(ton),
-                    "unsettled": null,
-                    "unsettled_note": UNSETTLED_UNKNOWN,
+                    "unsettled": g.unsettled().map(ton),
+                    "unsettled_note": g.guest.is_none().then_some(UNSETTLED_UNKNOWN),
+                    "guest": g.guest.as_ref().map(|a| json!({
+                        "seq": a.seq,
+                        "requests": a.requests,
+                        "charged": ton(u128::from(a.charged)),
+                        "in_flight": ton(u128::from(a.in_flight)),
+                        "prompt_tokens": a.tokens.prompt_tokens,
+                        "cached_tokens": a.tokens.cached_tokens,
+                        "completion_tokens": a.tokens.completion_tokens,
+                        "authorization": a.authorization.map(|h| json!({
+                            "cap": ton(u128::from(h.cap)),
+                            "expires_at": h.expires_at,
+                        })),
+                    })),
                 })
             })
             .collect();
@@ -690,7 +729,27 @@ impl Balance {
                 None => out
                     .push("  cap headroom  (give --spend-cap TON, the proxy's, to see it)".into()),
             }
-            out.push(format!("  unsettled     {UNSETTLED_UNKNOWN}"));
+            match (&g.guest, g.unsettled()) {
+                (Some(a), Some(unsettled)) => {
+                    out.push(format!(
+                        "  unsettled     {} (the guest signed {} up to voucher seq {}; {} \
+                         requests, {} + {} tokens)",
+                        with_unit(Amount(unsettled)),
+                        with_unit(Amount(u128::from(a.charged))),
+                        a.seq,
+                        a.requests,
+                        a.tokens.prompt_tokens,
+                        a.tokens.completion_tokens
+                    ));
+                    if a.in_flight > 0 {
+                        out.push(format!(
+                            "  in flight     up to {}",
+                            with_unit(Amount(u128::from(a.in_flight)))
+                        ));
+                    }
+                }
+                _ => out.push(format!("  unsettled     {UNSETTLED_UNKNOWN}")),
+            }
         }
         out.join("\n")
     }
@@ -703,6 +762,8 @@ pub struct GuestTerms {
     pub terms: EscrowTerms,
     pub guest_key: Option<PublicKey>,
     pub ton_network: String,
+    /// What the live guest holds for this key's account (asked for by `balance`).
+    pub guest_account: Option<GuestAccount>,
 }
 
 fn terms_of_config(
@@ -725,6 +786,7 @@ fn terms_of_config(
         terms,
         guest_key,
         ton_network: billing.ton_network,
+        guest_account: None,
     })
 }
 
@@ -756,12 +818,15 @@ pub fn terms_from_document(
 
 /// The terms of the guest at `endpoint`: its config is fetched over a session whose
 /// evidence verified ([`crate::config::fetch_config`] checks it against the attested
-/// digest), and its guest key is the receipt key that evidence binds.
+/// digest), and its guest key is the receipt key that evidence binds. With
+/// `with_account`, the same session also asks the guest what it holds for this key's
+/// account ([`crate::guest_account`]), which must name the escrow derived here.
 pub async fn terms_from_guest(
     endpoint: &crate::Endpoint,
     attestor: &crate::Attestor,
     timeout: Duration,
     key: &AccountKey,
+    with_account: bool,
 ) -> Result<GuestTerms, String> {
     let source = format!("https://{}", endpoint.address());
     let mut connection = crate::open_attested_session(endpoint, attestor, timeout)
@@ -773,7 +838,22 @@ pub async fn terms_from_guest(
     let config = crate::config::fetch_config(&mut connection, endpoint)
         .await
         .map_err(|e| format!("{source}: the guest's config: {e}"))?;
-    terms_of_config(&config.json, key, Some(guest_key), &source)
+    let mut terms = terms_of_config(&config.json, key, Some(guest_key), &source)?;
+    if with_account {
+        let account = fetch_guest_account(&mut connection, endpoint, key)
+            .await
+            .map_err(|e| format!("{source}: {e}"))?;
+        let derived = terms.terms.address().map_err(|e| e.to_string())?;
+        if parse_address(&account.escrow).ok().as_ref() != Some(&derived) {
+            return Err(format!(
+                "{source}: the guest bills this key through escrow {}, not the {derived} \
+                 derived from its attested config",
+                account.escrow
+            ));
+        }
+        terms.guest_account = Some(account);
+    }
+    Ok(terms)
 }
 
 #[cfg(test)]

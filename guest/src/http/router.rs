@@ -17,7 +17,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::http::body::{error_response, json_response, read_body, Body};
 use crate::http::error::ApiError;
-use crate::http::handlers::{attestation, health, inference, internal, models, openapi_doc};
+use crate::http::handlers::{
+    attestation, billing, health, inference, internal, models, openapi_doc,
+};
 use crate::http::state::{AppState, Session};
 
 /// What a handler answers.
@@ -140,6 +142,13 @@ pub static ROUTES: &[Route] = &[
         method: Method::GET,
         path: "/v1/attestation/config",
         handler: Handler::Public(|call, _| ok(attestation::measured_config(&call.state))),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/billing/account",
+        handler: Handler::Public(|call, session| {
+            now(billing::account(&call.state, &session, &call.request))
+        }),
     },
     Route {
         method: Method::GET,

@@ -151,28 +151,39 @@ fn invalid(e: Invalid) -> ApiError {
     ApiError::invalid(e.message, Some(e.param), Some(e.code))
 }
 
+/// The one value of header `name`, if any; a repeated one is refused (an account header
+/// named twice must not let the guest and a proxy read different values).
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next().map(HeaderValue::as_bytes);
+    match values.next() {
+        Some(_) => Err(ApiError::account_not_proven(format!(
+            "the {name} header appears more than once"
+        ))),
+        None => Ok(first),
+    }
+}
+
+/// The account the request's headers prove for this TLS session (`None`: none named);
+/// a named account without a valid proof is refused with 401 `account_not_proven`.
+pub(crate) fn proven_account(
+    session: &Session,
+    headers: &HeaderMap,
+) -> Result<Option<AccountId>, ApiError> {
+    verify_claim(
+        single_header(headers, ACCOUNT_HEADER)?,
+        single_header(headers, ACCOUNT_PROOF_HEADER)?,
+        &session.tls_exporter,
+    )
+    .map_err(|e| ApiError::account_not_proven(e.to_string()))
+}
+
 /// The account a generating request is billed to, checked before anything else of it is
 /// read: a named account must come with its proof for this session's exporter, and an
 /// unnamed request is `anonymous` only where the measured config allows it. The account
 /// must also fit in the meter's account table.
 fn bill_to(state: &AppState, session: &Session, headers: &HeaderMap) -> Result<String, ApiError> {
-    let single = |name: &str| {
-        let mut values = headers.get_all(name).iter();
-        let first = values.next().map(HeaderValue::as_bytes);
-        match values.next() {
-            Some(_) => Err(ApiError::account_not_proven(format!(
-                "the {name} header appears more than once"
-            ))),
-            None => Ok(first),
-        }
-    };
-    let claim = verify_claim(
-        single(ACCOUNT_HEADER)?,
-        single(ACCOUNT_PROOF_HEADER)?,
-        &session.tls_exporter,
-    )
-    .map_err(|e| ApiError::account_not_proven(e.to_string()))?;
-    let account = match claim {
+    let account = match proven_account(session, headers)? {
         Some(id) => id.to_string(),
         None if state.config.accounts.allow_anonymous => ANONYMOUS.to_string(),
         None => {
@@ -185,7 +196,7 @@ fn bill_to(state: &AppState, session: &Session, headers: &HeaderMap) -> Result<S
         }
     };
     if let (Some(escrows), Ok(owner)) = (&state.escrows, AccountId::parse(&account)) {
-        if let Some(value) = single(AUTHORIZATION_HEADER)? {
+        if let Some(value) = single_header(headers, AUTHORIZATION_HEADER)? {
             escrows
                 .authorize(&owner, value)
                 .map_err(ApiError::escrow_refusal)?;

@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod attestation;
+pub mod billing;
 pub mod health;
 pub mod inference;
 pub mod internal;

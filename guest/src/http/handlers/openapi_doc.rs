@@ -84,6 +84,7 @@ mod tests {
             "/v1/embeddings",
             "/v1/attestation",
             "/v1/attestation/config",
+            "/v1/billing/account",
         ] {
             assert!(doc["paths"][path].is_object(), "{path} is documented");
         }

@@ -108,8 +108,8 @@ enum Command {
     Escrow(owner::EscrowCommand),
     /// Show the escrow: address, owner wallet and its balance, deposit, stake, free,
     /// settled (total charged), closing state, close delay, prices, and per known guest key
-    /// what the chain has settled (the guest's unsettled usage is not visible to the
-    /// client).
+    /// what the chain has settled; with --upstream URL also the unsettled usage, which the
+    /// verified guest reports to the proven owner (what it signed − what the chain settled).
     Balance(owner::BalanceArgs),
 }
 

@@ -201,7 +201,9 @@ struct Context {
     escrow: Option<StdAddr>,
 }
 
-async fn context(args: &OwnerArgs) -> Result<Context, String> {
+/// Resolves the owner's flags; with `with_account` a live --upstream is also asked what it
+/// holds for the account (`balance`).
+async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String> {
     let key = args.key.require()?;
     let terms = match (&args.terms.upstream, &args.terms.terms_from) {
         (Some(url), _) => {
@@ -212,7 +214,10 @@ async fn context(args: &OwnerArgs) -> Result<Context, String> {
                 eprintln!("cocoon-client: {warning}");
             }
             let timeout = Duration::from_secs(args.terms.connect_timeout);
-            Some(onchain::terms_from_guest(&endpoint, &attestor, timeout, &key).await?)
+            Some(
+                onchain::terms_from_guest(&endpoint, &attestor, timeout, &key, with_account)
+                    .await?,
+            )
         }
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
@@ -304,7 +309,7 @@ async fn run_escrow(command: EscrowCommand) -> Result<String, String> {
         | EscrowCommand::Close { owner, wait, .. }
         | EscrowCommand::Refund { owner, wait } => (owner, *wait),
     };
-    let context = context(args).await?;
+    let context = context(args, false).await?;
     let owner = Owner {
         chain: &context.chain,
         key: &context.key,
@@ -356,7 +361,7 @@ fn hex_key(text: &str) -> Result<PublicKey, String> {
 }
 
 async fn run_balance(args: BalanceArgs) -> Result<String, String> {
-    let context = context(&args.owner).await?;
+    let context = context(&args.owner, true).await?;
     let escrow = escrow_of(&context)?;
     let mut keys: Vec<PublicKey> = Vec::new();
     if let Some(key) = context.terms.as_ref().and_then(|t| t.guest_key) {
@@ -378,6 +383,14 @@ async fn run_balance(args: BalanceArgs) -> Result<String, String> {
         args.spend_cap,
     )
     .await?;
+    let balance = match context
+        .terms
+        .as_ref()
+        .and_then(|t| t.guest_account.as_ref())
+    {
+        Some(account) => balance.with_guest_account(account),
+        None => balance,
+    };
     Ok(if args.json {
         balance.to_json().to_string()
     } else {
