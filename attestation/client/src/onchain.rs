@@ -732,8 +732,8 @@ impl Balance {
             match (&g.guest, g.unsettled()) {
                 (Some(a), Some(unsettled)) => {
                     out.push(format!(
-                        "  unsettled     {} (the guest signed {} up to voucher seq {}; {} \
-                         requests, {} + {} tokens)",
+                        "  unsettled     {} (the guest signed {} up to voucher seq {}; \
+                         requests: {}, prompt + completion tokens: {} + {})",
                         with_unit(Amount(unsettled)),
                         with_unit(Amount(u128::from(a.charged))),
                         a.seq,
