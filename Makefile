@@ -46,7 +46,7 @@ IMAGE_DEPS := mmdebstrap squashfs-tools cryptsetup-bin cpio kmod xz-utils qemu-s
 
 .DEFAULT_GOAL := help
 .PHONY: help build model venv run test bench peer firmware fuzz fuzz-smoke cargo-fuzz lint fmt clean \
-  image image-lock image-deps prod-guest model-disk measure test-image contracts contracts-check contracts-test
+  image image-lock image-deps prod-guest model-disk measure test-image contracts contracts-check contracts-test guest-cuda
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -126,6 +126,9 @@ fmt: ## Format the code
 image-deps: ## Install what building and booting the image needs (Debian packages; root)
 	@missing=$$(for p in $(IMAGE_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+guest-cuda: ## Build cocoon-guest with CUDA (mistral.rs cuda) on a machine without a GPU: CUDA 13 wheels from PyPI + a stub libcuda, ~30 min once (shared/design/GPU.md)
+	CARGO="$(CARGO)" PYTHON="$(PYTHON)" scripts/build-guest-cuda.sh
 
 prod-guest:
 	$(CARGO) build --release --locked -p cocoon-guest --no-default-features --target-dir $(PROD_TARGET_DIR)
