@@ -1,0 +1,17 @@
+//! NVIDIA GPU (H100, confidential-computing mode) attestation evidence: the SPDM messages
+//! of a report ([`spdm`]), their verification against NVIDIA's pinned device root
+//! ([`verify`]) and the comparison of measurements with reference values ([`reference`]).
+//!
+//! The CPU TEE's evidence covers the guest; a GPU in CC mode holds the model and the
+//! prompts too, so a client needs proof of the GPU's firmware and driver as well. The
+//! guest binds [`gpu_evidence_digest`] of this evidence into its RA-TLS evidence.
+pub mod reference;
+pub mod spdm;
+pub mod verify;
+
+pub use reference::{compare, Comparison, ReferenceMeasurement};
+pub use spdm::GpuReport;
+pub use verify::{
+    gpu_evidence_digest, nvidia_device_roots, verify_gpu_evidence, verify_gpu_report, GpuEvidence,
+    GpuFacts, GpuRoot,
+};
