@@ -7,10 +7,12 @@
 //! guest binds [`gpu_evidence_digest`] of this evidence into its RA-TLS evidence.
 pub mod reference;
 pub mod spdm;
+pub mod verdict;
 pub mod verify;
 
 pub use reference::{compare, Comparison, ReferenceMeasurement};
 pub use spdm::GpuReport;
+pub use verdict::{gpu_verdict, GpuVerdict};
 pub use verify::{
     gpu_evidence_digest, nvidia_device_roots, verify_gpu_evidence, verify_gpu_report, GpuEvidence,
     GpuFacts, GpuRoot,
