@@ -38,6 +38,7 @@ pub mod tls;
 pub mod unix_time;
 pub mod verified;
 pub mod verifier;
+mod wire;
 
 pub use anchors::TrustAnchors;
 pub use collateral::{CollateralSource, CollateralStore};

@@ -158,7 +158,7 @@ fn gpu_cli_refusals_exit_1_with_the_reason() {
     // A chain without the root.
     let pem = std::fs::read_to_string(&chain).unwrap();
     let cut = pem.rfind("-----BEGIN CERTIFICATE-----").unwrap();
-    let path = tmp("gpu-no-root.pem", pem[..cut].as_bytes());
+    let path = tmp("gpu-no-root.pem", &pem.as_bytes()[..cut]);
     let (code, _, stderr) = gpu(&report, &path, NONCE_2023, &["--at", AT]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("not at a pinned root"), "{stderr}");

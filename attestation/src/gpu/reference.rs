@@ -140,7 +140,7 @@ pub fn compare(report: &GpuReport, refs: &[ReferenceMeasurement]) -> Comparison 
             }),
             Some(block) => {
                 covered.insert(r.block_index);
-                if !r.alternatives.iter().any(|a| *a == block.value) {
+                if !r.alternatives.contains(&block.value) {
                     failed.insert(r.block_index);
                     out.mismatches.push(Mismatch {
                         block_index: r.block_index,
@@ -170,11 +170,7 @@ pub fn compare(report: &GpuReport, refs: &[ReferenceMeasurement]) -> Comparison 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const R2023: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2023_h100_attestation_report.hex.txt");
-    const R2025: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2025_h100_attestation_report.hex.txt");
+    use crate::gpu::fixtures::{R2023, R2025};
 
     fn own_refs(report: &GpuReport) -> Vec<ReferenceMeasurement> {
         report

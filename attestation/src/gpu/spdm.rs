@@ -36,6 +36,7 @@
 //!  42+L1+L2 Signature [96] (ECDSA P-384 r||s)
 //! ```
 
+use crate::wire::Reader;
 use crate::{Error, Result};
 
 /// SPDM version byte for 1.1 (major 1, minor 1).
@@ -56,68 +57,6 @@ pub const NONCE_LEN: usize = 32;
 pub const REQUEST_LEN: usize = 37;
 /// Signature length for ECDSA P-384 (raw r||s), the H100's algorithm.
 pub const P384_SIGNATURE_LEN: usize = 96;
-
-/// A bounds-checked reader over untrusted bytes: every read names the field and offset.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Self {
-            bytes,
-            offset: 0,
-            what,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let available = self.bytes.len() - self.offset;
-        if n > available {
-            return Err(Error::Truncated {
-                what: self.what,
-                offset: self.offset,
-                needed: n,
-                available,
-            });
-        }
-        let out = &self.bytes[self.offset..self.offset + n];
-        self.offset += n;
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u24(&mut self) -> Result<u32> {
-        let b = self.take(3)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], 0]))
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn rest(&mut self) -> &'a [u8] {
-        let out = &self.bytes[self.offset..];
-        self.offset = self.bytes.len();
-        out
-    }
-
-    fn remaining(&self) -> usize {
-        self.bytes.len() - self.offset
-    }
-}
 
 fn expect(what: &'static str, observed: u8, expected: u8) -> Result<()> {
     if observed != expected {
@@ -651,11 +590,7 @@ pub fn decode_report_hex(text: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const R2023: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2023_h100_attestation_report.hex.txt");
-    const R2025: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2025_h100_attestation_report.hex.txt");
+    use crate::gpu::fixtures::{R2023, R2025};
 
     #[test]
     fn gpu_real_reports_parse_and_round_trip() {

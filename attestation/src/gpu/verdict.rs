@@ -147,12 +147,8 @@ fn fill_claims(verdict: &mut GpuVerdict, report: &GpuReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::fixtures::{AT, C2023, R2023};
     use crate::gpu::verify::nvidia_device_roots;
-
-    const R2023: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2023_h100_attestation_report.hex.txt");
-    const C2023: &[u8] = include_bytes!("../../tests/fixtures/gpu/nvtrust2023_h100_cert_chain.pem");
-    const AT: i64 = 1_717_200_000;
 
     #[test]
     fn gpu_verdict_accepts_refuses_and_compares() {

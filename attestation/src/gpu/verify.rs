@@ -309,18 +309,10 @@ pub fn verify_gpu_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::fixtures::{AT, C2023, C2025, R2023, R2025};
 
-    const R2023: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2023_h100_attestation_report.hex.txt");
-    const C2023: &[u8] = include_bytes!("../../tests/fixtures/gpu/nvtrust2023_h100_cert_chain.pem");
-    const R2025: &[u8] =
-        include_bytes!("../../tests/fixtures/gpu/nvtrust2025_h100_attestation_report.hex.txt");
-    const C2025: &[u8] = include_bytes!("../../tests/fixtures/gpu/nvtrust2025_h100_cert_chain.pem");
     const NONCE_2023: &str = "4cff7f5380ead8fad8ec2c531c110aca4302a88f603792801a8ca29ee151af2e";
     const NONCE_2025: &str = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
-    /// 2024-06-01T00:00:00Z: inside every certificate's window (the latest notBefore is
-    /// 2022-03-01; all notAfter are 9999-12-31).
-    const AT: i64 = 1_717_200_000;
 
     fn nonce(hex_text: &str) -> [u8; 32] {
         hex::decode(hex_text).unwrap().try_into().unwrap()

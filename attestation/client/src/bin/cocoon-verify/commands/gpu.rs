@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use cocoon_attestation::gpu::{self, GpuEvidence, GpuVerdict};
 
-use crate::output::{parse_rfc3339, read_input, say};
+use crate::output::{finish, parse_rfc3339, read_input, say, state_word};
 
 /// `gpu-report` arguments.
 #[derive(clap::Args)]
@@ -79,11 +79,7 @@ fn print(verdict: &GpuVerdict, json: bool, source: &str) -> ExitCode {
     if json {
         say!("{}", serde_json::to_string(verdict).unwrap_or_default());
     } else {
-        let state = if verdict.verified {
-            "VERIFIED"
-        } else {
-            "REFUSED"
-        };
+        let state = state_word(verdict.verified);
         say!("{source}: {state}");
         say!("  tee            {}", verdict.tee);
         say!("  at             {}", verdict.at);
@@ -110,12 +106,5 @@ fn print(verdict: &GpuVerdict, json: bool, source: &str) -> ExitCode {
             }
         }
     }
-    for e in &verdict.errors {
-        eprintln!("cocoon-verify: {source}: {e}");
-    }
-    if verdict.verified {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    finish(source, &verdict.errors, verdict.verified)
 }
