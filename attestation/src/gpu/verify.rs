@@ -10,6 +10,8 @@
 //!
 //! Also defines [`gpu_evidence_digest`], the SHA-384 the RA-TLS evidence binds.
 
+use std::collections::BTreeMap;
+
 use p384::ecdsa::signature::Verifier as _;
 use p384::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha384};
@@ -95,8 +97,8 @@ pub struct GpuFacts {
     pub nonce: [u8; NONCE_LEN],
     /// SPDM version byte (0x11 for 1.1).
     pub spdm_version: u8,
-    /// Measurement blocks: (index, value), in report order.
-    pub measurements: Vec<(u8, Vec<u8>)>,
+    /// Measurement blocks: index → value.
+    pub measurements: BTreeMap<u8, Vec<u8>>,
     pub driver_version: Option<String>,
     pub vbios_version: Option<String>,
     /// Subjects of the chain, leaf first (the root last).
