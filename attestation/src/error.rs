@@ -53,6 +53,25 @@ pub enum Error {
         not_before: String,
         not_after: String,
     },
+    /// A certificate of a chain does not chain (issuer name, CA flag, algorithm or
+    /// signature), by position (0 = leaf).
+    #[error("certificate chain: certificate {index} ({subject}): {detail}")]
+    CertificateChain {
+        index: usize,
+        subject: String,
+        detail: String,
+    },
+    /// Evidence carries another nonce than the verifier asked for (a replay or stale
+    /// evidence).
+    #[error("{what}: nonce {observed} is not the expected nonce {expected}")]
+    NonceMismatch {
+        what: &'static str,
+        observed: String,
+        expected: String,
+    },
+    /// Measurements differ from the reference values (every failed block named).
+    #[error("measurements differ from the reference values: {detail}")]
+    MeasurementMismatch { detail: String },
     /// Key generation or signing failed (only when producing evidence).
     #[error("crypto failure: {0}")]
     Crypto(String),

@@ -23,6 +23,7 @@ pub mod event_log;
 pub mod evidence;
 #[cfg(feature = "fetch")]
 pub mod fetch;
+pub mod gpu;
 pub mod manifest;
 pub mod oid;
 pub mod pem;
@@ -37,6 +38,7 @@ pub mod tls;
 pub mod unix_time;
 pub mod verified;
 pub mod verifier;
+mod wire;
 
 pub use anchors::TrustAnchors;
 pub use collateral::{CollateralSource, CollateralStore};

@@ -14,6 +14,7 @@
 //! The quote signature covers the header and the body (for v5 including its 6-byte
 //! descriptor), i.e. every byte before the signature data length.
 
+use crate::wire::Reader;
 use crate::{Error, Result};
 
 /// TEE type of TDX in the quote header.
@@ -42,57 +43,6 @@ pub const TD_ATTRIBUTES_TUD_BITS: &[(u64, &str)] = &[
     (1 << 5, "PERF_PROF"),
     (1 << 6, "PMT_PROF"),
 ];
-
-/// Bounds-checked little-endian reader over untrusted bytes.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8], what: &'static str) -> Self {
-        Self {
-            bytes,
-            offset: 0,
-            what,
-        }
-    }
-
-    fn take(&mut self, len: usize) -> Result<&'a [u8]> {
-        let end = self
-            .offset
-            .checked_add(len)
-            .filter(|end| *end <= self.bytes.len());
-        match end {
-            Some(end) => {
-                let out = &self.bytes[self.offset..end];
-                self.offset = end;
-                Ok(out)
-            }
-            None => Err(Error::Truncated {
-                what: self.what,
-                offset: self.offset,
-                needed: len,
-                available: self.bytes.len().saturating_sub(self.offset),
-            }),
-        }
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
-    }
-
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-}
 
 /// The 48-byte quote header.
 #[derive(Debug, Clone, PartialEq, Eq)]

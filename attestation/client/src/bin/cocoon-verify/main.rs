@@ -13,7 +13,7 @@ use cocoon_client::args::{CollateralArgs, PolicyArgs};
 mod commands;
 mod output;
 
-use commands::{endpoint, evidence, manifest, receipt};
+use commands::{endpoint, evidence, gpu, manifest, receipt};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,9 @@ enum Command {
     TdxQuote(evidence::TdxQuoteArgs),
     /// Verify an SEV-SNP attestation report with its VCEK and the ASK/ARK chain (files, a bundle, or AMD KDS).
     SnpReport(evidence::SnpReportArgs),
+    /// Verify recorded NVIDIA GPU attestation evidence (hex SPDM request + response, PEM
+    /// device chain) against the pinned NVIDIA Device Identity CA, for a nonce, at a time.
+    GpuReport(gpu::GpuReportArgs),
     /// Check a usage receipt (JWS from the x-cocoon-receipt header or the final
     /// `cocoon.receipt` SSE event) against the receipt key a verified endpoint attested
     /// (`receipt_key` in `endpoint --json`); prints the receipt as JSON.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         )),
         Command::TdxQuote(args) => evidence::tdx_quote(&runtime, &args),
         Command::SnpReport(args) => evidence::snp_report(&runtime, &args),
+        Command::GpuReport(args) => gpu::run(&args),
         Command::Manifest(command) => manifest::run(command),
         Command::Receipt {
             receipt,

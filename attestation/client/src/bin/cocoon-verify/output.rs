@@ -31,11 +31,7 @@ pub fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
     if json {
         say!("{}", serde_json::to_string(verdict).unwrap_or_default());
     } else {
-        let state = if verdict.verified {
-            "VERIFIED"
-        } else {
-            "REFUSED"
-        };
+        let state = state_word(verdict.verified);
         let sim = if verdict.simulated {
             " (SIMULATED: development root, no TEE)"
         } else {
@@ -62,10 +58,24 @@ pub fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
             say!("  {k:<14} {v}");
         }
     }
-    for e in &verdict.errors {
+    finish(source, &verdict.errors, verdict.verified)
+}
+
+/// The word a text summary starts with.
+pub fn state_word(verified: bool) -> &'static str {
+    if verified {
+        "VERIFIED"
+    } else {
+        "REFUSED"
+    }
+}
+
+/// Prints every failed check on stderr; exit 0 when verified, 1 when refused.
+pub fn finish(source: &str, errors: &[String], verified: bool) -> ExitCode {
+    for e in errors {
         eprintln!("cocoon-verify: {source}: {e}");
     }
-    if verdict.verified {
+    if verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

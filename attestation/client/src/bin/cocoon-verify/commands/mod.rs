@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod endpoint;
 pub mod evidence;
+pub mod gpu;
 pub mod manifest;
 pub mod receipt;
