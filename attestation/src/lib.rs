@@ -23,6 +23,7 @@ pub mod event_log;
 pub mod evidence;
 #[cfg(feature = "fetch")]
 pub mod fetch;
+pub mod gpu;
 pub mod manifest;
 pub mod oid;
 pub mod pem;
