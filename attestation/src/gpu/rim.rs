@@ -405,7 +405,7 @@ mod tests {
             format!("<Resource index=\"0\" active=\"Yes\" alternatives=\"1\" h:Hash0=\"{h}\"/>"),
             format!("<Resource index=\"0\" active=\"True\" alternatives=\"2\" h:Hash0=\"{h}\"/>"),
             format!("<Resource index=\"0\" active=\"True\" alternatives=\"1\" h:Hash1=\"{h}\"/>"),
-            format!("<Resource index=\"0\" active=\"True\" alternatives=\"1\" h:Hash0=\"00\"/>"),
+            "<Resource index=\"0\" active=\"True\" alternatives=\"1\" h:Hash0=\"00\"/>".to_string(),
             format!("<Resource index=\"0\" active=\"True\" alternatives=\"1\" Hash0=\"{h}\"/>"),
             format!("<Resource index=\"254\" active=\"True\" alternatives=\"1\" h:Hash0=\"{h}\"/>"),
             format!("<Resource index=\"-1\" active=\"True\" alternatives=\"1\" h:Hash0=\"{h}\"/>"),
