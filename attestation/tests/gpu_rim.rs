@@ -48,6 +48,11 @@ fn replace_once(doc: &[u8], from: &str, to: &str) -> Vec<u8> {
     text.replacen(from, to, 1).into_bytes()
 }
 
+/// Parses `xml` (which must parse) and returns why its verification at 2024-06-01 fails.
+fn verify_err(xml: &[u8]) -> Error {
+    Rim::parse(xml).unwrap().verify(AT_2024_06_01).unwrap_err()
+}
+
 #[test]
 fn gpu_rim_driver_and_vbios_parse() {
     let driver = Rim::parse(DRIVER).unwrap();
@@ -190,10 +195,7 @@ fn gpu_rim_tampered_signature_value_fails() {
         "<ds:SignatureValue>/BgnH",
         "<ds:SignatureValue>/BgnI",
     );
-    let err = Rim::parse(&tampered)
-        .unwrap()
-        .verify(AT_2024_06_01)
-        .unwrap_err();
+    let err = verify_err(&tampered);
     assert!(matches!(err, Error::BadSignature(_)), "{err}");
 }
 
@@ -206,10 +208,7 @@ fn gpu_rim_changed_signed_info_attribute_fails() {
         "<ds:Reference URI=\"\">",
         "<ds:Reference Id=\"r\" URI=\"\">",
     );
-    let err = Rim::parse(&tampered)
-        .unwrap()
-        .verify(AT_2024_06_01)
-        .unwrap_err();
+    let err = verify_err(&tampered);
     assert!(matches!(err, Error::BadSignature(_)), "{err}");
     // A different algorithm is refused before any crypto.
     let tampered = replace_once(
@@ -217,10 +216,7 @@ fn gpu_rim_changed_signed_info_attribute_fails() {
         "<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#sha384\"/>",
         "<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>",
     );
-    let err = Rim::parse(&tampered)
-        .unwrap()
-        .verify(AT_2024_06_01)
-        .unwrap_err();
+    let err = verify_err(&tampered);
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
 }
 
@@ -315,5 +311,14 @@ fn gpu_rim_untrusted_input_errors_without_panic() {
     // Every truncation of a real RIM fails cleanly.
     for cut in (0..DRIVER.len()).step_by(997) {
         let _ = Rim::parse(&DRIVER[..cut]);
+    }
+    // Single-byte changes all over a real RIM are refused (or, inside ignorable text,
+    // still verify), never a panic.
+    for (n, at) in (0..VBIOS.len()).step_by(211).enumerate() {
+        let mut changed = VBIOS.to_vec();
+        changed[at] = [b'<', b'"', b'&', b'0', b' '][n % 5];
+        if let Ok(rim) = Rim::parse(&changed) {
+            let _ = rim.verify(AT_2024_06_01);
+        }
     }
 }
