@@ -96,4 +96,21 @@ pub enum Error {
     /// Collateral could not be fetched or cached.
     #[error("collateral: {0}")]
     Collateral(String),
+    /// A document that must carry a signature carries none.
+    #[error("{what}: not signed: {detail}")]
+    NotSigned { what: &'static str, detail: String },
+    /// A digest over signed content differs from the digest the signature covers.
+    #[error("{what}: digest mismatch: computed {computed}, signed {expected}")]
+    DigestMismatch {
+        what: &'static str,
+        computed: String,
+        expected: String,
+    },
+    /// Untrusted input exceeds a limit this crate sets (size, depth, count).
+    #[error("{what}: {actual} exceeds the limit of {limit}")]
+    LimitExceeded {
+        what: &'static str,
+        limit: usize,
+        actual: usize,
+    },
 }
