@@ -180,3 +180,47 @@ fn gpu_cli_usage_errors_exit_2() {
     let (code, _, _) = gpu(&report, &chain, NONCE_2023, &["--at", "yesterday"]);
     assert_eq!(code, Some(2));
 }
+
+/// `--rim`: NVIDIA's driver and VBIOS RIMs for the 2023 report: verified, 33 references
+/// matched; the 2025 report against them and an expired RIM chain: refused with the reason.
+#[test]
+fn gpu_cli_rims_give_reference_values() {
+    let (report, chain) = r2023();
+    let driver = fixture("nvtrust_driver_rim_test_no_gpu.swidtag");
+    let vbios = fixture("nvtrust_vbios_rim_1010_0200_882_96005E0001_test_no_gpu.swidtag");
+    let rims = ["--rim", driver.as_str(), "--rim", vbios.as_str()];
+    let mut extra = vec!["--at", AT];
+    extra.extend_from_slice(&rims);
+    let (code, json, stderr) = gpu(&report, &chain, NONCE_2023, &extra);
+    assert_eq!(code, Some(0), "{stderr} {json}");
+    assert_eq!(json["references"]["matched"].as_array().unwrap().len(), 33);
+    assert_eq!(
+        json["references"]["uncovered"].as_array().unwrap().len(),
+        31
+    );
+    assert_eq!(json["rims"].as_array().unwrap().len(), 2);
+
+    let r2025 = fixture("nvtrust2025_h100_attestation_report.hex.txt");
+    let c2025 = fixture("nvtrust2025_h100_cert_chain.pem");
+    let (code, json, stderr) = gpu(&r2025, &c2025, NONCE_2025, &extra);
+    assert_eq!(code, Some(1), "{stderr} {json}");
+    assert!(
+        stderr.contains("but the report states driver 550.90.07"),
+        "{stderr}"
+    );
+
+    let mut late = vec!["--at", "2026-12-01T00:00:00Z"];
+    late.extend_from_slice(&rims);
+    let (code, _, stderr) = gpu(&report, &chain, NONCE_2023, &late);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("RIM "), "{stderr}");
+
+    let (code, _, stderr) = gpu(
+        &report,
+        &chain,
+        NONCE_2023,
+        &["--rim", "/nonexistent/rim.xml"],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cannot read RIM"), "{stderr}");
+}

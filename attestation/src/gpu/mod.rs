@@ -19,7 +19,7 @@ pub mod xmldsig;
 pub use reference::{compare, Comparison, ReferenceMeasurement};
 pub use rim::{Rim, RimKind, VerifiedRim};
 pub use spdm::GpuReport;
-pub use verdict::{gpu_verdict, GpuVerdict};
+pub use verdict::{gpu_verdict, gpu_verdict_with_rims, GpuVerdict};
 pub use verify::{
     gpu_evidence_digest, nvidia_device_roots, verify_gpu_evidence, verify_gpu_report, GpuEvidence,
     GpuFacts, GpuRoot,

@@ -14,8 +14,8 @@
 //! embedded chain to NVIDIA's pinned RIM root at a time the caller gives.
 
 use super::xmldsig::{self, VerifiedSignature};
-use crate::{Error, Result};
 use crate::gpu::reference::ReferenceMeasurement;
+use crate::{Error, Result};
 
 /// The SWID tag namespace (ISO/IEC 19770-2:2015).
 pub const SWID_NS: &str = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd";

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::reference::{compare, ReferenceMeasurement};
+use super::rim::{Rim, RimKind};
 use super::spdm::{GpuReport, NONCE_LEN};
 use super::verify::{gpu_evidence_digest, verify_gpu_evidence, GpuEvidence, GpuFacts, GpuRoot};
 
@@ -56,6 +57,8 @@ pub struct GpuVerdict {
     pub evidence_digest: String,
     /// Present when references were given.
     pub references: Option<ReferenceSummary>,
+    /// The RIMs whose signature verified (kind, version, active entries, signer).
+    pub rims: Vec<String>,
     pub errors: Vec<String>,
     /// The verified facts, present exactly when the signature checks passed.
     #[serde(skip)]
@@ -86,6 +89,7 @@ pub fn gpu_verdict(
         chain: Vec::new(),
         evidence_digest: hex::encode(gpu_evidence_digest(evidence)),
         references: None,
+        rims: Vec::new(),
         errors: Vec::new(),
         facts: None,
     };
@@ -128,6 +132,66 @@ pub fn gpu_verdict(
         Err(e) => verdict.errors.insert(0, e.to_string()),
     }
     verdict.verified = verdict.errors.is_empty() && verdict.facts.is_some();
+    verdict
+}
+
+/// Like [`gpu_verdict`], with the reference values taken from NVIDIA RIM files (`(name,
+/// bytes)` each): every RIM's XML signature must verify to the pinned RIM root at `now`,
+/// and a driver (VBIOS) RIM must be for the driver (VBIOS) version the report states, as
+/// NVIDIA's verifier requires; a RIM that fails either check refuses the verdict and adds
+/// no references.
+pub fn gpu_verdict_with_rims(
+    evidence: &GpuEvidence,
+    expected_nonce: &[u8; NONCE_LEN],
+    now: i64,
+    roots: &[GpuRoot],
+    rims: &[(String, Vec<u8>)],
+) -> GpuVerdict {
+    let mut errors = Vec::new();
+    let mut verified = Vec::new();
+    for (source, xml) in rims {
+        match Rim::parse_verified(xml, now) {
+            Ok(v) => verified.push((source, v)),
+            Err(e) => errors.push(format!("RIM {source}: {e}")),
+        }
+    }
+    let claims = GpuReport::parse(&evidence.report).ok();
+    let mut refs = Vec::new();
+    let mut described = Vec::new();
+    for (source, v) in verified {
+        let rim = &v.rim;
+        let reported = claims.as_ref().and_then(|r| match rim.kind {
+            RimKind::Driver => r.response.opaque.driver_version(),
+            RimKind::Vbios => r.response.opaque.vbios_version(),
+        });
+        if let Some(reported) =
+            reported.filter(|r| !r.eq_ignore_ascii_case(&rim.colloquial_version))
+        {
+            errors.push(format!(
+                "RIM {source} is for {} {}, but the report states {} {reported}",
+                rim.kind, rim.colloquial_version, rim.kind
+            ));
+            continue;
+        }
+        described.push(format!(
+            "{source}: {} RIM {} ({} active, signed by {})",
+            rim.kind,
+            rim.colloquial_version,
+            rim.active_count(),
+            v.signature
+                .chain_subjects
+                .first()
+                .map(String::as_str)
+                .unwrap_or("?")
+        ));
+        refs.extend(rim.reference_measurements());
+    }
+    let mut verdict = gpu_verdict(evidence, expected_nonce, now, roots, Some(&refs));
+    verdict.rims = described;
+    if !errors.is_empty() {
+        verdict.errors.extend(errors);
+        verdict.verified = false;
+    }
     verdict
 }
 
@@ -189,5 +253,74 @@ mod tests {
         assert!(v.errors[0].contains("nonce"), "{:?}", v.errors);
         // The claims are still shown.
         assert_eq!(v.driver_version.as_deref(), Some("545.00"));
+    }
+
+    #[test]
+    fn gpu_verdict_with_nvidias_rims_matches_every_active_reference() {
+        const DRIVER: &[u8] =
+            include_bytes!("../../tests/fixtures/gpu/nvtrust_driver_rim_test_no_gpu.swidtag");
+        const VBIOS: &[u8] = include_bytes!(
+            "../../tests/fixtures/gpu/nvtrust_vbios_rim_1010_0200_882_96005E0001_test_no_gpu.swidtag"
+        );
+        let rims = vec![
+            ("driver.swidtag".to_string(), DRIVER.to_vec()),
+            ("vbios.swidtag".to_string(), VBIOS.to_vec()),
+        ];
+        let roots = nvidia_device_roots();
+        let ev = GpuEvidence::from_nvidia_files(R2023, C2023).unwrap();
+        let nonce = GpuReport::parse(&ev.report).unwrap().request.nonce;
+        let v = gpu_verdict_with_rims(&ev, &nonce, AT, &roots, &rims);
+        assert!(v.verified, "{:?}", v.errors);
+        let r = v.references.as_ref().unwrap();
+        // 21 driver + 12 VBIOS active references, all equal to their blocks; the other 31
+        // blocks are covered by no RIM and listed.
+        assert_eq!(r.matched.len(), 33);
+        assert!(r.mismatches.is_empty() && r.missing.is_empty());
+        assert_eq!(r.uncovered.len(), 31);
+        assert_eq!(v.rims.len(), 2);
+        assert!(
+            v.rims[0].contains("driver RIM 545.00 (21 active"),
+            "{:?}",
+            v.rims
+        );
+
+        // The 2025 report (driver 550.90.07) with these RIMs: refused for the versions.
+        let ev25 = GpuEvidence::from_nvidia_files(
+            crate::gpu::fixtures::R2025,
+            crate::gpu::fixtures::C2025,
+        )
+        .unwrap();
+        let nonce25 = GpuReport::parse(&ev25.report).unwrap().request.nonce;
+        let v = gpu_verdict_with_rims(&ev25, &nonce25, AT, &roots, &rims);
+        assert!(!v.verified);
+        let text = v.errors.join("\n");
+        assert!(
+            text.contains("is for driver 545.00, but the report states driver 550.90.07"),
+            "{text}"
+        );
+        assert!(text.contains("VBIOS 96.00.9F.00.01"), "{text}");
+
+        // At 2026-12-01 the RIM signing chain has expired (the device chain has not).
+        let later = 1_796_083_200;
+        let v = gpu_verdict_with_rims(&ev, &nonce, later, &roots, &rims);
+        assert!(!v.verified);
+        assert!(
+            v.errors
+                .iter()
+                .any(|e| e.starts_with("RIM driver.swidtag:")),
+            "{:?}",
+            v.errors
+        );
+        assert!(v.rims.is_empty());
+
+        // A RIM that is not one: refused, named.
+        let junk = vec![("junk.xml".to_string(), b"<a/>".to_vec())];
+        let v = gpu_verdict_with_rims(&ev, &nonce, AT, &roots, &junk);
+        assert!(!v.verified);
+        assert!(
+            v.errors.iter().any(|e| e.starts_with("RIM junk.xml:")),
+            "{:?}",
+            v.errors
+        );
     }
 }

@@ -24,8 +24,12 @@ pub struct GpuReportArgs {
     /// Verification time (RFC 3339, e.g. 2024-06-01T00:00:00Z); default: now.
     #[arg(long, value_parser = parse_rfc3339)]
     at: Option<i64>,
-    // Reference values (`--rim FILE`, repeatable) are added with the RIM parser; the
-    // verdict already takes them (`gpu::gpu_verdict(.., Some(&refs))`).
+    /// A reference-integrity manifest (NVIDIA's signed SWID tag XML: driver or VBIOS),
+    /// repeatable. Its signature must verify to the pinned NVIDIA RIM root at the
+    /// verification time and its version must be the report's; then every active
+    /// reference must match its measurement block, and blocks no RIM covers are listed.
+    #[arg(long, value_name = "FILE")]
+    rim: Vec<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -65,13 +69,17 @@ pub fn run(args: &GpuReportArgs) -> Result<ExitCode, ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let verdict = gpu::gpu_verdict(
-        &evidence,
-        &args.nonce,
-        at,
-        &gpu::nvidia_device_roots(),
-        None,
-    );
+    let roots = gpu::nvidia_device_roots();
+    let verdict = if args.rim.is_empty() {
+        gpu::gpu_verdict(&evidence, &args.nonce, at, &roots, None)
+    } else {
+        let mut rims = Vec::new();
+        for path in &args.rim {
+            let xml = read_input(path, "RIM")?;
+            rims.push((path.display().to_string(), xml));
+        }
+        gpu::gpu_verdict_with_rims(&evidence, &args.nonce, at, &roots, &rims)
+    };
     Ok(print(&verdict, args.json, &source))
 }
 
@@ -93,6 +101,9 @@ fn print(verdict: &GpuVerdict, json: bool, source: &str) -> ExitCode {
             say!("  chain[{i}]       {subject}");
         }
         say!("  evidence sha384 {}", verdict.evidence_digest);
+        for rim in &verdict.rims {
+            say!("  rim            {rim}");
+        }
         if let Some(r) = &verdict.references {
             say!(
                 "  references     {} matched, {} differ, {} missing",
