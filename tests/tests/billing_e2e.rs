@@ -31,7 +31,8 @@ use cocoon_client::escrow::{escrow_code, EscrowTerms};
 use cocoon_client::wallet::OwnerWallet;
 use cocoon_host_agent::settle::escrow::{escrow_state, guest_state};
 use cocoon_tests::{
-    binary, host_token_file, scratch_dir, start_guest, start_proxy, Service, TEST_HOST_TOKEN,
+    binary, host_token_file, scratch_dir, start_guest, start_proxy, GuestProcess, Service,
+    TEST_HOST_TOKEN,
 };
 use common::http_json;
 
@@ -132,6 +133,29 @@ nanoton = 10000000000
     path
 }
 
+/// A guest that bills through escrows: PAYOUT gets its vouchers, at the test's prices.
+fn start_billing_guest(token_file: &Path) -> GuestProcess {
+    start_guest(
+        "simulated",
+        false,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &[
+            "--host-token-file",
+            token_file.to_str().unwrap(),
+            "--payout-address",
+            PAYOUT,
+            "--price-prompt",
+            &PRICE_PROMPT.to_string(),
+            "--price-cached-prompt",
+            &PRICE_CACHED.to_string(),
+            "--price-completion",
+            &PRICE_COMPLETION.to_string(),
+        ],
+    )
+    .expect("the guest starts")
+}
+
 /// Starts the agent; returns it, its relay address and the local chain's API base URL.
 fn start_agent(config: &Path) -> (Service, String, String) {
     let mut cmd = std::process::Command::new(binary("cocoon-host-agent").unwrap());
@@ -219,25 +243,7 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         .address();
     let payout = cocoon_billing::address::parse_address(PAYOUT).unwrap();
 
-    let guest = start_guest(
-        "simulated",
-        false,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[
-            "--host-token-file",
-            token_file.to_str().unwrap(),
-            "--payout-address",
-            PAYOUT,
-            "--price-prompt",
-            &PRICE_PROMPT.to_string(),
-            "--price-cached-prompt",
-            &PRICE_CACHED.to_string(),
-            "--price-completion",
-            &PRICE_COMPLETION.to_string(),
-        ],
-    )
-    .expect("the guest starts");
+    let guest = start_billing_guest(&token_file);
     let internal = guest.internal_addr.clone().expect("internal listener");
     let config = write_config(
         &dir,
@@ -475,25 +481,7 @@ async fn billing_the_owner_reads_its_unsettled_usage_from_the_guest_and_nobody_e
     let (client_key, client_pem) = AccountKey::generate().unwrap();
     let key_file = dir.join("client.pem");
     std::fs::write(&key_file, &client_pem).unwrap();
-    let guest = start_guest(
-        "simulated",
-        false,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &[
-            "--host-token-file",
-            token_file.to_str().unwrap(),
-            "--payout-address",
-            PAYOUT,
-            "--price-prompt",
-            &PRICE_PROMPT.to_string(),
-            "--price-cached-prompt",
-            &PRICE_CACHED.to_string(),
-            "--price-completion",
-            &PRICE_COMPLETION.to_string(),
-        ],
-    )
-    .expect("the guest starts");
+    let guest = start_billing_guest(&token_file);
     let internal = guest.internal_addr.clone().expect("internal listener");
     let endpoint = Endpoint::parse(&format!("https://{}", guest.addr)).unwrap();
     let attestor = cocoon_tests::dev_attestor();

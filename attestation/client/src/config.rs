@@ -10,7 +10,6 @@
 //! document instead, for offline use: the user vouches for that file.)
 
 use cocoon_attestation::Error;
-use http_body_util::{BodyExt, Empty};
 use serde::Deserialize;
 use sha2::{Digest, Sha384};
 
@@ -33,7 +32,6 @@ pub async fn fetch_config(
     connection: &mut AttestedConnection,
     endpoint: &Endpoint,
 ) -> Result<ServedConfig, Error> {
-    let address = endpoint.address();
     let attested = connection
         .verified
         .certificate
@@ -45,26 +43,9 @@ pub async fn fetch_config(
                     .into(),
             )
         })?;
-    let request = hyper::Request::get("/v1/attestation/config")
-        .header("host", endpoint.host.as_str())
-        .body(Empty::new().map_err(|never| match never {}).boxed())
-        .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
-    connection
-        .sender
-        .ready()
-        .await
-        .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
-    let response = connection
-        .sender
-        .send_request(request)
-        .await
-        .map_err(|e| Error::Tls(address.clone(), e.to_string()))?;
-    let status = response.status();
-    let body = http_body_util::Limited::new(response.into_body(), MAX_CONFIG_BYTES)
-        .collect()
-        .await
-        .map_err(|e| Error::Tls(address.clone(), format!("reading the config: {e}")))?
-        .to_bytes();
+    let (status, body) = connection
+        .get(endpoint, "/v1/attestation/config", &[], MAX_CONFIG_BYTES)
+        .await?;
     if !status.is_success() {
         return Err(Error::Rejected(format!(
             "GET /v1/attestation/config answered {status}"

@@ -8,7 +8,6 @@
 
 use cocoon_attestation::account::{AccountKey, ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER};
 use cocoon_attestation::Error;
-use http_body_util::{BodyExt, Empty};
 use serde::Deserialize;
 
 use crate::session::{AttestedConnection, Endpoint};
@@ -71,31 +70,15 @@ pub async fn fetch_guest_account(
     endpoint: &Endpoint,
     key: &AccountKey,
 ) -> Result<GuestAccount, Error> {
-    let address = endpoint.address();
-    let tls = |e: String| Error::Tls(address.clone(), e);
     let account = key.id().to_string();
-    let request = hyper::Request::get(BILLING_ACCOUNT_PATH)
-        .header("host", endpoint.host.as_str())
-        .header(ACCOUNT_HEADER, account.as_str())
-        .header(ACCOUNT_PROOF_HEADER, key.prove(&connection.tls_exporter))
-        .body(Empty::new().map_err(|never| match never {}).boxed())
-        .map_err(|e| tls(e.to_string()))?;
-    connection
-        .sender
-        .ready()
-        .await
-        .map_err(|e| tls(e.to_string()))?;
-    let response = connection
-        .sender
-        .send_request(request)
-        .await
-        .map_err(|e| tls(e.to_string()))?;
-    let status = response.status();
-    let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| tls(format!("reading {BILLING_ACCOUNT_PATH}: {e}")))?
-        .to_bytes();
+    let proof = key.prove(&connection.tls_exporter);
+    let headers = [
+        (ACCOUNT_HEADER, account.as_str()),
+        (ACCOUNT_PROOF_HEADER, proof.as_str()),
+    ];
+    let (status, body) = connection
+        .get(endpoint, BILLING_ACCOUNT_PATH, &headers, MAX_ANSWER_BYTES)
+        .await?;
     if !status.is_success() {
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()

@@ -238,6 +238,41 @@ pub struct AttestedConnection {
     pub tls_exporter: [u8; 32],
 }
 
+impl AttestedConnection {
+    /// `GET path` over this verified session with `headers`; the status and the body, read
+    /// up to `limit` bytes (a longer body is an error, never buffered whole).
+    pub async fn get(
+        &mut self,
+        endpoint: &Endpoint,
+        path: &str,
+        headers: &[(&str, &str)],
+        limit: usize,
+    ) -> Result<(hyper::StatusCode, bytes::Bytes), Error> {
+        use http_body_util::{BodyExt, Empty};
+        let tls = |e: String| Error::Tls(endpoint.address(), e);
+        let mut request = hyper::Request::get(path).header("host", endpoint.host.as_str());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .map_err(|e| tls(e.to_string()))?;
+        self.sender.ready().await.map_err(|e| tls(e.to_string()))?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| tls(e.to_string()))?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| tls(format!("reading {path}: {e}")))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}
+
 /// First pause before asking a busy guest for session evidence again.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause between two attempts.
