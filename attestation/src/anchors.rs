@@ -7,6 +7,7 @@
 //! only when the caller adds it. Whether evidence is "simulated" is then only a fact about
 //! which anchor verified it.
 
+use crate::gpu::{nvidia_device_roots, GpuRoot};
 use crate::snp::verify::{amd_production_arks, TrustedArk};
 use crate::tdx::dcap::{intel_sgx_root_ca, TdxRoot};
 
@@ -15,6 +16,7 @@ use crate::tdx::dcap::{intel_sgx_root_ca, TdxRoot};
 pub struct TrustAnchors {
     tdx: Vec<TdxRoot>,
     snp: Vec<TrustedArk>,
+    gpu: Vec<GpuRoot>,
 }
 
 impl TrustAnchors {
@@ -23,7 +25,8 @@ impl TrustAnchors {
         Self::default()
     }
 
-    /// Intel's SGX Root CA (TDX DCAP) and AMD's ARKs for Milan, Genoa and Turin.
+    /// Intel's SGX Root CA (TDX DCAP), AMD's ARKs for Milan, Genoa and Turin, and
+    /// NVIDIA's Device Identity CA (GPU evidence).
     pub fn vendor() -> Self {
         Self {
             tdx: vec![TdxRoot {
@@ -31,6 +34,7 @@ impl TrustAnchors {
                 simulated: false,
             }],
             snp: amd_production_arks(),
+            gpu: nvidia_device_roots(),
         }
     }
 
@@ -46,11 +50,22 @@ impl TrustAnchors {
         self
     }
 
+    /// Adds a GPU device identity root (a test PKI, or a development root).
+    pub fn with_gpu_root(mut self, root: GpuRoot) -> Self {
+        self.gpu.push(root);
+        self
+    }
+
     /// Adds every anchor of `other`.
     pub fn with(mut self, other: TrustAnchors) -> Self {
         self.tdx.extend(other.tdx);
         self.snp.extend(other.snp);
+        self.gpu.extend(other.gpu);
         self
+    }
+
+    pub fn gpu_roots(&self) -> &[GpuRoot] {
+        &self.gpu
     }
 
     pub fn tdx_roots(&self) -> &[TdxRoot] {
@@ -64,7 +79,9 @@ impl TrustAnchors {
     /// True when some anchor is a development root (the caller asked for simulated
     /// evidence to be accepted).
     pub fn trusts_development_roots(&self) -> bool {
-        self.tdx.iter().any(|r| r.simulated) || self.snp.iter().any(|a| a.simulated)
+        self.tdx.iter().any(|r| r.simulated)
+            || self.snp.iter().any(|a| a.simulated)
+            || self.gpu.iter().any(|g| g.simulated)
     }
 }
 

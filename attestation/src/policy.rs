@@ -208,6 +208,10 @@ pub struct Policy {
     /// SNP MEASUREMENT, no `config_digests`): any genuine TEE running *any* software then
     /// passes. Off by default; `--accept-any-image` sets it and the CLIs say so loudly.
     pub accept_any_image: bool,
+    /// Refuse a guest whose RA-TLS evidence binds no GPU evidence (a CPU-only guest, or
+    /// one whose GPU is outside the proof). When the evidence binds GPU evidence, clients
+    /// verify it whether or not this is set.
+    pub require_gpu: bool,
     pub tdx: TdxRules,
     pub snp: SnpRules,
 }
@@ -222,6 +226,7 @@ impl Default for Policy {
             accepted_tees: TEES.iter().map(|t| t.to_string()).collect(),
             config_digests: Vec::new(),
             accept_any_image: false,
+            require_gpu: false,
             tdx: TdxRules::default(),
             snp: SnpRules::default(),
         }
@@ -433,6 +438,18 @@ impl Policy {
                 "config_digests",
                 hex::encode(config_digest),
                 format!("one of [{}]", self.config_digests.join(", ")),
+            )
+        })
+    }
+
+    /// The GPU rule: `None` when the evidence binds GPU evidence or the policy does not
+    /// require it.
+    pub fn check_gpu_bound(&self, gpu_evidence_digest: Option<&[u8]>) -> Option<Error> {
+        (self.require_gpu && gpu_evidence_digest.is_none()).then(|| {
+            rule_err(
+                "require_gpu",
+                "no GPU evidence bound in the RA-TLS evidence (a CPU-only guest)".into(),
+                "a bound GPU evidence digest (a guest serving from an attested GPU)".into(),
             )
         })
     }

@@ -46,6 +46,10 @@ pub struct Verified {
     pub config_digest: Option<String>,
     /// Ed25519 key (hex) that signs this guest's usage receipts, bound in REPORTDATA.
     pub receipt_key: Option<String>,
+    /// SHA-384 (hex) of the GPU evidence the RA-TLS evidence binds
+    /// ([`crate::gpu::gpu_evidence_set_digest`]); the evidence itself is served at
+    /// `GET /v1/attestation/gpu` and checked by the client against this digest.
+    pub gpu_evidence_digest: Option<String>,
     /// The RA-TLS certificate the evidence was in, or bound to.
     pub certificate: Option<CertificateFacts>,
 }
@@ -161,6 +165,7 @@ impl Facts {
             details: claims.details,
             config_digest,
             receipt_key,
+            gpu_evidence_digest: None,
             certificate,
         }
     }

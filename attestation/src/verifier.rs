@@ -130,6 +130,13 @@ impl Verifier {
         })
         .or_else(|| {
             same(
+                "session evidence must carry the certificate's GPU evidence digest",
+                hex_opt(&payload.gpu_evidence_digest),
+                hex_opt(&cert.evidence.gpu_evidence_digest),
+            )
+        })
+        .or_else(|| {
+            same(
                 "session evidence must carry the certificate's config digest",
                 hex::encode(&payload.config_digest),
                 hex::encode(&cert.evidence.config_digest),
@@ -237,7 +244,13 @@ impl Verifier {
         if let Some(refused) = self.policy.check_config_digest(&payload.config_digest) {
             return Err(refused);
         }
-        Ok(facts.into_verified(
+        if let Some(refused) = self
+            .policy
+            .check_gpu_bound(payload.gpu_evidence_digest.as_deref())
+        {
+            return Err(refused);
+        }
+        let mut verified = facts.into_verified(
             Some(hex::encode(&payload.config_digest)),
             payload.receipt_key.as_deref().map(hex::encode),
             cert.map(|c| CertificateFacts {
@@ -245,7 +258,9 @@ impl Verifier {
                 not_before: c.not_before,
                 not_after: c.not_after,
             }),
-        ))
+        );
+        verified.gpu_evidence_digest = payload.gpu_evidence_digest.as_deref().map(hex::encode);
+        Ok(verified)
     }
 
     /// Every policy rule the verified evidence breaks.

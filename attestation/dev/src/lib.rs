@@ -20,10 +20,12 @@ use cocoon_attestation::tdx::dcap::{TdxCollateral, TdxRoot};
 use cocoon_attestation::{Error, Policy, Result, TrustAnchors, Verifier};
 
 pub mod collateral_servers;
+pub mod gpu_pki;
 pub mod simulated;
 pub mod snp_pki;
 pub mod tdx_pki;
 
+pub use gpu_pki::DevGpuPki;
 pub use simulated::{test_certificate, SimulatedBoot, SimulatedTdConfig, SimulatedTdx};
 pub use snp_pki::DevSnpPki;
 pub use tdx_pki::{DevPki, DevTdMeasurements};
@@ -31,14 +33,15 @@ pub use tdx_pki::{DevPki, DevTdMeasurements};
 /// The public seed of the development PKIs.
 pub const DEV_SEED: &[u8] = b"cocoon development evidence: NOT a TEE";
 
-/// The development roots (TDX DCAP root and SEV-SNP ARK), marked simulated.
+/// The development roots (TDX DCAP root, SEV-SNP ARK, GPU device root), marked simulated.
 pub fn anchors() -> Result<TrustAnchors> {
     Ok(TrustAnchors::none()
         .with_tdx_root(TdxRoot {
             der: DevPki::dev()?.root_der(),
             simulated: true,
         })
-        .with_snp_ark(DevSnpPki::dev()?.trusted_ark()))
+        .with_snp_ark(DevSnpPki::dev()?.trusted_ark())
+        .with_gpu_root(DevGpuPki::dev()?.root()))
 }
 
 /// Collateral for development evidence, signed for the verification time asked about

@@ -4,13 +4,15 @@
 //!
 //! The CPU TEE's evidence covers the guest; a GPU in CC mode holds the model and the
 //! prompts too, so a client needs proof of the GPU's firmware and driver as well. The
-//! guest binds [`gpu_evidence_digest`] of this evidence into its RA-TLS evidence.
+//! guest binds [`gpu_evidence_set_digest`] of its devices' evidence into its RA-TLS
+//! evidence and serves the evidence itself ([`served`]).
 //!
 //! Reference values come from NVIDIA's reference-integrity manifests: [`rim`] reads them
 //! (signed SWID tag XML) and [`xmldsig`] verifies their XML signature to NVIDIA's pinned
 //! RIM root; [`rim::Rim::reference_measurements`] gives what [`compare`] takes.
 pub mod reference;
 pub mod rim;
+pub mod served;
 pub mod spdm;
 pub mod verdict;
 pub mod verify;
@@ -18,6 +20,10 @@ pub mod xmldsig;
 
 pub use reference::{compare, Comparison, ReferenceMeasurement};
 pub use rim::{Rim, RimKind, VerifiedRim};
+pub use served::{
+    gpu_evidence_set_digest, gpu_nonce_for_key, verify_served_gpu, GpuEvidenceDocument,
+    ServedGpuCheck,
+};
 pub use spdm::GpuReport;
 pub use verdict::{gpu_verdict, gpu_verdict_with_rims, GpuVerdict};
 pub use verify::{

@@ -41,6 +41,8 @@ const NVIDIA_DEVICE_ROOT_PEM: &[u8] = include_bytes!("nvidia_device_identity_ca.
 pub struct GpuRoot {
     pub name: &'static str,
     pub der: Vec<u8>,
+    /// A development root (not NVIDIA's): evidence it verifies proves nothing.
+    pub simulated: bool,
 }
 
 /// The pinned NVIDIA device identity root(s).
@@ -49,6 +51,7 @@ pub fn nvidia_device_roots() -> Vec<GpuRoot> {
     vec![GpuRoot {
         name: "NVIDIA Device Identity CA",
         der,
+        simulated: false,
     }]
 }
 
@@ -457,6 +460,7 @@ mod tests {
         let roots = [GpuRoot {
             name: "Intel SGX Root CA",
             der: foreign,
+            simulated: true,
         }];
         let err = verify_gpu_evidence(&ev, &n, AT, &roots).unwrap_err();
         assert!(err.to_string().contains("not at a pinned root"), "{err}");
