@@ -13,11 +13,12 @@ use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::ratls::SubjectAltName;
 use tracing::info;
 
-use crate::cli::{CollectorArgs, ModelArgs, ServeArgs, TeeArgs};
+use crate::cli::{CollectorArgs, GpuArgs, ModelArgs, ServeArgs, TeeArgs};
 use crate::config::{MeasuredConfig, ModelIdentity, Receipts, Runtime};
 use crate::engine::generate::end_of_text_markers;
 use crate::engine::{Engine, ModelSource, PreparedModel};
 use crate::escrow::Escrows;
+use crate::gpu::{GpuAttestation, GpuChoice, GpuInventory, GpuSystem};
 use crate::http::server::{serve, serve_internal, SocketLimits};
 use crate::http::state::{Admission, AppState, HostToken};
 use crate::identity::GuestIdentity;
@@ -51,12 +52,25 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     config.validate().map_err(anyhow::Error::msg)?;
     let digest = config.digest();
     let (tee, event_log) = record_config(&args.tee, &digest)?;
+    let gpu = open_gpu(&args.gpu, config.gpu.as_ref())?;
     let meter = Meter::new(
         config.prices.clone(),
         config.receipts.journal_capacity,
         config.accounts.max_accounts,
     )?;
-    let identity = create_identity(&args, tee.as_ref(), &digest, &event_log, &meter)?;
+    let identity = create_identity(
+        &args,
+        tee.as_ref(),
+        &digest,
+        &event_log,
+        &meter,
+        gpu.as_ref(),
+    )?;
+    if let Some(gpu) = &gpu {
+        // Attested and bound: now the GPUs may take work (CC mode refuses it before).
+        crate::gpu::set_ready(gpu.system.as_ref())?;
+        info!("GPU ready state set: every GPU check passed");
+    }
     let escrows = Escrows::new(
         &config.billing,
         &config.prices,
@@ -86,6 +100,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         config,
         tee,
         spki_der: identity.spki_der.clone(),
+        gpu: identity.gpu.clone(),
         config_digest: digest,
         event_log,
         meter,
@@ -246,6 +261,7 @@ fn config_of(
             cert_validity_hours: args.cert_validity_hours,
             environment: Runtime::measured_environment(environment).map_err(anyhow::Error::msg)?,
         },
+        gpu: args.gpu.requirement(),
     })
 }
 
@@ -290,15 +306,85 @@ fn record_config(
     Ok((tee, event_log))
 }
 
-/// The TLS identity whose certificate carries evidence over its key, the config digest
-/// and the receipt key.
+/// The GPUs the config requires, reached and checked before anything else touches them.
+struct OpenGpu {
+    system: Box<dyn GpuSystem>,
+    inventory: GpuInventory,
+    /// The roots the guest checks its own GPU evidence against (as clients will).
+    roots: Vec<cocoon_attestation::gpu::GpuRoot>,
+}
+
+/// Runs the GPU checks up to the evidence (`--gpu`): with a GPU configured and any check
+/// failing, the guest stops here, naming the check.
+fn open_gpu(
+    args: &GpuArgs,
+    required: Option<&crate::gpu::GpuRequirement>,
+) -> anyhow::Result<Option<OpenGpu>> {
+    let Some(required) = required else {
+        return Ok(None);
+    };
+    let mut roots = cocoon_attestation::gpu::nvidia_device_roots();
+    let system: Box<dyn GpuSystem> = match args.gpu {
+        GpuChoice::None => return Ok(None),
+        GpuChoice::Nvidia => match crate::gpu::nvml::NvmlSystem::open() {
+            Ok(nvml) => Box::new(nvml),
+            Err(e) => {
+                return Err(crate::Error::Gpu {
+                    check: crate::gpu::GpuCheck::Driver,
+                    detail: e.to_string(),
+                }
+                .into())
+            }
+        },
+        #[cfg(feature = "simulated")]
+        GpuChoice::Simulated => {
+            roots.push(cocoon_attestation_dev::DevGpuPki::dev()?.root());
+            Box::new(crate::gpu::simulated::SimulatedGpu::new(
+                args.simulated_gpu_fault,
+            )?)
+        }
+    };
+    let inventory = crate::gpu::check_before_evidence(system.as_ref(), required)?;
+    for device in &inventory.devices {
+        info!(
+            index = device.index,
+            name = %device.name,
+            free_bytes = device.memory.free,
+            total_bytes = device.memory.total,
+            driver = %inventory.driver_version,
+            "GPU: CC mode on, developer tools off, protected PCIe {}",
+            if inventory.cc.protected_pcie { "on" } else { "off" }
+        );
+    }
+    if args.gpu != GpuChoice::Nvidia {
+        tracing::warn!("the GPU is SIMULATED (development PKI): its evidence proves nothing");
+    }
+    Ok(Some(OpenGpu {
+        system,
+        inventory,
+        roots,
+    }))
+}
+
+/// The TLS identity whose certificate carries evidence over its key, the config digest,
+/// the receipt key and, with GPUs, the digest of their evidence for that key.
 fn create_identity(
     args: &ServeArgs,
     tee: &dyn EvidenceProvider,
     digest: &[u8; 48],
     event_log: &[u8],
     meter: &Meter,
+    gpu: Option<&OpenGpu>,
 ) -> anyhow::Result<GuestIdentity> {
+    let gpu_source = gpu.map(|gpu| {
+        move |spki: &[u8]| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            GpuAttestation::collect(gpu.system.as_ref(), &gpu.inventory, spki, &gpu.roots, now)
+        }
+    });
     let names: Vec<SubjectAltName> = args
         .subject_alt_names
         .iter()
@@ -311,6 +397,9 @@ fn create_identity(
         &meter.public_key(),
         &names,
         time::Duration::hours(i64::from(args.cert_validity_hours)),
+        gpu_source
+            .as_ref()
+            .map(|f| f as &dyn Fn(&[u8]) -> crate::Result<GpuAttestation>),
     )?)
 }
 

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Accounts, Billing, Limits, PriceTable, SamplingDefaults};
+use crate::gpu::GpuChoice;
 use crate::tee::TeeChoice;
 
 #[derive(Parser)]
@@ -39,6 +40,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub tee: TeeArgs,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Names and addresses written into the certificate's subjectAltName (repeatable).
@@ -89,6 +92,39 @@ pub struct TeeArgs {
     /// reads the file its launcher passes in QEMU fw_cfg.
     #[arg(long, value_name = "FILE")]
     pub simulated_measurements: Option<PathBuf>,
+}
+
+/// The GPU and what it must be.
+#[derive(clap::Args)]
+pub struct GpuArgs {
+    /// The GPU the engine serves from: none (the CPU), or nvidia (H100/H200 in
+    /// confidential-computing mode, through NVML). With a GPU the guest serves only if
+    /// every check passes (driver, device, cc_mode, dev_tools, protected_pcie, evidence,
+    /// ready_state; the failing one is named), and binds the GPUs' SPDM evidence into its
+    /// own; the requirement is part of the measured config.
+    #[cfg_attr(
+        feature = "simulated",
+        doc = "Develop without a GPU with --gpu simulated (development evidence, CPU engine)."
+    )]
+    #[arg(long, value_enum, default_value = "none")]
+    pub gpu: GpuChoice,
+    /// Require protected-PCIe (multi-GPU CC) mode on; without this flag it must be off.
+    #[arg(long)]
+    pub gpu_protected_pcie: bool,
+    #[cfg(feature = "simulated")]
+    /// Simulated GPU only: answer as a misconfigured machine would (tests of the checks).
+    #[arg(long, value_enum, hide = true)]
+    pub simulated_gpu_fault: Option<crate::gpu::simulated::GpuFault>,
+}
+
+impl GpuArgs {
+    /// What the measured config records (`None`: no GPU).
+    pub fn requirement(&self) -> Option<crate::gpu::GpuRequirement> {
+        (self.gpu != GpuChoice::None).then(|| crate::gpu::GpuRequirement {
+            vendor: "nvidia".into(),
+            protected_pcie: self.gpu_protected_pcie,
+        })
+    }
 }
 
 /// The model and how its bytes are pinned.

@@ -417,6 +417,10 @@ pub struct MeasuredConfig {
     pub accounts: Accounts,
     pub receipts: Receipts,
     pub runtime: Runtime,
+    /// The GPU the guest must serve from (absent: the CPU; a CPU guest's document is
+    /// unchanged by this field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::gpu::GpuRequirement>,
 }
 
 impl MeasuredConfig {
@@ -535,6 +539,7 @@ mod tests {
                 cert_validity_hours: 20,
                 environment: [("RUST_LOG".to_string(), "info".to_string())].into(),
             },
+            gpu: None,
         }
     }
 

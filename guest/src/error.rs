@@ -42,6 +42,12 @@ pub enum Error {
         hint = NO_TEE_HINT
     )]
     NoTee { tried: String },
+    /// A GPU start check failed: the guest does not serve.
+    #[error("GPU check '{check}' failed: {detail}")]
+    Gpu {
+        check: crate::gpu::GpuCheck,
+        detail: String,
+    },
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("I/O on {path}: {source}")]

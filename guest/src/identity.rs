@@ -9,8 +9,12 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::gpu::GpuAttestation;
 use crate::tee::EvidenceProvider;
 use crate::Result;
+
+/// Collects the GPUs' evidence for a TLS key (its DER SubjectPublicKeyInfo).
+pub type GpuEvidenceSource<'a> = &'a dyn Fn(&[u8]) -> Result<GpuAttestation>;
 
 /// A certificate and the rustls configuration that serves it.
 pub struct GuestIdentity {
@@ -18,13 +22,16 @@ pub struct GuestIdentity {
     /// DER SubjectPublicKeyInfo of the TLS key (what every REPORTDATA binds).
     pub spki_der: Vec<u8>,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The GPUs' evidence the certificate binds (`None`: no GPU).
+    pub gpu: Option<GpuAttestation>,
 }
 
 impl GuestIdentity {
     /// Makes a fresh key, binds it in evidence from `tee`, and builds a TLS 1.3 server
     /// configuration around the resulting certificate. `event_log` explains the config
     /// register (see [`crate::tee::EvidenceProvider::extend_config_register`]);
-    /// `receipt_key` is the usage-receipt key the evidence vouches for.
+    /// `receipt_key` is the usage-receipt key the evidence vouches for; `gpu`, when the
+    /// guest has GPUs, collects their evidence for the new key, and its digest is bound.
     pub fn create(
         tee: &dyn EvidenceProvider,
         config_digest: &[u8; 48],
@@ -32,11 +39,15 @@ impl GuestIdentity {
         receipt_key: &[u8; 32],
         names: &[SubjectAltName],
         validity: time::Duration,
+        gpu: Option<GpuEvidenceSource<'_>>,
     ) -> Result<Self> {
         let key = TlsKey::generate()?;
+        // The GPUs sign a nonce derived from this key, so their evidence is fresh for it.
+        let gpu = gpu.map(|collect| collect(key.spki_der())).transpose()?;
+        let gpu_digest = gpu.as_ref().map(|g| g.digest);
         let extras = BoundExtras {
             receipt_key: Some(receipt_key),
-            gpu_evidence_digest: None,
+            gpu_evidence_digest: gpu_digest.as_ref().map(|d| &d[..]),
         };
         let report_data = certificate_binding_with(key.spki_der(), config_digest, extras);
         let evidence = tee.attest(&report_data)?;
@@ -53,7 +64,7 @@ impl GuestIdentity {
             evidence: evidence.raw,
             event_log: event_log.to_vec(),
             config_digest: config_digest.to_vec(),
-            gpu_evidence_digest: None,
+            gpu_evidence_digest: gpu_digest.map(|d| d.to_vec()),
             receipt_key: Some(receipt_key.to_vec()),
             snp_certificates: evidence.certificates.map(|table| table.encode()),
         };
@@ -82,6 +93,7 @@ impl GuestIdentity {
             certificate_der,
             spki_der: key.spki_der().to_vec(),
             server_config: Arc::new(config),
+            gpu,
         })
     }
 
@@ -106,6 +118,7 @@ mod tests {
             &[7; 32],
             &[SubjectAltName::parse("localhost")],
             time::Duration::hours(1),
+            None,
         )
     }
 

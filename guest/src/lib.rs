@@ -19,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod escrow;
+pub mod gpu;
 pub mod http;
 pub mod identity;
 pub mod meter;

@@ -155,6 +155,7 @@ async fn relaying_man_in_the_middle_is_detected_by_the_session_check() {
         &receipt_key,
         &[SubjectAltName::parse("127.0.0.1")],
         time::Duration::hours(1),
+        None,
     )
     .unwrap();
     let addr = serve(mitm.server_config.clone(), Some(app.guest_addr.clone())).await;

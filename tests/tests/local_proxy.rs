@@ -101,6 +101,7 @@ fn recording_upstream() -> (String, Log) {
             &receipt_key,
             &[SubjectAltName::parse("127.0.0.1")],
             time::Duration::hours(1),
+            None,
         )
         .unwrap(),
     );

@@ -102,7 +102,7 @@ fn schemathesis_finds_no_server_error_against_openapi_json() {
         .expect("schemathesis runs (make venv installs it)");
     assert_success("schemathesis", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("9 selected / 9 total"), "{stdout}");
+    assert!(stdout.contains("10 selected / 10 total"), "{stdout}");
     let summary = stdout
         .lines()
         .find(|l| l.contains(" generated, "))

@@ -53,6 +53,15 @@ pub struct PolicyArgs {
     /// DANGER: also trust this AMD root key certificate (PEM or DER) as if it were AMD's.
     #[arg(long, value_name = "FILE")]
     pub dangerous_trust_amd_ark: Vec<PathBuf>,
+    /// Refuse a guest whose evidence binds no GPU evidence (one serving from the CPU).
+    /// GPU evidence that is bound is verified either way.
+    #[arg(long)]
+    pub require_gpu: bool,
+    /// NVIDIA reference-integrity manifest (driver or VBIOS RIM, signed SWID XML) the
+    /// GPUs' measurements must match (repeatable); without one they are verified as signed
+    /// but not compared.
+    #[arg(long, value_name = "FILE")]
+    pub gpu_rim: Vec<PathBuf>,
 }
 
 impl PolicyArgs {
@@ -68,10 +77,29 @@ impl PolicyArgs {
         )?;
         policy.allow_debug |= self.allow_debug;
         policy.accept_any_image |= self.accept_any_image;
+        policy.require_gpu |= self.require_gpu;
         Ok((policy, manifest))
     }
 
-    /// The anchors: Intel's and AMD's, plus the development roots with --allow-simulated.
+    /// The RIM files of `--gpu-rim`, read (their signatures are checked at each
+    /// verification, at its time).
+    pub fn gpu_rims(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.gpu_rim
+            .iter()
+            .map(|path| {
+                let xml =
+                    std::fs::read(path).map_err(|e| cocoon_attestation::Error::Malformed {
+                        what: "GPU RIM file",
+                        detail: format!("cannot read {}: {e}", path.display()),
+                    })?;
+                cocoon_attestation::gpu::Rim::parse(&xml)?;
+                Ok((path.display().to_string(), xml))
+            })
+            .collect()
+    }
+
+    /// The anchors: Intel's, AMD's and NVIDIA's, plus the development roots with
+    /// --allow-simulated.
     pub fn anchors(&self) -> Result<TrustAnchors> {
         let mut anchors = TrustAnchors::vendor();
         if self.allow_simulated {
@@ -173,6 +201,7 @@ pub fn attestor(
     let attestor = Attestor {
         verifier: Arc::new(verifier),
         fetcher,
+        gpu_rims: Arc::new(policy.gpu_rims()?),
     };
     Ok((attestor, manifest))
 }

@@ -56,6 +56,9 @@ impl Endpoint {
 /// verifier lacks (none: refuse instead).
 #[derive(Clone)]
 pub struct Attestor {
+    /// NVIDIA RIMs (`(name, XML)`) the GPUs' measurements are compared with (empty: the
+    /// measurements are verified as signed but not compared, and the verdict says so).
+    pub gpu_rims: Arc<Vec<(String, Vec<u8>)>>,
     pub verifier: Arc<Verifier>,
     pub fetcher: Option<Arc<CollateralFetcher>>,
 }
@@ -66,6 +69,7 @@ impl Attestor {
         Self {
             verifier: Arc::new(verifier),
             fetcher: None,
+            gpu_rims: Arc::default(),
         }
     }
 }
@@ -206,6 +210,9 @@ pub struct SessionVerified {
     pub session: Verified,
     /// DER of the server certificate.
     pub certificate_der: Vec<u8>,
+    /// The GPU evidence the TEE's evidence binds, fetched and verified (`None`: the
+    /// guest binds none, it serves from the CPU).
+    pub gpu: Option<cocoon_attestation::gpu::ServedGpuCheck>,
 }
 
 /// Connects, verifies the certificate, then asks inside the same TLS session for fresh
@@ -404,13 +411,30 @@ pub async fn open_attested_session(
             crate::fetcher::unix_now(),
         )
         .map_err(|e| Error::Rejected(format!("session-bound evidence: {e}")))?;
-    Ok(AttestedConnection {
+    let mut connection = AttestedConnection {
         verified: SessionVerified {
             certificate,
             session,
             certificate_der,
+            gpu: None,
         },
         sender,
         tls_exporter: exporter,
-    })
+    };
+    // GPU evidence bound in the TEE's evidence is always checked, never passed over.
+    if connection
+        .verified
+        .certificate
+        .gpu_evidence_digest
+        .is_some()
+    {
+        let check = tokio::time::timeout(
+            timeout.saturating_sub(started.elapsed()),
+            crate::gpu::check_gpu(&mut connection, endpoint, attestor),
+        )
+        .await
+        .map_err(|_| Error::Timeout(address.clone(), timeout))??;
+        connection.verified.gpu = Some(check);
+    }
+    Ok(connection)
 }

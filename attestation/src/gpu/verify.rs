@@ -152,7 +152,7 @@ fn p384_key(cert: &X509Certificate<'_>, index: usize) -> Result<VerifyingKey> {
 
 /// Checks `chain` (DER, leaf first) at `now`: each certificate signed (ECDSA P-384 /
 /// SHA-384) by the next, every issuer a CA, every certificate valid at `now`, the last one
-/// byte-equal to a pinned root. Returns the leaf's key, the subjects and the root's name.
+/// self-signed with the key of a pinned root. Returns the leaf's key, the subjects and the root's name.
 pub fn verify_gpu_chain(
     chain: &[Vec<u8>],
     now: i64,
@@ -179,18 +179,25 @@ pub fn verify_gpu_chain(
         certs.push(cert);
     }
     let last = chain.len() - 1;
-    let root =
-        roots
-            .iter()
-            .find(|r| r.der == chain[last])
-            .ok_or_else(|| Error::UntrustedAnchor {
-                tee: "GPU",
-                detail: format!(
-                    "the chain ends at '{}', not at a pinned root ({})",
-                    certs[last].subject(),
-                    roots.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
+    // Compared by key (as the TDX path compares its root): a root re-issued with the same
+    // key (a new signature, new dates) is the same anchor; the chain's last certificate
+    // must still sign itself with that key (checked below).
+    let last_spki = certs[last].public_key().raw;
+    let root = roots
+        .iter()
+        .find(|r| {
+            r.der == chain[last]
+                || X509Certificate::from_der(&r.der)
+                    .is_ok_and(|(_, root)| root.public_key().raw == last_spki)
+        })
+        .ok_or_else(|| Error::UntrustedAnchor {
+            tee: "GPU",
+            detail: format!(
+                "the chain ends at '{}', not at a pinned root ({})",
+                certs[last].subject(),
+                roots.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
     for (index, cert) in certs.iter().enumerate() {
         let v = cert.validity();
         let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());

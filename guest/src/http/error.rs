@@ -91,6 +91,17 @@ impl ApiError {
         )
     }
 
+    /// 404 `gpu_not_configured`: `GET /v1/attestation/gpu` on a guest without a GPU.
+    pub fn gpu_not_configured() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("gpu_not_configured"),
+            None,
+            "this guest serves from the CPU: it has no GPU evidence (its attestation binds none)",
+        )
+    }
+
     /// 405 for a known path with the wrong method; `allowed` are the path's methods.
     pub fn method_not_allowed(
         method: &hyper::Method,

@@ -145,6 +145,11 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::GET,
+        path: "/v1/attestation/gpu",
+        handler: Handler::Public(|call, _| now(attestation::gpu_evidence(&call.state))),
+    },
+    Route {
+        method: Method::GET,
         path: "/v1/billing/account",
         handler: Handler::Public(|call, session| {
             now(billing::account(&call.state, &session, &call.request))

@@ -26,6 +26,9 @@ pub struct AppState {
     pub spki_der: Vec<u8>,
     /// SHA-384 of the measured config.
     pub config_digest: [u8; 48],
+    /// The GPUs' evidence the certificate binds (`GET /v1/attestation/gpu`; `None`: no
+    /// GPU).
+    pub gpu: Option<crate::gpu::GpuAttestation>,
     /// The runtime event log (CBOR) that explains the config register (empty on SEV-SNP).
     pub event_log: Vec<u8>,
     /// Usage metering and receipt signing.

@@ -110,11 +110,26 @@ async fn session_evidence(
         evidence: evidence.raw,
         event_log: state.event_log.clone(),
         config_digest: state.config_digest.to_vec(),
-        gpu_evidence_digest: None,
+        gpu_evidence_digest: state.gpu.as_ref().map(|g| g.digest.to_vec()),
         receipt_key: Some(state.meter.public_key().to_vec()),
         snp_certificates: evidence.certificates.map(|table| table.encode()),
     };
     payload.to_cbor().map_err(|e| internal(e.to_string()))
+}
+
+/// `GET /v1/attestation/gpu`: the GPUs' SPDM evidence the certificate's evidence binds
+/// (its digest is the payload's `gpu_evidence_digest`); 404 `gpu_not_configured` on a
+/// guest without a GPU.
+pub fn gpu_evidence(state: &AppState) -> Result<Response<Body>, ApiError> {
+    let gpu = state
+        .gpu
+        .as_ref()
+        .ok_or_else(ApiError::gpu_not_configured)?;
+    let mut response = Response::new(full(gpu.document.to_json()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
 }
 
 /// `GET /v1/attestation/config`: the measured config document, byte for byte as hashed,

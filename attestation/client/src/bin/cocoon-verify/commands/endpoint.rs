@@ -73,6 +73,10 @@ pub async fn run(
                 verified.session.report_data.clone().into(),
             );
             map.insert("config".into(), config.clone().unwrap_or_default());
+            map.insert(
+                "gpu".into(),
+                serde_json::to_value(&verified.gpu).unwrap_or_default(),
+            );
             map.insert("errors".into(), serde_json::json!([]));
         }
         say!("{value}");
@@ -82,6 +86,7 @@ pub async fn run(
             "  session        fresh evidence over a random nonce and this TLS session's exporter verified (report data {}…)",
             &verified.session.report_data[..16.min(verified.session.report_data.len())]
         );
+        print_gpu(&verified.gpu, !attestor.gpu_rims.is_empty());
         match &config {
             Some(doc) => say!(
                 "  served config  (its SHA-384 is the attested config digest)\n{}",
@@ -104,6 +109,38 @@ async fn fetch_config(
         Err(e) => {
             eprintln!("cocoon-verify: the served config is not shown: {e}");
             None
+        }
+    }
+}
+
+fn print_gpu(gpu: &Option<cocoon_attestation::gpu::ServedGpuCheck>, with_rims: bool) {
+    let Some(gpu) = gpu else {
+        say!("  gpu            none bound (the guest serves from the CPU)");
+        return;
+    };
+    say!(
+        "  gpu evidence   {} device(s), bound digest {}…",
+        gpu.devices.len(),
+        &gpu.evidence_digest[..16.min(gpu.evidence_digest.len())]
+    );
+    for (index, verdict) in &gpu.devices {
+        say!(
+            "  gpu {index:<10} driver {} vbios {}, chain to '{}'",
+            verdict.driver_version.as_deref().unwrap_or("?"),
+            verdict.vbios_version.as_deref().unwrap_or("?"),
+            verdict.chain.last().map(String::as_str).unwrap_or("?")
+        );
+        match &verdict.references {
+            Some(r) if with_rims => say!(
+                "  gpu {index:<10} {} measurements match the RIMs, {} not covered by any RIM given: {:?}",
+                r.matched.len(),
+                r.uncovered.len(),
+                r.uncovered
+            ),
+            _ => say!(
+                "  gpu {index:<10} {} measurements signed by the GPU, NOT compared (no --gpu-rim given)",
+                verdict.measurements.len()
+            ),
         }
     }
 }
