@@ -21,6 +21,7 @@ pub mod error;
 pub mod escrow;
 pub mod http;
 pub mod identity;
+pub mod kv;
 pub mod meter;
 pub mod openai;
 pub mod tee;
