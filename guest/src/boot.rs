@@ -86,8 +86,21 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         );
     }
     let limits = &config.limits;
-    let (engine, end_of_text) =
-        load_engine(prepared, &model_id, limits.max_concurrent_requests).await?;
+    // The GPU's free memory comes from the GPU module once it reports it; until then the
+    // KV cache is bounded only by --kv-cache-tokens.
+    let gpu_free_bytes: Option<u64> = None;
+    let kv_plan = crate::kv::KvPlan::for_model(limits, prepared.source(), gpu_free_bytes)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(tokens) = kv_plan.capacity_tokens() {
+        info!("KV cache: {tokens} tokens ({:?} blocks)", kv_plan.blocks);
+    }
+    let (engine, end_of_text) = load_engine(
+        prepared,
+        &model_id,
+        limits.max_concurrent_requests,
+        &kv_plan,
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -95,6 +108,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let state = Arc::new(AppState {
         engine,
         admission: Admission::new(limits.max_concurrent_requests, limits.max_queued_requests),
+        kv: crate::kv::KvAdmission::new(&kv_plan, Duration::from_secs(limits.kv_wait_secs)),
         evidence_slots: tokio::sync::Semaphore::new(limits.max_concurrent_evidence),
         watchdog: EngineWatchdog::new(Duration::from_secs(limits.engine_stall_secs)),
         config,
@@ -408,9 +422,16 @@ async fn load_engine(
     prepared: PreparedModel,
     model_id: &str,
     max_concurrent_requests: usize,
+    kv_plan: &crate::kv::KvPlan,
 ) -> anyhow::Result<(Engine, Vec<String>)> {
     let started = Instant::now();
-    let engine = Engine::load(prepared, model_id.to_string(), max_concurrent_requests).await?;
+    let engine = Engine::load(
+        prepared,
+        model_id.to_string(),
+        max_concurrent_requests,
+        kv_plan,
+    )
+    .await?;
     info!(model = %model_id, "model loaded in {:.1?}", started.elapsed());
     let end_of_text = end_of_text_markers(&engine.model)
         .await

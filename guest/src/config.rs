@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha384};
 
 /// Limits the server enforces.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, clap::Args)]
+#[derive(Debug, Clone, Serialize, PartialEq, clap::Args)]
 pub struct Limits {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20, help = "Largest request body, in bytes")]
@@ -124,6 +124,31 @@ pub struct Limits {
     /// Bounds on `response_format.json_schema.schema`.
     #[command(flatten)]
     pub response_format_schema: SchemaLimits,
+    /// Tokens the KV cache holds (`crate::kv`): every request reserves its worst case
+    /// (prompt + `max_tokens` per sequence) before it reaches the engine. On a GPU the
+    /// engine's PagedAttention cache is allocated to exactly this; on a CPU it bounds the
+    /// tokens in flight. None: sized from the GPU's free memory, or no bound on a CPU.
+    #[arg(
+        long,
+        value_name = "TOKENS",
+        help = "Tokens the KV cache holds; requests reserve prompt + max_tokens per sequence of it before they run (more wait, then 429; one that can never fit gets 400). Default: sized from the GPU's free memory, or no bound on a CPU"
+    )]
+    pub kv_cache_tokens: Option<usize>,
+    /// Share of the GPU's free memory the weights and the KV cache may take, when the
+    /// cache is sized from it (GPU only).
+    #[arg(
+        long,
+        default_value_t = 0.85,
+        help = "GPU only: share of the free GPU memory the weights plus the KV cache may take when --kv-cache-tokens is not given"
+    )]
+    pub kv_cache_gpu_utilization: f64,
+    /// Seconds a request waits for KV cache room before it gets 429.
+    #[arg(
+        long,
+        default_value_t = 5,
+        help = "Seconds a request waits, in arrival order, for KV cache room before it gets 429 (0: no wait)"
+    )]
+    pub kv_wait_secs: u64,
 }
 
 /// Who a request may be billed to.
@@ -460,6 +485,14 @@ impl MeasuredConfig {
                     && limits.default_max_tokens <= limits.max_tokens_limit,
                 "--default-max-tokens must be between 1 and --max-tokens-limit",
             ),
+            (
+                limits.kv_cache_gpu_utilization > 0.0 && limits.kv_cache_gpu_utilization <= 1.0,
+                "--kv-cache-gpu-utilization must be in (0, 1]",
+            ),
+            (
+                limits.kv_cache_tokens != Some(0),
+                "--kv-cache-tokens must be at least 1",
+            ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err(message.to_string()),
@@ -511,6 +544,9 @@ mod tests {
                     max_refs: 20,
                     max_repeat: 21,
                 },
+                kv_cache_tokens: None,
+                kv_cache_gpu_utilization: 0.85,
+                kv_wait_secs: 22,
             },
             prices: PriceTable {
                 currency: "nanoton".into(),
@@ -548,7 +584,7 @@ mod tests {
         let c = sample();
         assert_eq!(
             String::from_utf8(c.canonical_json()).unwrap(),
-            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21,"response_format_schema":{"max_bytes":16,"max_depth":17,"max_enum_values":18,"max_pattern_bytes":19,"max_refs":20,"max_repeat":21}},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_network":"local","payout_address":null,"close_delay_secs":23,"state_wait_secs":24,"escrow_code_hash":"cc"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
+            r#"{"version":1,"model":{"id":"m","format":"gguf","sha256":"00","verity_root":null},"sampling":{"temperature":1.0,"top_p":0.5},"limits":{"max_body_bytes":1,"default_max_tokens":2,"max_tokens_limit":3,"max_prompt_tokens":7,"max_concurrent_requests":4,"max_queued_requests":5,"request_timeout_secs":6,"max_connections":12,"handshake_timeout_secs":13,"header_read_timeout_secs":14,"max_concurrent_evidence":15,"evidence_wait_secs":16,"max_evidence_per_connection":17,"max_stream_buffer_bytes":18,"stream_stall_timeout_secs":19,"engine_stall_secs":20,"stream_pad_bytes":21,"response_format_schema":{"max_bytes":16,"max_depth":17,"max_enum_values":18,"max_pattern_bytes":19,"max_refs":20,"max_repeat":21},"kv_cache_tokens":null,"kv_cache_gpu_utilization":0.85,"kv_wait_secs":22},"prices":{"currency":"nanoton","prompt_per_million":8,"cached_prompt_per_million":9,"completion_per_million":10},"billing":{"ton_network":"local","payout_address":null,"close_delay_secs":23,"state_wait_secs":24,"escrow_code_hash":"cc"},"accounts":{"allow_anonymous":false,"max_accounts":22},"receipts":{"journal_capacity":0,"internal_listen":null},"runtime":{"listen":"127.0.0.1:8443","subject_alt_names":["localhost"],"cert_validity_hours":20,"environment":{"RUST_LOG":"info"}}}"#
         );
         let mut d = sample();
         d.limits.max_tokens_limit = 4;
@@ -573,6 +609,12 @@ mod tests {
         let mut j = sample();
         j.limits.response_format_schema.max_depth = 3;
         assert_ne!(c.digest(), j.digest());
+        let mut k = sample();
+        k.limits.kv_cache_tokens = Some(4096);
+        assert_ne!(c.digest(), k.digest());
+        let mut l = sample();
+        l.limits.kv_cache_gpu_utilization = 0.9;
+        assert_ne!(c.digest(), l.digest());
     }
 
     #[test]

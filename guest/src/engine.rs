@@ -504,6 +504,26 @@ fn gguf_special_tokens(
     Ok(SpecialTokens::new(special))
 }
 
+/// The PagedAttention config that makes mistral.rs allocate exactly the plan's blocks:
+/// `ContextSize` of the tokens the plan was rounded from, in the plan's block size (the
+/// rounding is `crate::kv::KvGeometry::engine_blocks`). `None` where the plan gives the
+/// engine no cache (no GPU) or the build has no CUDA: mistral.rs ignores PagedAttention
+/// without it.
+fn paged_attention(kv: &crate::kv::KvPlan) -> Result<Option<mistralrs::PagedAttentionConfig>> {
+    let Some(tokens) = kv.engine_context_tokens else {
+        return Ok(None);
+    };
+    if !cfg!(feature = "cuda") {
+        return Ok(None);
+    }
+    mistralrs::PagedAttentionMetaBuilder::default()
+        .with_block_size(kv.block_tokens)
+        .with_gpu_memory(mistralrs::MemoryGpuConfig::ContextSize(tokens))
+        .build()
+        .map(Some)
+        .map_err(|e| Error::Engine(format!("PagedAttention config: {e:#}")))
+}
+
 /// A loaded model.
 pub struct Engine {
     pub model: Model,
@@ -519,25 +539,36 @@ pub struct Engine {
 
 impl Engine {
     /// Loads the prepared model (and removes its staging copy once loaded);
-    /// `max_seqs` bounds the sequences the scheduler runs at once.
-    pub async fn load(prepared: PreparedModel, id: String, max_seqs: usize) -> Result<Self> {
+    /// `max_seqs` bounds the sequences the scheduler runs at once, and `kv` sizes the
+    /// PagedAttention KV cache where the plan gives the engine one (a GPU).
+    pub async fn load(
+        prepared: PreparedModel,
+        id: String,
+        max_seqs: usize,
+        kv: &crate::kv::KvPlan,
+    ) -> Result<Self> {
         let special_tokens = special_tokens(prepared.source())?;
+        let paged = paged_attention(kv)?;
         let model = match prepared.source() {
             ModelSource::Gguf { dir, file } => {
-                GgufModelBuilder::new(dir.to_string_lossy(), vec![file.clone()])
+                let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file.clone()])
                     .with_token_source(TokenSource::None)
                     .with_max_num_seqs(max_seqs)
-                    .with_prefix_cache_n(None)
-                    .build()
-                    .await
+                    .with_prefix_cache_n(None);
+                if let Some(paged) = paged {
+                    builder = builder.with_paged_attn(paged);
+                }
+                builder.build().await
             }
             ModelSource::HfDir(dir) => {
-                TextModelBuilder::new(dir.to_string_lossy())
+                let mut builder = TextModelBuilder::new(dir.to_string_lossy())
                     .with_token_source(TokenSource::None)
                     .with_max_num_seqs(max_seqs)
-                    .with_prefix_cache_n(None)
-                    .build()
-                    .await
+                    .with_prefix_cache_n(None);
+                if let Some(paged) = paged {
+                    builder = builder.with_paged_attn(paged);
+                }
+                builder.build().await
             }
         }
         .map_err(|e| Error::Engine(format!("loading the model failed: {e:#}")))?;

@@ -22,6 +22,7 @@ pub mod escrow;
 pub mod gpu;
 pub mod http;
 pub mod identity;
+pub mod kv;
 pub mod meter;
 pub mod openai;
 pub mod tee;

@@ -1,7 +1,7 @@
 //! Limits and backpressure against the real guest over real sockets: oversized bodies,
 //! slow-loris and idle clients, clients that never start TLS, the connection limit, a
-//! full admission queue, the request timeout, and a disconnect that must cancel
-//! generation.
+//! full admission queue, the request timeout, a disconnect that must cancel
+//! generation, and admission by KV cache capacity (`--kv-cache-tokens`).
 //!
 //! Waits here are liveness bounds (how long before we call the server hung), never
 //! performance assertions.
@@ -183,4 +183,102 @@ async fn tls_when_a_slot_is_free(
             Err(e) => panic!("no connection slot freed within {BOUND:?}: {e}"),
         }
     }
+}
+
+/// One request on a fresh attested connection: the response head and body.
+async fn exchange(app: &cocoon_tests::Appliance, request: String) -> (String, String) {
+    let mut s = tls(app).await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut s).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_capacity_refuses_what_never_fits_and_queues_what_fits_later() {
+    // 128 tokens = 4 blocks of 32; each request below reserves prompt + max_tokens.
+    let app = start_appliance(&["--kv-cache-tokens", "128", "--kv-wait-secs", "300"])
+        .expect("appliance starts");
+
+    let (head, body) = exchange(
+        &app,
+        "GET /healthz HTTP/1.1\r\nhost: guest\r\n\r\n".to_string(),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["kv_cache"]["capacity_tokens"], 128, "{body}");
+    assert_eq!(health["kv_cache"]["blocks_total"], 4, "{body}");
+
+    // The prompt plus 300 completion tokens can never fit: 400, naming the capacity.
+    let (head, body) = exchange(&app, post("/v1/chat/completions", &chat_body(300, false))).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}\n{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "context_length_exceeded", "{body}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("128 tokens"),
+        "{body}"
+    );
+
+    // Three requests of over 32 tokens (2 or 3 blocks) each: at most two fit at a time,
+    // the others wait for room and then run. All complete; none gets a 5xx (or a 429:
+    // the wait is long).
+    let one = || exchange(&app, post("/v1/chat/completions", &chat_body(20, false)));
+    let (r1, r2, r3) = tokio::join!(one(), one(), one());
+    for (head, body) in [r1, r2, r3] {
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    }
+    let (_, body) = exchange(
+        &app,
+        "GET /healthz HTTP/1.1\r\nhost: guest\r\n\r\n".to_string(),
+    )
+    .await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["kv_cache"]["blocks_reserved"], 0, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_capacity_overflow_without_a_wait_gets_429_and_a_disconnect_frees_the_blocks() {
+    let app = start_appliance(&["--kv-cache-tokens", "512", "--kv-wait-secs", "0"])
+        .expect("appliance starts");
+
+    // A: a long streaming generation reserves most of the cache (prompt + 400).
+    let mut a = tls(&app).await;
+    a.write_all(post("/v1/chat/completions", &chat_body(400, true)).as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = tokio::time::timeout(BOUND, a.read(&mut first))
+        .await
+        .expect("A starts streaming")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    // B needs more than is left and may not wait: 429 with Retry-After.
+    let (head, body) = exchange(&app, post("/v1/chat/completions", &chat_body(200, false))).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}\n{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after:"), "{head}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "kv_capacity", "{body}");
+    assert_eq!(error["error"]["type"], "rate_limit_error", "{body}");
+
+    // A's client goes away: its blocks are released and B's request gets in.
+    drop(a);
+    let mut admitted = None;
+    for _ in 0..60 {
+        let (head, body) =
+            exchange(&app, post("/v1/chat/completions", &chat_body(200, false))).await;
+        if !head.starts_with("HTTP/1.1 429") {
+            admitted = Some((head, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (head, body) = admitted.expect("the blocks are freed after the client disconnected");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
 }

@@ -155,6 +155,40 @@ impl ApiError {
         err
     }
 
+    /// 429 `kv_capacity` with `Retry-After`: the KV cache stayed too full for the
+    /// request's worst case during its whole wait (`crate::kv`).
+    pub fn kv_busy(waited_secs: u64, retry_after_secs: u64) -> Self {
+        let mut err = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("kv_capacity"),
+            None,
+            format!(
+                "the server's KV cache has no room for this request's prompt and max_tokens \
+                 (waited {waited_secs} s); retry later, or ask for fewer max_tokens"
+            ),
+        );
+        err.retry_after_secs = Some(retry_after_secs);
+        err
+    }
+
+    /// 400 `context_length_exceeded`: the request's worst case (prompt + `max_tokens` for
+    /// every sequence) is more than the whole KV cache holds, so it could never run.
+    pub fn kv_never_fits(param: &str, needed_tokens: usize, capacity_tokens: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+            Some(param.to_string()),
+            format!(
+                "This server's KV cache holds {capacity_tokens} tokens. However, you requested \
+                 {needed_tokens} tokens (the {param} plus max_tokens for every choice, each \
+                 rounded up to whole KV blocks). Please reduce the length of the {param}, max_tokens \
+                 or n."
+            ),
+        )
+    }
+
     /// 500: something inside the server failed; `code` says what.
     pub fn internal(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(
@@ -442,6 +476,12 @@ mod tests {
             (ApiError::body_timeout(), 408, "invalid_request_error"),
             (ApiError::too_large(1), 413, "invalid_request_error"),
             (ApiError::busy(2), 429, "rate_limit_error"),
+            (ApiError::kv_busy(5, 5), 429, "rate_limit_error"),
+            (
+                ApiError::kv_never_fits("messages", 600, 512),
+                400,
+                "invalid_request_error",
+            ),
             (ApiError::internal("engine_error", "x"), 500, "server_error"),
             (ApiError::shutting_down(), 503, "server_error"),
             (ApiError::billing_backlog(30), 503, "server_error"),
@@ -481,6 +521,17 @@ mod tests {
         assert_eq!(
             ApiError::busy(2).retry_after(),
             Some(HeaderValue::from(2u64))
+        );
+        let kv = ApiError::kv_busy(0, 1);
+        assert_eq!(kv.code, Some("kv_capacity"));
+        assert_eq!(kv.retry_after(), Some(HeaderValue::from(1u64)));
+        let never = ApiError::kv_never_fits("prompt", 600, 512).body();
+        assert_eq!(never["error"]["code"], "context_length_exceeded");
+        assert_eq!(never["error"]["param"], "prompt");
+        let message = never["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("holds 512 tokens") && message.contains("600"),
+            "{message}"
         );
     }
 

@@ -20,6 +20,8 @@ pub struct AppState {
     pub engine: Engine,
     pub config: MeasuredConfig,
     pub admission: Admission,
+    /// Admission by KV cache capacity (`crate::kv`), taken after the prompt is counted.
+    pub kv: crate::kv::KvAdmission,
     /// The evidence provider, for fresh session-bound evidence.
     pub tee: Box<dyn EvidenceProvider>,
     /// The TLS key's SubjectPublicKeyInfo.

@@ -18,11 +18,13 @@ use crate::openai::plan::Plan;
 use crate::openai::render::{self, TokenTexts};
 
 /// A generation under way and what its answer is made from: the validated request, the
-/// admission slot it holds until the end, its bill, and its creation time and deadline.
+/// admission slot and KV blocks it holds until the end, its bill, and its creation time and deadline.
 pub struct AnswerCtx {
     pub plan: Plan,
     pub generation: Generation,
     pub permit: OwnedSemaphorePermit,
+    /// The KV cache blocks reserved for it, held as long as the admission slot.
+    pub kv: crate::kv::KvReservation,
     pub bill: Bill,
     pub created: u64,
     pub deadline: Instant,

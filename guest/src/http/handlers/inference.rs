@@ -36,6 +36,7 @@ use crate::http::error::ApiError;
 use crate::http::handlers::answer::{token_texts, AnswerCtx, Bill, BillOnDrop};
 use crate::http::handlers::sse;
 use crate::http::state::{AppState, Session};
+use crate::kv::{KvRefusal, KvReservation};
 use crate::meter::{ACCOUNT_HEADER, ACCOUNT_PROOF_HEADER, ANONYMOUS, RECEIPT_HEADER};
 use crate::openai::plan::{Bounds, Endpoint, Invalid, Plan};
 use crate::openai::render::{self, Head};
@@ -348,6 +349,7 @@ async fn run(
     let secs = state.config.limits.request_timeout_secs;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let prompt_tokens = count_prompts(&state, &plan, deadline).await?;
+    let kv = reserve_kv(&state, &plan, &prompt_tokens, deadline).await?;
     let credit = reserve_credit(&state, &account, &plan, &prompt_tokens).await?;
     let generation = start(&state, &plan, &prompt_tokens, deadline).await?;
     let prefix = match plan.endpoint {
@@ -365,6 +367,7 @@ async fn run(
         plan,
         generation,
         permit,
+        kv,
         bill,
         created: unix_now(),
         deadline,
@@ -374,6 +377,38 @@ async fn run(
     } else {
         whole(answer).await
     }
+}
+
+/// Reserves the KV cache blocks of the request's worst case: every choice of every
+/// prompt holds its prompt and may generate `max_tokens`. Waits in arrival order for at
+/// most `--kv-wait-secs` (then 429); a request larger than the whole cache gets 400.
+async fn reserve_kv(
+    state: &AppState,
+    plan: &Plan,
+    prompt_tokens: &[usize],
+    deadline: Instant,
+) -> Result<KvReservation, ApiError> {
+    let sequences: Vec<usize> = prompt_tokens
+        .iter()
+        .flat_map(|&p| std::iter::repeat_n(p.saturating_add(plan.max_tokens), plan.n))
+        .collect();
+    let param = match plan.endpoint {
+        Endpoint::Chat => "messages",
+        Endpoint::Completion => "prompt",
+    };
+    let wait = state.config.limits.kv_wait_secs;
+    state
+        .kv
+        .reserve(&sequences, deadline)
+        .await
+        .map_err(|refusal| match refusal {
+            KvRefusal::NeverFits {
+                needed_tokens,
+                capacity_tokens,
+            } => ApiError::kv_never_fits(param, needed_tokens, capacity_tokens),
+            KvRefusal::Busy { waited_secs } => ApiError::kv_busy(waited_secs, wait.max(1)),
+            KvRefusal::Closed => ApiError::shutting_down(),
+        })
 }
 
 /// Reserves, for an account that pays through an escrow, the request's largest possible
@@ -438,6 +473,7 @@ async fn whole(answer: AnswerCtx) -> Result<Response<Body>, ApiError> {
         plan,
         mut generation,
         permit,
+        kv,
         bill,
         created,
         ..
@@ -456,6 +492,7 @@ async fn whole(answer: AnswerCtx) -> Result<Response<Body>, ApiError> {
     let billed = generation.probe().generated();
     drop(generation);
     drop(permit);
+    drop(kv);
     let texts = token_texts(&state, &choices)
         .await
         .inspect_err(|_| on_drop.disarm())?;

@@ -143,8 +143,8 @@ impl Chunks<'_> {
     }
 }
 
-/// The stream's task: the events, then the bill. The admission slot (`ctx.permit`) is
-/// held until the task ends.
+/// The stream's task: the events, then the bill. The admission slot (`ctx.permit`) and
+/// the KV blocks (`ctx.kv`) are held until the task ends.
 async fn write_stream(mut ctx: AnswerCtx, mut out: EventWriter) {
     let state = ctx.bill.state.clone();
     let chunks = Chunks {
