@@ -86,9 +86,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         );
     }
     let limits = &config.limits;
-    // The GPU's free memory comes from the GPU module once it reports it; until then the
-    // KV cache is bounded only by --kv-cache-tokens.
-    let gpu_free_bytes: Option<u64> = None;
+    // With GPUs, the KV cache is sized from the free memory of the GPU with the least of
+    // it, read by the checks before the weights were loaded (the plan subtracts them).
+    let gpu_free_bytes = gpu.as_ref().and_then(|g| g.inventory.least_free_memory());
     let kv_plan = crate::kv::KvPlan::for_model(limits, prepared.source(), gpu_free_bytes)
         .map_err(anyhow::Error::msg)?;
     if let Some(tokens) = kv_plan.capacity_tokens() {

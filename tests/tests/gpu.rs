@@ -75,6 +75,16 @@ async fn gpu_evidence_is_bound_served_and_verified_by_clients() {
         serde_json::json!({"vendor": "nvidia", "protected_pcie": false})
     );
 
+    // The KV cache is sized from the GPU's free memory (80 GiB less 512 MiB on the
+    // development GPU), not left unbounded.
+    let (_, health) = connection
+        .get(&endpoint, "/healthz", &[], 1 << 20)
+        .await
+        .unwrap();
+    let health: serde_json::Value = serde_json::from_slice(&health).unwrap();
+    let capacity = health["kv_cache"]["capacity_tokens"].as_u64();
+    assert!(capacity.is_some_and(|c| c > 100_000), "{health}");
+
     // The CLI: verified with the GPU shown; NVIDIA's root alone is not enough for a
     // development GPU; RIMs whose signer has expired refuse.
     let url = format!("https://{}", guest.addr);
