@@ -17,7 +17,7 @@ use p384::ecdsa::{Signature, VerifyingKey};
 use sha2::{Digest, Sha384};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::spdm::{GpuReport, NONCE_LEN, P384_SIGNATURE_LEN};
+use super::spdm::{GpuReport, ALL_MEASUREMENTS, NONCE_LEN, P384_SIGNATURE_LEN};
 use crate::{Error, Result};
 
 /// ecdsa-with-SHA384 (RFC 5758).
@@ -271,6 +271,15 @@ pub fn verify_gpu_evidence(
     roots: &[GpuRoot],
 ) -> Result<GpuFacts> {
     let report = GpuReport::parse(&evidence.report)?;
+    // A report for one block would leave every other block unreported, and uncovered
+    // blocks are not failures by themselves: only the whole record is accepted.
+    if report.request.param2 != ALL_MEASUREMENTS {
+        return Err(Error::Unsupported {
+            what: "GPU report measurement operation (SPDM request Param2, offset 3): every \
+                   block (0xFF) is required",
+            value: format!("{:#04x} (one block)", report.request.param2),
+        });
+    }
     let (leaf, chain_subjects, root) = verify_gpu_chain(&evidence.chain, now, roots)?;
     // The signature covers the bytes exactly as received (parse checked they re-encode).
     let signed = &evidence.report[..evidence.report.len() - P384_SIGNATURE_LEN];
@@ -332,6 +341,14 @@ mod tests {
 
     fn ev2023() -> GpuEvidence {
         GpuEvidence::from_nvidia_files(R2023, C2023).unwrap()
+    }
+
+    #[test]
+    fn gpu_report_for_one_block_is_refused() {
+        let mut ev = ev2023();
+        ev.report[3] = 0x01;
+        let err = verify_gpu_report(&ev, &nonce(NONCE_2023), AT).unwrap_err();
+        assert!(err.to_string().contains("every block (0xFF)"), "{err}");
     }
 
     #[test]
