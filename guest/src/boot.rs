@@ -344,7 +344,7 @@ fn open_gpu(
             Ok(nvml) => Box::new(nvml),
             Err(e) => {
                 return Err(crate::Error::Gpu {
-                    check: crate::gpu::GpuCheck::Driver,
+                    check: crate::gpu::GpuCheck::Driver.name(),
                     detail: e.to_string(),
                 }
                 .into())
@@ -429,7 +429,7 @@ async fn load_engine(
         prepared,
         model_id.to_string(),
         max_concurrent_requests,
-        kv_plan,
+        kv_plan.engine_cache(),
     )
     .await?;
     info!(model = %model_id, "model loaded in {:.1?}", started.elapsed());

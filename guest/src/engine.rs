@@ -504,21 +504,32 @@ fn gguf_special_tokens(
     Ok(SpecialTokens::new(special))
 }
 
-/// The PagedAttention config that makes mistral.rs allocate exactly the plan's blocks:
-/// `ContextSize` of the tokens the plan was rounded from, in the plan's block size (the
-/// rounding is `crate::kv::KvGeometry::engine_blocks`). `None` where the plan gives the
-/// engine no cache (no GPU) or the build has no CUDA: mistral.rs ignores PagedAttention
-/// without it.
-fn paged_attention(kv: &crate::kv::KvPlan) -> Result<Option<mistralrs::PagedAttentionConfig>> {
-    let Some(tokens) = kv.engine_context_tokens else {
+/// The PagedAttention KV cache the engine is given: what the guest's KV plan (the `kv`
+/// module) rounded, so mistral.rs allocates exactly the blocks admission counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineKvCache {
+    /// Tokens per block (8, 16 or 32).
+    pub block_tokens: usize,
+    /// `MemoryGpuConfig::ContextSize` to give mistral.rs.
+    pub context_tokens: usize,
+}
+
+/// The PagedAttention config for `cache`. `None` without a cache (no GPU) or where the
+/// build has no CUDA: mistral.rs ignores PagedAttention without it.
+fn paged_attention(
+    cache: Option<EngineKvCache>,
+) -> Result<Option<mistralrs::PagedAttentionConfig>> {
+    let Some(cache) = cache else {
         return Ok(None);
     };
     if !cfg!(feature = "cuda") {
         return Ok(None);
     }
     mistralrs::PagedAttentionMetaBuilder::default()
-        .with_block_size(kv.block_tokens)
-        .with_gpu_memory(mistralrs::MemoryGpuConfig::ContextSize(tokens))
+        .with_block_size(cache.block_tokens)
+        .with_gpu_memory(mistralrs::MemoryGpuConfig::ContextSize(
+            cache.context_tokens,
+        ))
         .build()
         .map(Some)
         .map_err(|e| Error::Engine(format!("PagedAttention config: {e:#}")))
@@ -539,16 +550,16 @@ pub struct Engine {
 
 impl Engine {
     /// Loads the prepared model (and removes its staging copy once loaded);
-    /// `max_seqs` bounds the sequences the scheduler runs at once, and `kv` sizes the
-    /// PagedAttention KV cache where the plan gives the engine one (a GPU).
+    /// `max_seqs` bounds the sequences the scheduler runs at once, and `kv_cache` sizes
+    /// the PagedAttention KV cache where the KV plan gives the engine one (a GPU).
     pub async fn load(
         prepared: PreparedModel,
         id: String,
         max_seqs: usize,
-        kv: &crate::kv::KvPlan,
+        kv_cache: Option<EngineKvCache>,
     ) -> Result<Self> {
         let special_tokens = special_tokens(prepared.source())?;
-        let paged = paged_attention(kv)?;
+        let paged = paged_attention(kv_cache)?;
         let model = match prepared.source() {
             ModelSource::Gguf { dir, file } => {
                 let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file.clone()])

@@ -45,7 +45,8 @@ pub enum Error {
     /// A GPU start check failed: the guest does not serve.
     #[error("GPU check '{check}' failed: {detail}")]
     Gpu {
-        check: crate::gpu::GpuCheck,
+        /// The check's name (`cc_mode`, `dev_tools`, …: the GPU module's `GpuCheck`).
+        check: &'static str,
         detail: String,
     },
     #[error("TLS configuration: {0}")]

@@ -35,7 +35,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::engine::ModelSource;
+use crate::engine::{EngineKvCache, ModelSource};
 
 /// Tokens per KV block: mistral.rs's `DEFAULT_PAGED_ATTENTION_BLOCK_SIZE` (it supports 8,
 /// 16 and 32), passed to it explicitly.
@@ -246,6 +246,15 @@ pub struct KvPlan {
 }
 
 impl KvPlan {
+    /// The cache the engine is given (`None`: it runs without PagedAttention).
+    pub fn engine_cache(&self) -> Option<EngineKvCache> {
+        self.engine_context_tokens
+            .map(|context_tokens| EngineKvCache {
+                block_tokens: self.block_tokens,
+                context_tokens,
+            })
+    }
+
     /// No bound: the CPU default.
     pub fn unbounded() -> Self {
         Self {

@@ -129,14 +129,9 @@ fn chat_prompt(messages: serde_json::Value, special: &SpecialTokens) -> RequestM
 async fn message_content_cannot_forge_role_markers() {
     let source = ModelSource::from_path(&model_path().unwrap()).unwrap();
     let prepared = PreparedModel::stage(&source, std::path::Path::new("/dev/shm")).unwrap();
-    let engine = Engine::load(
-        prepared,
-        source.default_id(),
-        2,
-        &cocoon_guest::kv::KvPlan::unbounded(),
-    )
-    .await
-    .unwrap();
+    let engine = Engine::load(prepared, source.default_id(), 2, None)
+        .await
+        .unwrap();
     let special = &engine.special_tokens;
     assert!(
         special.strings().iter().any(|s| s == "<|im_start|>"),

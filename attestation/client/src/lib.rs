@@ -11,7 +11,6 @@ pub mod args;
 pub mod config;
 pub mod escrow;
 pub mod fetcher;
-pub mod gpu;
 pub mod guest_account;
 pub mod keys;
 pub mod local;

@@ -180,7 +180,7 @@ impl GpuInventory {
 
 fn failed(check: GpuCheck, detail: impl Into<String>) -> Error {
     Error::Gpu {
-        check,
+        check: check.name(),
         detail: detail.into(),
     }
 }

@@ -50,7 +50,7 @@ fn required(protected_pcie: bool) -> GpuRequirement {
     }
 }
 
-fn check_of(e: Error) -> (GpuCheck, String) {
+fn check_of(e: Error) -> (&'static str, String) {
     match e {
         Error::Gpu { check, detail } => (check, detail),
         other => panic!("not a GPU check failure: {other}"),
@@ -78,7 +78,7 @@ fn gpu_fake_nvml_every_failing_query_names_its_check() {
         ..fake(Ok(CC_ON))
     };
     let (check, detail) = check_of(check_before_evidence(&no_lib, &required(false)).unwrap_err());
-    assert_eq!(check, GpuCheck::Driver);
+    assert_eq!(check, GpuCheck::Driver.name());
     assert!(detail.contains("libnvidia-ml"), "{detail}");
 
     let none = FakeNvml {
@@ -86,12 +86,12 @@ fn gpu_fake_nvml_every_failing_query_names_its_check() {
         ..fake(Ok(CC_ON))
     };
     let (check, _) = check_of(check_before_evidence(&none, &required(false)).unwrap_err());
-    assert_eq!(check, GpuCheck::Device);
+    assert_eq!(check, GpuCheck::Device.name());
 
     // A GPU without CC (an A100, a consumer card, an old driver): reported, not a crash.
     let no_cc = fake(Err(GpuQueryError::NotSupported("settings".into())));
     let (check, detail) = check_of(check_before_evidence(&no_cc, &required(false)).unwrap_err());
-    assert_eq!(check, GpuCheck::CcMode);
+    assert_eq!(check, GpuCheck::CcMode.name());
     assert!(detail.contains("confidential computing is off"), "{detail}");
 
     let off = fake(Ok(CcSettings {
@@ -99,19 +99,19 @@ fn gpu_fake_nvml_every_failing_query_names_its_check() {
         ..CC_ON
     }));
     let (check, _) = check_of(check_before_evidence(&off, &required(false)).unwrap_err());
-    assert_eq!(check, GpuCheck::CcMode);
+    assert_eq!(check, GpuCheck::CcMode.name());
 
     let devtools = fake(Ok(CcSettings {
         dev_tools: true,
         ..CC_ON
     }));
     let (check, _) = check_of(check_before_evidence(&devtools, &required(false)).unwrap_err());
-    assert_eq!(check, GpuCheck::DevTools);
+    assert_eq!(check, GpuCheck::DevTools.name());
 
     // Protected PCIe must be exactly as configured, both ways.
     let (check, detail) =
         check_of(check_before_evidence(&fake(Ok(CC_ON)), &required(true)).unwrap_err());
-    assert_eq!(check, GpuCheck::ProtectedPcie);
+    assert_eq!(check, GpuCheck::ProtectedPcie.name());
     assert!(
         detail.contains("is off") && detail.contains("requires it on"),
         "{detail}"
@@ -126,9 +126,9 @@ fn gpu_fake_nvml_every_failing_query_names_its_check() {
     let inventory = check_before_evidence(&fake(Ok(CC_ON)), &required(false)).unwrap();
     assert_eq!(inventory.least_free_memory(), Some(100));
     let err = GpuAttestation::collect(&fake(Ok(CC_ON)), &inventory, b"spki", &[], 0).unwrap_err();
-    assert_eq!(check_of(err).0, GpuCheck::Evidence);
+    assert_eq!(check_of(err).0, GpuCheck::Evidence.name());
     let (check, _) = check_of(set_ready(&fake(Ok(CC_ON))).unwrap_err());
-    assert_eq!(check, GpuCheck::ReadyState);
+    assert_eq!(check, GpuCheck::ReadyState.name());
 }
 
 #[cfg(feature = "simulated")]
@@ -194,7 +194,7 @@ mod simulated_gpu {
             let err = start(Some(fault))
                 .err()
                 .unwrap_or_else(|| panic!("{fault:?} passed"));
-            assert_eq!(check_of(err).0, expected, "{fault:?}");
+            assert_eq!(check_of(err).0, expected.name(), "{fault:?}");
         }
     }
 }

@@ -56,13 +56,7 @@ async fn in_process(args: &Args) -> Result<Tally> {
     let source = ModelSource::from_path(&args.model)?;
     // Staged like the guest does it, so both load the same way.
     let prepared = PreparedModel::stage(&source, std::path::Path::new("/dev/shm"))?;
-    let engine = Engine::load(
-        prepared,
-        source.default_id(),
-        8,
-        &cocoon_guest::kv::KvPlan::unbounded(),
-    )
-    .await?;
+    let engine = Engine::load(prepared, source.default_id(), 8, None).await?;
     let run = |prompt: &'static str| {
         let engine = &engine;
         async move {
