@@ -58,15 +58,17 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         config.receipts.journal_capacity,
         config.accounts.max_accounts,
     )?;
+    // Only GPUs in CC mode are attested (not `--gpu nvidia-unattested`).
+    let attested_gpu = gpu.as_ref().filter(|_| config.gpu.as_ref().is_some_and(|g| g.confidential));
     let identity = create_identity(
         &args,
         tee.as_ref(),
         &digest,
         &event_log,
         &meter,
-        gpu.as_ref(),
+        attested_gpu,
     )?;
-    if let Some(gpu) = &gpu {
+    if let Some(gpu) = attested_gpu {
         // Attested and bound: now the GPUs may take work (CC mode refuses it before).
         crate::gpu::set_ready(gpu.system.as_ref())?;
         info!("GPU ready state set: every GPU check passed");
@@ -340,7 +342,7 @@ fn open_gpu(
     let mut roots = cocoon_attestation::gpu::nvidia_device_roots();
     let system: Box<dyn GpuSystem> = match args.gpu {
         GpuChoice::None => return Ok(None),
-        GpuChoice::Nvidia => match crate::gpu::nvml::NvmlSystem::open() {
+        GpuChoice::Nvidia | GpuChoice::NvidiaUnattested => match crate::gpu::nvml::NvmlSystem::open() {
             Ok(nvml) => Box::new(nvml),
             Err(e) => {
                 return Err(crate::Error::Gpu {
@@ -370,7 +372,8 @@ fn open_gpu(
             if inventory.cc.protected_pcie { "on" } else { "off" }
         );
     }
-    if args.gpu != GpuChoice::Nvidia {
+    #[cfg(feature = "simulated")]
+    if args.gpu == GpuChoice::Simulated {
         tracing::warn!("the GPU is SIMULATED (development PKI): its evidence proves nothing");
     }
     Ok(Some(OpenGpu {

@@ -123,6 +123,7 @@ impl GpuArgs {
         (self.gpu != GpuChoice::None).then(|| crate::gpu::GpuRequirement {
             vendor: "nvidia".into(),
             protected_pcie: self.gpu_protected_pcie,
+            confidential: self.gpu != GpuChoice::NvidiaUnattested,
         })
     }
 }

@@ -15,7 +15,9 @@
 #                     (default: "serve --port {PORT} text -m {MODEL}")
 #   OUT               where results go (default: a new temporary directory)
 #
-# Steps: confidential-computing state, HBM copy bandwidth, the model, our guest and the
+# Steps: confidential-computing state, HBM copy bandwidth, the model, the guest's own GPU
+# checks (--gpu nvidia; on a machine without CC it names cc_mode and the benchmark then
+# serves with --gpu nvidia-unattested), our guest and the
 # peer at concurrency 1/8/32/64 (aggregate completion tokens/s, TTFT), then a sweep of
 # --max-concurrent-requests {8,16,32} x --kv-cache-gpu-utilization {0.80,0.90} for ours.
 # Fails loudly when a request got a 5xx or a server died.
@@ -150,14 +152,39 @@ BOUND=$("$PYTHON" -c "print(round($HBM_GBS * 1e9 / $WEIGHT_BYTES, 1))")
 say "model $MODEL_DIR: $WEIGHT_BYTES bytes of weights; batch-1 decode bound $BOUND tokens/s"
 record "{\"step\":\"model\",\"dir\":\"$MODEL_DIR\",\"weight_bytes\":$WEIGHT_BYTES,\"hbm_bound_tokens_per_s\":$BOUND}"
 
-# --- 5. servers -------------------------------------------------------------------------
+# --- 5. the guest's own GPU checks (NVML) -------------------------------------------------
+# `--gpu nvidia` runs driver, device, cc_mode, dev_tools, protected_pcie, evidence and
+# ready_state and stops at the first that fails; on a machine without CC that is cc_mode.
+CHECK_LOG=$OUT/guest-gpu-checks.log
+CHECK_PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+timeout 900 "$GUEST" serve --listen "127.0.0.1:$CHECK_PORT" --tee simulated --gpu nvidia \
+  --model "$MODEL_DIR" --model-staging-dir "${STAGING_DIR:-/dev/shm}" >"$CHECK_LOG" 2>&1 &
+CHECK_PID=$!
+GPU_MODE=nvidia-unattested
+for _ in $(seq 900); do
+  if grep -q "cocoon-guest: listening on" "$CHECK_LOG"; then GPU_MODE=nvidia; break; fi
+  kill -0 "$CHECK_PID" 2>/dev/null || break
+  sleep 1
+done
+kill "$CHECK_PID" 2>/dev/null || true
+wait "$CHECK_PID" 2>/dev/null || true
+if [ "$GPU_MODE" = nvidia ]; then
+  say "guest GPU checks: every check passed, GPU evidence bound (CC on)"
+else
+  CHECK_LINE=$(grep -m1 "GPU check" "$CHECK_LOG" || tail -1 "$CHECK_LOG")
+  say "guest GPU checks: $CHECK_LINE"
+  say "serving with --gpu nvidia-unattested (the GPU outside the proof) for the benchmark"
+fi
+record "{\"step\":\"guest_checks\",\"gpu_mode\":\"$GPU_MODE\",\"detail\":$("$PYTHON" -c 'import json,sys; print(json.dumps(sys.argv[1]))' "${CHECK_LINE:-all passed}")}"
+
+# --- 6. servers -------------------------------------------------------------------------
 MODEL_ID=bench
 GUEST_PID=
 GUEST_URL=
 start_guest() { # max_concurrent utilization
   local log=$OUT/guest-$1-$2.log port
   port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$GUEST" serve --listen "127.0.0.1:$port" --tee simulated --model "$MODEL_DIR" \
+  "$GUEST" serve --listen "127.0.0.1:$port" --tee simulated --gpu "$GPU_MODE" --model "$MODEL_DIR" \
     --model-id "$MODEL_ID" --allow-anonymous --model-staging-dir "${STAGING_DIR:-/dev/shm}" \
     --max-concurrent-requests "$1" --max-queued-requests 1024 \
     --kv-cache-gpu-utilization "$2" --kv-wait-secs 600 \
@@ -167,7 +194,7 @@ start_guest() { # max_concurrent utilization
   for _ in $(seq 600); do
     if grep -q "cocoon-guest: listening on" "$log"; then
       GUEST_URL=https://127.0.0.1:$port
-      say "guest up (max-concurrent $1, utilization $2): $(grep -m1 'KV cache' "$log" || echo 'KV cache: not bounded (no GPU free-memory figure yet)')"
+      say "guest up (max-concurrent $1, utilization $2): $(grep -m1 'KV cache' "$log" || echo 'KV cache: not bounded (no GPU seen)')"
       return 0
     fi
     kill -0 "$GUEST_PID" 2>/dev/null || { tail -30 "$log"; die "the guest exited at start ($log)"; }
@@ -219,7 +246,7 @@ bench() { # label url model concurrency -> prints the JSON line
 }
 field() { "$PYTHON" -c "import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print('-' if v is None else v)" "$1" "$2"; }
 
-# --- 6. ours vs the peer ----------------------------------------------------------------
+# --- 7. ours vs the peer ----------------------------------------------------------------
 start_guest 32 0.85
 start_peer
 printf '%-6s %12s %12s %8s %12s %12s %10s\n' conc ours_tok/s peer_tok/s ratio ours_ttft peer_ttft ours/bound | tee -a "$SUMMARY"
@@ -240,7 +267,7 @@ done
 stop_guest
 if [ -n "$PEER_PID" ]; then kill "$PEER_PID"; wait "$PEER_PID" 2>/dev/null || true; fi
 
-# --- 7. sweep: admission width x KV utilization (ours) ----------------------------------
+# --- 8. sweep: admission width x KV utilization (ours) ----------------------------------
 printf '%-8s %6s %6s %12s %12s\n' max_conc util conc tok/s ttft_med | tee -a "$SUMMARY"
 for mcr in 8 16 32; do
   for util in 0.80 0.90; do

@@ -72,7 +72,7 @@ async fn gpu_evidence_is_bound_served_and_verified_by_clients() {
     let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
     assert_eq!(
         config["gpu"],
-        serde_json::json!({"vendor": "nvidia", "protected_pcie": false})
+        serde_json::json!({"vendor": "nvidia", "protected_pcie": false, "confidential": true})
     );
 
     // The KV cache is sized from the GPU's free memory (80 GiB less 512 MiB on the

@@ -40,6 +40,11 @@ pub enum GpuChoice {
     None,
     /// NVIDIA GPUs in CC mode through NVML (libnvidia-ml.so.1, loaded at start).
     Nvidia,
+    /// DANGER: NVIDIA GPUs NOT in CC mode (benchmarks on a machine without CC): the
+    /// checks run and their results are logged, none stops the guest, no GPU evidence is
+    /// bound (clients that require a GPU refuse this guest) and the host can read the GPU's
+    /// memory. The config records `confidential: false`.
+    NvidiaUnattested,
     /// A development GPU signing real-format SPDM reports with the development PKI (NOT
     /// a GPU; clients accept it only with --allow-simulated).
     #[cfg(feature = "simulated")]
@@ -53,6 +58,9 @@ pub struct GpuRequirement {
     pub vendor: String,
     /// Whether the GPUs must be in protected-PCIe (multi-GPU CC) mode.
     pub protected_pcie: bool,
+    /// Whether the GPUs must be in CC mode and attested (false only for
+    /// `--gpu nvidia-unattested`).
+    pub confidential: bool,
 }
 
 /// The checks, in the order they run.
@@ -216,6 +224,28 @@ pub fn check_before_evidence(
             index,
             name,
             memory,
+        });
+    }
+    if !required.confidential {
+        // Reported, never enforced: this guest binds no GPU evidence.
+        let cc = system.cc_settings().unwrap_or_else(|e| {
+            tracing::warn!("GPU confidential-computing settings unreadable (CC off): {e}");
+            CcSettings {
+                cc_enabled: false,
+                dev_tools: false,
+                protected_pcie: false,
+            }
+        });
+        tracing::warn!(
+            cc_mode = on_off(cc.cc_enabled),
+            dev_tools = on_off(cc.dev_tools),
+            protected_pcie = on_off(cc.protected_pcie),
+            "--gpu nvidia-unattested: the GPU is outside the proof; nothing is checked"
+        );
+        return Ok(GpuInventory {
+            driver_version,
+            devices,
+            cc,
         });
     }
     let cc = system.cc_settings().map_err(|e| match e {

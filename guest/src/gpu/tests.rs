@@ -47,6 +47,7 @@ fn required(protected_pcie: bool) -> GpuRequirement {
     GpuRequirement {
         vendor: "nvidia".into(),
         protected_pcie,
+        confidential: true,
     }
 }
 
@@ -129,6 +130,25 @@ fn gpu_fake_nvml_every_failing_query_names_its_check() {
     assert_eq!(check_of(err).0, GpuCheck::Evidence.name());
     let (check, _) = check_of(set_ready(&fake(Ok(CC_ON))).unwrap_err());
     assert_eq!(check, GpuCheck::ReadyState.name());
+}
+
+#[test]
+fn gpu_unattested_mode_reports_cc_off_and_stops_at_nothing_but_the_driver() {
+    let unattested = GpuRequirement {
+        confidential: false,
+        ..required(true)
+    };
+    let no_cc = fake(Err(GpuQueryError::NotSupported("settings".into())));
+    let inventory = check_before_evidence(&no_cc, &unattested).unwrap();
+    assert!(!inventory.cc.cc_enabled);
+    assert_eq!(inventory.least_free_memory(), Some(100));
+    // Without a driver there is nothing to serve from: still refused.
+    let no_lib = FakeNvml {
+        driver: Err(GpuQueryError::Failed("libnvidia-ml.so.1: not found".into())),
+        ..fake(Ok(CC_ON))
+    };
+    let (check, _) = check_of(check_before_evidence(&no_lib, &unattested).unwrap_err());
+    assert_eq!(check, GpuCheck::Driver.name());
 }
 
 #[cfg(feature = "simulated")]
