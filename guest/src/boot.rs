@@ -59,7 +59,9 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         config.accounts.max_accounts,
     )?;
     // Only GPUs in CC mode are attested (not `--gpu nvidia-unattested`).
-    let attested_gpu = gpu.as_ref().filter(|_| config.gpu.as_ref().is_some_and(|g| g.confidential));
+    let attested_gpu = gpu
+        .as_ref()
+        .filter(|_| config.gpu.as_ref().is_some_and(|g| g.confidential));
     let identity = create_identity(
         &args,
         tee.as_ref(),
@@ -342,16 +344,18 @@ fn open_gpu(
     let mut roots = cocoon_attestation::gpu::nvidia_device_roots();
     let system: Box<dyn GpuSystem> = match args.gpu {
         GpuChoice::None => return Ok(None),
-        GpuChoice::Nvidia | GpuChoice::NvidiaUnattested => match crate::gpu::nvml::NvmlSystem::open() {
-            Ok(nvml) => Box::new(nvml),
-            Err(e) => {
-                return Err(crate::Error::Gpu {
-                    check: crate::gpu::GpuCheck::Driver.name(),
-                    detail: e.to_string(),
+        GpuChoice::Nvidia | GpuChoice::NvidiaUnattested => {
+            match crate::gpu::nvml::NvmlSystem::open() {
+                Ok(nvml) => Box::new(nvml),
+                Err(e) => {
+                    return Err(crate::Error::Gpu {
+                        check: crate::gpu::GpuCheck::Driver.name(),
+                        detail: e.to_string(),
+                    }
+                    .into())
                 }
-                .into())
             }
-        },
+        }
         #[cfg(feature = "simulated")]
         GpuChoice::Simulated => {
             roots.push(cocoon_attestation_dev::DevGpuPki::dev()?.root());
