@@ -341,6 +341,8 @@ fn open_gpu(
     let Some(required) = required else {
         return Ok(None);
     };
+    // The production build has no development GPU, so nothing is added to NVIDIA's roots.
+    #[cfg_attr(not(feature = "simulated"), allow(unused_mut))]
     let mut roots = cocoon_attestation::gpu::nvidia_device_roots();
     let system: Box<dyn GpuSystem> = match args.gpu {
         GpuChoice::None => return Ok(None),
