@@ -121,9 +121,46 @@ pub(crate) fn anchor_policy(base: &Path, policy: &mut PolicyArgs, collateral: &m
         .dangerous_trust_tdx_root
         .iter_mut()
         .chain(policy.dangerous_trust_amd_ark.iter_mut())
+        .chain(policy.gpu_rim.iter_mut())
         .chain(collateral.collateral.iter_mut())
         .chain(collateral.cache_dir.iter_mut())
     {
         anchor(base, path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn policy_paths_are_taken_from_the_config_files_directory() {
+        let mut policy = PolicyArgs {
+            policy: Some(PathBuf::from("policy.toml")),
+            gpu_rim: vec![
+                PathBuf::from("rims/driver.swidtag"),
+                PathBuf::from("/abs/vbios.swidtag"),
+            ],
+            dangerous_trust_amd_ark: vec![PathBuf::from("ark.pem")],
+            ..Default::default()
+        };
+        let mut collateral = CollateralArgs::default();
+        anchor_policy(Path::new("/etc/cocoon"), &mut policy, &mut collateral);
+        assert_eq!(
+            policy.policy,
+            Some(PathBuf::from("/etc/cocoon/policy.toml"))
+        );
+        assert_eq!(
+            policy.gpu_rim,
+            vec![
+                PathBuf::from("/etc/cocoon/rims/driver.swidtag"),
+                PathBuf::from("/abs/vbios.swidtag")
+            ]
+        );
+        assert_eq!(
+            policy.dangerous_trust_amd_ark,
+            vec![PathBuf::from("/etc/cocoon/ark.pem")]
+        );
     }
 }
