@@ -360,6 +360,31 @@ pub fn run_to_exit(mut cmd: Command, wait: Duration) -> Result<Output> {
     Ok(child.wait_with_output()?)
 }
 
+/// `cocoon-guest serve` on an ephemeral loopback port with the simulated TEE, the bundled
+/// model and `extra` args.
+pub fn simulated_guest_command(extra: &[&str]) -> Command {
+    let mut cmd = Command::new(binary("cocoon-guest").unwrap());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tee",
+        "simulated",
+        "--model",
+    ])
+    .arg(model_path().unwrap())
+    .args(extra);
+    cmd
+}
+
+/// Runs `cocoon-guest serve` (simulated TEE, bundled model) with `extra` args and expects
+/// it to exit on its own within a liveness bound; returns its output. A guest that starts
+/// serving instead fails the test (and is killed).
+pub fn guest_exit_output(extra: &[&str]) -> Output {
+    run_to_exit(simulated_guest_command(extra), Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("the guest did not refuse to start with {extra:?}: {e:#}"))
+}
+
 /// Runs `cocoon-verify` with `args` and returns its output.
 pub fn cocoon_verify(args: &[&str]) -> Result<Output> {
     Command::new(binary("cocoon-verify")?)

@@ -9,14 +9,13 @@
 //!   signature cannot be verified refuse, NVIDIA's root alone refuses the development GPU;
 //! - a misconfigured GPU stops the guest before it serves, naming the failing check.
 
-use std::process::Command;
 use std::time::Duration;
 
 use cocoon_attestation::gpu::{gpu_nonce_for_key, GpuEvidenceDocument};
 use cocoon_attestation::ratls::parse_certificate;
 use cocoon_client::{open_attested_session, Endpoint};
 use cocoon_tests::{
-    binary, cocoon_verify, dev_attestor, dev_attestor_with, model_path, run_to_exit, start_guest,
+    cocoon_verify, dev_attestor, dev_attestor_with, guest_exit_output, start_guest,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -185,18 +184,7 @@ fn gpu_misconfigured_machine_stops_the_guest_naming_the_check() {
         ("foreign-chain", "evidence"),
         ("not-ready", "ready_state"),
     ] {
-        let mut cmd = Command::new(binary("cocoon-guest").unwrap());
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tee",
-            "simulated",
-            "--model",
-        ])
-        .arg(model_path().unwrap())
-        .args(["--gpu", "simulated", "--simulated-gpu-fault", fault]);
-        let out = run_to_exit(cmd, Duration::from_secs(120)).unwrap();
+        let out = guest_exit_output(&["--gpu", "simulated", "--simulated-gpu-fault", fault]);
         assert!(!out.status.success(), "{fault}: the guest served");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -209,18 +197,7 @@ fn gpu_misconfigured_machine_stops_the_guest_naming_the_check() {
         );
     }
     // Real NVML on a machine without the NVIDIA driver: the driver check, not a crash.
-    let mut cmd = Command::new(binary("cocoon-guest").unwrap());
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tee",
-        "simulated",
-        "--model",
-    ])
-    .arg(model_path().unwrap())
-    .args(["--gpu", "nvidia"]);
-    let out = run_to_exit(cmd, Duration::from_secs(120)).unwrap();
+    let out = guest_exit_output(&["--gpu", "nvidia"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     if !std::path::Path::new("/dev/nvidia0").exists() {

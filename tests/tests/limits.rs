@@ -10,10 +10,33 @@ mod common;
 
 use std::time::Duration;
 
-use cocoon_tests::start_appliance;
+use cocoon_tests::{start_appliance, Appliance};
 use common::{chat_body, post, read_response, read_until_closed, tls, BOUND};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Opens a connection and starts a streamed chat completion of up to `max_tokens`; returns
+/// the connection once the response's head (200) has arrived, the stream still running.
+async fn start_stream(
+    app: &Appliance,
+    max_tokens: u32,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut a = tls(app).await;
+    a.write_all(post("/v1/chat/completions", &chat_body(max_tokens, true)).as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 512];
+    let n = tokio::time::timeout(BOUND, a.read(&mut first))
+        .await
+        .expect("A starts streaming")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    a
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_slow_idle_and_silent_clients_are_cut_off() {
@@ -105,20 +128,7 @@ async fn a_full_queue_gets_429_a_slow_request_504_and_a_disconnect_frees_its_slo
     .expect("appliance starts");
 
     // A: a long streaming generation holds the only slot.
-    let mut a = tls(&app).await;
-    a.write_all(post("/v1/chat/completions", &chat_body(500, true)).as_bytes())
-        .await
-        .unwrap();
-    let mut first = [0u8; 512];
-    let n = tokio::time::timeout(BOUND, a.read(&mut first))
-        .await
-        .expect("A starts streaming")
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first[..n])
-    );
+    let a = start_stream(&app, 500).await;
 
     // B, while A runs: no slot, no queue: 429 with Retry-After, OpenAI's error shape.
     let mut b = tls(&app).await;
@@ -244,20 +254,7 @@ async fn kv_capacity_overflow_without_a_wait_gets_429_and_a_disconnect_frees_the
         .expect("appliance starts");
 
     // A: a long streaming generation reserves most of the cache (prompt + 400).
-    let mut a = tls(&app).await;
-    a.write_all(post("/v1/chat/completions", &chat_body(400, true)).as_bytes())
-        .await
-        .unwrap();
-    let mut first = [0u8; 512];
-    let n = tokio::time::timeout(BOUND, a.read(&mut first))
-        .await
-        .expect("A starts streaming")
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&first[..n])
-    );
+    let a = start_stream(&app, 400).await;
 
     // B needs more than is left and may not wait: 429 with Retry-After.
     let (head, body) = exchange(&app, post("/v1/chat/completions", &chat_body(200, false))).await;

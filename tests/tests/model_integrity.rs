@@ -14,14 +14,11 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
 use cocoon_guest::config::SchemaLimits;
 use cocoon_guest::engine::{Engine, ModelSource, PreparedModel};
 use cocoon_guest::openai::{Bounds, ChatCompletionRequest};
 use cocoon_guest::tokens::{prompt_tokens, text_tokens, SpecialTokens};
-use cocoon_tests::{binary, model_path, run_to_exit, start_appliance};
+use cocoon_tests::{model_path, start_appliance};
 use common::{read_response, tls};
 use mistralrs::core::RequestMessage;
 use sha2::{Digest, Sha256};
@@ -31,19 +28,7 @@ use tokio::io::AsyncWriteExt;
 /// a liveness bound; returns (exit code, stderr). A guest that starts serving instead
 /// fails the test (and is killed).
 fn guest_exit(extra: &[&str]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(binary("cocoon-guest").unwrap());
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tee",
-        "simulated",
-        "--model",
-    ])
-    .arg(model_path().unwrap())
-    .args(extra);
-    let out = run_to_exit(cmd, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("the guest did not refuse to start with {extra:?}: {e:#}"));
+    let out = cocoon_tests::guest_exit_output(extra);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

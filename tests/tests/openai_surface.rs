@@ -6,9 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cocoon_tests::{
-    binary, cocoon_verify, model_path, python, start_appliance, workspace_root, Service,
-};
+use cocoon_tests::{cocoon_verify, python, start_appliance, workspace_root, Service};
 
 /// Verifies the endpoint (simulated evidence allowed) and writes its certificate.
 fn verified_cert(url: &str, dir: &Path) -> String {
@@ -61,19 +59,15 @@ fn openai_sdk_covers_every_parameter() {
 #[test]
 fn schemathesis_finds_no_server_error_against_openapi_json() {
     // Small token limits keep each generated request cheap on a CPU.
-    let mut cmd = Command::new(binary("cocoon-guest").unwrap());
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--tee",
-        "simulated",
-        "--model",
-    ])
-    .arg(model_path().unwrap())
-    .args(["--default-max-tokens", "2", "--max-tokens-limit", "4"])
-    .args(["--max-prompt-tokens", "256"])
-    .arg("--allow-anonymous");
+    let cmd = cocoon_tests::simulated_guest_command(&[
+        "--default-max-tokens",
+        "2",
+        "--max-tokens-limit",
+        "4",
+        "--max-prompt-tokens",
+        "256",
+        "--allow-anonymous",
+    ]);
     let (_guest, rest) = Service::start(
         "cocoon-guest",
         cmd,

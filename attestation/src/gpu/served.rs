@@ -45,7 +45,12 @@ pub fn gpu_nonce_for_key(spki_der: &[u8]) -> [u8; NONCE_LEN] {
 /// What the RA-TLS evidence binds for the guest's GPUs, in device order:
 /// `SHA-384("cocoon/gpu-evidence-set/v1" || u32be(n) || d_1 || … || d_n)` with `d_i` the
 /// [`gpu_evidence_digest`] of device `i`.
-pub fn gpu_evidence_set_digest(devices: &[GpuEvidence]) -> [u8; 48] {
+pub fn gpu_evidence_set_digest<'a, I>(devices: I) -> [u8; 48]
+where
+    I: IntoIterator<Item = &'a GpuEvidence>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let devices = devices.into_iter();
     let mut h = Sha384::new();
     h.update(GPU_EVIDENCE_SET_TAG);
     h.update((devices.len() as u32).to_be_bytes());
@@ -83,7 +88,6 @@ pub struct GpuEvidenceDocument {
 impl GpuEvidenceDocument {
     /// The document for `devices` (index, evidence) reported for `nonce`.
     pub fn new(nonce: &[u8; NONCE_LEN], devices: &[(u32, GpuEvidence)]) -> Self {
-        let evidence: Vec<GpuEvidence> = devices.iter().map(|(_, e)| e.clone()).collect();
         Self {
             version: GPU_DOCUMENT_VERSION,
             nonce: hex::encode(nonce),
@@ -99,7 +103,7 @@ impl GpuEvidenceDocument {
                         .collect(),
                 })
                 .collect(),
-            evidence_digest: hex::encode(gpu_evidence_set_digest(&evidence)),
+            evidence_digest: hex::encode(gpu_evidence_set_digest(devices.iter().map(|(_, e)| e))),
         }
     }
 

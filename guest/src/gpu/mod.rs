@@ -352,10 +352,9 @@ impl GpuAttestation {
             })?;
             devices.push((index, evidence));
         }
-        let evidence: Vec<GpuEvidence> = devices.iter().map(|(_, e)| e.clone()).collect();
         Ok(Self {
             document: GpuEvidenceDocument::new(&nonce, &devices),
-            digest: gpu_evidence_set_digest(&evidence),
+            digest: gpu_evidence_set_digest(devices.iter().map(|(_, e)| e)),
         })
     }
 }
