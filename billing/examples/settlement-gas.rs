@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use cocoon_billing::address::{Cell, StdAddr};
 use cocoon_billing::layout::{
     self, escrow_state_init, Authorization, CellLayout as _, Charge, EscrowData, OwnerAction,
-    OwnerRequest, Prices, SignedAuthorization, TokenCounts, TopUp, Voucher,
+    OwnerRequest, Prices, ReceiptCommitment, SignedAuthorization, TokenCounts, TopUp, Voucher,
 };
 use cocoon_billing::local_chain::{InternalMessage, LocalChain, StackValue, TxSummary};
 use cocoon_billing::wallet::{Network, OutMessage, Wallet, MAX_MESSAGES};
@@ -347,6 +347,11 @@ impl Setup {
             seq: client.seq,
             tokens: client.tokens,
             payout: self.payout.clone(),
+            // A distinct tree head per voucher, as the guest's would be.
+            commitment: ReceiptCommitment {
+                receipts_root: receipts_root_stand_in(i, client.seq),
+                model: [0x3C; 32],
+            },
         }
         .sign(&self.guest)?;
         let charged_new = layout::charge_for(
@@ -772,4 +777,15 @@ fn main() -> Res<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A stand-in for the guest's receipts tree head of client `i` at `seq`: distinct per
+/// voucher (so no cell is shared between charges), the size of a real one.
+fn receipts_root_stand_in(i: usize, seq: u64) -> [u8; 32] {
+    let mut input = (i as u64).to_be_bytes().to_vec();
+    input.extend_from_slice(&seq.to_be_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    let mut root = [0u8; 32];
+    root.copy_from_slice(digest.as_ref());
+    root
 }

@@ -458,25 +458,30 @@ pub fn charge_for(prices: &Prices, prompt: u64, cached: u64, completion: u64) ->
 
 // ---- escrow state ----
 
-/// `GuestState = seq:uint64 charged:Coins`: the last voucher paid for a guest key.
+/// `GuestState = seq:uint64 charged:Coins receipts_root:uint256`: the last voucher paid
+/// for a guest key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct GuestState {
     /// Sequence of the last voucher paid.
     pub seq: u64,
     /// Cumulative charge paid under that key (nanoton).
     pub charged: u128,
+    /// That voucher's receipts root (RFC 6962 tree head over receipts 1..seq).
+    pub receipts_root: [u8; 32],
 }
 
 impl CellLayout for GuestState {
     const NAME: &'static str = "GuestState";
     fn store(&self, b: &mut CellBuilder) -> Result<()> {
         b.store_u64(self.seq)?;
-        store_coins(b, self.charged)
+        store_coins(b, self.charged)?;
+        store_key(b, &self.receipts_root)
     }
     fn load(s: &mut CellSlice<'_>) -> Result<Self> {
         Ok(Self {
             seq: s.load_u64()?,
             charged: load_coins(s)?,
+            receipts_root: load_key(s)?,
         })
     }
 }
@@ -659,8 +664,35 @@ impl CellLayout for TokenCounts {
     }
 }
 
+/// `ReceiptCommitment = receipts_root:uint256 model:uint256`: what a voucher commits to
+/// besides the counts: the RFC 6962 Merkle tree head over the account's receipts
+/// `1..=seq` under the guest key (`cocoon_attestation::receipt_tree`), and the SHA-256 of
+/// the model that served them (the measured config's `model.sha256`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ReceiptCommitment {
+    /// Tree head over receipts `1..=seq`.
+    pub receipts_root: [u8; 32],
+    /// The model's SHA-256.
+    pub model: [u8; 32],
+}
+
+impl CellLayout for ReceiptCommitment {
+    const NAME: &'static str = "ReceiptCommitment";
+    fn store(&self, b: &mut CellBuilder) -> Result<()> {
+        store_key(b, &self.receipts_root)?;
+        store_key(b, &self.model)
+    }
+    fn load(s: &mut CellSlice<'_>) -> Result<Self> {
+        Ok(Self {
+            receipts_root: load_key(s)?,
+            model: load_key(s)?,
+        })
+    }
+}
+
 /// `Voucher = tag:uint32 escrow:MsgAddressInt guest_key:uint256 seq:uint64
-/// tokens:^TokenCounts payout:MsgAddressInt` (signed by the guest key).
+/// tokens:^TokenCounts payout:MsgAddressInt commitment:^ReceiptCommitment` (signed by the
+/// guest key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Voucher {
     /// The escrow it pays from.
@@ -673,6 +705,8 @@ pub struct Voucher {
     pub tokens: TokenCounts,
     /// Where the charge goes.
     pub payout: StdAddr,
+    /// The receipts it settles, committed.
+    pub commitment: ReceiptCommitment,
 }
 
 impl Voucher {
@@ -707,7 +741,9 @@ impl CellLayout for Voucher {
         store_key(b, &self.guest_key)?;
         b.store_u64(self.seq)?;
         b.store_reference(self.tokens.to_cell()?)?;
-        store_addr(b, &self.payout)
+        store_addr(b, &self.payout)?;
+        b.store_reference(self.commitment.to_cell()?)?;
+        Ok(())
     }
     fn load(s: &mut CellSlice<'_>) -> Result<Self> {
         expect_u32(s, "Voucher tag", tag::VOUCHER)?;
@@ -717,6 +753,7 @@ impl CellLayout for Voucher {
             seq: s.load_u64()?,
             tokens: load_child(s)?,
             payout: load_addr(s)?,
+            commitment: load_child(s)?,
         })
     }
 }
@@ -1169,6 +1206,10 @@ mod tests {
                 completion: 50,
             },
             payout: addr(2),
+            commitment: ReceiptCommitment {
+                receipts_root: [0xA5; 32],
+                model: [0x5A; 32],
+            },
         }
     }
 
@@ -1197,6 +1238,11 @@ mod tests {
         round_trip(&GuestState {
             seq: u64::MAX,
             charged: Tokens::MAX.into_inner(),
+            receipts_root: [0xFF; 32],
+        });
+        round_trip(&ReceiptCommitment {
+            receipts_root: [1; 32],
+            model: [2; 32],
         });
         round_trip(&TokenCounts {
             prompt: 1,
@@ -1221,6 +1267,7 @@ mod tests {
                 GuestState {
                     seq: u64::from(i),
                     charged: u128::from(i) * 1000,
+                    receipts_root: [i; 32],
                 },
             );
         }
@@ -1359,6 +1406,7 @@ mod tests {
         b.store_u64(1).expect("store");
         b.store_small_uint(2, 4).expect("store");
         b.store_u16(5).expect("store");
+        b.store_raw(&[0u8; 32], 256).expect("store");
         let padded = b.build().expect("build");
         assert!(matches!(
             GuestState::from_cell(&padded),
@@ -1574,6 +1622,7 @@ mod tests {
         let too_big = GuestState {
             seq: 0,
             charged: 1u128 << 120,
+            receipts_root: [0; 32],
         };
         assert!(matches!(too_big.to_cell(), Err(Error::AmountTooLarge(_))));
         // Anycast addresses are refused.

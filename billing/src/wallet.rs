@@ -31,9 +31,10 @@ pub const WALLET_ID_TESTNET: i32 = 0x7FFF_FFFD;
 pub const MAX_MESSAGES: usize = 255;
 /// Most escrow charges one wallet message carries. Not the action limit but the size of
 /// an external message: at most 65,535 bytes as a BoC (the default of config param 43),
-/// and a charge (voucher and authorization by reference) adds about 441 bytes, so 148
-/// fit and 149 are refused (measured by `examples/settlement-gas.rs`). 140 leaves room.
-pub const MAX_CHARGES_PER_MESSAGE: usize = 140;
+/// and a charge (voucher with its receipts commitment, and authorization, by reference)
+/// adds about 505 bytes, so 128 fit and 129 are refused (measured by
+/// `examples/settlement-gas.rs`). 120 leaves room.
+pub const MAX_CHARGES_PER_MESSAGE: usize = 120;
 
 /// The network a wallet signs for (its wallet id, so its address, depends on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

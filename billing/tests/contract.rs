@@ -7,7 +7,7 @@
 use cocoon_billing::address::{Cell, StdAddr};
 use cocoon_billing::layout::{
     escrow_state_init, Authorization, CellLayout, Charge, EscrowData, ExitCode, OwnerAction,
-    OwnerRequest, Prices, Refund, SignedAuthorization, SignedVoucher, TokenCounts, TopUp, Voucher,
+    OwnerRequest, Prices, ReceiptCommitment, Refund, SignedAuthorization, SignedVoucher, TokenCounts, TopUp, Voucher,
     STORAGE_RESERVE,
 };
 use cocoon_billing::local_chain::{InternalMessage, LocalChain, StackValue, TxSummary};
@@ -174,6 +174,10 @@ impl Bench {
                 completion,
             },
             payout: self.payout.clone(),
+            commitment: ReceiptCommitment {
+                receipts_root: [seq as u8; 32],
+                model: [0x3C; 32],
+            },
         }
         .sign(&self.guest)
         .unwrap()

@@ -9,7 +9,7 @@
 
 use cocoon_billing::layout::{
     self, Authorization, CellLayout, Charge, EscrowData, ExitCode, OwnerAction, OwnerRequest,
-    Prices, Refund, TokenCounts, TopUp, Voucher, STORAGE_RESERVE,
+    Prices, ReceiptCommitment, Refund, SignedVoucher, TokenCounts, TopUp, Voucher, STORAGE_RESERVE,
 };
 use cocoon_billing::local_chain::{InternalMessage, LocalChain, StackValue, TxSummary};
 use ring::signature::Ed25519KeyPair;
@@ -137,19 +137,31 @@ impl Setup {
     }
 
     fn charge(&mut self, seq: u64, tokens: TokenCounts, is_final: bool) -> TxSummary {
-        let guest_key = layout::public_key(&self.guest);
-        let voucher = Voucher {
+        let voucher = self.voucher(seq, tokens, [seq as u8; 32]);
+        self.send_charge(voucher, is_final)
+    }
+
+    /// The guest's voucher for `seq` with `tokens`, committing to `receipts_root`.
+    fn voucher(&self, seq: u64, tokens: TokenCounts, receipts_root: [u8; 32]) -> SignedVoucher {
+        Voucher {
             escrow: self.escrow.clone(),
-            guest_key,
+            guest_key: layout::public_key(&self.guest),
             seq,
             tokens,
             payout: self.payout.clone(),
+            commitment: ReceiptCommitment {
+                receipts_root,
+                model: [0x3C; 32],
+            },
         }
         .sign(&self.guest)
-        .expect("voucher");
+        .expect("voucher")
+    }
+
+    fn send_charge(&mut self, voucher: SignedVoucher, is_final: bool) -> TxSummary {
         let authorization = Authorization {
             escrow: self.escrow.clone(),
-            guest_key,
+            guest_key: voucher.voucher.guest_key,
             cap: 5 * TON,
             expires_at: T0 + 86_400,
         }
@@ -164,6 +176,26 @@ impl Setup {
         .to_cell()
         .expect("charge body");
         self.send(self.operator.clone(), TON / 20, body)
+    }
+
+    /// `get_commitment(guest key)`: (seq, charged, receipts root).
+    fn commitment(&self) -> (u64, u128, [u8; 32]) {
+        let key = StackValue::Int(num_bigint::BigInt::from_bytes_be(
+            num_bigint::Sign::Plus,
+            &layout::public_key(&self.guest),
+        ));
+        let result = self
+            .chain
+            .run_get_method(&self.escrow, "get_commitment", &[key])
+            .expect("get method");
+        assert!(result.success(), "get_commitment: exit {}", result.exit_code);
+        let seq = result.stack[0].as_u128().expect("seq");
+        let charged = result.stack[1].as_u128().expect("charged");
+        let (sign, bytes) = result.stack[2].as_int().expect("root").to_bytes_be();
+        assert_ne!(sign, num_bigint::Sign::Minus);
+        let mut root = [0u8; 32];
+        root[32 - bytes.len()..].copy_from_slice(&bytes);
+        (u64::try_from(seq).expect("seq"), charged, root)
     }
 
     fn balance(&self) -> u128 {
@@ -300,4 +332,47 @@ fn billing_escrow_contract_charges_closes_and_refunds_everything() {
         s.charge(1, tokens, false).exit_code,
         code(ExitCode::VoucherNotNewer)
     );
+}
+
+/// The receipts root a voucher commits to is what the escrow records for its key, and a
+/// root the guest did not sign (the operator's own) is refused like any forged voucher.
+#[test]
+fn billing_escrow_onchain_commitment_recorded_and_foreign_root_refused() {
+    let mut s = Setup::new(3 * TON);
+    assert_eq!(s.commitment(), (0, 0, [0; 32]), "unknown key");
+    let tokens = TokenCounts {
+        prompt: 1_000,
+        cached: 0,
+        completion: 500,
+    };
+    let signed = s.voucher(1, tokens, [0xAB; 32]);
+    let charged = signed.voucher.charge(&PRICES);
+    // The operator swaps in a root of its own choosing: the guest's signature no longer holds.
+    let mut swapped = signed.clone();
+    swapped.voucher.commitment.receipts_root = [0xCD; 32];
+    assert_eq!(
+        s.send_charge(swapped, false).exit_code,
+        code(ExitCode::BadVoucherSignature)
+    );
+    let mut other_model = signed.clone();
+    other_model.voucher.commitment.model = [0x00; 32];
+    assert_eq!(
+        s.send_charge(other_model, false).exit_code,
+        code(ExitCode::BadVoucherSignature)
+    );
+    assert_eq!(s.commitment(), (0, 0, [0; 32]), "nothing recorded by refusals");
+    let tx = s.send_charge(signed, false);
+    assert_eq!(tx.exit_code, Some(0));
+    assert_eq!(s.commitment(), (1, charged, [0xAB; 32]));
+    // The next voucher's root replaces it (each covers receipts 1..seq).
+    let more = TokenCounts {
+        prompt: 2_000,
+        cached: 0,
+        completion: 900,
+    };
+    let next = s.voucher(2, more, [0xEF; 32]);
+    let charged = next.voucher.charge(&PRICES);
+    assert_eq!(s.send_charge(next, false).exit_code, Some(0));
+    assert_eq!(s.commitment(), (2, charged, [0xEF; 32]));
+    assert_eq!(s.stored().guests[&layout::public_key(&s.guest)].receipts_root, [0xEF; 32]);
 }

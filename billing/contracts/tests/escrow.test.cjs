@@ -121,8 +121,8 @@ describe('layout', () => {
     expect(s.remainingBits).toBe(0);
     expect(s.remainingRefs).toBe(0);
     expect(guests.size).toBe(2);
-    expect(guests.get(L.keyInt(ctx.guest))).toEqual({ seq: 3n, charged: charged1 });
-    expect(guests.get(L.keyInt(ctx.guest2))).toEqual({ seq: 9n, charged: charged2 });
+    expect(guests.get(L.keyInt(ctx.guest))).toEqual({ seq: 3n, charged: charged1, receiptsRoot: L.receiptsRootFor(3) });
+    expect(guests.get(L.keyInt(ctx.guest2))).toEqual({ seq: 9n, charged: charged2, receiptsRoot: L.receiptsRootFor(9) });
     // and the same data built from scratch has the same hash
     const rebuilt = L.escrowData({ owner: ctx.owner, closeDelay: CLOSE_DELAY, prices: PRICES, stake: STAKE, totalCharged: charged1 + charged2, ownerSeqno: 2, unlockAt: T0 + CLOSE_DELAY, refundTo: ctx.refundWallet.address, guests });
     expect(rebuilt.hash().equals(account.accountState.state.data.hash())).toBe(true);

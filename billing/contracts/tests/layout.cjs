@@ -48,11 +48,18 @@ function pricesCell(p) {
   return beginCell().storeUint(p.prompt, 64).storeUint(p.cached, 64).storeUint(p.completion, 64).endCell();
 }
 
-// GuestState = seq:uint64 charged:Coins
+// GuestState = seq:uint64 charged:Coins receipts_root:uint256
 const guestStateValue = {
-  serialize: (v, b) => b.storeUint(v.seq, 64).storeCoins(v.charged),
-  parse: (s) => ({ seq: s.loadUintBig(64), charged: s.loadCoins() }),
+  serialize: (v, b) => b.storeUint(v.seq, 64).storeCoins(v.charged).storeUint(v.receiptsRoot, 256),
+  parse: (s) => ({ seq: s.loadUintBig(64), charged: s.loadCoins(), receiptsRoot: s.loadUintBig(256) }),
 };
+
+// The receipts root a test voucher commits to: 32 bytes of seq's low byte (what the Rust
+// tests use too); the model, a fixed stand-in.
+function receiptsRootFor(seq) {
+  return BigInt('0x' + (Number(BigInt(seq) & 0xffn).toString(16).padStart(2, '0')).repeat(32));
+}
+const MODEL_STAND_IN = BigInt('0x' + '3c'.repeat(32));
 
 // EscrowData, in PROTOCOL.md's field order.
 function escrowData({ owner, closeDelay, prices, stake = 0n, totalCharged = 0n, ownerSeqno = 0, unlockAt = 0, refundTo = null, guests = null }) {
@@ -86,8 +93,9 @@ function signed(payload, kp) {
   return beginCell().storeBuffer(sign(payload.hash(), kp.secretKey)).storeRef(payload).endCell();
 }
 
-function voucherPayload({ escrow, guest, seq, tokens, payout, tag = TAG.VOUCHER }) {
+function voucherPayload({ escrow, guest, seq, tokens, payout, tag = TAG.VOUCHER, receiptsRoot = receiptsRootFor(seq) }) {
   const counts = beginCell().storeUint(tokens.prompt, 64).storeUint(tokens.cached, 64).storeUint(tokens.completion, 64).endCell();
+  const commitment = beginCell().storeUint(receiptsRoot, 256).storeUint(MODEL_STAND_IN, 256).endCell();
   return beginCell()
     .storeUint(tag, 32)
     .storeAddress(escrow)
@@ -95,6 +103,7 @@ function voucherPayload({ escrow, guest, seq, tokens, payout, tag = TAG.VOUCHER 
     .storeUint(seq, 64)
     .storeRef(counts)
     .storeAddress(payout)
+    .storeRef(commitment)
     .endCell();
 }
 
@@ -215,5 +224,5 @@ module.exports = {
   CODE, STORAGE_RESERVE, TAG, OP, ACTION, EXIT,
   keyPair, keyInt, pricesCell, escrowData, escrowAddress, chargeFor, signed,
   voucherPayload, authorizationPayload, chargeBody, ownerRequestPayload, ownerBody, opBody,
-  Escrow, txTo, summary, outMessages, guestStateValue,
+  Escrow, txTo, summary, outMessages, guestStateValue, receiptsRootFor,
 };

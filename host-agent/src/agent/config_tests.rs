@@ -177,7 +177,7 @@ fn billing_config_defaults_and_paths() {
     );
     assert_eq!(
         (b.max_batch, b.poll_secs, b.settle_max_age_secs),
-        (140, 10, 3_600)
+        (120, 10, 3_600)
     );
     assert_eq!(b.charge_value_nanoton, 50_000_000);
     let http = format!(

@@ -87,7 +87,7 @@ pub struct BillingSection {
     /// Gas value attached to each charge message (unused gas goes on to the payout).
     #[serde(default = "default_charge_value")]
     pub charge_value_nanoton: u64,
-    /// Charges per wallet message, 1 to 140 (what fits one external message).
+    /// Charges per wallet message, 1 to 120 (what fits one external message).
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// Pause between rounds of reading escrows and settling.
@@ -201,7 +201,7 @@ impl BillingSection {
         check.require(
             (1..=cocoon_billing::wallet::MAX_CHARGES_PER_MESSAGE).contains(&self.max_batch),
             "billing.max_batch",
-            "must be from 1 to 140 (more charges make an external message above 64 KiB, which no node accepts)",
+            "must be from 1 to 120 (more charges make an external message above 64 KiB, which no node accepts)",
         )?;
         check.require(
             self.charge_value_nanoton >= MIN_CHARGE_VALUE,

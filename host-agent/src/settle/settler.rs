@@ -12,7 +12,7 @@
 //!    are picked again by step 2 under a new message). Otherwise the stored bytes are sent
 //!    (again): harmless, the wallet refuses a seqno it already used.
 //! 2. **While a message is active, nothing new is built**: the wallet's seqno orders
-//!    messages, and one message carries up to 140 charges, so one at a time loses nothing.
+//!    messages, and one message carries up to 120 charges, so one at a time loses nothing.
 //! 3. **Otherwise decide and batch**: for each (escrow, guest key) the newest stored voucher
 //!    above what the chain has paid; owed = `charge_for(tokens, escrow prices) − charged`;
 //!    [`decide`] says whether now; [`batch`] picks at most `max_batch`. The message is
