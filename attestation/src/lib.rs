@@ -31,6 +31,7 @@ mod pkcs8;
 pub mod policy;
 pub mod ratls;
 pub mod receipt;
+pub mod receipt_tree;
 pub mod report_data;
 pub mod snp;
 pub mod tdx;
