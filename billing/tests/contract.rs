@@ -7,8 +7,8 @@
 use cocoon_billing::address::{Cell, StdAddr};
 use cocoon_billing::layout::{
     escrow_state_init, Authorization, CellLayout, Charge, EscrowData, ExitCode, OwnerAction,
-    OwnerRequest, Prices, ReceiptCommitment, Refund, SignedAuthorization, SignedVoucher, TokenCounts, TopUp, Voucher,
-    STORAGE_RESERVE,
+    OwnerRequest, Prices, ReceiptCommitment, Refund, SignedAuthorization, SignedVoucher,
+    TokenCounts, TopUp, Voucher, STORAGE_RESERVE,
 };
 use cocoon_billing::local_chain::{InternalMessage, LocalChain, StackValue, TxSummary};
 use ring::signature::Ed25519KeyPair;

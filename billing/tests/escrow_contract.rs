@@ -188,7 +188,11 @@ impl Setup {
             .chain
             .run_get_method(&self.escrow, "get_commitment", &[key])
             .expect("get method");
-        assert!(result.success(), "get_commitment: exit {}", result.exit_code);
+        assert!(
+            result.success(),
+            "get_commitment: exit {}",
+            result.exit_code
+        );
         let seq = result.stack[0].as_u128().expect("seq");
         let charged = result.stack[1].as_u128().expect("charged");
         let (sign, bytes) = result.stack[2].as_int().expect("root").to_bytes_be();
@@ -360,7 +364,11 @@ fn billing_escrow_onchain_commitment_recorded_and_foreign_root_refused() {
         s.send_charge(other_model, false).exit_code,
         code(ExitCode::BadVoucherSignature)
     );
-    assert_eq!(s.commitment(), (0, 0, [0; 32]), "nothing recorded by refusals");
+    assert_eq!(
+        s.commitment(),
+        (0, 0, [0; 32]),
+        "nothing recorded by refusals"
+    );
     let tx = s.send_charge(signed, false);
     assert_eq!(tx.exit_code, Some(0));
     assert_eq!(s.commitment(), (1, charged, [0xAB; 32]));
@@ -374,5 +382,8 @@ fn billing_escrow_onchain_commitment_recorded_and_foreign_root_refused() {
     let charged = next.voucher.charge(&PRICES);
     assert_eq!(s.send_charge(next, false).exit_code, Some(0));
     assert_eq!(s.commitment(), (2, charged, [0xEF; 32]));
-    assert_eq!(s.stored().guests[&layout::public_key(&s.guest)].receipts_root, [0xEF; 32]);
+    assert_eq!(
+        s.stored().guests[&layout::public_key(&s.guest)].receipts_root,
+        [0xEF; 32]
+    );
 }

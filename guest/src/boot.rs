@@ -55,6 +55,7 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let gpu = open_gpu(&args.gpu, config.gpu.as_ref())?;
     let meter = Meter::new(
         config.prices.clone(),
+        config.model.sha256_bytes()?,
         config.receipts.journal_capacity,
         config.accounts.max_accounts,
     )?;

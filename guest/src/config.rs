@@ -259,6 +259,21 @@ pub struct ModelIdentity {
     pub verity_root: Option<String>,
 }
 
+impl ModelIdentity {
+    /// `sha256` as bytes (what receipt leaves and voucher commitments carry).
+    pub fn sha256_bytes(&self) -> Result<[u8; 32], crate::Error> {
+        hex::decode(&self.sha256)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                crate::Error::Model(format!(
+                    "model.sha256 is not 32 bytes of hex: {:?}",
+                    self.sha256
+                ))
+            })
+    }
+}
+
 /// What sampling a request gets for the parameters it leaves out.
 #[derive(Debug, Clone, Serialize, PartialEq, clap::Args)]
 pub struct SamplingDefaults {

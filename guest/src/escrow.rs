@@ -707,7 +707,7 @@ mod authorization_tests {
         use crate::meter::{tests::billed, Meter, VoucherOrder};
         use cocoon_attestation::receipt::TokenCounts as Counts;
         let (billing, prices) = billing(1);
-        let meter = Meter::new(prices.clone(), 10, 10).unwrap();
+        let meter = Meter::new(prices.clone(), [0x4D; 32], 10, 10).unwrap();
         let owner = key(2);
         let escrows = Escrows::new(
             &billing,
@@ -766,5 +766,28 @@ mod authorization_tests {
         let authorization =
             SignedAuthorization::from_boc(&b64.decode(&last.authorization).unwrap()).unwrap();
         authorization.verify(&account.0).unwrap();
+        // The voucher commits to the tree over both receipts, rebuilt from the receipts
+        // alone (as the host agent does), and to the model.
+        use cocoon_attestation::receipt_tree::{root_of, ReceiptLeaf};
+        let leaves: Vec<_> = journal
+            .iter()
+            .map(|entry| {
+                let receipt = cocoon_attestation::receipt::verify_receipt(
+                    &entry.receipt,
+                    &meter.public_key(),
+                )
+                .unwrap();
+                ReceiptLeaf::from_receipt(&receipt, meter.public_key(), [0x4D; 32]).hash()
+            })
+            .collect();
+        assert_eq!(signed.voucher.commitment.receipts_root, root_of(&leaves));
+        assert_eq!(signed.voucher.commitment.model, [0x4D; 32]);
+        let first = journal[0].voucher.as_ref().unwrap();
+        let first = SignedVoucher::from_boc(&b64.decode(&first.voucher).unwrap()).unwrap();
+        assert_eq!(first.voucher.commitment.receipts_root, leaves[0]);
+        assert_eq!(
+            meter.receipts_root(&name).unwrap(),
+            Some((root_of(&leaves), 2))
+        );
     }
 }

@@ -24,6 +24,7 @@ use std::sync::Mutex;
 use cocoon_attestation::receipt::{
     Cumulative, ReceiptSigner, TokenCounts, UsageReceipt, RECEIPT_VERSION,
 };
+use cocoon_attestation::receipt_tree::{ReceiptAccumulator, ReceiptLeaf};
 
 use crate::config::PriceTable;
 use crate::{Error, Result};
@@ -84,6 +85,9 @@ pub struct VoucherOrder<'a> {
 #[derive(Default)]
 struct MeterState {
     accounts: HashMap<String, (u64, Cumulative)>,
+    /// Per account, the RFC 6962 tree over its receipts so far (`receipt_tree`): each
+    /// voucher commits to its head.
+    trees: HashMap<String, ReceiptAccumulator>,
     /// Unacknowledged receipts (and their vouchers) by journal index.
     journal: BTreeMap<u64, (String, Option<JournalVoucher>)>,
     next_index: u64,
@@ -93,6 +97,9 @@ struct MeterState {
 pub struct Meter {
     signer: ReceiptSigner,
     prices: PriceTable,
+    /// SHA-256 of the model served (the measured config's `model.sha256`): in every
+    /// receipt leaf and voucher commitment.
+    model_sha256: [u8; 32],
     price_table_sha256: String,
     /// 0: no collector, no journal.
     journal_capacity: usize,
@@ -103,12 +110,18 @@ pub struct Meter {
 impl Meter {
     /// A meter with a fresh receipt key. `journal_capacity` receipts wait for the collector
     /// at most (0: there is no collector, nothing is journaled); `max_accounts` proven
-    /// accounts are served per boot.
-    pub fn new(prices: PriceTable, journal_capacity: usize, max_accounts: usize) -> Result<Self> {
+    /// accounts are served per boot. `model_sha256` is the served model's digest.
+    pub fn new(
+        prices: PriceTable,
+        model_sha256: [u8; 32],
+        journal_capacity: usize,
+        max_accounts: usize,
+    ) -> Result<Self> {
         Ok(Self {
             signer: ReceiptSigner::generate()?,
             price_table_sha256: prices.sha256_hex(),
             prices,
+            model_sha256,
             journal_capacity,
             max_accounts,
             state: Mutex::new(MeterState {
@@ -116,6 +129,16 @@ impl Meter {
                 ..MeterState::default()
             }),
         })
+    }
+
+    /// The account's receipts tree head under this key (what its latest voucher commits
+    /// to) and its size; `None` before its first receipt.
+    pub fn receipts_root(&self, account: &str) -> Result<Option<([u8; 32], u64)>> {
+        Ok(self
+            .state()?
+            .trees
+            .get(account)
+            .map(|tree| (tree.root(), tree.size())))
     }
 
     /// The receipt key's public half (bound in the evidence).
@@ -225,8 +248,12 @@ impl Meter {
             cumulative,
         };
         let jws = self.signer.sign(&receipt)?;
+        let leaf = ReceiptLeaf::from_receipt(&receipt, self.public_key(), self.model_sha256);
+        let tree = state.trees.entry(account.to_string()).or_default();
+        tree.push(leaf.hash());
+        let receipts_root = tree.root();
         let voucher = order
-            .map(|order| self.voucher(order, sequence, &cumulative.tokens))
+            .map(|order| self.voucher(order, sequence, &cumulative.tokens, receipts_root))
             .transpose()?;
         if self.journal_capacity > 0 {
             let index = state.next_index;
@@ -242,6 +269,7 @@ impl Meter {
         order: VoucherOrder<'_>,
         sequence: u64,
         tokens: &TokenCounts,
+        receipts_root: [u8; 32],
     ) -> Result<JournalVoucher> {
         use base64::Engine as _;
         use cocoon_billing::layout::{self, CellLayout as _, SignedVoucher, Voucher};
@@ -255,6 +283,10 @@ impl Meter {
                 completion: tokens.completion_tokens,
             },
             payout: order.payout.clone(),
+            commitment: layout::ReceiptCommitment {
+                receipts_root,
+                model: self.model_sha256,
+            },
         };
         let cell = voucher
             .to_cell()
@@ -324,6 +356,9 @@ pub(crate) mod tests {
     use super::*;
     use cocoon_attestation::receipt::verify_receipt;
 
+    /// A model digest for tests.
+    pub(crate) const MODEL: [u8; 32] = [0x4D; 32];
+
     fn prices() -> PriceTable {
         PriceTable {
             currency: "nanoton".into(),
@@ -355,7 +390,7 @@ pub(crate) mod tests {
 
     #[test]
     fn receipts_count_per_account_and_verify_under_the_meter_key() {
-        let meter = Meter::new(prices(), 100, 10).unwrap();
+        let meter = Meter::new(prices(), MODEL, 100, 10).unwrap();
         let a1 = meter
             .record("a", &billed("r1", "stop", tokens(3, 4)))
             .unwrap();
@@ -382,7 +417,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_journal_is_drained_by_acknowledgement_and_bounds_new_work() {
-        let meter = Meter::new(prices(), 2, 10).unwrap();
+        let meter = Meter::new(prices(), MODEL, 2, 10).unwrap();
         assert!(meter.accepting());
         meter
             .record("a", &billed("r1", "stop", tokens(1, 1)))
@@ -409,7 +444,7 @@ pub(crate) mod tests {
 
     #[test]
     fn without_a_collector_nothing_is_journaled_and_work_never_stops() {
-        let meter = Meter::new(prices(), 0, 10).unwrap();
+        let meter = Meter::new(prices(), MODEL, 0, 10).unwrap();
         for i in 0..5 {
             assert!(meter.accepting(), "request {i}");
             let id = format!("r{i}");
@@ -422,7 +457,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_account_table_is_bounded_without_eviction() {
-        let meter = Meter::new(prices(), 0, 2).unwrap();
+        let meter = Meter::new(prices(), MODEL, 0, 2).unwrap();
         assert!(meter.admit("k1").unwrap());
         assert!(meter.admit(ANONYMOUS).unwrap(), "anonymous always fits");
         meter

@@ -43,7 +43,11 @@ fn receipt_tree_matches_rfc6962_reference_heads_both_ways() {
     for n in 1..=leaves.len() {
         acc.push(leaves[n - 1]);
         assert_eq!(acc.size(), n as u64);
-        assert_eq!(root_of(&leaves[..n]), h(REFERENCE_ROOTS[n]), "root_of, size {n}");
+        assert_eq!(
+            root_of(&leaves[..n]),
+            h(REFERENCE_ROOTS[n]),
+            "root_of, size {n}"
+        );
         assert_eq!(acc.root(), h(REFERENCE_ROOTS[n]), "accumulator, size {n}");
     }
 }
@@ -226,13 +230,7 @@ fn receipt_tree_proof_round_trip_and_every_altered_field_fails() {
 
 #[test]
 fn receipt_tree_proof_documents_refuse_bad_input() {
-    for bad in [
-        &b""[..],
-        b"{}",
-        b"[]",
-        b"{\"version\":2}",
-        b"not json",
-    ] {
+    for bad in [&b""[..], b"{}", b"[]", b"{\"version\":2}", b"not json"] {
         assert!(ReceiptProof::from_json(bad).is_err());
     }
     assert!(ReceiptProof::from_json(&vec![b' '; 70 * 1024]).is_err());

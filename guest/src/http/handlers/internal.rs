@@ -204,6 +204,7 @@ mod tests {
                 cached_prompt_per_million: 1,
                 completion_per_million: 1,
             },
+            [0x4D; 32],
             10,
             10,
         )
