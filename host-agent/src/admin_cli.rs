@@ -44,6 +44,13 @@ pub enum ReceiptsCommand {
     /// export pages through the ledger until there are no more. A summary goes to stderr,
     /// with the --since a later export continues from.
     Export(ExportArgs),
+    /// Prove a settled receipt: its inclusion in the receipts tree the guest committed to
+    /// in the latest voucher the escrow paid for its account.
+    ///
+    /// Writes the proof document (JSON) that `cocoon-verify receipt JWS --onchain --proof
+    /// FILE` checks against the root the escrow recorded. A receipt whose voucher has not
+    /// landed on chain yet has no proof (try again after the next settlement).
+    Proof(ProofArgs),
 }
 
 /// Where the admin API is, and its token.
@@ -109,6 +116,22 @@ pub struct ExportArgs {
 }
 
 #[derive(Args)]
+pub struct ProofArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The receipt: its ledger id (as `receipts export` prints it) or its request id
+    /// (`chatcmpl-…`).
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// Write the proof to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write the receipt itself (JWS compact) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub receipt_output: Option<PathBuf>,
+}
+
+#[derive(Args)]
 pub struct DrainArgs {
     #[command(flatten)]
     pub view: ViewArgs,
@@ -142,6 +165,9 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Receipts {
             command: ReceiptsCommand::Export(args),
         } => export(args).await,
+        AdminCommand::Receipts {
+            command: ReceiptsCommand::Proof(args),
+        } => proof(args).await,
         AdminCommand::Drain(args) => {
             let client = args.view.connection.client()?;
             show(
@@ -186,6 +212,31 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
             "no receipts after {}; continue with --since {}",
             args.since, summary.next_since
         ),
+    }
+    Ok(())
+}
+
+async fn proof(args: ProofArgs) -> anyhow::Result<()> {
+    let answer = args.connection.client()?.receipt_proof(&args.id).await?;
+    let proof = answer
+        .get("proof")
+        .context("the admin API's answer has no `proof`")?;
+    let text = format!("{}\n", serde_json::to_string_pretty(proof)?);
+    match &args.output {
+        Some(file) => std::fs::write(file, &text)
+            .with_context(|| format!("cannot write {}", file.display()))?,
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("cannot write to stdout")?,
+    }
+    if let Some(file) = &args.receipt_output {
+        let receipt = answer
+            .get("receipt")
+            .and_then(Value::as_str)
+            .context("the admin API's answer has no `receipt`")?;
+        std::fs::write(file, format!("{receipt}\n"))
+            .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(())
 }

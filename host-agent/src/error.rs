@@ -88,6 +88,10 @@ pub enum Error {
     /// Settlement could not be set up or run (the wallet, the local chain's state file).
     #[error("billing: {0}")]
     Billing(String),
+    /// No inclusion proof can be made for a receipt (unknown, not settled yet, or the
+    /// ledger's receipts do not make the root the guest signed); the admin API answers 404.
+    #[error("receipt {id}: {detail}")]
+    NoProof { id: String, detail: String },
     /// Exported receipts could not be written out.
     #[error("cannot write the exported receipts: {0}")]
     ExportWrite(#[source] std::io::Error),

@@ -104,6 +104,12 @@ impl AdminClient {
         self.json(Method::GET, &path).await
     }
 
+    /// `GET /v1/receipts/{id}/proof`: `{"proof": …, "receipt": JWS}`.
+    pub async fn receipt_proof(&self, id: &str) -> Result<Value> {
+        let path = format!("/v1/receipts/{}/proof", percent::encode(id));
+        self.json(Method::GET, &path).await
+    }
+
     /// `POST /v1/guests/{guest}/drain` (or `/undrain` when `drained` is false).
     pub async fn set_drained(&self, guest: &str, drained: bool) -> Result<Value> {
         let action = if drained { "drain" } else { "undrain" };

@@ -44,6 +44,15 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn set_drained(&self, guest: &str, drained: bool) -> crate::Result<serde_json::Value>;
     /// Prometheus text exposition (OpenMetrics text from prometheus-client's encode).
     fn metrics(&self) -> crate::Result<String>;
+    /// The inclusion proof of a settled receipt (by ledger id or request id), as
+    /// `{"proof": ReceiptProof, "receipt": JWS}`; an unknown or unsettled one is
+    /// [`crate::Error::NoProof`] (404).
+    fn receipt_proof(&self, id: &str) -> crate::Result<serde_json::Value> {
+        Err(crate::Error::NoProof {
+            id: id.to_string(),
+            detail: "this agent keeps no receipts".into(),
+        })
+    }
     /// The newest settlements (escrow charges), newest first, with their items.
     fn settlements(&self, limit: usize) -> crate::Result<serde_json::Value> {
         let _ = limit;

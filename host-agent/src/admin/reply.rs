@@ -144,6 +144,7 @@ impl ApiError {
             crate::Error::UnknownGuest { .. } => {
                 Self::not_found(error.to_string(), "unknown_guest")
             }
+            crate::Error::NoProof { .. } => Self::not_found(error.to_string(), "no_proof"),
             other => Self::internal(other.to_string()),
         }
     }

@@ -48,6 +48,7 @@ enum Route {
     Guests,
     Usage,
     Receipts,
+    ReceiptProof { id: String },
     Drain { guest: String, drained: bool },
     Metrics,
     Settlements,
@@ -64,6 +65,15 @@ impl Route {
             ["v1", "usage"] => (Route::Usage, "GET"),
             ["v1", "receipts"] => (Route::Receipts, "GET"),
             ["v1", "settlements"] => (Route::Settlements, "GET"),
+            ["v1", "receipts", id, "proof"] if !id.is_empty() => {
+                let id = percent::decode(id, false).ok_or_else(|| {
+                    ApiError::not_found(
+                        "the receipt id in the path is not valid percent-encoded UTF-8".into(),
+                        "no_proof",
+                    )
+                })?;
+                (Route::ReceiptProof { id }, "GET")
+            }
             ["metrics"] => (Route::Metrics, "GET"),
             ["v1", "guests", name, action @ ("drain" | "undrain")] if !name.is_empty() => {
                 let guest = percent::decode(name, false).ok_or_else(|| {
@@ -78,7 +88,8 @@ impl Route {
             _ => {
                 return Err(ApiError::not_found(
                     "no such route (see GET /v1/status, /v1/guests, /v1/usage, /v1/receipts, \
-                     /v1/settlements, /metrics; POST /v1/guests/{name}/drain|undrain)"
+                     /v1/receipts/{id}/proof, /v1/settlements, /metrics; \
+                     POST /v1/guests/{name}/drain|undrain)"
                         .into(),
                     "unknown_route",
                 ))
@@ -97,6 +108,7 @@ impl Route {
             Route::Guests => "GET /v1/guests",
             Route::Usage => "GET /v1/usage",
             Route::Receipts => "GET /v1/receipts",
+            Route::ReceiptProof { .. } => "GET /v1/receipts/{id}/proof",
             Route::Drain { drained: true, .. } => "POST /v1/guests/{name}/drain",
             Route::Drain { drained: false, .. } => "POST /v1/guests/{name}/undrain",
             Route::Metrics => "GET /metrics",
@@ -176,6 +188,9 @@ async fn respond(
             let receipts = blocking(backend, move |b| b.export_receipts(since, limit)).await?;
             receipts_page(since, limit, &receipts)
         }
+        Route::ReceiptProof { id } => Ok(json(
+            &blocking(backend, move |b| b.receipt_proof(&id)).await?,
+        )),
         Route::Drain { guest, drained } => Ok(json(
             &blocking(backend, move |b| b.set_drained(&guest, drained)).await?,
         )),

@@ -95,6 +95,12 @@ impl AdminBackend for AgentBackend {
         }))
     }
 
+    fn receipt_proof(&self, id: &str) -> Result<Value> {
+        let id = id.to_string();
+        let (proof, receipt) = self.ledger.run_blocking(move |l| l.receipt_proof(&id))?;
+        Ok(json!({ "proof": to_json(&proof)?, "receipt": receipt }))
+    }
+
     fn settlements(&self, limit: usize) -> Result<Value> {
         let settlements = self.ledger.run_blocking(|l| l.recent_settlements(limit))?;
         Ok(json!({

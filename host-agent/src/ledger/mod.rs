@@ -44,6 +44,7 @@
 #[cfg(test)]
 mod billing_tests;
 mod check;
+mod proofs;
 mod read;
 pub mod schema;
 pub mod settlements;

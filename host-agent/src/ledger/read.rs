@@ -164,7 +164,7 @@ impl Ledger {
     }
 
     /// Every row of `sql` with `params`, mapped.
-    fn all<T, P: Params>(
+    pub(super) fn all<T, P: Params>(
         &self,
         sql: &str,
         params: P,
