@@ -22,6 +22,7 @@
 pub mod address;
 pub mod chain;
 pub mod layout;
+pub mod record;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
 #[cfg(feature = "ton-http")]

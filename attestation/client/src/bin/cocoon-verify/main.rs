@@ -13,7 +13,7 @@ use cocoon_client::args::{CollateralArgs, PolicyArgs};
 mod commands;
 mod output;
 
-use commands::{endpoint, evidence, gpu, manifest, receipt};
+use commands::{endpoint, evidence, gpu, manifest, onchain, receipt};
 
 #[derive(Parser)]
 #[command(
@@ -61,13 +61,33 @@ enum Command {
     /// Check a usage receipt (JWS from the x-cocoon-receipt header or the final
     /// `cocoon.receipt` SSE event) against the receipt key a verified endpoint attested
     /// (`receipt_key` in `endpoint --json`); prints the receipt as JSON.
+    ///
+    /// With --onchain, also check that the receipt was settled on TON: its inclusion
+    /// proof (`cocoon-host-agent receipts proof`) must lead to the receipts root the
+    /// escrow recorded for the key, and the escrow's total for those receipts must be
+    /// what the guest's receipts say.
     Receipt {
         /// The receipt (JWS compact), or a file holding it.
         receipt: String,
         /// The attested receipt key, hex (32 bytes).
         #[arg(long, value_name = "HEX")]
         receipt_key: String,
+        /// Check the receipt's settlement on chain (needs --proof and --ton-api).
+        #[arg(long, requires = "proof")]
+        onchain: bool,
+        /// The inclusion proof (JSON) from `cocoon-host-agent receipts proof`.
+        #[arg(long, value_name = "FILE", requires = "onchain")]
+        proof: Option<PathBuf>,
+        #[command(flatten)]
+        chain: onchain::TonApiArgs,
+        /// With --onchain: print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
+    /// From the chain alone: the tokens served and charged per model and guest key in a
+    /// time range, over the escrows that paid an operator's payout address (or the given
+    /// escrows). Counts only charges the escrow paid whose voucher the guest signed.
+    Audit(onchain::AuditArgs),
     /// Signed image manifests: make a signing key, sign reference values, check a manifest.
     #[command(subcommand)]
     Manifest(manifest::ManifestCommand),
@@ -108,7 +128,18 @@ fn main() -> ExitCode {
         Command::Receipt {
             receipt,
             receipt_key,
-        } => Ok(receipt::run(&receipt, &receipt_key)),
+            onchain: _,
+            proof,
+            chain,
+            json,
+        } => Ok(runtime.block_on(receipt::run(
+            &receipt,
+            &receipt_key,
+            proof.as_deref(),
+            &chain,
+            json,
+        ))),
+        Command::Audit(args) => Ok(runtime.block_on(onchain::audit(&args))),
     };
     result.unwrap_or_else(|code| code)
 }

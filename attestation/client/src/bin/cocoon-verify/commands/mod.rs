@@ -3,4 +3,5 @@ pub mod endpoint;
 pub mod evidence;
 pub mod gpu;
 pub mod manifest;
+pub mod onchain;
 pub mod receipt;

@@ -1,12 +1,21 @@
-//! `cocoon-verify receipt`: check a usage receipt against an attested receipt key.
+//! `cocoon-verify receipt`: check a usage receipt against an attested receipt key, and with
+//! `--onchain` its settlement on TON.
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use super::onchain::{self, TonApiArgs};
 use crate::output::say;
 
-pub fn run(receipt: &str, receipt_key: &str) -> ExitCode {
-    let key = match hex::decode(receipt_key.trim()) {
-        Ok(k) if k.len() == 32 => k,
+pub async fn run(
+    receipt: &str,
+    receipt_key: &str,
+    proof: Option<&Path>,
+    chain: &TonApiArgs,
+    json: bool,
+) -> ExitCode {
+    let key: [u8; 32] = match hex::decode(receipt_key.trim()).map(<[u8; 32]>::try_from) {
+        Ok(Ok(k)) => k,
         _ => {
             eprintln!("cocoon-verify: --receipt-key must be 32 bytes, hex-encoded");
             return ExitCode::from(2);
@@ -23,11 +32,14 @@ pub fn run(receipt: &str, receipt_key: &str) -> ExitCode {
             }
         }
     };
-    match cocoon_attestation::receipt::verify_receipt(&jws, &key) {
-        Ok(r) => {
-            say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            ExitCode::SUCCESS
-        }
+    match cocoon_attestation::receipt::verify_receipt(jws.trim(), &key) {
+        Ok(r) => match proof {
+            Some(proof) => onchain::receipt(&r, &key, proof, chain, json).await,
+            None => {
+                say!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+        },
         Err(e) => {
             eprintln!("cocoon-verify: REFUSED: {e}");
             ExitCode::from(1)
