@@ -22,9 +22,9 @@
 pub mod address;
 pub mod chain;
 pub mod layout;
-pub mod record;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
+pub mod record;
 #[cfg(feature = "ton-http")]
 pub mod ton_http;
 #[cfg(feature = "wallet")]

@@ -181,7 +181,12 @@ pub fn served_totals(
         let mut last: BTreeMap<PublicKey, (u64, u64, u64, u128)> = BTreeMap::new();
         for charge in &record.charges {
             let v = &charge.voucher;
-            let now = (v.tokens.prompt, v.tokens.cached, v.tokens.completion, charge.charged);
+            let now = (
+                v.tokens.prompt,
+                v.tokens.cached,
+                v.tokens.completion,
+                charge.charged,
+            );
             let before = last.insert(v.guest_key, now).unwrap_or_default();
             if charge.utime < since || charge.utime >= until {
                 continue;

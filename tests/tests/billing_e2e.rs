@@ -156,8 +156,9 @@ fn start_billing_guest(token_file: &Path) -> GuestProcess {
     .expect("the guest starts")
 }
 
-/// Starts the agent; returns it, its relay address and the local chain's API base URL.
-fn start_agent(config: &Path) -> (Service, String, String) {
+/// Starts the agent; returns it, its relay address, the local chain's API base URL and
+/// the admin API's address.
+fn start_agent(config: &Path) -> (Service, String, String, String) {
     let mut cmd = std::process::Command::new(binary("cocoon-host-agent").unwrap());
     cmd.args(["run", "--config"]).arg(config);
     let (agent, rest, before) = Service::start_with_lines(
@@ -174,7 +175,13 @@ fn start_agent(config: &Path) -> (Service, String, String) {
         .expect("the agent prints its local chain's API")
         .trim()
         .to_string();
-    (agent, relay, api)
+    let admin = before
+        .iter()
+        .find_map(|l| l.strip_prefix("cocoon-host-agent: admin API on http://"))
+        .expect("the agent prints its admin API")
+        .trim()
+        .to_string();
+    (agent, relay, api, admin)
 }
 
 /// One chat request through the proxy (`connection: close`): status, head, body.
@@ -225,7 +232,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
+async fn billing_end_to_end_requests_settle_exactly_tokens_times_price_and_prove_onchain() {
     let dir = scratch_dir("billing-e2e").unwrap();
     std::fs::write(dir.join("operator.words"), OPERATOR_WORDS).unwrap();
     std::fs::write(
@@ -251,7 +258,7 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         &internal,
         &client_wallet.address().to_string(),
     );
-    let (_agent, relay, api) = start_agent(&config);
+    let (_agent, relay, api, admin) = start_agent(&config);
     let chain: Arc<dyn Chain> =
         Arc::new(TonHttpClient::new(TonHttpConfig::new(api.clone())).expect("TON HTTP API client"));
 
@@ -316,6 +323,7 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
     };
     let mut last = None;
     let mut sum_of_charges = 0u64;
+    let mut receipts = Vec::new();
     for max_tokens in [4, 6, 8] {
         let proxy = proxy.clone();
         let model = guest.model_id.clone();
@@ -328,6 +336,7 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
         let receipt = verify_receipt(jws, &receipt_key).expect("a receipt by the guest's key");
         assert_eq!(receipt.account, client_key.id().to_string());
         sum_of_charges += receipt.charge;
+        receipts.push((jws.to_string(), receipt.clone()));
         last = Some(receipt);
     }
     let last = last.unwrap();
@@ -357,6 +366,16 @@ async fn billing_end_to_end_requests_settle_exactly_tokens_times_price() {
     })
     .await;
     assert_eq!(on_chain.seq, last.sequence);
+    onchain_record(OnchainCheck {
+        dir: &dir,
+        admin: &admin,
+        api: &api,
+        receipts: &receipts,
+        receipt_key: &guest_key,
+        model_sha256: &model_sha256(),
+        expected_charge: expected,
+    })
+    .await;
     let after = escrow_state(chain.as_ref(), limit, &escrow)
         .await
         .unwrap()
@@ -679,6 +698,194 @@ async fn billing_the_owner_reads_its_unsettled_usage_from_the_guest_and_nobody_e
         "{refused}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SHA-256 (hex) of the bundled model file: the guest's `model.sha256`.
+fn model_sha256() -> String {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(cocoon_tests::model_path().unwrap()).unwrap();
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// What [`onchain_record`] checks against.
+struct OnchainCheck<'a> {
+    dir: &'a Path,
+    admin: &'a str,
+    api: &'a str,
+    /// Every receipt of the account (JWS, parsed), all settled.
+    receipts: &'a [(String, cocoon_attestation::receipt::UsageReceipt)],
+    receipt_key: &'a [u8; 32],
+    model_sha256: &'a str,
+    /// The escrow's total for the key.
+    expected_charge: u128,
+}
+
+async fn run_cli(program: &str, args: Vec<String>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(binary(program).unwrap());
+    cmd.args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Issue 20 on the settled receipts: each one's proof, made by the host agent from its
+/// ledger, checks against the root the escrow recorded (`cocoon-verify receipt
+/// --onchain`); an altered proof or receipt field is refused; and the chain alone
+/// (`cocoon-verify audit`) gives the same totals per model and guest key as the ledger.
+async fn onchain_record(check: OnchainCheck<'_>) {
+    let admin_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--admin".to_string(),
+            check.admin.to_string(),
+            "--admin-token-file".to_string(),
+            check.dir.join("admin-token").display().to_string(),
+        ]);
+        args
+    };
+    let key_hex = hex::encode(check.receipt_key);
+    for (i, (jws, receipt)) in check.receipts.iter().enumerate() {
+        let proof_file = check.dir.join(format!("proof-{i}.json"));
+        let receipt_file = check.dir.join(format!("receipt-{i}.jws"));
+        let out = run_cli(
+            "cocoon-host-agent",
+            admin_args(&[
+                "receipts",
+                "proof",
+                &receipt.request_id,
+                "--output",
+                proof_file.to_str().unwrap(),
+                "--receipt-output",
+                receipt_file.to_str().unwrap(),
+            ]),
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&receipt_file).unwrap().trim(), jws);
+        let verify = |receipt_arg: String, proof: &Path| {
+            vec![
+                "receipt".to_string(),
+                receipt_arg,
+                "--receipt-key".into(),
+                key_hex.clone(),
+                "--onchain".into(),
+                "--proof".into(),
+                proof.display().to_string(),
+                "--ton-api".into(),
+                check.api.to_string(),
+                "--json".into(),
+            ]
+        };
+        let out = run_cli("cocoon-verify", verify(jws.clone(), &proof_file)).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(shown["tree_size"], check.receipts.len(), "{shown}");
+        assert_eq!(shown["model_sha256"], check.model_sha256, "{shown}");
+        assert_eq!(
+            shown["settled_charge_nanoton"],
+            check.expected_charge.to_string(),
+            "{shown}"
+        );
+        assert_eq!(shown["receipt"]["sequence"], receipt.sequence, "{shown}");
+        // Any field of the proof altered: refused (exit 1), naming why.
+        let proof: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&proof_file).unwrap()).unwrap();
+        let alterations: [(&str, fn(&mut serde_json::Value)); 4] = [
+            ("completion tokens", |p| {
+                let t = &mut p["receipt"]["leaf"]["tokens"]["completion_tokens"];
+                *t = (t.as_u64().unwrap() + 1).into();
+            }),
+            ("settled total", |p| {
+                let t = &mut p["settled"]["leaf"]["cumulative_charge"];
+                *t = (t.as_u64().unwrap() + 1).into();
+            }),
+            ("model", |p| {
+                p["receipt"]["leaf"]["model_sha256"] = "00".repeat(32).into()
+            }),
+            ("root", |p| p["root"] = "11".repeat(32).into()),
+        ];
+        for (what, alter) in alterations {
+            let mut bent = proof.clone();
+            alter(&mut bent);
+            let bent_file = check.dir.join(format!("bent-{i}.json"));
+            std::fs::write(&bent_file, bent.to_string()).unwrap();
+            let out = run_cli("cocoon-verify", verify(jws.clone(), &bent_file)).await;
+            assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("REFUSED"),
+                "{what}: {out:?}"
+            );
+        }
+        // Another receipt with this receipt's proof: refused.
+        let other = &check.receipts[(i + 1) % check.receipts.len()].0;
+        let out = run_cli("cocoon-verify", verify(other.clone(), &proof_file)).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+    }
+
+    // The chain alone: what the escrows that paid PAYOUT settled, per model and key.
+    let out = run_cli(
+        "cocoon-verify",
+        vec![
+            "audit".into(),
+            "--ton-api".into(),
+            check.api.to_string(),
+            "--payout".into(),
+            PAYOUT.into(),
+            "--json".into(),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(audit["complete"], true, "{audit}");
+    let rows = audit["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{audit}");
+    let row = &rows[0];
+    assert_eq!(row["model_sha256"], check.model_sha256, "{audit}");
+    assert_eq!(row["guest_key"], key_hex, "{audit}");
+    // The ledger's totals for the account (the host agent's usage view).
+    let out = run_cli("cocoon-host-agent", admin_args(&["usage", "--json"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let usage: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let account = check.receipts[0].1.account.as_str();
+    let ledger = usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == account)
+        .unwrap_or_else(|| panic!("{usage}"));
+    for field in ["prompt_tokens", "cached_tokens", "completion_tokens"] {
+        assert_eq!(
+            row[field], ledger["tokens"][field],
+            "{field}: {audit} vs {usage}"
+        );
+    }
+    assert_eq!(
+        row["charged_nanoton"],
+        ledger["charge"].as_u64().unwrap().to_string(),
+        "{audit} vs {usage}"
+    );
+    assert_eq!(row["charged_nanoton"], check.expected_charge.to_string());
+    eprintln!(
+        "onchain record: {} receipts proven, audit {row}",
+        check.receipts.len()
+    );
 }
 
 fn now() -> u64 {

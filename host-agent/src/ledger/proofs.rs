@@ -42,7 +42,10 @@ impl Ledger {
     /// with the receipt itself (JWS).
     pub fn receipt_proof(&self, id: &str) -> Result<(ReceiptProof, String)> {
         let ledger_id: Option<i64> = if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
-            Some(id.parse().map_err(|_| no_proof(id, "ledger id out of range".into()))?)
+            Some(
+                id.parse()
+                    .map_err(|_| no_proof(id, "ledger id out of range".into()))?,
+            )
         } else {
             None
         };
@@ -104,7 +107,11 @@ impl Ledger {
         let model = voucher.commitment.model;
         let rows = self.all(
             TREE_RECEIPTS,
-            rusqlite::params![&key_hex, &account, i64::try_from(settled_seq).unwrap_or(i64::MAX)],
+            rusqlite::params![
+                &key_hex,
+                &account,
+                i64::try_from(settled_seq).unwrap_or(i64::MAX)
+            ],
             |row| Ok(row.get::<_, String>(1)?),
         )?;
         let mut leaves = Vec::with_capacity(rows.len());
