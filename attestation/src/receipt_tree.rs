@@ -385,6 +385,12 @@ impl ReceiptProof {
         Ok(proof)
     }
 
+    /// The document as JSON (what [`Self::from_json`] reads).
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings, integers and arrays of them always serialises.
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
     /// Checks, offline, that the proof is about `receipt` (verified already under its
     /// receipt key) and that both leaves lead to `root` in a tree of `tree_size`.
     pub fn check(&self, receipt: &UsageReceipt, receipt_key: &Hash) -> Result<CheckedProof> {

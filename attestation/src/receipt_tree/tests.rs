@@ -235,3 +235,26 @@ fn receipt_tree_proof_documents_refuse_bad_input() {
     }
     assert!(ReceiptProof::from_json(&vec![b' '; 70 * 1024]).is_err());
 }
+
+/// The fuzz seed (`attestation/fuzz/seeds/receipt_proof/proof.json`) is a real proof of
+/// receipt 3 of [`receipt`]'s account in a tree of 5: it parses and checks.
+#[test]
+fn receipt_tree_fuzz_seed_is_a_valid_proof() {
+    let key = [7u8; 32];
+    let leaves: Vec<ReceiptLeaf> = (1..=5)
+        .map(|s| ReceiptLeaf::from_receipt(&receipt(s, 5 * s), key, [9u8; 32]))
+        .collect();
+    let built = build_proof("0:00", &receipt(1, 5).account, &leaves, 3).expect("proof");
+    let seed = include_bytes!("../../fuzz/seeds/receipt_proof/proof.json");
+    if std::env::var_os("COCOON_WRITE_SEED").is_some() {
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/receipt_proof/proof.json"),
+            built.to_json(),
+        )
+        .expect("write seed");
+        return;
+    }
+    let parsed = ReceiptProof::from_json(seed).expect("seed parses");
+    assert_eq!(parsed, built);
+    parsed.check(&receipt(3, 15), &key).expect("seed checks");
+}
