@@ -186,6 +186,22 @@ echo "operator wallet $operator_wallet (also the guest's payout address):"
 echo "  $operator_before -> $operator_after nanoTON: +$((operator_after - operator_before)), the ${settled} TON charge less the gas of its settlement"
 curl -s -H "authorization: Bearer $(cat "$STATE/admin-token")" "http://127.0.0.1:$ADMIN_PORT/v1/settlements" | head -c 600; echo
 
+# The public record (issue 20): the chat's receipt, proven against the receipts root the
+# escrow recorded on-chain, with the proof the host agent makes from its ledger; then what
+# the chain alone says was served per model and guest key.
+admin_flags=(--admin "127.0.0.1:$ADMIN_PORT" --admin-token-file "$STATE/admin-token")
+request_id=$(echo "$answer" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
+receipt_key=$("$BIN/cocoon-verify" endpoint "$url" "${verify_flags[@]}" --json 2>/dev/null \
+  | grep -o '"receipt_key": *"[0-9a-f]*"' | head -1 | grep -o '[0-9a-f]\{64\}')
+echo
+echo "public record: receipt of $request_id, proven on-chain (cocoon-host-agent receipts proof; cocoon-verify receipt --onchain):"
+"$BIN/cocoon-host-agent" receipts proof "$request_id" "${admin_flags[@]}" \
+  --output "$STATE/proof.json" --receipt-output "$STATE/receipt.jws"
+"$BIN/cocoon-verify" receipt "$STATE/receipt.jws" --receipt-key "$receipt_key" \
+  --onchain --proof "$STATE/proof.json" --ton-api "$ton_api"
+echo "public record: served and charged per model and guest key, from the chain alone (cocoon-verify audit):"
+"$BIN/cocoon-verify" audit --ton-api "$ton_api" --payout "$operator_wallet"
+
 cat <<MSG
 
 The appliance is up (simulated TEE: development evidence, no hardware protection).
@@ -218,6 +234,9 @@ the proxy above authorizes the guest to charge it up to 5 TON):
 What was served and billed (the host agent's ledger, $STATE/ledger.sqlite3):
   $BIN/cocoon-host-agent usage --admin 127.0.0.1:$ADMIN_PORT --admin-token-file $STATE/admin-token
   $BIN/cocoon-host-agent receipts export --admin 127.0.0.1:$ADMIN_PORT --admin-token-file $STATE/admin-token
+  $BIN/cocoon-host-agent receipts proof REQUEST_ID --admin 127.0.0.1:$ADMIN_PORT --admin-token-file $STATE/admin-token
+  $BIN/cocoon-verify receipt RECEIPT --receipt-key $receipt_key --onchain --proof PROOF --ton-api $ton_api
+  $BIN/cocoon-verify audit --ton-api $ton_api --payout $operator_wallet
   curl -H "authorization: Bearer \$(cat $STATE/admin-token)" http://127.0.0.1:$ADMIN_PORT/metrics
   curl -H "authorization: Bearer \$(cat $STATE/admin-token)" http://127.0.0.1:$ADMIN_PORT/v1/settlements
 
