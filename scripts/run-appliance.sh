@@ -172,11 +172,14 @@ answer=$(curl -sS -D "$STATE/chat.head" "http://127.0.0.1:$PROXY_PORT/v1/chat/co
 echo "  answer: $(echo "$answer" | sed -n 's/.*"content":"\([^"]*\)".*/\1/p' | head -c 200)"
 echo "  usage:  $(echo "$answer" | grep -o '"usage":{[^}]*}')"
 echo "operator: waiting for the host agent to settle the voucher on-chain..."
+# Settled when this boot's guest key shows nothing unsettled (the escrow and the chain
+# persist in $STATE across runs, so its total alone says nothing about this chat).
 settled=""
 for _ in $(seq 1 60); do
-  settled=$("$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" 2>/dev/null \
-    | sed -n 's/^ *settled[^0-9]*\([0-9.]*\).*/\1/p' | head -1)
-  [ -n "$settled" ] && [ "$settled" != "0.000000000" ] && break
+  shown=$("$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" 2>/dev/null || true)
+  settled=$(echo "$shown" | sed -n 's/^ *settled[^0-9]*\([0-9.]*\).*/\1/p' | head -1)
+  unsettled=$(echo "$shown" | sed -n 's/^ *unsettled *\([0-9.]*\).*/\1/p' | head -1)
+  [ "$unsettled" = "0.000000000" ] && break
   exit_if_one_died
   sleep 1
 done

@@ -9,8 +9,9 @@
 //! from the counts with the escrow's own price table.
 //!
 //! Reading is bounded by what [`Chain::transactions`] returns (the newest
-//! [`crate::chain::MAX_TRANSACTIONS`] of an account); [`EscrowRecord::complete`] says whether
-//! the history reached the escrow's first transaction.
+//! [`crate::chain::MAX_TRANSACTIONS`] of an account, and a node or the local chain may have
+//! pruned older ones); [`EscrowRecord::complete`] says whether the charges read account for
+//! everything the escrow says it charged (`get_escrow`'s `total_charged`).
 
 use std::collections::BTreeMap;
 
@@ -96,8 +97,12 @@ pub struct EscrowRecord {
     pub escrow: StdAddr,
     pub prices: Prices,
     pub charges: Vec<SettledCharge>,
-    /// Whether the history read reaches the escrow's first transaction (fewer than
-    /// [`MAX_TRANSACTIONS`] were returned).
+    /// What the escrow says it charged in all (`get_escrow`).
+    pub total_charged: u128,
+    /// Whether the charges read account for all of it: the last cumulative charge of each
+    /// guest key seen, summed, is `total_charged`. (Counts are cumulative, so a key whose
+    /// early charges are missing still totals right; a key with none in the history read
+    /// does not.)
     pub complete: bool,
 }
 
@@ -125,17 +130,28 @@ fn settled_charge(tx: &TransactionInfo, prices: &Prices) -> Option<SettledCharge
 /// Reads `escrow`'s settled charges from its transactions.
 pub async fn read_escrow(chain: &dyn Chain, escrow: &StdAddr) -> Result<EscrowRecord> {
     let prices = read_prices(chain, escrow).await?;
+    let method = "get_escrow";
+    let stack = chain.run_get_method(escrow, method, &[]).await?;
+    let total_charged = stack
+        .get(3)
+        .and_then(StackValue::as_u128)
+        .ok_or_else(|| shape(method, &stack))?;
     let txs = chain.transactions(escrow, MAX_TRANSACTIONS).await?;
-    let complete = txs.len() < MAX_TRANSACTIONS;
     let mut charges: Vec<SettledCharge> = txs
         .iter()
         .filter_map(|tx| settled_charge(tx, &prices))
         .collect();
     charges.sort_by_key(|c| c.lt);
+    let mut last: BTreeMap<PublicKey, u128> = BTreeMap::new();
+    for c in &charges {
+        last.insert(c.voucher.guest_key, c.charged);
+    }
+    let complete = last.values().sum::<u128>() == total_charged;
     Ok(EscrowRecord {
         escrow: escrow.clone(),
         prices,
         charges,
+        total_charged,
         complete,
     })
 }
@@ -200,4 +216,76 @@ pub fn served_totals(
         }
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{ReceiptCommitment, TokenCounts};
+    use tycho_types::cell::HashBytes;
+
+    fn charge(
+        key: u8,
+        model: u8,
+        seq: u64,
+        utime: u32,
+        prompt: u64,
+        charged: u128,
+    ) -> SettledCharge {
+        SettledCharge {
+            lt: u64::from(utime),
+            utime,
+            voucher: Voucher {
+                escrow: StdAddr::new(0, HashBytes([1; 32])),
+                guest_key: [key; 32],
+                seq,
+                tokens: TokenCounts {
+                    prompt,
+                    cached: prompt / 10,
+                    completion: prompt / 2,
+                },
+                payout: StdAddr::new(0, HashBytes([2; 32])),
+                commitment: ReceiptCommitment {
+                    receipts_root: [seq as u8; 32],
+                    model: [model; 32],
+                },
+            },
+            charged,
+        }
+    }
+
+    fn record(charges: Vec<SettledCharge>) -> EscrowRecord {
+        EscrowRecord {
+            escrow: StdAddr::new(0, HashBytes([1; 32])),
+            prices: Prices::default(),
+            charges,
+            total_charged: 0,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn onchain_audit_totals_count_each_charges_increase_in_its_range() {
+        // Two escrows (accounts); key 1 serves model A, key 2 model B.
+        let a = record(vec![
+            charge(1, 0xA, 3, 100, 300, 30),
+            charge(1, 0xA, 5, 200, 500, 50),
+            charge(2, 0xB, 1, 250, 40, 4),
+            charge(1, 0xA, 9, 300, 900, 95),
+        ]);
+        let b = record(vec![charge(1, 0xA, 2, 150, 200, 20)]);
+        let all = served_totals(&[a.clone(), b.clone()], 0, u32::MAX);
+        let ka = all[&([0xA; 32], [1; 32])];
+        assert_eq!((ka.prompt, ka.cached, ka.completion), (1100, 110, 550));
+        assert_eq!((ka.charged, ka.charges), (115, 4));
+        let kb = all[&([0xB; 32], [2; 32])];
+        assert_eq!((kb.prompt, kb.charged, kb.charges), (40, 4, 1));
+        // [150, 300): the seq-5 charge adds 200 prompt tokens over seq 3 (outside the range,
+        // still its baseline); escrow b's charge at 150 counts whole; key 2 counts.
+        let window = served_totals(&[a, b], 150, 300);
+        let ka = window[&([0xA; 32], [1; 32])];
+        assert_eq!((ka.prompt, ka.charged, ka.charges), (200 + 200, 20 + 20, 2));
+        assert_eq!(window[&([0xB; 32], [2; 32])].charges, 1);
+        assert!(served_totals(&[], 0, u32::MAX).is_empty());
+    }
 }

@@ -248,7 +248,10 @@ fn receipt_tree_fuzz_seed_is_a_valid_proof() {
     let seed = include_bytes!("../../fuzz/seeds/receipt_proof/proof.json");
     if std::env::var_os("COCOON_WRITE_SEED").is_some() {
         std::fs::write(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/receipt_proof/proof.json"),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fuzz/seeds/receipt_proof/proof.json"
+            ),
             built.to_json(),
         )
         .expect("write seed");

@@ -58,6 +58,7 @@ fn voucher(
             seq,
             tokens: cumulative,
             payout: payout(),
+            commitment: Default::default(),
         },
     );
     let owner = ring_key_from_seed(&OWNER_SEED).unwrap();
@@ -93,6 +94,7 @@ fn serve(
             completion: c.completion_tokens,
         },
         payout: payout(),
+        commitment: Default::default(),
     };
     let mut entry_voucher = voucher(&meter.signer, meter.key(), v.seq, v.tokens);
     let original = v.clone();
@@ -208,6 +210,7 @@ fn billing_ledger_refuses_vouchers_that_disagree_with_their_receipt() {
                     seq: 5,
                     tokens: TokenCounts::default(),
                     payout: payout(),
+                    commitment: Default::default(),
                 },
             )
             .to_boc()

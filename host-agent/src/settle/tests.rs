@@ -213,6 +213,7 @@ impl World {
             seq,
             tokens: cumulative,
             payout: addr(PAYOUT),
+            commitment: Default::default(),
         };
         let signed = sign_voucher(&self.meter.signer, voucher);
         let owner = ring_key_from_seed(&a.seed).expect("owner");
@@ -633,6 +634,7 @@ async fn billing_tampered_replayed_and_invented_vouchers_get_nothing() {
                 completion: 3_000,
             },
             payout: addr(PAYOUT),
+            commitment: Default::default(),
         },
     );
     let mut entry = w.serve(0, 500, 0, 500); // seq 5

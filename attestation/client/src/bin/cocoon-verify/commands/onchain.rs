@@ -261,7 +261,8 @@ pub async fn audit(args: &AuditArgs) -> ExitCode {
             if complete {
                 ""
             } else {
-                " (history truncated: only the newest transactions were read)"
+                " (INCOMPLETE: the transactions read do not show everything the escrows \
+                 charged; the API returned only the newest, or the node pruned older ones)"
             }
         );
         say!(

@@ -21,7 +21,9 @@ pub async fn run(
             return ExitCode::from(2);
         }
     };
-    let jws = if receipt.matches('.').count() == 2 {
+    // A file that exists is read (its path may well hold two dots); anything else is the
+    // JWS itself.
+    let jws = if !Path::new(receipt).is_file() && receipt.matches('.').count() == 2 {
         receipt.to_string()
     } else {
         match std::fs::read_to_string(receipt) {
