@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cocoon_attestation::receipt::{
     Cumulative, ReceiptSigner, TokenCounts, UsageReceipt, RECEIPT_VERSION,
 };
+use cocoon_attestation::receipt_tree::{ReceiptAccumulator, ReceiptLeaf};
+
+/// The model digest the test meter's receipts and vouchers name.
+pub(crate) const TEST_MODEL: [u8; 32] = [0x4D; 32];
 
 use crate::ledger::{EpochInfo, JournalReceipt};
 
@@ -47,6 +51,10 @@ pub(crate) struct Meter {
     pub(crate) accounts: HashMap<String, (u64, Cumulative)>,
     pub(crate) next_index: u64,
     pub(crate) clock: u64,
+    /// Per account the receipts tree, and the head after each sequence (what the voucher
+    /// of that sequence commits to).
+    trees: HashMap<String, ReceiptAccumulator>,
+    roots: HashMap<(String, u64), [u8; 32]>,
 }
 
 /// The price of cumulative tokens, in tenths rounded down (so per-request charges vary).
@@ -62,7 +70,17 @@ impl Meter {
             accounts: HashMap::new(),
             next_index: 1,
             clock: 1_800_000_000,
+            trees: HashMap::new(),
+            roots: HashMap::new(),
         }
+    }
+
+    /// The receipts tree head of `account` after receipt `sequence` (zeros if none).
+    pub(crate) fn root(&self, account: &str, sequence: u64) -> [u8; 32] {
+        self.roots
+            .get(&(account.to_string(), sequence))
+            .copied()
+            .unwrap_or_default()
     }
 
     pub(crate) fn key(&self) -> [u8; 32] {
@@ -78,7 +96,7 @@ impl Meter {
         cumulative.tokens = cumulative.tokens.plus(tokens);
         cumulative.charge = price(&cumulative.tokens).max(before);
         *sequence += 1;
-        UsageReceipt {
+        let receipt = UsageReceipt {
             version: RECEIPT_VERSION,
             request_id: format!("chatcmpl-{account}-{sequence}"),
             account: account.to_string(),
@@ -92,7 +110,13 @@ impl Meter {
             issued_at: self.clock,
             sequence: *sequence,
             cumulative: *cumulative,
-        }
+        };
+        let leaf = ReceiptLeaf::from_receipt(&receipt, self.signer.public_key(), TEST_MODEL);
+        let tree = self.trees.entry(account.to_string()).or_default();
+        tree.push(leaf.hash());
+        self.roots
+            .insert((account.to_string(), receipt.sequence), tree.root());
+        receipt
     }
 
     /// Signs `receipt` and journals it at the next index.

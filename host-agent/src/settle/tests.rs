@@ -14,7 +14,7 @@ use cocoon_billing::address::StdAddr;
 use cocoon_billing::chain::{Chain, SharedLocalChain};
 use cocoon_billing::layout::{
     self, Authorization, BocLimits, CellLayout as _, EscrowData, OwnerAction, OwnerRequest, Prices,
-    SignedVoucher, TokenCounts, TopUp, Voucher,
+    ReceiptCommitment, SignedVoucher, TokenCounts, TopUp, Voucher,
 };
 use cocoon_billing::local_chain::{InternalMessage, LocalChain};
 use cocoon_billing::wallet::{ring_key_from_seed, Network, OutMessage, Wallet};
@@ -27,7 +27,7 @@ use crate::agent::SharedLedger;
 use crate::ledger::settlements::{ItemState, SettlementState};
 use crate::ledger::vouchers::{raw_address, JournalVoucher};
 use crate::ledger::{JournalReceipt, Ledger};
-use crate::test_meter::{info, tokens, Meter, Scratch};
+use crate::test_meter::{info, tokens, Meter, Scratch, TEST_MODEL};
 
 const CODE_BOC: &[u8] = include_bytes!("../../../billing/contracts/build/escrow.boc");
 const TON: u128 = 1_000_000_000;
@@ -213,7 +213,10 @@ impl World {
             seq,
             tokens: cumulative,
             payout: addr(PAYOUT),
-            commitment: Default::default(),
+            commitment: ReceiptCommitment {
+                receipts_root: self.meter.root(&a.id, seq),
+                model: TEST_MODEL,
+            },
         };
         let signed = sign_voucher(&self.meter.signer, voucher);
         let owner = ring_key_from_seed(&a.seed).expect("owner");
@@ -1211,4 +1214,96 @@ async fn billing_a_refused_charge_is_failed_only_after_the_grace_period() {
     let third = settler.round().await.unwrap();
     assert_eq!(third.failed, vec![id]);
     assert_eq!(w.on_chain(0).await.seq, 0);
+}
+
+/// Issue 20: the ledger proves settled receipts against the root the escrow recorded, and
+/// a ledger that lost or altered a receipt cannot make a proof (a host's doctored books
+/// are caught before anyone checks them on chain).
+#[tokio::test]
+async fn billing_onchain_ledger_proofs_lead_to_the_recorded_root_and_doctored_books_fail() {
+    use cocoon_attestation::receipt::verify_receipt;
+    let mut w = World::new(1);
+    let page: Vec<_> = (0..5).map(|i| w.serve(0, 100 + i, 10, 50 + i)).collect();
+    w.store(&page);
+    let mut settler = w.settler();
+    w.settle_all(&mut settler).await;
+    assert_eq!(w.on_chain(0).await.seq, 5);
+    let key = w.meter.key();
+    let escrow = w.accounts[0].escrow.clone();
+    let recorded = cocoon_billing::record::read_commitment(&w.chain, &escrow, &key)
+        .await
+        .unwrap();
+    assert_eq!(recorded.seq, 5);
+    let account = w.accounts[0].id.clone();
+    for seq in 1..=5u64 {
+        let id = format!("chatcmpl-{account}-{seq}");
+        let (proof, jws) = w
+            .ledger
+            .run_blocking(move |l| l.receipt_proof(&id))
+            .unwrap();
+        let receipt = verify_receipt(&jws, &key).unwrap();
+        assert_eq!(receipt.sequence, seq);
+        let checked = proof.check(&receipt, &key).unwrap();
+        assert_eq!(
+            (checked.root, checked.tree_size),
+            (recorded.receipts_root, 5)
+        );
+        assert_eq!(checked.model_sha256, TEST_MODEL);
+        assert_eq!(proof.escrow, raw_address(&escrow));
+    }
+    // By ledger id too; an unknown id has no proof.
+    let (by_id, _) = w.ledger.run_blocking(|l| l.receipt_proof("1")).unwrap();
+    assert_eq!(by_id.receipt.leaf.sequence, 1);
+    let unknown = w.ledger.run_blocking(|l| l.receipt_proof("chatcmpl-nope"));
+    assert!(
+        matches!(unknown, Err(crate::Error::NoProof { .. })),
+        "{unknown:?}"
+    );
+
+    // A receipt served after the last settlement has no proof yet.
+    let later = vec![w.meter.serve(&account, 10, 0, 10)];
+    w.store(&later);
+    let id = format!("chatcmpl-{account}-6");
+    let pending = w.ledger.run_blocking(move |l| l.receipt_proof(&id));
+    let Err(crate::Error::NoProof { detail, .. }) = pending else {
+        panic!("{pending:?}")
+    };
+    assert!(detail.contains("not settled yet"), "{detail}");
+
+    // Doctored books: receipt 3 re-signed with other counts (as if the ledger's copy were
+    // altered; the guest's key signs here because the test meter holds it), then removed.
+    let file = w._scratch.as_ref().unwrap().file();
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let jws: String = conn
+        .query_row(
+            "SELECT jws FROM receipts WHERE request_id = ?1",
+            [format!("chatcmpl-{account}-3")],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let mut altered = verify_receipt(&jws, &key).unwrap();
+    altered.tokens.completion_tokens += 1;
+    let altered = w.meter.signer.sign(&altered).unwrap();
+    conn.execute(
+        "UPDATE receipts SET jws = ?1 WHERE request_id = ?2",
+        rusqlite::params![altered, format!("chatcmpl-{account}-3")],
+    )
+    .unwrap();
+    let id = format!("chatcmpl-{account}-1");
+    let doctored = w.ledger.run_blocking(move |l| l.receipt_proof(&id));
+    let Err(crate::Error::NoProof { detail, .. }) = doctored else {
+        panic!("{doctored:?}")
+    };
+    assert!(detail.contains("holds altered receipts"), "{detail}");
+    conn.execute(
+        "DELETE FROM receipts WHERE request_id = ?1",
+        [format!("chatcmpl-{account}-3")],
+    )
+    .unwrap();
+    let id = format!("chatcmpl-{account}-1");
+    let gap = w.ledger.run_blocking(move |l| l.receipt_proof(&id));
+    let Err(crate::Error::NoProof { detail, .. }) = gap else {
+        panic!("{gap:?}")
+    };
+    assert!(detail.contains("not contiguous"), "{detail}");
 }
