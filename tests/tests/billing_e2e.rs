@@ -707,6 +707,9 @@ fn model_sha256() -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// One change to a proof document.
+type Alteration = fn(&mut serde_json::Value);
+
 /// What [`onchain_record`] checks against.
 struct OnchainCheck<'a> {
     dir: &'a Path,
@@ -798,7 +801,7 @@ async fn onchain_record(check: OnchainCheck<'_>) {
         // Any field of the proof altered: refused (exit 1), naming why.
         let proof: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&proof_file).unwrap()).unwrap();
-        let alterations: [(&str, fn(&mut serde_json::Value)); 4] = [
+        let alterations: [(&str, Alteration); 4] = [
             ("completion tokens", |p| {
                 let t = &mut p["receipt"]["leaf"]["tokens"]["completion_tokens"];
                 *t = (t.as_u64().unwrap() + 1).into();

@@ -112,7 +112,7 @@ impl Ledger {
                 &account,
                 i64::try_from(settled_seq).unwrap_or(i64::MAX)
             ],
-            |row| Ok(row.get::<_, String>(1)?),
+            |row| row.get::<_, String>(1),
         )?;
         let mut leaves = Vec::with_capacity(rows.len());
         for stored in &rows {
