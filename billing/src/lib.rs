@@ -24,9 +24,9 @@
 pub mod address;
 pub mod chain;
 pub mod layout;
-pub mod registry;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
+pub mod registry;
 #[cfg(feature = "ton-http")]
 pub mod ton_http;
 #[cfg(feature = "wallet")]

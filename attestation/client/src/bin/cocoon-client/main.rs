@@ -39,7 +39,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cocoon_attestation::account::AccountKey;
 use cocoon_client::amount::Amount;
-use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::escrow::Authorizer;
 use cocoon_client::keys::KeyArgs;
 use cocoon_client::proxy::{Proxy, ProxyBilling};
@@ -264,7 +264,7 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
     let endpoint = Endpoint::parse(&args.upstream).map_err(|e| e.to_string())?;
     let (attestor, manifest) =
         attestor(&args.accept, &args.collateral).map_err(|e| e.to_string())?;
-    if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+    if let Some(warning) = attestor.any_image_warning() {
         eprintln!("cocoon-client: {warning}");
     }
     Ok(Proxy {

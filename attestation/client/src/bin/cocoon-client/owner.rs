@@ -10,7 +10,7 @@ use cocoon_attestation::account::AccountKey;
 use cocoon_billing::layout::PublicKey;
 use cocoon_billing::ton_http::{TonHttpClient, TonHttpConfig};
 use cocoon_client::amount::Amount;
-use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::escrow::unix_now;
 use cocoon_client::keys::KeyArgs;
 use cocoon_client::onchain::{self, GuestTerms, Owner};
@@ -210,7 +210,7 @@ async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String
             let endpoint = Endpoint::parse(url).map_err(|e| e.to_string())?;
             let (attestor, _manifest) =
                 attestor(&args.terms.accept, &args.terms.collateral).map_err(|e| e.to_string())?;
-            if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+            if let Some(warning) = attestor.any_image_warning() {
                 eprintln!("cocoon-client: {warning}");
             }
             let timeout = Duration::from_secs(args.terms.connect_timeout);
