@@ -25,6 +25,9 @@
 //! account key's wallet v5r1 pays and sends through a TON HTTP API (`--ton-api`), and each
 //! command waits until the chain shows its effect.
 //!
+//! `cocoon-client registry deploy|add|remove|list|address` are a publisher's commands on
+//! its on-chain registry of reference values (`registry.rs`, `cocoon_client::publisher`).
+//!
 //! The local side answers only local programs: requests must name the listener in `Host`,
 //! come from no foreign web origin and carry JSON bodies (`cocoon_client::local`); with
 //! `--local-token-file` they must also carry that token. Hop-by-hop headers are dropped in
@@ -46,6 +49,7 @@ use cocoon_client::proxy::{Proxy, ProxyBilling};
 use cocoon_client::Endpoint;
 
 mod owner;
+mod registry;
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +115,11 @@ enum Command {
     /// what the chain has settled; with --upstream URL also the unsettled usage, which the
     /// verified guest reports to the proven owner (what it signed − what the chain settled).
     Balance(owner::BalanceArgs),
+    /// A publisher's on-chain registry of reference values (billing/REGISTRY.md): deploy
+    /// it, add and remove image, model and price-table values, list it. The publisher
+    /// key's wallet v5r1 pays; clients read it with `--registry ADDRESS`.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
 #[derive(Subcommand)]
@@ -219,6 +228,7 @@ async fn main() -> ExitCode {
         Command::Account(command) => account(command),
         Command::Escrow(command) => owner::escrow(command).await,
         Command::Balance(args) => owner::balance(args).await,
+        Command::Registry(command) => registry::registry(command).await,
     }
 }
 

@@ -259,9 +259,22 @@ async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String
         }
         (None, derived) => derived,
     };
-    let url = match &args.chain.ton_api {
+    let chain = ton_client(&args.chain, &network)?;
+    Ok(Context {
+        key,
+        wallet,
+        network,
+        chain,
+        terms,
+        escrow,
+    })
+}
+
+/// The TON HTTP API client of `--ton-api` (default: toncenter for mainnet and testnet).
+pub fn ton_client(args: &ChainArgs, network: &str) -> Result<TonHttpClient, String> {
+    let url = match &args.ton_api {
         Some(url) => url.clone(),
-        None => default_api(&network)
+        None => default_api(network)
             .ok_or_else(|| {
                 format!(
                     "the {network} network has no public API: give --ton-api URL (the host \
@@ -271,18 +284,10 @@ async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String
             .to_string(),
     };
     let mut config = TonHttpConfig::new(url);
-    if let Some(path) = &args.chain.ton_api_key_file {
+    if let Some(path) = &args.ton_api_key_file {
         config = config.with_api_key_file(path).map_err(|e| e.to_string())?;
     }
-    let chain = TonHttpClient::new(config).map_err(|e| e.to_string())?;
-    Ok(Context {
-        key,
-        wallet,
-        network,
-        chain,
-        terms,
-        escrow,
-    })
+    TonHttpClient::new(config).map_err(|e| e.to_string())
 }
 
 fn escrow_of(context: &Context) -> Result<StdAddr, String> {
@@ -398,7 +403,7 @@ async fn run_balance(args: BalanceArgs) -> Result<String, String> {
     })
 }
 
-fn finish(result: Result<String, String>) -> ExitCode {
+pub fn finish(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(text) => {
             println!("{text}");
