@@ -128,6 +128,20 @@ fn values(args: &ValueArgs) -> Result<Vec<(EntryKind, [u8; 32])>, String> {
     Ok(out)
 }
 
+/// The requests of an add (`add`) or a remove.
+fn actions(args: &ValueArgs, add: bool) -> Result<Vec<PublisherAction>, String> {
+    Ok(values(args)?
+        .into_iter()
+        .map(|(kind, value)| {
+            if add {
+                PublisherAction::Add { kind, value }
+            } else {
+                PublisherAction::Remove { kind, value }
+            }
+        })
+        .collect())
+}
+
 async fn run(command: RegistryCommand) -> Result<String, String> {
     let (publisher_args, wait, actions) = match &command {
         RegistryCommand::Address { key } => {
@@ -168,30 +182,12 @@ async fn run(command: RegistryCommand) -> Result<String, String> {
             publisher,
             values: v,
             wait,
-        } => (
-            publisher,
-            wait,
-            Some(
-                values(v)?
-                    .into_iter()
-                    .map(|(kind, value)| PublisherAction::Add { kind, value })
-                    .collect::<Vec<_>>(),
-            ),
-        ),
+        } => (publisher, wait, Some(actions(v, true)?)),
         RegistryCommand::Remove {
             publisher,
             values: v,
             wait,
-        } => (
-            publisher,
-            wait,
-            Some(
-                values(v)?
-                    .into_iter()
-                    .map(|(kind, value)| PublisherAction::Remove { kind, value })
-                    .collect::<Vec<_>>(),
-            ),
-        ),
+        } => (publisher, wait, Some(actions(v, false)?)),
     };
     let key = publisher_args.key.require()?;
     let network = publisher_args
