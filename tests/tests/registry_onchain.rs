@@ -263,3 +263,27 @@ async fn onchain_registry_accepts_registered_guests_and_refuses_removed_or_unreg
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn onchain_registry_flag_is_refused_where_there_is_no_live_guest() {
+    let fixtures = cocoon_tests::workspace_root().join("attestation/tests/fixtures/tdx");
+    let quote = fixtures.join("dcapqvl_tdx_quote_v4.bin");
+    let collateral = fixtures.join("dcapqvl_tdx_quote_v4.collateral.json");
+    let out = cocoon_verify(&[
+        "tdx-quote",
+        quote.to_str().unwrap(),
+        "--collateral",
+        collateral.to_str().unwrap(),
+        "--at",
+        "2025-07-01T00:00:00Z",
+        "--registry",
+        "0:5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a",
+    ])
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cocoon-verify endpoint URL --registry"),
+        "{}",
+        text(&out)
+    );
+}
