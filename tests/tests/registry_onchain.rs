@@ -4,7 +4,8 @@
 //! values with `cocoon-client registry` from its own wallet, and a simulated guest checked
 //! by `cocoon-verify endpoint --registry` and `cocoon-client proxy --registry`.
 //!
-//! What must hold: with nothing registered the guest is refused, naming the registry;
+//! What must hold: with no registry deployed, or nothing registered, the guest is refused
+//! naming the registry (an unreachable API is an error, exit 2, never an acceptance);
 //! once the values `cocoon-verify endpoint --json` printed for it are registered, it is
 //! accepted with no manifest and no --accept-any-image; with its model removed, or its
 //! image unregistered, it is refused again naming the registry and what is missing; the
@@ -103,6 +104,22 @@ async fn onchain_registry_accepts_registered_guests_and_refuses_removed_or_unreg
     ]);
     assert!(address.status.success(), "{}", text(&address));
     let registry = String::from_utf8_lossy(&address.stdout).trim().to_string();
+    // A simulated guest.
+    let guest = start_guest("simulated", true, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
+    let url = format!("https://{}", guest.addr);
+
+    // No registry deployed yet: refused (exit 1) naming it; an API that cannot be reached
+    // is exit 2, never an acceptance.
+    let refused = verify_with_registry(&url, &registry, &api);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        stderr.contains(&registry) && stderr.contains("no registry contract is deployed"),
+        "{stderr}"
+    );
+    let unreachable = verify_with_registry(&url, &registry, "http://127.0.0.1:9");
+    assert_eq!(unreachable.status.code(), Some(2), "{}", text(&unreachable));
+
     let deployed = publisher("deploy", &key_file, &api, &[]);
     assert!(deployed.status.success(), "{}", text(&deployed));
     assert!(
@@ -111,9 +128,7 @@ async fn onchain_registry_accepts_registered_guests_and_refuses_removed_or_unreg
         text(&deployed)
     );
 
-    // A simulated guest, and the values a publisher would register for it.
-    let guest = start_guest("simulated", true, "127.0.0.1:0", "127.0.0.1:0", &[]).unwrap();
-    let url = format!("https://{}", guest.addr);
+    // The values a publisher would register for the guest.
     let verified = cocoon_verify(&[
         "endpoint",
         &url,
