@@ -185,6 +185,39 @@ impl RegistryExitCode {
     }
 }
 
+/// Domain of the TDX image value.
+const TDX_IMAGE_DOMAIN: &[u8] = b"cocoon/registry/image/tdx/v1\0";
+/// Domain of the SEV-SNP image value.
+const SNP_IMAGE_DOMAIN: &[u8] = b"cocoon/registry/image/sev-snp/v1\0";
+
+/// The `image-tdx` value: `SHA-256("cocoon/registry/image/tdx/v1\0" ‖ MRTD ‖ RTMR0 ‖ RTMR1
+/// ‖ RTMR2)`, the registers a manifest pins for a TDX image (RTMR3 holds the runtime
+/// config, registered as its own values).
+pub fn tdx_image_value(mrtd: &[u8; 48], rtmr: [&[u8; 48]; 3]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(TDX_IMAGE_DOMAIN);
+    context.update(mrtd);
+    for register in rtmr {
+        context.update(register);
+    }
+    digest32(context)
+}
+
+/// The `image-sev-snp` value: `SHA-256("cocoon/registry/image/sev-snp/v1\0" ‖
+/// MEASUREMENT)`.
+pub fn snp_image_value(measurement: &[u8; 48]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(SNP_IMAGE_DOMAIN);
+    context.update(measurement);
+    digest32(context)
+}
+
+fn digest32(context: ring::digest::Context) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 /// The key of an entry in the contract's map: the representation hash of the cell
 /// `kind:uint8 value:uint256` (what `get_entry` computes too).
 pub fn entry_key(kind: EntryKind, value: &[u8; 32]) -> Result<[u8; 32]> {

@@ -9,7 +9,8 @@
 //! once the values `cocoon-verify endpoint --json` printed for it are registered, it is
 //! accepted with no manifest and no --accept-any-image; with its model removed, or its
 //! image unregistered, it is refused again naming the registry and what is missing; the
-//! registry's history shows every change.
+//! registry's history shows every change; a guest started with `--registry` finds itself
+//! registered and says so.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -201,6 +202,32 @@ async fn onchain_registry_accepts_registered_guests_and_refuses_removed_or_unreg
     )
     .unwrap();
     proxy.kill();
+
+    // The guest's own look-up at start (`--registry`): it finds itself registered.
+    let log = dir.join("guest-registry.log");
+    let mut cmd =
+        cocoon_tests::simulated_guest_command(&["--registry", &registry, "--registry-api", &api]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut own = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let found = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("this guest's image, model and price table are registered") {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || own.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = own.kill();
+    let _ = own.wait();
+    assert!(
+        found,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // The model withdrawn: refused, naming the registry and the removal.
     let model = format!("model-sha256:{}", value_of("model-sha256"));

@@ -7,7 +7,8 @@
 //! client at once. With `--registry`, a guest is accepted only when every value its
 //! verified evidence and attested config name is registered there *now*:
 //!
-//! - the image: for TDX, `SHA-256("cocoon/registry/image/tdx/v1\0" ‖ MRTD ‖ RTMR0 ‖ RTMR1
+//! - the image (`cocoon_billing::registry::tdx_image_value`, `snp_image_value`): for TDX,
+//!   `SHA-256("cocoon/registry/image/tdx/v1\0" ‖ MRTD ‖ RTMR0 ‖ RTMR1
 //!   ‖ RTMR2)` (the 48-byte registers, raw), for SEV-SNP `SHA-256("cocoon/registry/image/
 //!   sev-snp/v1\0" ‖ MEASUREMENT)`: exactly the registers a manifest pins for that TEE
 //!   (firmware, kernel, command line with the dm-verity roots), computed from evidence that
@@ -33,7 +34,9 @@ use std::time::{Duration, Instant};
 use cocoon_attestation::unix_time::format_time;
 use cocoon_attestation::{Error, Verified};
 use cocoon_billing::chain::{friendly_address, Chain};
-use cocoon_billing::registry::{read_entry, read_registry, EntryKind, EntryStatus};
+use cocoon_billing::registry::{
+    read_entry, read_registry, snp_image_value, tdx_image_value, EntryKind, EntryStatus,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
 use tycho_types::models::StdAddr;
@@ -43,11 +46,6 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// How long a value seen registered is trusted without asking the chain again.
 pub const CACHE_SECS: u64 = 60;
-
-/// Domain of the TDX image value.
-const TDX_IMAGE_DOMAIN: &[u8] = b"cocoon/registry/image/tdx/v1\0";
-/// Domain of the SEV-SNP image value.
-const SNP_IMAGE_DOMAIN: &[u8] = b"cocoon/registry/image/sev-snp/v1\0";
 
 /// One value a guest must have registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -79,38 +77,44 @@ fn malformed(detail: String) -> Error {
     }
 }
 
-fn register(measurements: &BTreeMap<&'static str, String>, name: &str) -> Result<Vec<u8>, Error> {
+fn register(measurements: &BTreeMap<&'static str, String>, name: &str) -> Result<[u8; 48], Error> {
     let text = measurements
         .get(name)
         .ok_or_else(|| malformed(format!("the evidence has no {name}")))?;
-    hex::decode(text).map_err(|e| malformed(format!("{name} is not hex: {e}")))
+    let bytes = hex::decode(text).map_err(|e| malformed(format!("{name} is not hex: {e}")))?;
+    <[u8; 48]>::try_from(bytes.as_slice())
+        .map_err(|_| malformed(format!("{name} is {} bytes, not 48", bytes.len())))
 }
 
 /// The image value of verified evidence (`tee` `tdx` or `sev-snp`, and its measurements
-/// as [`Verified::measurements`] holds them).
+/// as [`Verified::measurements`] holds them): `cocoon_billing::registry`'s
+/// `tdx_image_value` or `snp_image_value`.
 pub fn image_value(
     tee: &str,
     measurements: &BTreeMap<&'static str, String>,
 ) -> Result<RequiredValue, Error> {
-    let mut hasher = Sha256::new();
-    let (kind, what) = match tee {
+    let (kind, value, what) = match tee {
         "tdx" => {
-            hasher.update(TDX_IMAGE_DOMAIN);
-            for name in ["mrtd", "rtmr0", "rtmr1", "rtmr2"] {
-                hasher.update(register(measurements, name)?);
-            }
-            (EntryKind::ImageTdx, "image (tdx: MRTD, RTMR0-2)")
+            let mrtd = register(measurements, "mrtd")?;
+            let rtmr0 = register(measurements, "rtmr0")?;
+            let rtmr1 = register(measurements, "rtmr1")?;
+            let rtmr2 = register(measurements, "rtmr2")?;
+            (
+                EntryKind::ImageTdx,
+                tdx_image_value(&mrtd, [&rtmr0, &rtmr1, &rtmr2]),
+                "image (tdx: MRTD, RTMR0-2)",
+            )
         }
-        "sev-snp" => {
-            hasher.update(SNP_IMAGE_DOMAIN);
-            hasher.update(register(measurements, "measurement")?);
-            (EntryKind::ImageSevSnp, "image (sev-snp: MEASUREMENT)")
-        }
+        "sev-snp" => (
+            EntryKind::ImageSevSnp,
+            snp_image_value(&register(measurements, "measurement")?),
+            "image (sev-snp: MEASUREMENT)",
+        ),
         other => return Err(malformed(format!("no image value for TEE '{other}'"))),
     };
     Ok(RequiredValue {
         kind,
-        value: hasher.finalize().into(),
+        value,
         what: what.to_string(),
     })
 }
