@@ -157,19 +157,21 @@ test-image: build model image-deps firmware venv ## Image tests: two builds byte
 	COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python COCOON_MODEL=$(CURDIR)/$(MODEL) \
 	  $(CARGO) test --release --locked --workspace --test image -- --ignored --nocapture --test-threads 1
 
-contracts: ## Compile the escrow contract (Tolk, pinned @ton/tolk-js) into billing/contracts/build: code BoC, code hash, Fift
+contracts: ## Compile the contracts (escrow, registry; Tolk, pinned @ton/tolk-js) into billing/contracts/build: code BoC, code hash, Fift
 	cd $(CONTRACTS) && $(NPM_CI) --omit=dev && $(NODE) build.mjs
 
-contracts-check: ## Rebuild the escrow contract in a temp dir; fail if its code hash or BoC bytes differ from the committed ones
+contracts-check: ## Rebuild the contracts in a temp dir; fail if a code hash or BoC's bytes differ from the committed ones
 	cd $(CONTRACTS) && $(NPM_CI) --omit=dev
 	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(NODE) $(CONTRACTS)/build.mjs --out "$$tmp" >/dev/null; \
-	committed=$$(cat $(CONTRACTS)/build/escrow.code-hash); rebuilt=$$(cat "$$tmp/escrow.code-hash"); \
+	for name in escrow registry; do \
+	committed=$$(cat $(CONTRACTS)/build/$$name.code-hash); rebuilt=$$(cat "$$tmp/$$name.code-hash"); \
 	if [ "$$committed" != "$$rebuilt" ]; then \
-	  echo "contracts-check: escrow code hash differs: committed $$committed, rebuilt $$rebuilt (run make contracts and commit billing/contracts/build)"; exit 1; fi; \
-	if ! cmp -s $(CONTRACTS)/build/escrow.boc "$$tmp/escrow.boc"; then \
-	  echo "contracts-check: escrow.boc bytes differ (committed $$(sha256sum < $(CONTRACTS)/build/escrow.boc | cut -c1-64), rebuilt $$(sha256sum < "$$tmp/escrow.boc" | cut -c1-64)); code hash $$committed (run make contracts)"; exit 1; fi; \
-	echo "contracts-check: escrow code hash $$committed matches the source"
+	  echo "contracts-check: $$name code hash differs: committed $$committed, rebuilt $$rebuilt (run make contracts and commit billing/contracts/build)"; exit 1; fi; \
+	if ! cmp -s $(CONTRACTS)/build/$$name.boc "$$tmp/$$name.boc"; then \
+	  echo "contracts-check: $$name.boc bytes differ (committed $$(sha256sum < $(CONTRACTS)/build/$$name.boc | cut -c1-64), rebuilt $$(sha256sum < "$$tmp/$$name.boc" | cut -c1-64)); code hash $$committed (run make contracts)"; exit 1; fi; \
+	echo "contracts-check: $$name code hash $$committed matches the source"; \
+	done
 
 contracts-test: ## Escrow contract tests on @ton/sandbox (jest): every exit code of billing/PROTOCOL.md, refunds, gas per operation
 	cd $(CONTRACTS) && $(NPM_CI) && $(NPM) test

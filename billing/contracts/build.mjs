@@ -1,8 +1,9 @@
-// Compiles escrow.tolk with the pinned @ton/tolk-js and writes, into the output directory
-// (default: build/ next to this file; `node build.mjs --out DIR` for another):
-//   escrow.boc        the code cell as a BoC (binary, no CRC, no index)
-//   escrow.code-hash  hex of the code cell's representation hash, one line
-//   escrow.fif        the Fift assembler listing tolk-js produced (for reading, not used)
+// Compiles each contract (escrow.tolk, registry.tolk) with the pinned @ton/tolk-js and
+// writes, into the output directory (default: build/ next to this file; `node build.mjs
+// --out DIR` for another), for each NAME:
+//   NAME.boc        the code cell as a BoC (binary, no CRC, no index)
+//   NAME.code-hash  hex of the code cell's representation hash, one line
+//   NAME.fif        the Fift assembler listing tolk-js produced (for reading, not used)
 // The BoC is re-serialized with @ton/core so the bytes depend only on the cell.
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -27,25 +28,31 @@ const version = await getTolkCompilerVersion();
 if (version !== expectedTolk) {
   throw new Error(`tolk-js reports compiler ${version}, expected ${expectedTolk}: run npm ci`);
 }
-const result = await runTolkCompiler({
-  entrypointFileName: 'escrow.tolk',
-  fsReadCallback: (path) => readFileSync(join(here, path), 'utf8'),
-  optimizationLevel: 2,
-  withStackComments: false,
-  withSrcLineComments: false,
-});
-if (result.status !== 'ok') {
-  console.error(result.message);
-  process.exit(1);
+async function compile(name) {
+  const result = await runTolkCompiler({
+    entrypointFileName: `${name}.tolk`,
+    fsReadCallback: (path) => readFileSync(join(here, path), 'utf8'),
+    optimizationLevel: 2,
+    withStackComments: false,
+    withSrcLineComments: false,
+  });
+  if (result.status !== 'ok') {
+    console.error(result.message);
+    process.exit(1);
+  }
+  const code = Cell.fromBase64(result.codeBoc64);
+  const hash = code.hash().toString('hex');
+  if (hash !== result.codeHashHex.toLowerCase().padStart(64, '0')) {
+    throw new Error(`${name}: code hash mismatch: tolk-js says ${result.codeHashHex}, @ton/core ${hash}`);
+  }
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, `${name}.boc`), code.toBoc({ idx: false, crc32: false }));
+  writeFileSync(join(out, `${name}.code-hash`), hash + '\n');
+  writeFileSync(join(out, `${name}.fif`), result.fiftCode);
+  if (result.stderr) process.stderr.write(result.stderr);
+  console.log(`${name}: tolk ${version}, ${code.bits.length} bits + ${code.refs.length} refs at the root, code hash ${hash} -> ${out}`);
 }
-const code = Cell.fromBase64(result.codeBoc64);
-const hash = code.hash().toString('hex');
-if (hash !== result.codeHashHex.toLowerCase().padStart(64, '0')) {
-  throw new Error(`code hash mismatch: tolk-js says ${result.codeHashHex}, @ton/core ${hash}`);
+
+for (const name of ['escrow', 'registry']) {
+  await compile(name);
 }
-mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'escrow.boc'), code.toBoc({ idx: false, crc32: false }));
-writeFileSync(join(out, 'escrow.code-hash'), hash + '\n');
-writeFileSync(join(out, 'escrow.fif'), result.fiftCode);
-if (result.stderr) process.stderr.write(result.stderr);
-console.log(`escrow: tolk ${version}, ${code.bits.length} bits + ${code.refs.length} refs at the root, code hash ${hash} -> ${out}`);

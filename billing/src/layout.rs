@@ -315,7 +315,7 @@ fn load_coins(slice: &mut CellSlice<'_>) -> Result<u128> {
     Ok(Tokens::load_from(slice)?.into_inner())
 }
 
-fn store_addr(builder: &mut CellBuilder, addr: &StdAddr) -> Result<()> {
+pub(crate) fn store_addr(builder: &mut CellBuilder, addr: &StdAddr) -> Result<()> {
     if addr.anycast.is_some() {
         return Err(Error::Anycast);
     }
@@ -323,7 +323,7 @@ fn store_addr(builder: &mut CellBuilder, addr: &StdAddr) -> Result<()> {
     Ok(())
 }
 
-fn load_addr(slice: &mut CellSlice<'_>) -> Result<StdAddr> {
+pub(crate) fn load_addr(slice: &mut CellSlice<'_>) -> Result<StdAddr> {
     let addr = StdAddr::load_from(slice)?;
     if addr.anycast.is_some() {
         return Err(Error::Anycast);
@@ -355,21 +355,25 @@ fn load_opt_addr(slice: &mut CellSlice<'_>) -> Result<Option<StdAddr>> {
     }
 }
 
-fn store_key(builder: &mut CellBuilder, key: &PublicKey) -> Result<()> {
+pub(crate) fn store_key(builder: &mut CellBuilder, key: &PublicKey) -> Result<()> {
     Ok(builder.store_u256(&HashBytes(*key))?)
 }
 
-fn load_key(slice: &mut CellSlice<'_>) -> Result<PublicKey> {
+pub(crate) fn load_key(slice: &mut CellSlice<'_>) -> Result<PublicKey> {
     Ok(slice.load_u256()?.0)
 }
 
-fn load_signature(slice: &mut CellSlice<'_>) -> Result<Signature> {
+pub(crate) fn load_signature(slice: &mut CellSlice<'_>) -> Result<Signature> {
     let mut signature = [0u8; 64];
     slice.load_raw(&mut signature, 512)?;
     Ok(signature)
 }
 
-fn expect_u32(slice: &mut CellSlice<'_>, what: &'static str, expected: u32) -> Result<()> {
+pub(crate) fn expect_u32(
+    slice: &mut CellSlice<'_>,
+    what: &'static str,
+    expected: u32,
+) -> Result<()> {
     let found = slice.load_u32()?;
     if found != expected {
         return Err(Error::WrongTag {
@@ -381,7 +385,7 @@ fn expect_u32(slice: &mut CellSlice<'_>, what: &'static str, expected: u32) -> R
     Ok(())
 }
 
-fn load_child<T: CellLayout>(slice: &mut CellSlice<'_>) -> Result<T> {
+pub(crate) fn load_child<T: CellLayout>(slice: &mut CellSlice<'_>) -> Result<T> {
     T::from_cell(&slice.load_reference_cloned()?)
 }
 

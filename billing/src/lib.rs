@@ -11,6 +11,8 @@
 //! - [`chain`]: the [`chain::Chain`] trait, what the client and the host agent need from a
 //!   chain (send a BoC, account state, get methods, wallet seqno, transactions), with an
 //!   implementation over the local chain (feature `local-chain`).
+//! - [`registry`]: the registry contract's cells, address and readers: a publisher's
+//!   on-chain list of reference values (`billing/REGISTRY.md`).
 //! - `ton_http` (feature `ton-http`): a TON HTTP API client (toncenter v2 routes) that
 //!   implements [`chain::Chain`] for the real network, and, with `local-chain`, a loopback
 //!   server answering the same routes from a local chain.
@@ -25,6 +27,7 @@ pub mod layout;
 #[cfg(feature = "local-chain")]
 pub mod local_chain;
 pub mod record;
+pub mod registry;
 #[cfg(feature = "ton-http")]
 pub mod ton_http;
 #[cfg(feature = "wallet")]

@@ -127,6 +127,16 @@ pub async fn run(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow:
         host_token,
         end_of_text,
     });
+    if args.registry.registry.is_some() {
+        // Informational: fresh evidence for our own image value, then a background lookup.
+        match state.tee.attest(&[0u8; 64]) {
+            Ok(evidence) => crate::registry_check::spawn(
+                &args.registry,
+                crate::registry_check::own_values(&evidence, &state.config),
+            ),
+            Err(e) => tracing::warn!("--registry: no evidence to compute the image value ({e})"),
+        }
+    }
     if state.tee.simulated() {
         tracing::warn!("evidence is SIMULATED (development root): this guest proves nothing about confidentiality");
     }

@@ -62,6 +62,8 @@ pub struct ServeArgs {
     pub collector: CollectorArgs,
     #[command(flatten)]
     pub accounts: Accounts,
+    #[command(flatten)]
+    pub registry: crate::registry_check::RegistryArgs,
 }
 
 /// Where evidence comes from.

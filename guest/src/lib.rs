@@ -25,6 +25,7 @@ pub mod identity;
 pub mod kv;
 pub mod meter;
 pub mod openai;
+pub mod registry_check;
 pub mod tee;
 pub mod watchdog;
 

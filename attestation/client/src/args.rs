@@ -11,7 +11,10 @@ use cocoon_attestation::snp::verify::TrustedArk;
 use cocoon_attestation::tdx::dcap::TdxRoot;
 use cocoon_attestation::{CollateralStore, Policy, Result, TrustAnchors, Verifier};
 
+use cocoon_billing::ton_http::{TonHttpClient, TonHttpConfig};
+
 use crate::fetcher::CollateralFetcher;
+use crate::registry::RegistrySource;
 use crate::session::Attestor;
 
 /// `--policy`, `--manifest`, `--manifest-key`, `--allow-debug`, `--accept-any-image`,
@@ -62,6 +65,21 @@ pub struct PolicyArgs {
     /// but not compared.
     #[arg(long, value_name = "FILE")]
     pub gpu_rim: Vec<PathBuf>,
+    /// A publisher's on-chain registry (billing/REGISTRY.md; raw 0:HEX or user-friendly
+    /// address) as a source of reference values: the guest's image (TDX MRTD+RTMR0-2 or
+    /// SEV-SNP MEASUREMENT), model SHA-256 (and dm-verity root) and price table must all
+    /// be registered there now, else it is refused naming the registry and what is
+    /// missing. Alone it pins the image and config (no --manifest or --policy needed);
+    /// with them, both must accept. Not read from configuration files.
+    #[arg(long, value_name = "ADDRESS")]
+    #[serde(skip)]
+    pub registry: Option<String>,
+    /// The TON HTTP API (toncenter v2 routes) --registry is read through: toncenter, or
+    /// the host agent's loopback API over its local chain (`[billing.local_chain]
+    /// api_listen`). Default: $COCOON_TON_API, else https://toncenter.com (mainnet).
+    #[arg(long, value_name = "URL", requires = "registry")]
+    #[serde(skip)]
+    pub registry_api: Option<String>,
 }
 
 impl PolicyArgs {
@@ -79,6 +97,34 @@ impl PolicyArgs {
         policy.accept_any_image |= self.accept_any_image;
         policy.require_gpu |= self.require_gpu;
         Ok((policy, manifest))
+    }
+
+    /// The registry of `--registry`, read through `--registry-api` (`None` without it).
+    pub fn registry_source(&self) -> Result<Option<Arc<RegistrySource>>> {
+        let Some(text) = &self.registry else {
+            return Ok(None);
+        };
+        let address = cocoon_billing::address::parse_address(text).map_err(|e| {
+            cocoon_attestation::Error::Malformed {
+                what: "--registry address",
+                detail: format!("'{text}': {e}"),
+            }
+        })?;
+        let url = self
+            .registry_api
+            .clone()
+            .or_else(|| std::env::var("COCOON_TON_API").ok())
+            .unwrap_or_else(|| "https://toncenter.com".to_string());
+        let chain = TonHttpClient::new(TonHttpConfig::new(url.clone())).map_err(|e| {
+            cocoon_attestation::Error::Malformed {
+                what: "--registry-api",
+                detail: format!("{url}: {e}"),
+            }
+        })?;
+        Ok(Some(Arc::new(RegistrySource::new(
+            address,
+            Arc::new(chain),
+        ))))
     }
 
     /// The RIM files of `--gpu-rim`, read (their signatures are checked at each
@@ -180,7 +226,13 @@ pub fn attestor(
     policy: &PolicyArgs,
     collateral: &CollateralArgs,
 ) -> Result<(Attestor, Option<Manifest>)> {
-    let (policy_value, manifest) = policy.load()?;
+    let (mut policy_value, manifest) = policy.load()?;
+    let registry = policy.registry_source()?;
+    if registry.is_some() {
+        // The registry pins the image and the config: the session check refuses a guest
+        // whose values it does not list (see `crate::registry`).
+        policy_value.accept_any_image = true;
+    }
     let store = Arc::new(CollateralStore::new());
     for file in &collateral.collateral {
         store.add_tdx_bundle_file(file)?;
@@ -202,8 +254,20 @@ pub fn attestor(
         verifier: Arc::new(verifier),
         fetcher,
         gpu_rims: Arc::new(policy.gpu_rims()?),
+        registry,
     };
     Ok((attestor, manifest))
+}
+
+impl Attestor {
+    /// [`any_image_warning`] for this attestor: none when a registry pins the image and
+    /// config (its `accept_any_image` is the registry's doing, not the user's).
+    pub fn any_image_warning(&self) -> Option<String> {
+        if self.registry.is_some() {
+            return None;
+        }
+        any_image_warning(self.verifier.policy())
+    }
 }
 
 /// The warning to print when `--accept-any-image` lifts the reference-value rule while

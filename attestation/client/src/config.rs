@@ -11,12 +11,9 @@
 
 use cocoon_attestation::Error;
 use serde::Deserialize;
-use sha2::{Digest, Sha384};
 
+use crate::registry::{attested_config, MAX_CONFIG_BYTES};
 use crate::session::{AttestedConnection, Endpoint};
-
-/// Largest config document accepted.
-const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// A config document whose SHA-384 is the attested config digest.
 #[derive(Debug, Clone)]
@@ -32,17 +29,7 @@ pub async fn fetch_config(
     connection: &mut AttestedConnection,
     endpoint: &Endpoint,
 ) -> Result<ServedConfig, Error> {
-    let attested = connection
-        .verified
-        .certificate
-        .config_digest
-        .clone()
-        .ok_or_else(|| {
-            Error::Rejected(
-                "the guest's evidence attests no config digest, so its config cannot be checked"
-                    .into(),
-            )
-        })?;
+    let attested = connection.verified.certificate.config_digest.clone();
     let (status, body) = connection
         .get(endpoint, "/v1/attestation/config", &[], MAX_CONFIG_BYTES)
         .await?;
@@ -51,16 +38,7 @@ pub async fn fetch_config(
             "GET /v1/attestation/config answered {status}"
         )));
     }
-    let digest = hex::encode(Sha384::digest(&body));
-    if !digest.eq_ignore_ascii_case(&attested) {
-        return Err(Error::Rejected(format!(
-            "the served config document hashes to {digest}, not to the attested {attested}"
-        )));
-    }
-    let json = serde_json::from_slice(&body).map_err(|e| Error::Malformed {
-        what: "guest config",
-        detail: e.to_string(),
-    })?;
+    let json = attested_config(attested.as_deref(), &body)?;
     Ok(ServedConfig {
         bytes: body.to_vec(),
         json,

@@ -17,6 +17,8 @@ pub mod local;
 pub mod onchain;
 pub mod owner;
 pub mod proxy;
+pub mod publisher;
+pub mod registry;
 pub mod session;
 pub mod wallet;
 

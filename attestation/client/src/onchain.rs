@@ -153,6 +153,17 @@ pub struct Owner<'a> {
     pub poll: Duration,
 }
 
+/// A wallet transfer [`Owner::send_transfer`] sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentTransfer {
+    /// The wallet seqno it was signed with.
+    pub seqno: u32,
+    /// The destination's last logical time before it.
+    pub watched_lt: u64,
+    /// It cannot execute after this time.
+    pub valid_until: u32,
+}
+
 /// What a command did: the escrow before and after, and the wallet's seqno the transfer
 /// used.
 #[derive(Debug, Clone)]
@@ -316,6 +327,28 @@ impl Owner<'_> {
         effect: Effect,
         now: u64,
     ) -> Result<Outcome, String> {
+        let sent = self.send_transfer(escrow, messages, now).await?;
+        self.wait_for(
+            escrow,
+            before,
+            effect,
+            sent.seqno,
+            sent.watched_lt,
+            sent.valid_until,
+        )
+        .await
+    }
+
+    /// Sends `messages` in one wallet transfer after checking the wallet can pay them
+    /// (naming the address to fund if not); returns the wallet seqno it used, the last
+    /// logical time of `watched` before (to find its transactions after) and the
+    /// transfer's expiry.
+    pub async fn send_transfer(
+        &self,
+        watched: &StdAddr,
+        messages: &[OutMessage],
+        now: u64,
+    ) -> Result<SentTransfer, String> {
         let wallet = self.wallet.address();
         let funds = self
             .chain
@@ -341,11 +374,11 @@ impl Owner<'_> {
             .wallet_seqno(&wallet)
             .await
             .map_err(|e| chain_error("reading the wallet's seqno", e))?;
-        let escrow_lt = self
+        let watched_lt = self
             .chain
-            .account_state(escrow)
+            .account_state(watched)
             .await
-            .map_err(|e| chain_error("reading the escrow's account", e))?
+            .map_err(|e| chain_error("reading the destination's account", e))?
             .last_lt;
         let validity = self
             .wait
@@ -358,8 +391,11 @@ impl Owner<'_> {
             .send_boc(&boc)
             .await
             .map_err(|e| chain_error("sending the wallet's transfer", e))?;
-        self.wait_for(escrow, before, effect, seqno, escrow_lt, valid_until)
-            .await
+        Ok(SentTransfer {
+            seqno,
+            watched_lt,
+            valid_until,
+        })
     }
 
     /// Polls until the escrow shows `effect`; fails early when the escrow bounced a

@@ -16,6 +16,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::fetcher::CollateralFetcher;
+use crate::registry::{
+    attested_config, required_values, RegistrySource, RequiredValue, MAX_CONFIG_BYTES,
+};
 
 /// Host and port of an `https://HOST:PORT[/path]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,9 @@ pub struct Attestor {
     pub gpu_rims: Arc<Vec<(String, Vec<u8>)>>,
     pub verifier: Arc<Verifier>,
     pub fetcher: Option<Arc<CollateralFetcher>>,
+    /// `--registry`: every session's image, model and prices must be registered there
+    /// (checked by [`open_attested_session`] after the evidence verified).
+    pub registry: Option<Arc<RegistrySource>>,
 }
 
 impl Attestor {
@@ -73,6 +79,7 @@ impl Attestor {
             verifier: Arc::new(verifier),
             fetcher: None,
             gpu_rims: Arc::default(),
+            registry: None,
         }
     }
 }
@@ -216,6 +223,9 @@ pub struct SessionVerified {
     /// The GPU evidence the TEE's evidence binds, fetched and verified (`None`: the
     /// guest binds none, it serves from the CPU).
     pub gpu: Option<cocoon_attestation::gpu::ServedGpuCheck>,
+    /// The values the attestor's registry has registered for this guest (empty without
+    /// `--registry`).
+    pub registered: Vec<RequiredValue>,
 }
 
 /// Connects, verifies the certificate, then asks inside the same TLS session for fresh
@@ -420,6 +430,7 @@ pub async fn open_attested_session(
             session,
             certificate_der,
             gpu: None,
+            registered: Vec::new(),
         },
         sender,
         tls_exporter: exporter,
@@ -439,7 +450,41 @@ pub async fn open_attested_session(
         .map_err(|_| Error::Timeout(address.clone(), timeout))??;
         connection.verified.gpu = Some(check);
     }
+    if let Some(registry) = &attestor.registry {
+        let registered = tokio::time::timeout(
+            timeout.saturating_sub(started.elapsed()),
+            check_registry(&mut connection, endpoint, registry),
+        )
+        .await
+        .map_err(|_| Error::Timeout(address.clone(), timeout))??;
+        connection.verified.registered = registered;
+    }
     Ok(connection)
+}
+
+/// The registry half of an endpoint check (`--registry`): the config document the
+/// evidence attests is fetched over the session, and the image, model and prices of the
+/// guest must all be registered now.
+async fn check_registry(
+    connection: &mut AttestedConnection,
+    endpoint: &Endpoint,
+    registry: &RegistrySource,
+) -> Result<Vec<RequiredValue>, Error> {
+    let (status, body) = connection
+        .get(endpoint, "/v1/attestation/config", &[], MAX_CONFIG_BYTES)
+        .await?;
+    if !status.is_success() {
+        return Err(Error::Rejected(format!(
+            "{}: the guest's config is needed to check its registration, and GET \
+             /v1/attestation/config answered {status}",
+            registry.name()
+        )));
+    }
+    let certificate = &connection.verified.certificate;
+    let config = attested_config(certificate.config_digest.as_deref(), &body)?;
+    let required = required_values(certificate, &config)?;
+    registry.check(&required).await?;
+    Ok(required)
 }
 
 /// The GPU half of an endpoint check. The certificate carries only the digest of the GPU

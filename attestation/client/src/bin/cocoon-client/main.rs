@@ -25,6 +25,9 @@
 //! account key's wallet v5r1 pays and sends through a TON HTTP API (`--ton-api`), and each
 //! command waits until the chain shows its effect.
 //!
+//! `cocoon-client registry deploy|add|remove|list|address` are a publisher's commands on
+//! its on-chain registry of reference values (`registry.rs`, `cocoon_client::publisher`).
+//!
 //! The local side answers only local programs: requests must name the listener in `Host`,
 //! come from no foreign web origin and carry JSON bodies (`cocoon_client::local`); with
 //! `--local-token-file` they must also carry that token. Hop-by-hop headers are dropped in
@@ -39,13 +42,14 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use cocoon_attestation::account::AccountKey;
 use cocoon_client::amount::Amount;
-use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::escrow::Authorizer;
 use cocoon_client::keys::KeyArgs;
 use cocoon_client::proxy::{Proxy, ProxyBilling};
 use cocoon_client::Endpoint;
 
 mod owner;
+mod registry;
 
 #[derive(Parser)]
 #[command(
@@ -111,6 +115,11 @@ enum Command {
     /// what the chain has settled; with --upstream URL also the unsettled usage, which the
     /// verified guest reports to the proven owner (what it signed − what the chain settled).
     Balance(owner::BalanceArgs),
+    /// A publisher's on-chain registry of reference values (billing/REGISTRY.md): deploy
+    /// it, add and remove image, model and price-table values, list it. The publisher
+    /// key's wallet v5r1 pays; clients read it with `--registry ADDRESS`.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
 #[derive(Subcommand)]
@@ -219,6 +228,7 @@ async fn main() -> ExitCode {
         Command::Account(command) => account(command),
         Command::Escrow(command) => owner::escrow(command).await,
         Command::Balance(args) => owner::balance(args).await,
+        Command::Registry(command) => registry::registry(command).await,
     }
 }
 
@@ -264,7 +274,7 @@ fn proxy(args: ProxyArgs) -> Result<Proxy, String> {
     let endpoint = Endpoint::parse(&args.upstream).map_err(|e| e.to_string())?;
     let (attestor, manifest) =
         attestor(&args.accept, &args.collateral).map_err(|e| e.to_string())?;
-    if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+    if let Some(warning) = attestor.any_image_warning() {
         eprintln!("cocoon-client: {warning}");
     }
     Ok(Proxy {

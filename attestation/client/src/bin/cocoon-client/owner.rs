@@ -10,7 +10,7 @@ use cocoon_attestation::account::AccountKey;
 use cocoon_billing::layout::PublicKey;
 use cocoon_billing::ton_http::{TonHttpClient, TonHttpConfig};
 use cocoon_client::amount::Amount;
-use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::escrow::unix_now;
 use cocoon_client::keys::KeyArgs;
 use cocoon_client::onchain::{self, GuestTerms, Owner};
@@ -210,7 +210,7 @@ async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String
             let endpoint = Endpoint::parse(url).map_err(|e| e.to_string())?;
             let (attestor, _manifest) =
                 attestor(&args.terms.accept, &args.terms.collateral).map_err(|e| e.to_string())?;
-            if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+            if let Some(warning) = attestor.any_image_warning() {
                 eprintln!("cocoon-client: {warning}");
             }
             let timeout = Duration::from_secs(args.terms.connect_timeout);
@@ -259,9 +259,22 @@ async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String
         }
         (None, derived) => derived,
     };
-    let url = match &args.chain.ton_api {
+    let chain = ton_client(&args.chain, &network)?;
+    Ok(Context {
+        key,
+        wallet,
+        network,
+        chain,
+        terms,
+        escrow,
+    })
+}
+
+/// The TON HTTP API client of `--ton-api` (default: toncenter for mainnet and testnet).
+pub fn ton_client(args: &ChainArgs, network: &str) -> Result<TonHttpClient, String> {
+    let url = match &args.ton_api {
         Some(url) => url.clone(),
-        None => default_api(&network)
+        None => default_api(network)
             .ok_or_else(|| {
                 format!(
                     "the {network} network has no public API: give --ton-api URL (the host \
@@ -271,18 +284,10 @@ async fn context(args: &OwnerArgs, with_account: bool) -> Result<Context, String
             .to_string(),
     };
     let mut config = TonHttpConfig::new(url);
-    if let Some(path) = &args.chain.ton_api_key_file {
+    if let Some(path) = &args.ton_api_key_file {
         config = config.with_api_key_file(path).map_err(|e| e.to_string())?;
     }
-    let chain = TonHttpClient::new(config).map_err(|e| e.to_string())?;
-    Ok(Context {
-        key,
-        wallet,
-        network,
-        chain,
-        terms,
-        escrow,
-    })
+    TonHttpClient::new(config).map_err(|e| e.to_string())
 }
 
 fn escrow_of(context: &Context) -> Result<StdAddr, String> {
@@ -398,7 +403,7 @@ async fn run_balance(args: BalanceArgs) -> Result<String, String> {
     })
 }
 
-fn finish(result: Result<String, String>) -> ExitCode {
+pub fn finish(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(text) => {
             println!("{text}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cocoon_attestation::ratls::certificate_pem;
 use cocoon_attestation::unix_time::format_time;
 use cocoon_attestation::{Error, Verified};
-use cocoon_client::args::{any_image_warning, attestor, CollateralArgs, PolicyArgs};
+use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::{open_attested_session, Endpoint};
 
 use crate::output::say;
@@ -25,7 +25,7 @@ pub async fn run(
         eprintln!("cocoon-verify: {e}");
         ExitCode::from(2)
     })?;
-    if let Some(warning) = any_image_warning(attestor.verifier.policy()) {
+    if let Some(warning) = attestor.any_image_warning() {
         eprintln!("cocoon-verify: {warning}");
     }
     let result = match Endpoint::parse(url) {
@@ -56,6 +56,13 @@ pub async fn run(
         }
     };
     let evidence = &verified.certificate;
+    // What a publisher registers for this guest (`cocoon-client registry add`), and the
+    // registry that already vouched for it (with --registry).
+    let registry_values = config
+        .as_ref()
+        .and_then(|doc| cocoon_client::registry::required_values(evidence, doc).ok())
+        .unwrap_or_default();
+    let registry_name = attestor.registry.as_ref().map(|r| r.name());
     if let Some(path) = cert_out {
         if let Err(e) = std::fs::write(&path, certificate_pem(&verified.certificate_der)) {
             eprintln!("cocoon-verify: cannot write {}: {e}", path.display());
@@ -77,6 +84,14 @@ pub async fn run(
                 "gpu".into(),
                 serde_json::to_value(&verified.gpu).unwrap_or_default(),
             );
+            map.insert(
+                "registry_values".into(),
+                serde_json::to_value(&registry_values).unwrap_or_default(),
+            );
+            map.insert(
+                "registry".into(),
+                registry_name.clone().map(Into::into).unwrap_or_default(),
+            );
             map.insert("errors".into(), serde_json::json!([]));
         }
         say!("{value}");
@@ -87,6 +102,17 @@ pub async fn run(
             &verified.session.report_data[..16.min(verified.session.report_data.len())]
         );
         print_gpu(&verified.gpu, !attestor.gpu_rims.is_empty());
+        if let Some(name) = &registry_name {
+            say!("  registry       image, model and price table registered in {name}");
+        }
+        for value in &registry_values {
+            say!(
+                "  registry value {} {} ({})",
+                value.kind,
+                hex::encode(value.value),
+                value.what
+            );
+        }
         match &config {
             Some(doc) => say!(
                 "  served config  (its SHA-384 is the attested config digest)\n{}",

@@ -84,6 +84,14 @@ fn usage(e: cocoon_attestation::Error) -> ExitCode {
 
 /// The verifier the policy arguments select, reading collateral from `store`.
 fn verifier(accept: &PolicyArgs, store: Arc<CollateralStore>) -> Result<Verifier, ExitCode> {
+    if accept.registry.is_some() {
+        // The registry's model and price values come from the config a live guest serves.
+        eprintln!(
+            "cocoon-verify: --registry checks a live guest (its evidence and attested config): \
+             use `cocoon-verify endpoint URL --registry ADDRESS`"
+        );
+        return Err(ExitCode::from(2));
+    }
     let (policy, _) = accept.load().map_err(usage)?;
     Ok(Verifier::new(accept.anchors().map_err(usage)?, policy).with_collateral(store))
 }
