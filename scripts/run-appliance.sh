@@ -143,11 +143,29 @@ echo
 echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated --accept-any-image"
 "$BIN/cocoon-verify" endpoint "$url" --allow-simulated --accept-any-image --cert-out "$CERT"
 
+client_flags=(--account-key "$STATE/client.pem" --ton-api "$ton_api" --ton-network local)
+verify_flags=(--allow-simulated --accept-any-image)
+# The registry (billing/REGISTRY.md): a publisher vouches on-chain for the image, model and
+# price table it verified; clients then accept the guest with --registry alone. The publisher
+# key here is the operator's development words (funded on the local chain); on a real
+# network it is the image publisher's own key.
+publisher_flags=(--mnemonic-file "$STATE/operator.words" --ton-network local --ton-api "$ton_api")
+registry=$("$BIN/cocoon-client" registry address --mnemonic-file "$STATE/operator.words")
+registry_check=("$BIN/cocoon-verify" endpoint "$url" --allow-simulated --registry "$registry" --registry-api "$ton_api")
+echo
+if ! "${registry_check[@]}" >/dev/null 2>&1; then
+  echo "publisher: registering the verified guest's image, model and price table in registry $registry..."
+  "$BIN/cocoon-client" registry list "${publisher_flags[@]}" >/dev/null 2>&1 \
+    || "$BIN/cocoon-client" registry deploy "${publisher_flags[@]}"
+  "$BIN/cocoon-verify" endpoint "$url" "${verify_flags[@]}" --json >"$STATE/guest-values.json" 2>/dev/null
+  "$BIN/cocoon-client" registry add "${publisher_flags[@]}" --from-verify "$STATE/guest-values.json"
+fi
+echo "verifying the guest against the registry alone: cocoon-verify endpoint $url --allow-simulated --registry $registry"
+"${registry_check[@]}"
+
 # A client pays: its escrow (deposit 10 TON, stake 2) is deployed from its own wallet through
 # the local chain's TON HTTP API, the proxy authorizes the verified guest's key (cap 5 TON)
 # and proves the account in each session; one chat; then the host agent settles the voucher.
-client_flags=(--account-key "$STATE/client.pem" --ton-api "$ton_api" --ton-network local)
-verify_flags=(--allow-simulated --accept-any-image)
 echo
 echo "client: deploying its escrow (10 TON, stake 2 TON) for the verified guest..."
 if ! "$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" --json \
@@ -186,7 +204,7 @@ done
 "$BIN/cocoon-client" balance --upstream "$url" "${verify_flags[@]}" "${client_flags[@]}" || true
 operator_after=$(balance_of "$operator_wallet")
 echo "operator wallet $operator_wallet (also the guest's payout address):"
-echo "  $operator_before -> $operator_after nanoTON: +$((operator_after - operator_before)), the ${settled} TON charge less the gas of its settlement"
+echo "  $operator_before -> $operator_after nanoTON: +$((operator_after - operator_before)): this chat's charge less the gas of its settlement (the escrow has charged ${settled} TON in all)"
 curl -s -H "authorization: Bearer $(cat "$STATE/admin-token")" "http://127.0.0.1:$ADMIN_PORT/v1/settlements" | head -c 600; echo
 
 # The public record (issue 20): the chat's receipt, proven against the receipts root the
