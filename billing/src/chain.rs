@@ -208,7 +208,20 @@ pub trait Chain: Send + Sync {
 
     /// The account's transactions, newest first, at most `limit` (capped at
     /// [`MAX_TRANSACTIONS`]).
-    async fn transactions(&self, addr: &StdAddr, limit: usize) -> Result<Vec<TransactionInfo>>;
+    async fn transactions(&self, addr: &StdAddr, limit: usize) -> Result<Vec<TransactionInfo>> {
+        self.transactions_before(addr, None, limit).await
+    }
+
+    /// The page of the account's transactions older than `before` (the logical time and
+    /// hash of a transaction an earlier page returned; `None`: from the newest), newest
+    /// first, at most `limit` (capped at [`MAX_TRANSACTIONS`]; a page may hold fewer even
+    /// when older ones exist). Only an empty page means there are no older ones.
+    async fn transactions_before(
+        &self,
+        addr: &StdAddr,
+        before: Option<(u64, [u8; 32])>,
+        limit: usize,
+    ) -> Result<Vec<TransactionInfo>>;
 
     /// A wallet's `seqno`: 0 for a wallet not deployed yet (its first transfer deploys it).
     async fn wallet_seqno(&self, addr: &StdAddr) -> Result<u32> {
@@ -351,12 +364,14 @@ mod local {
     pub(crate) fn transactions(
         chain: &LocalChain,
         addr: &StdAddr,
+        before_lt: Option<u64>,
         limit: usize,
     ) -> Result<Vec<TransactionInfo>> {
         chain
             .transactions(addr)
             .iter()
             .rev()
+            .filter(|tx| before_lt.is_none_or(|lt| tx.lt < lt))
             .take(limit.min(MAX_TRANSACTIONS))
             .map(transaction_info)
             .collect()
@@ -449,8 +464,13 @@ mod local {
             run_get_method(&*lock(self)?, addr, method, args)
         }
 
-        async fn transactions(&self, addr: &StdAddr, limit: usize) -> Result<Vec<TransactionInfo>> {
-            transactions(&*lock(self)?, addr, limit)
+        async fn transactions_before(
+            &self,
+            addr: &StdAddr,
+            before: Option<(u64, [u8; 32])>,
+            limit: usize,
+        ) -> Result<Vec<TransactionInfo>> {
+            transactions(&*lock(self)?, addr, before.map(|(lt, _)| lt), limit)
         }
     }
 }

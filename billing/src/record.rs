@@ -8,10 +8,11 @@
 //! it (its payout message is in the same transaction), and charged amounts are recomputed
 //! from the counts with the escrow's own price table.
 //!
-//! Reading is bounded by what [`Chain::transactions`] returns (the newest
-//! [`crate::chain::MAX_TRANSACTIONS`] of an account, and a node or the local chain may have
-//! pruned older ones); [`EscrowRecord::complete`] says whether the charges read account for
-//! everything the escrow says it charged (`get_escrow`'s `total_charged`).
+//! Histories are read page by page ([`Chain::transactions_before`]) back to the account's
+//! first transaction or [`MAX_HISTORY`] transactions, whichever comes first; a node (or the
+//! local chain, after a restart) may have pruned older ones, so [`EscrowRecord::complete`]
+//! says whether the charges read account for everything the escrow says it charged
+//! (`get_escrow`'s `total_charged`).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,37 @@ use num_bigint::{BigInt, Sign};
 use tycho_types::models::StdAddr;
 
 use crate::chain::{Chain, StackValue, TransactionInfo, MAX_TRANSACTIONS};
+
+/// Most transactions read of one account's history (100 pages).
+pub const MAX_HISTORY: usize = 100 * MAX_TRANSACTIONS;
+
+/// An account's transactions, newest first, paging back until a page comes back empty or
+/// [`MAX_HISTORY`] are read; the bool is true when the history ended before the bound.
+pub async fn history(chain: &dyn Chain, addr: &StdAddr) -> Result<(Vec<TransactionInfo>, bool)> {
+    let mut all: Vec<TransactionInfo> = Vec::new();
+    loop {
+        let before = all.last().map(|tx| (tx.lt, tx.hash));
+        let page = chain
+            .transactions_before(addr, before, MAX_TRANSACTIONS)
+            .await?;
+        if page.is_empty() {
+            return Ok((all, true));
+        }
+        // Each page must be strictly older than the last: a server that ignores the cursor
+        // would otherwise loop.
+        let last_lt = before.map(|(lt, _)| lt);
+        if page.iter().any(|tx| last_lt.is_some_and(|lt| tx.lt >= lt)) {
+            return Err(Error::Invalid {
+                what: "transaction history",
+                reason: "a page was not older than the one before it".into(),
+            });
+        }
+        all.extend(page);
+        if all.len() >= MAX_HISTORY {
+            return Ok((all, false));
+        }
+    }
+}
 use crate::layout::{CellLayout as _, Charge, Payout, Prices, PublicKey, Voucher};
 use crate::{Error, Result};
 
@@ -136,7 +168,7 @@ pub async fn read_escrow(chain: &dyn Chain, escrow: &StdAddr) -> Result<EscrowRe
         .get(3)
         .and_then(StackValue::as_u128)
         .ok_or_else(|| shape(method, &stack))?;
-    let txs = chain.transactions(escrow, MAX_TRANSACTIONS).await?;
+    let (txs, _) = history(chain, escrow).await?;
     let mut charges: Vec<SettledCharge> = txs
         .iter()
         .filter_map(|tx| settled_charge(tx, &prices))
@@ -159,8 +191,7 @@ pub async fn read_escrow(chain: &dyn Chain, escrow: &StdAddr) -> Result<EscrowRe
 /// The escrows that paid `payout` (the sources of its incoming payout messages), in the
 /// order first seen; the bool says whether the payout's history was read whole.
 pub async fn escrows_paying(chain: &dyn Chain, payout: &StdAddr) -> Result<(Vec<StdAddr>, bool)> {
-    let txs = chain.transactions(payout, MAX_TRANSACTIONS).await?;
-    let complete = txs.len() < MAX_TRANSACTIONS;
+    let (txs, complete) = history(chain, payout).await?;
     let mut out: Vec<StdAddr> = Vec::new();
     for tx in txs.iter().rev() {
         let Some(msg) = &tx.in_msg else { continue };

@@ -500,12 +500,18 @@ impl TonHttpClient {
         &self,
         addr: &StdAddr,
         limit: usize,
+        from: Option<(u64, [u8; 32])>,
     ) -> Result<Vec<TransactionInfo>> {
         let limit = limit.clamp(1, MAX_TRANSACTIONS);
-        let path = format!(
+        let mut path = format!(
             "/api/v2/getTransactions?address={}&limit={limit}",
             percent_encode(&friendly_address(addr))
         );
+        if let Some((lt, hash)) = from {
+            // The transaction to start from (inclusive): its lt and its hash (toncenter
+            // takes the hash in hex or base64).
+            path.push_str(&format!("&lt={lt}&hash={}", hex::encode(hash)));
+        }
         let url = self.url(&path);
         let result = self.call(Method::GET, path, None).await?;
         let items = result.as_array().ok_or_else(|| Error::Http {
@@ -606,11 +612,23 @@ impl Chain for TonHttpClient {
         TonHttpClient::run_get_method(self, addr, method, args).await
     }
 
-    async fn transactions(&self, addr: &StdAddr, limit: usize) -> Result<Vec<TransactionInfo>> {
+    async fn transactions_before(
+        &self,
+        addr: &StdAddr,
+        before: Option<(u64, [u8; 32])>,
+        limit: usize,
+    ) -> Result<Vec<TransactionInfo>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.get_transactions(addr, limit).await
+        let Some((lt, hash)) = before else {
+            return self.get_transactions(addr, limit, None).await;
+        };
+        // toncenter's page starts at the given transaction itself, which is dropped: a page
+        // after a cursor holds at most one less than asked (at most MAX_TRANSACTIONS - 1).
+        let mut page = self.get_transactions(addr, limit, Some((lt, hash))).await?;
+        page.retain(|tx| tx.lt < lt);
+        Ok(page)
     }
 }
 

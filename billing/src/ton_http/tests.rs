@@ -10,7 +10,9 @@ use tycho_types::cell::{Cell, CellBuilder, HashBytes};
 use tycho_types::models::{StateInit, StdAddr};
 
 use super::*;
-use crate::chain::{AccountStatus, Chain, SharedLocalChain, StackValue, NO_CODE_EXIT_CODE};
+use crate::chain::{
+    AccountStatus, Chain, SharedLocalChain, StackValue, TransactionInfo, NO_CODE_EXIT_CODE,
+};
 use crate::local_chain::{InternalMessage, LocalChain};
 use crate::Error;
 
@@ -698,4 +700,60 @@ async fn billing_http_server_shutdown_closes_the_port() {
     client.get_address_information(&who).await.expect("up");
     server.shutdown().await;
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+/// Histories longer than a page are read whole, page by page, the same through the HTTP
+/// API as from the chain in-process: strictly older each page, nothing skipped or repeated.
+#[tokio::test]
+async fn billing_http_onchain_history_pages_back_to_the_first_transaction() {
+    let chain = new_chain();
+    let (server, client) = start(&chain).await;
+    let sender = StdAddr::new(0, HashBytes([6; 32]));
+    let target = StdAddr::new(0, HashBytes([7; 32]));
+    chain
+        .lock()
+        .expect("lock")
+        .airdrop(&sender, 1_000 * TON)
+        .expect("airdrop");
+    let count = 2 * crate::chain::MAX_TRANSACTIONS + 37;
+    for _ in 0..count {
+        chain
+            .lock()
+            .expect("lock")
+            .send_internal(InternalMessage {
+                src: sender.clone(),
+                dest: target.clone(),
+                value: TON / 100,
+                bounce: false,
+                body: None,
+                state_init: None,
+            })
+            .expect("transfer");
+    }
+    let local: &dyn Chain = &chain;
+    let http: &dyn Chain = &client;
+    let (from_local, whole) = crate::record::history(local, &target).await.expect("local");
+    assert!(whole);
+    let (from_http, whole) = crate::record::history(http, &target).await.expect("http");
+    assert!(whole);
+    let lts = |txs: &[TransactionInfo]| txs.iter().map(|tx| tx.lt).collect::<Vec<_>>();
+    assert_eq!(from_local.len(), count);
+    assert_eq!(from_http.len(), count, "{:?}", lts(&from_http));
+    assert_eq!(lts(&from_local), lts(&from_http));
+    assert!(
+        from_local == from_http,
+        "the same transactions through both"
+    );
+    assert!(
+        from_local.windows(2).all(|w| w[0].lt > w[1].lt),
+        "newest first, no repeats"
+    );
+    // A page after the oldest is empty.
+    let oldest = from_local.last().expect("oldest");
+    let none = http
+        .transactions_before(&target, Some((oldest.lt, oldest.hash)), 10)
+        .await
+        .expect("page");
+    assert!(none.is_empty());
+    server.shutdown().await;
 }

@@ -262,7 +262,7 @@ pub async fn audit(args: &AuditArgs) -> ExitCode {
                 ""
             } else {
                 " (INCOMPLETE: the transactions read do not show everything the escrows \
-                 charged; the API returned only the newest, or the node pruned older ones)"
+                 charged: the node pruned older ones, or an account has more than 10 000)"
             }
         );
         say!(
