@@ -15,10 +15,24 @@ use cocoon_attestation::gpu::{gpu_nonce_for_key, GpuEvidenceDocument};
 use cocoon_attestation::ratls::parse_certificate;
 use cocoon_client::{open_attested_session, Endpoint};
 use cocoon_tests::{
-    cocoon_verify, dev_attestor, dev_attestor_with, guest_exit_output, start_guest,
+    cocoon_verify, dev_attestor, dev_attestor_with, guest_exit_output, start_guest, GuestProcess,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// A simulated guest serving from the development GPU, and its endpoint.
+fn start_gpu_guest() -> (GuestProcess, Endpoint) {
+    let guest = start_guest(
+        "simulated",
+        true,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--gpu", "simulated"],
+    )
+    .unwrap();
+    let endpoint = Endpoint::parse(&format!("https://{}", guest.addr)).unwrap();
+    (guest, endpoint)
+}
 
 fn fixture(name: &str) -> String {
     cocoon_tests::workspace_root()
@@ -30,15 +44,7 @@ fn fixture(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gpu_evidence_is_bound_served_and_verified_by_clients() {
-    let guest = start_guest(
-        "simulated",
-        true,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--gpu", "simulated"],
-    )
-    .unwrap();
-    let endpoint = Endpoint::parse(&format!("https://{}", guest.addr)).unwrap();
+    let (guest, endpoint) = start_gpu_guest();
     let mut connection = open_attested_session(&endpoint, &dev_attestor(), WAIT)
         .await
         .unwrap();
@@ -136,15 +142,7 @@ async fn gpu_required_by_policy_refuses_a_cpu_guest_and_a_foreign_gpu_root() {
 
     // A development GPU, checked by a client that trusts the development TEE roots but
     // only NVIDIA's GPU root: refused, naming the root.
-    let guest = start_guest(
-        "simulated",
-        true,
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        &["--gpu", "simulated"],
-    )
-    .unwrap();
-    let endpoint = Endpoint::parse(&format!("https://{}", guest.addr)).unwrap();
+    let (_guest, endpoint) = start_gpu_guest();
     let anchors = cocoon_attestation::TrustAnchors::vendor().with_tdx_root(
         cocoon_attestation::tdx::dcap::TdxRoot {
             der: cocoon_attestation_dev::DevPki::dev().unwrap().root_der(),

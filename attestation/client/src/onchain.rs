@@ -126,19 +126,23 @@ pub async fn read_guest(
 
 /// Reads an escrow's price table (`get_prices`; fixed at deployment, part of the address).
 pub async fn read_prices(chain: &dyn Chain, escrow: &StdAddr) -> Result<Prices, String> {
-    let method = "get_prices";
-    let stack = chain
-        .run_get_method(escrow, method, &[])
+    cocoon_billing::record::read_prices(chain, escrow)
         .await
-        .map_err(|e| chain_error(method, e))?;
-    if stack.len() != 3 {
-        return Err(shape(method, &stack));
+        .map_err(|e| chain_error("get_prices", e))
+}
+
+/// A TON HTTP API client for `url`, sending the key in `api_key_file` (toncenter's
+/// X-API-Key) when one is given.
+pub fn ton_http_client(
+    url: String,
+    api_key_file: Option<&std::path::Path>,
+) -> Result<cocoon_billing::ton_http::TonHttpClient, String> {
+    use cocoon_billing::ton_http::{TonHttpClient, TonHttpConfig};
+    let mut config = TonHttpConfig::new(url);
+    if let Some(path) = api_key_file {
+        config = config.with_api_key_file(path).map_err(|e| e.to_string())?;
     }
-    Ok(Prices {
-        prompt_per_million: uint(method, &stack, 0)?,
-        cached_per_million: uint(method, &stack, 1)?,
-        completion_per_million: uint(method, &stack, 2)?,
-    })
+    TonHttpClient::new(config).map_err(|e| e.to_string())
 }
 
 /// What an owner command runs with: the chain, the key (owner and wallet), and how long

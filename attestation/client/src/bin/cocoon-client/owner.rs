@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use cocoon_attestation::account::AccountKey;
 use cocoon_billing::layout::PublicKey;
-use cocoon_billing::ton_http::{TonHttpClient, TonHttpConfig};
+use cocoon_billing::ton_http::TonHttpClient;
 use cocoon_client::amount::Amount;
 use cocoon_client::args::{attestor, CollateralArgs, PolicyArgs};
 use cocoon_client::escrow::unix_now;
@@ -283,11 +283,7 @@ pub fn ton_client(args: &ChainArgs, network: &str) -> Result<TonHttpClient, Stri
             })?
             .to_string(),
     };
-    let mut config = TonHttpConfig::new(url);
-    if let Some(path) = &args.ton_api_key_file {
-        config = config.with_api_key_file(path).map_err(|e| e.to_string())?;
-    }
-    TonHttpClient::new(config).map_err(|e| e.to_string())
+    cocoon_client::onchain::ton_http_client(url, args.ton_api_key_file.as_deref())
 }
 
 fn escrow_of(context: &Context) -> Result<StdAddr, String> {

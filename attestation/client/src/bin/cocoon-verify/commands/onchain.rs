@@ -10,7 +10,7 @@ use cocoon_attestation::receipt::UsageReceipt;
 use cocoon_attestation::receipt_tree::{CheckedProof, ReceiptProof};
 use cocoon_billing::address::parse_address;
 use cocoon_billing::record::{self, EscrowRecord};
-use cocoon_billing::ton_http::{TonHttpClient, TonHttpConfig};
+use cocoon_billing::ton_http::TonHttpClient;
 
 use crate::output::{read_input, say};
 
@@ -32,17 +32,11 @@ impl TonApiArgs {
             eprintln!("cocoon-verify: give --ton-api URL (or COCOON_TON_API) to read the chain");
             return Err(ExitCode::from(2));
         };
-        let mut config = TonHttpConfig::new(url.clone());
-        if let Some(path) = &self.ton_api_key_file {
-            config = config.with_api_key_file(path).map_err(|e| {
-                eprintln!("cocoon-verify: --ton-api-key-file: {e}");
+        cocoon_client::onchain::ton_http_client(url.clone(), self.ton_api_key_file.as_deref())
+            .map_err(|e| {
+                eprintln!("cocoon-verify: --ton-api {url}: {e}");
                 ExitCode::from(2)
-            })?;
-        }
-        TonHttpClient::new(config).map_err(|e| {
-            eprintln!("cocoon-verify: --ton-api: {e}");
-            ExitCode::from(2)
-        })
+            })
     }
 }
 
