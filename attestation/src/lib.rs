@@ -39,6 +39,7 @@ pub mod tls;
 pub mod unix_time;
 pub mod verified;
 pub mod verifier;
+pub mod vtpm;
 mod wire;
 
 pub use anchors::TrustAnchors;
