@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         gpu_evidence_digest: None,
         receipt_key: None,
         snp_certificates: None,
+        vtpm: None,
     };
     let snp = EvidencePayload {
         version: PAYLOAD_VERSION,
@@ -48,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         gpu_evidence_digest: Some(vec![0xa5; 48]),
         receipt_key: Some(vec![0x5a; 32]),
         snp_certificates: None,
+        vtpm: None,
     };
     // Fixed dates so that the seed only changes with the key and serial.
     let not_before = OffsetDateTime::from_unix_timestamp(1_751_328_000)?;

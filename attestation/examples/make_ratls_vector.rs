@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         BoundExtras {
             receipt_key: Some(&receipt_key),
             gpu_evidence_digest: None,
+            vtpm_ak: None,
         },
     );
     let td = SimulatedTdConfig {
@@ -46,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gpu_evidence_digest: None,
         receipt_key: Some(receipt_key.clone()),
         snp_certificates: None,
+        vtpm: None,
     };
     let not_before = time::macros::datetime!(2026-01-01 00:00 UTC);
     let not_after = time::macros::datetime!(2036-01-01 00:00 UTC);

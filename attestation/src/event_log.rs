@@ -7,11 +7,16 @@
 //! compares it with the quote. Only event kinds this crate knows are accepted, so an
 //! extension nobody can explain fails verification instead of being ignored.
 //!
-//! Encoding: CBOR array of maps `{register: u8, kind: text, digest: bytes(48)}`, carried
-//! in the RA-TLS payload's `event_log` field.
+//! The same log records extensions of a vTPM's PCRs (SHA-256 bank), where a guest has
+//! one: there the extended value is `SHA-256(digest)` (`PCR := SHA-256(PCR || SHA-256(d))`),
+//! so the event keeps the same 48-byte config digest whichever register it went into.
+//!
+//! Encoding: CBOR array of maps `{register: u8, kind: text, digest: bytes(48)}`, plus
+//! `bank: "pcr-sha256"` for a vTPM PCR event (absent: a TDX RTMR), carried in the
+//! RA-TLS payload's `event_log` field.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha384};
+use sha2::{Digest, Sha256, Sha384};
 
 use crate::{Error, Result};
 
@@ -33,12 +38,33 @@ pub const KIND_CONFIG: &str = "cocoon.config.v1";
 /// The kinds a verifier understands.
 pub const KNOWN_KINDS: &[&str] = &[KIND_CONFIG];
 
+/// Which kind of register an event extended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegisterBank {
+    /// A TDX RTMR (0-3), SHA-384.
+    #[default]
+    #[serde(rename = "rtmr")]
+    Rtmr,
+    /// A vTPM PCR (0-23) in the SHA-256 bank.
+    #[serde(rename = "pcr-sha256")]
+    PcrSha256,
+}
+
+impl RegisterBank {
+    fn is_rtmr(&self) -> bool {
+        *self == RegisterBank::Rtmr
+    }
+}
+
 /// One extension of a runtime measurement register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeEvent {
-    /// RTMR index (0-3).
+    /// RTMR index (0-3), or PCR index (0-23) when `bank` is a PCR bank.
     pub register: u8,
+    /// Which register file `register` indexes.
+    #[serde(default, skip_serializing_if = "RegisterBank::is_rtmr")]
+    pub bank: RegisterBank,
     /// What was measured ([`KNOWN_KINDS`]).
     pub kind: String,
     /// The 48-byte digest that was extended.
@@ -65,10 +91,28 @@ impl RuntimeEventLog {
         Self {
             events: vec![RuntimeEvent {
                 register,
+                bank: RegisterBank::Rtmr,
                 kind: KIND_CONFIG.into(),
                 digest: config_digest.to_vec(),
             }],
         }
+    }
+
+    /// The config event for the registers a guest extended: an RTMR (TDX), a vTPM PCR,
+    /// both, or neither (an empty log).
+    pub fn config_in(rtmr: Option<u8>, pcr: Option<u8>, config_digest: &[u8; 48]) -> Self {
+        let event = |register, bank| RuntimeEvent {
+            register,
+            bank,
+            kind: KIND_CONFIG.into(),
+            digest: config_digest.to_vec(),
+        };
+        let events = rtmr
+            .map(|r| event(r, RegisterBank::Rtmr))
+            .into_iter()
+            .chain(pcr.map(|p| event(p, RegisterBank::PcrSha256)))
+            .collect();
+        Self { events }
     }
 
     /// CBOR bytes. An empty log encodes as zero bytes (a TEE without runtime registers).
@@ -97,8 +141,15 @@ impl RuntimeEventLog {
             )));
         }
         for (i, e) in events.iter().enumerate() {
-            if e.register > 3 {
-                return Err(malformed(format!("event {i}: register {} > 3", e.register)));
+            let last = match e.bank {
+                RegisterBank::Rtmr => 3,
+                RegisterBank::PcrSha256 => 23,
+            };
+            if e.register > last {
+                return Err(malformed(format!(
+                    "event {i}: register {} > {last}",
+                    e.register
+                )));
             }
             if !KNOWN_KINDS.contains(&e.kind.as_str()) {
                 return Err(malformed(format!(
@@ -121,16 +172,66 @@ impl RuntimeEventLog {
     pub fn replay(&self, register: u8) -> [u8; 48] {
         self.events
             .iter()
-            .filter(|e| e.register == register)
+            .filter(|e| e.bank == RegisterBank::Rtmr && e.register == register)
             .fold([0u8; 48], |rtmr, e| rtmr_extend(&rtmr, &e.digest))
     }
 
-    /// The config digests the log records (a guest records exactly one).
-    pub fn config_digests(&self) -> impl Iterator<Item = &[u8]> {
+    /// The value SHA-256-bank PCR `index` has after these events, starting from zero.
+    pub fn replay_pcr(&self, index: u8) -> [u8; 32] {
         self.events
             .iter()
-            .filter(|e| e.kind == KIND_CONFIG)
+            .filter(|e| e.bank == RegisterBank::PcrSha256 && e.register == index)
+            .fold([0u8; 32], |pcr, e| pcr_sha256_extend(&pcr, &e.digest))
+    }
+
+    /// The config digests the log records in `bank` (a guest records exactly one per
+    /// register file it extends).
+    pub fn config_digests_in(&self, bank: RegisterBank) -> impl Iterator<Item = &[u8]> {
+        self.events
+            .iter()
+            .filter(move |e| e.kind == KIND_CONFIG && e.bank == bank)
             .map(|e| e.digest.as_slice())
+    }
+
+    /// Checks the log against a verified vTPM quote: every PCR the log touches, and the
+    /// config PCR even when untouched, is quoted (SHA-256 bank) with the value the log
+    /// replays to, and the log records exactly the certificate's config digest in a PCR.
+    pub fn check_pcrs(
+        &self,
+        quoted: &crate::vtpm::VerifiedQuote,
+        config_pcr: u8,
+        config_digest: &[u8],
+    ) -> Result<()> {
+        let mut touched: Vec<u8> = self
+            .events
+            .iter()
+            .filter(|e| e.bank == RegisterBank::PcrSha256)
+            .map(|e| e.register)
+            .chain(std::iter::once(config_pcr))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        for index in touched {
+            let replayed = self.replay_pcr(index);
+            let Some(value) = quoted.sha256_pcr(index) else {
+                return Err(Error::Policy {
+                    rule: "the vTPM quote must cover every PCR the event log extends",
+                    observed: format!("PCR {index} not quoted"),
+                    expected: format!("PCR {index} (SHA-256 bank) in the quote"),
+                });
+            };
+            if value != replayed {
+                return Err(Error::Policy {
+                    rule: "runtime event log replay must equal the quoted PCR",
+                    observed: format!("PCR{index} = {}", hex::encode(value)),
+                    expected: format!("replayed {}", hex::encode(replayed)),
+                });
+            }
+        }
+        check_one_config(
+            self.config_digests_in(RegisterBank::PcrSha256).collect(),
+            config_digest,
+        )
     }
 
     /// Checks the log against a TDX quote's RTMRs and the payload's config digest: the
@@ -155,23 +256,37 @@ impl RuntimeEventLog {
                 });
             }
         }
-        let recorded: Vec<&[u8]> = self.config_digests().collect();
-        if recorded != [config_digest] {
-            return Err(Error::Policy {
-                rule: "the event log must record exactly the certificate's config digest",
-                observed: format!(
-                    "[{}]",
-                    recorded
-                        .iter()
-                        .map(hex::encode)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                expected: format!("[{}]", hex::encode(config_digest)),
-            });
-        }
-        Ok(())
+        check_one_config(
+            self.config_digests_in(RegisterBank::Rtmr).collect(),
+            config_digest,
+        )
     }
+}
+
+/// vTPM PCR extension with a 48-byte event digest: `PCR := SHA-256(PCR || SHA-256(d))`.
+pub fn pcr_sha256_extend(pcr: &[u8; 32], digest: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(pcr);
+    h.update(Sha256::digest(digest));
+    h.finalize().into()
+}
+
+fn check_one_config(recorded: Vec<&[u8]>, config_digest: &[u8]) -> Result<()> {
+    if recorded != [config_digest] {
+        return Err(Error::Policy {
+            rule: "the event log must record exactly the certificate's config digest",
+            observed: format!(
+                "[{}]",
+                recorded
+                    .iter()
+                    .map(hex::encode)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            expected: format!("[{}]", hex::encode(config_digest)),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

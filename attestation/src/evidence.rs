@@ -66,6 +66,10 @@ pub struct EvidencePayload {
     /// in REPORTDATA: the certificates prove themselves by chaining to a pinned ARK.
     #[serde(with = "serde_bytes", default, skip_serializing_if = "Option::is_none")]
     pub snp_certificates: Option<Vec<u8>>,
+    /// A vTPM quote over the same binding, with its attestation key's binding to the
+    /// hardware report ([`crate::vtpm`]), when the guest has a vTPM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtpm: Option<crate::vtpm::VtpmEvidence>,
 }
 
 impl EvidencePayload {
@@ -74,6 +78,11 @@ impl EvidencePayload {
         crate::report_data::BoundExtras {
             receipt_key: self.receipt_key.as_deref(),
             gpu_evidence_digest: self.gpu_evidence_digest.as_deref(),
+            vtpm_ak: self
+                .vtpm
+                .as_ref()
+                .filter(|v| v.binding == crate::vtpm::AkBinding::ReportData)
+                .map(|v| v.ak_public.as_slice()),
         }
     }
 
@@ -132,6 +141,9 @@ impl EvidencePayload {
         if let Some(table) = &payload.snp_certificates {
             crate::snp::ext_report::CertTable::parse(table)?;
         }
+        if let Some(vtpm) = &payload.vtpm {
+            vtpm.check_shape()?;
+        }
         if let Some(gpu) = &payload.gpu_evidence_digest {
             if gpu.len() != 48 {
                 return Err(Error::Unsupported {
@@ -158,6 +170,7 @@ mod tests {
             gpu_evidence_digest: None,
             receipt_key: None,
             snp_certificates: None,
+            vtpm: None,
         }
     }
 

@@ -48,5 +48,5 @@ pub use error::{Error, Result};
 pub use evidence::{EvidenceKind, EvidencePayload};
 pub use manifest::Manifest;
 pub use policy::Policy;
-pub use verified::{CertificateFacts, Verdict, Verified};
+pub use verified::{CertificateFacts, Verdict, Verified, VtpmFacts};
 pub use verifier::Verifier;

@@ -9,6 +9,7 @@
 //! Files are TOML (`.toml`) or JSON (anything else); unknown keys are errors, so a typo
 //! cannot silently disable a rule.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -187,6 +188,70 @@ impl Default for SnpRules {
     }
 }
 
+/// Rules for vTPM evidence ([`crate::vtpm`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VtpmRules {
+    /// Refuse evidence without a vTPM quote.
+    pub require: bool,
+    /// SHA-256-bank PCRs that must be quoted, index (as text, e.g. `"7"`) → accepted
+    /// values (hex, 32 bytes); an empty list only requires the PCR to be quoted.
+    pub pcrs: BTreeMap<String, Vec<String>>,
+}
+
+impl VtpmRules {
+    /// The required PCR indices with their accepted values, checked for shape.
+    pub fn parsed(&self) -> Result<Vec<(u8, &[String])>> {
+        self.pcrs
+            .iter()
+            .map(|(index, values)| {
+                let i: u8 = index
+                    .parse()
+                    .ok()
+                    .filter(|i| *i <= 23)
+                    .ok_or_else(|| bad_policy(format!("vtpm.pcrs: '{index}' is not a PCR index 0-23")))?;
+                check_hex_list(&format!("vtpm.pcrs.{index}"), values, 32)?;
+                Ok((i, values.as_slice()))
+            })
+            .collect()
+    }
+
+    /// Every rule a verified quote (or its absence) breaks.
+    pub fn check(&self, quote: Option<&crate::vtpm::VerifiedQuote>) -> Vec<Error> {
+        let mut errors = Vec::new();
+        let Some(quote) = quote else {
+            if self.require || !self.pcrs.is_empty() {
+                errors.push(rule_err(
+                    "vtpm.require",
+                    "no vTPM quote in the evidence".into(),
+                    "a vTPM quote (a guest with a vTPM, started with --vtpm)".into(),
+                ));
+            }
+            return errors;
+        };
+        let rules = match self.parsed() {
+            Ok(rules) => rules,
+            Err(e) => return vec![e],
+        };
+        for (index, accepted) in rules {
+            match quote.sha256_pcr(index) {
+                None => errors.push(rule_err(
+                    "vtpm.pcrs",
+                    format!("PCR {index} not quoted"),
+                    format!("PCR {index} (SHA-256 bank) in the quote"),
+                )),
+                Some(value) if !listed(accepted, value) => errors.push(rule_err(
+                    "vtpm.pcrs",
+                    format!("PCR {index} = {}", hex::encode(value)),
+                    format!("one of [{}]", accepted.join(", ")),
+                )),
+                Some(_) => {}
+            }
+        }
+        errors
+    }
+}
+
 /// A verification policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -212,6 +277,7 @@ pub struct Policy {
     /// one whose GPU is outside the proof). When the evidence binds GPU evidence, clients
     /// verify it whether or not this is set.
     pub require_gpu: bool,
+    pub vtpm: VtpmRules,
     pub tdx: TdxRules,
     pub snp: SnpRules,
 }
@@ -227,6 +293,7 @@ impl Default for Policy {
             config_digests: Vec::new(),
             accept_any_image: false,
             require_gpu: false,
+            vtpm: VtpmRules::default(),
             tdx: TdxRules::default(),
             snp: SnpRules::default(),
         }
@@ -364,6 +431,7 @@ impl Policy {
             check_hex_list(name, list, 48)?;
         }
         check_hex_list("snp.host_data", &self.snp.host_data, 32)?;
+        self.vtpm.parsed()?;
         for (name, list) in [
             ("tdx.mr_config_id", &self.tdx.mr_config_id),
             ("tdx.mr_owner", &self.tdx.mr_owner),

@@ -361,6 +361,7 @@ mod tests {
             gpu_evidence_digest: None,
             receipt_key: None,
             snp_certificates: None,
+            vtpm: None,
         }
     }
 

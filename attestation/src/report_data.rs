@@ -11,7 +11,8 @@
 //! SHA-384 digest of the guest's measured configuration. When the payload carries the
 //! optional receipt key or GPU evidence digest, each present one is appended as
 //! `u32be(len(name)) || name || u32be(len(value)) || value` (names `receipt-key`,
-//! `gpu-evidence`, in that order), so a certificate without them hashes exactly as above.
+//! `gpu-evidence`, `vtpm-ak`, in that order; `vtpm-ak` is the vTPM attestation key's
+//! `TPMT_PUBLIC` when the guest binds it itself), so a certificate without them hashes exactly as above.
 
 use sha2::{Digest, Sha256, Sha512};
 
@@ -34,6 +35,8 @@ pub struct BoundExtras<'a> {
     pub receipt_key: Option<&'a [u8]>,
     /// SHA-384 of the GPU's attestation evidence.
     pub gpu_evidence_digest: Option<&'a [u8]>,
+    /// The vTPM attestation key's `TPMT_PUBLIC` ([`crate::vtpm::AkBinding::ReportData`]).
+    pub vtpm_ak: Option<&'a [u8]>,
 }
 
 /// REPORTDATA that binds a certificate's public key and the measured-config digest.
@@ -59,6 +62,7 @@ pub fn certificate_binding_with(
     for (name, value) in [
         (&b"receipt-key"[..], extras.receipt_key),
         (&b"gpu-evidence"[..], extras.gpu_evidence_digest),
+        (&b"vtpm-ak"[..], extras.vtpm_ak),
     ] {
         if let Some(value) = value {
             lp(&mut hasher, name);
@@ -108,11 +112,21 @@ mod tests {
         let key = BoundExtras {
             receipt_key: Some(b"k"),
             gpu_evidence_digest: None,
+            vtpm_ak: None,
         };
         let gpu = BoundExtras {
             receipt_key: None,
             gpu_evidence_digest: Some(b"k"),
+            vtpm_ak: None,
         };
+        let ak = BoundExtras {
+            vtpm_ak: Some(b"k"),
+            ..BoundExtras::default()
+        };
+        assert_ne!(
+            certificate_binding_with(b"key", b"cfg", ak),
+            certificate_binding_with(b"key", b"cfg", gpu)
+        );
         let with_key = certificate_binding_with(b"key", b"cfg", key);
         assert_ne!(with_key, a);
         assert_ne!(with_key, certificate_binding_with(b"key", b"cfg", gpu));

@@ -52,6 +52,44 @@ pub struct Verified {
     pub gpu_evidence_digest: Option<String>,
     /// The RA-TLS certificate the evidence was in, or bound to.
     pub certificate: Option<CertificateFacts>,
+    /// The vTPM quote the evidence carried, when it carried one (every check passed).
+    pub vtpm: Option<VtpmFacts>,
+}
+
+/// What a verified vTPM quote established.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VtpmFacts {
+    /// How the AK is bound to the hardware report (`report-data`, `azure-hcl`).
+    pub binding: &'static str,
+    /// SHA-256 of the AK's public key material (RSA modulus, or the EC point).
+    pub ak_sha256: String,
+    /// The quoted SHA-256-bank PCRs, index → hex value.
+    pub pcrs: BTreeMap<u8, String>,
+    /// The TPM's firmware version and clock (ms) at the quote.
+    pub firmware_version: String,
+    pub clock_ms: u64,
+}
+
+impl VtpmFacts {
+    pub fn of(binding: &'static str, quote: &crate::vtpm::VerifiedQuote) -> Self {
+        use sha2::Digest;
+        let material = match &quote.ak {
+            crate::vtpm::AkPublic::Rsa { modulus, .. } => modulus,
+            crate::vtpm::AkPublic::Ecc { point, .. } => point,
+        };
+        Self {
+            binding,
+            ak_sha256: hex::encode(sha2::Sha256::digest(material)),
+            pcrs: quote
+                .pcrs
+                .iter()
+                .filter(|((bank, _), _)| *bank == crate::vtpm::SHA256_BANK)
+                .map(|((_, index), value)| (*index, hex::encode(value)))
+                .collect(),
+            firmware_version: format!("{:#018x}", quote.quote.firmware_version),
+            clock_ms: quote.quote.clock,
+        }
+    }
 }
 
 /// What the evidence claims, read before (or without) verification.
@@ -167,6 +205,7 @@ impl Facts {
             receipt_key,
             gpu_evidence_digest: None,
             certificate,
+            vtpm: None,
         }
     }
 }
@@ -194,6 +233,11 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A refusal before any TEE evidence could be read (`tee` names what was checked).
+    pub fn refused_with(tee: &'static str, errors: Vec<String>) -> Self {
+        Self::refused(tee, Claims::default(), None, errors)
+    }
+
     /// Evidence that verified.
     pub(crate) fn accepted(v: Verified) -> Self {
         Self {

@@ -29,7 +29,8 @@ use crate::snp::SnpReport;
 use crate::tdx::dcap::{verify_quote, QuotePckChain};
 use crate::tdx::TdxQuote;
 use crate::unix_time::format_time;
-use crate::verified::{CertificateFacts, Claims, Facts, Verdict, Verified};
+use crate::verified::{CertificateFacts, Claims, Facts, Verdict, Verified, VtpmFacts};
+use crate::vtpm::{AkBinding, HardwareReport, VerifiedQuote, VtpmEvidence, CONFIG_PCR};
 use crate::{Error, Result};
 
 /// Verifies evidence against the anchors, collateral and policy it was built with.
@@ -136,6 +137,19 @@ impl Verifier {
             )
         })
         .or_else(|| {
+            let ak = |p: &EvidencePayload| {
+                p.vtpm
+                    .as_ref()
+                    .map(|v| format!("{} {}", v.binding.name(), hex::encode(&v.ak_public)))
+                    .unwrap_or_default()
+            };
+            same(
+                "session evidence must carry the certificate's vTPM attestation key",
+                ak(&payload),
+                ak(&cert.evidence),
+            )
+        })
+        .or_else(|| {
             same(
                 "session evidence must carry the certificate's config digest",
                 hex::encode(&payload.config_digest),
@@ -233,10 +247,17 @@ impl Verifier {
                 self.snp_facts(&payload.evidence, payload.snp_certificates.as_deref(), now)?
             }
         };
-        check_binding(&facts, payload, expected)?;
+        let vtpm = match &payload.vtpm {
+            None => {
+                check_binding(&facts, payload, expected)?;
+                None
+            }
+            Some(vtpm) => Some(check_vtpm(&facts, payload, vtpm, expected)?),
+        };
         if let Some(first) = self
             .policy_errors(&facts, Binding::RaTls)
             .into_iter()
+            .chain(self.policy.vtpm.check(vtpm.as_ref().map(|(_, q)| q)))
             .next()
         {
             return Err(first);
@@ -260,6 +281,7 @@ impl Verifier {
             }),
         );
         verified.gpu_evidence_digest = payload.gpu_evidence_digest.as_deref().map(hex::encode);
+        verified.vtpm = vtpm.map(|(binding, quote)| VtpmFacts::of(binding.name(), &quote));
         Ok(verified)
     }
 
@@ -438,4 +460,33 @@ fn check_binding(facts: &Facts, payload: &EvidencePayload, expected: &ReportData
             Ok(())
         }
     }
+}
+
+/// Evidence with a vTPM quote: the quote verifies over `qualifying_data(expected)`; its
+/// AK is bound to the verified hardware report (REPORTDATA with the AK as a bound field,
+/// plus the usual TDX log / SNP HOST_DATA checks; or Azure's HCL report); and the event
+/// log replays to the quoted config PCR and records the config digest there.
+fn check_vtpm(
+    facts: &Facts,
+    payload: &EvidencePayload,
+    vtpm: &VtpmEvidence,
+    expected: &ReportData,
+) -> Result<(AkBinding, VerifiedQuote)> {
+    let (ak, quote) = vtpm.verify(expected)?;
+    match vtpm.binding {
+        AkBinding::ReportData => check_binding(facts, payload, expected)?,
+        AkBinding::AzureHcl => {
+            let hardware = match facts {
+                Facts::Tdx(f) => HardwareReport::Tdx(&f.quote.body),
+                Facts::Snp(_) => HardwareReport::SevSnp(&payload.evidence),
+            };
+            vtpm.check_hcl_binding(&ak, hardware)?;
+        }
+    }
+    RuntimeEventLog::from_cbor(&payload.event_log)?.check_pcrs(
+        &quote,
+        CONFIG_PCR,
+        &payload.config_digest,
+    )?;
+    Ok((vtpm.binding, quote))
 }

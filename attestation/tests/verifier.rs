@@ -171,6 +171,7 @@ fn session_evidence_with_other_measurements_is_refused() {
         gpu_evidence_digest: None,
         receipt_key: None,
         snp_certificates: None,
+        vtpm: None,
     };
     let verifier = dev_verifier(any_image());
     let same = SimulatedTdx::dev().unwrap().quote(&expected, &td).unwrap();

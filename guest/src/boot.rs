@@ -323,6 +323,8 @@ fn record_config(
         simulated_snp_without_certificates: tee_args.simulated_snp_without_certificates,
         #[cfg(feature = "simulated")]
         simulated_boot: simulated_boot(tee_args)?,
+        vtpm: tee_args.vtpm.clone(),
+        vtpm_pcrs: tee_args.vtpm_pcrs.clone(),
         ..SelectOptions::new(*digest)
     };
     let tee = crate::tee::select(tee_args.tee, &options)
@@ -330,6 +332,9 @@ fn record_config(
     let event_log = match tee.extend_config_register(digest)? {
         ConfigRegister::TdxRtmr(register) => RuntimeEventLog::config(register, digest).to_cbor()?,
         ConfigRegister::None => Vec::new(),
+        ConfigRegister::Vtpm { rtmr, pcr } => {
+            RuntimeEventLog::config_in(rtmr, Some(pcr), digest).to_cbor()?
+        }
     };
     info!(config_sha384 = %hex::encode(digest), "measured config recorded");
     Ok((tee, event_log))

@@ -94,6 +94,20 @@ pub struct TeeArgs {
     /// reads the file its launcher passes in QEMU fw_cfg.
     #[arg(long, value_name = "FILE")]
     pub simulated_measurements: Option<PathBuf>,
+    /// Quote a vTPM next to the hardware evidence: /dev/tpmrm0 (an SVSM's or a cloud's
+    /// vTPM), or a software TPM's command socket as unix:PATH or tcp:HOST:PORT. The guest
+    /// derives an attestation key, binds it in REPORTDATA, extends PCR 15 with the
+    /// measured config and puts a quote over the same binding in every piece of evidence.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub vtpm: Option<crate::tee::vtpm::VtpmEndpoint>,
+    /// The SHA-256 PCRs the vTPM quotes cover (comma-separated; must include 15).
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23"
+    )]
+    pub vtpm_pcrs: Vec<u8>,
 }
 
 /// The GPU and what it must be.

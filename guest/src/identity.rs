@@ -48,6 +48,7 @@ impl GuestIdentity {
         let extras = BoundExtras {
             receipt_key: Some(receipt_key),
             gpu_evidence_digest: gpu_digest.as_ref().map(|d| &d[..]),
+            vtpm_ak: tee.vtpm_attestation_key(),
         };
         let report_data = certificate_binding_with(key.spki_der(), config_digest, extras);
         let evidence = tee.attest(&report_data)?;
@@ -67,6 +68,7 @@ impl GuestIdentity {
             gpu_evidence_digest: gpu_digest.map(|d| d.to_vec()),
             receipt_key: Some(receipt_key.to_vec()),
             snp_certificates: evidence.certificates.map(|table| table.encode()),
+            vtpm: evidence.vtpm,
         };
         // Back-date by a minute so a client whose clock is slightly behind still accepts.
         let now = OffsetDateTime::now_utc();

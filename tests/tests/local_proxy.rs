@@ -155,6 +155,7 @@ fn recording_upstream() -> (String, Log) {
                                 gpu_evidence_digest: None,
                                 receipt_key: Some(receipt_key.to_vec()),
                                 snp_certificates: None,
+                                vtpm: None,
                             };
                             let answer = serde_json::json!({
                                 "object": "attestation",

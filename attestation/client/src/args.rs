@@ -60,6 +60,14 @@ pub struct PolicyArgs {
     /// GPU evidence that is bound is verified either way.
     #[arg(long)]
     pub require_gpu: bool,
+    /// Refuse evidence without a vTPM quote (a guest started without --vtpm).
+    #[arg(long)]
+    pub require_vtpm: bool,
+    /// A SHA-256 PCR the vTPM quote must cover, INDEX, or with the value it must have,
+    /// INDEX=HEX (repeatable; one index repeated with several values accepts any of
+    /// them). Implies --require-vtpm.
+    #[arg(long, value_name = "INDEX[=HEX]")]
+    pub vtpm_pcr: Vec<String>,
     /// NVIDIA reference-integrity manifest (driver or VBIOS RIM, signed SWID XML) the
     /// GPUs' measurements must match (repeatable); without one they are verified as signed
     /// but not compared.
@@ -96,6 +104,16 @@ impl PolicyArgs {
         policy.allow_debug |= self.allow_debug;
         policy.accept_any_image |= self.accept_any_image;
         policy.require_gpu |= self.require_gpu;
+        policy.vtpm.require |= self.require_vtpm;
+        for rule in &self.vtpm_pcr {
+            let (index, value) = match rule.split_once('=') {
+                Some((i, v)) => (i, Some(v.to_ascii_lowercase())),
+                None => (rule.as_str(), None),
+            };
+            let accepted = policy.vtpm.pcrs.entry(index.to_string()).or_default();
+            accepted.extend(value);
+        }
+        policy.validate()?;
         Ok((policy, manifest))
     }
 

@@ -195,6 +195,7 @@ pub fn test_certificate(
         gpu_evidence_digest: None,
         receipt_key: None,
         snp_certificates: None,
+        vtpm: None,
     };
     build_certificate(
         key,

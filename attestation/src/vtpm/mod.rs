@@ -192,6 +192,38 @@ pub fn verify_quote(
 }
 
 impl VtpmEvidence {
+    /// Bounds a decoded payload's parts before anything is parsed: sizes, PCR count, the
+    /// HCL report present exactly for the Azure binding.
+    pub fn check_shape(&self) -> Result<()> {
+        for (what, len) in [
+            ("vTPM AK public area", self.ak_public.len()),
+            ("vTPM quote", self.quote.len()),
+            ("vTPM quote signature", self.signature.len()),
+        ] {
+            if len > tpm::MAX_STRUCTURE_LEN {
+                return Err(Error::LimitExceeded {
+                    what,
+                    actual: len,
+                    limit: tpm::MAX_STRUCTURE_LEN,
+                });
+            }
+        }
+        if self.pcrs.len() > MAX_PCR_VALUES {
+            return Err(Error::LimitExceeded {
+                what: "PCR values",
+                actual: self.pcrs.len(),
+                limit: MAX_PCR_VALUES,
+            });
+        }
+        if (self.binding == AkBinding::AzureHcl) != self.hcl_report.is_some() {
+            return Err(Error::Malformed {
+                what: "vTPM evidence",
+                detail: "an HCL report belongs with, and only with, binding azure-hcl".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Decodes and bounds-checks the parts (no signature check yet).
     pub fn attestation_key(&self) -> Result<AttestationKey> {
         AttestationKey::parse(&self.ak_public)

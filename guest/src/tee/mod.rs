@@ -40,6 +40,7 @@ pub mod simulated;
 mod sys;
 pub mod tdx_guest;
 pub mod tsm_mr;
+pub mod vtpm;
 
 pub use paths::TeePaths;
 pub use platform::{Host, HostDevice, HostFs, KernelFs, Platform, RetryPolicy};
@@ -55,6 +56,8 @@ pub enum ConfigRegister {
     /// The TEE has no guest-extendable register (SEV-SNP): the config is bound through
     /// REPORTDATA and HOST_DATA only.
     None,
+    /// A vTPM's SHA-256 PCR was extended, and the hardware's RTMR too when it has one.
+    Vtpm { rtmr: Option<u8>, pcr: u8 },
 }
 
 /// Something that can produce attestation evidence over 64 bytes of report data.
@@ -73,6 +76,11 @@ pub trait EvidenceProvider: Send + Sync {
     /// True for the development backends (no TEE: evidence from the public dev PKI).
     fn simulated(&self) -> bool {
         false
+    }
+    /// The vTPM attestation key's `TPMT_PUBLIC` that REPORTDATA must bind, when the
+    /// evidence carries vTPM quotes ([`vtpm`]).
+    fn vtpm_attestation_key(&self) -> Option<&[u8]> {
+        None
     }
 }
 
@@ -93,6 +101,8 @@ pub struct Evidence {
     /// SEV-SNP: the certificates the host attached (VCEK or VLEK, ASK, ARK), when the
     /// interface returns them.
     pub certificates: Option<CertTable>,
+    /// A vTPM quote over the same binding ([`vtpm::VtpmTee`]).
+    pub vtpm: Option<cocoon_attestation::vtpm::VtpmEvidence>,
 }
 
 /// The one post-read path of every backend, simulated included: parses what the device
@@ -150,6 +160,7 @@ pub fn check_device_output(
         raw,
         parsed,
         certificates,
+        vtpm: None,
     })
 }
 

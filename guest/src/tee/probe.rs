@@ -40,6 +40,10 @@ pub enum TeeChoice {
     /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
     #[cfg(feature = "simulated")]
     Simulated,
+    /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed), with quotes
+    /// from the vTPM `--vtpm` names (swtpm in development): no TEE.
+    #[cfg(feature = "simulated")]
+    SimulatedVtpm,
     /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed): no TEE.
     #[cfg(feature = "simulated")]
     SimulatedSevSnp,
@@ -67,6 +71,10 @@ pub struct SelectOptions {
     /// The config digest the launcher put into HOST_DATA (simulated SEV-SNP plays the
     /// launcher with it).
     pub launch_config_digest: [u8; 48],
+    /// A vTPM to quote next to the hardware evidence (`--vtpm`).
+    pub vtpm: Option<super::vtpm::VtpmEndpoint>,
+    /// The SHA-256 PCRs its quotes cover.
+    pub vtpm_pcrs: Vec<u8>,
 }
 
 impl SelectOptions {
@@ -84,6 +92,8 @@ impl SelectOptions {
             #[cfg(feature = "simulated")]
             simulated_boot: Default::default(),
             launch_config_digest: config_digest,
+            vtpm: None,
+            vtpm_pcrs: super::vtpm::DEFAULT_QUOTED_PCRS.to_vec(),
         }
     }
 }
@@ -105,14 +115,29 @@ pub fn select_on(
             SimulatedTee::new(options.simulated_debug)?.booted(options.simulated_boot.clone()),
         ),
         #[cfg(feature = "simulated")]
-        TeeChoice::SimulatedSevSnp => Box::new(
+        TeeChoice::SimulatedSevSnp | TeeChoice::SimulatedVtpm => Box::new(
             SimulatedSnpTee::new(&options.launch_config_digest, options.simulated_debug)?
                 .with_certificates(!options.simulated_snp_without_certificates)
                 .booted(&options.simulated_boot),
         ),
         TeeChoice::Auto | TeeChoice::Tdx | TeeChoice::SevSnp => probe(platform, choice, options)?,
     };
-    Ok(tee)
+    #[cfg(feature = "simulated")]
+    if choice == TeeChoice::SimulatedVtpm && options.vtpm.is_none() {
+        return Err(Error::Tee(
+            "--tee simulated-vtpm needs --vtpm (a software TPM: swtpm's socket as \
+             unix:PATH or tcp:HOST:PORT)"
+                .into(),
+        ));
+    }
+    match &options.vtpm {
+        Some(endpoint) => Ok(Box::new(super::vtpm::VtpmTee::new(
+            tee,
+            endpoint,
+            &options.vtpm_pcrs,
+        )?)),
+        None => Ok(tee),
+    }
 }
 
 fn wants(choice: TeeChoice, kind: EvidenceKind) -> bool {
@@ -121,7 +146,7 @@ fn wants(choice: TeeChoice, kind: EvidenceKind) -> bool {
         TeeChoice::Tdx => kind == EvidenceKind::Tdx,
         TeeChoice::SevSnp => kind == EvidenceKind::SevSnp,
         #[cfg(feature = "simulated")]
-        TeeChoice::Simulated | TeeChoice::SimulatedSevSnp => false,
+        TeeChoice::Simulated | TeeChoice::SimulatedSevSnp | TeeChoice::SimulatedVtpm => false,
     }
 }
 

@@ -113,6 +113,7 @@ async fn session_evidence(
         gpu_evidence_digest: state.gpu.as_ref().map(|g| g.digest.to_vec()),
         receipt_key: Some(state.meter.public_key().to_vec()),
         snp_certificates: evidence.certificates.map(|table| table.encode()),
+        vtpm: evidence.vtpm,
     };
     payload.to_cbor().map_err(|e| internal(e.to_string()))
 }

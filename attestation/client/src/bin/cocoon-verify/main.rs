@@ -13,7 +13,7 @@ use cocoon_client::args::{CollateralArgs, PolicyArgs};
 mod commands;
 mod output;
 
-use commands::{endpoint, evidence, gpu, manifest, onchain, receipt};
+use commands::{endpoint, evidence, gpu, manifest, onchain, receipt, tpm};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,10 @@ enum Command {
     /// Verify recorded NVIDIA GPU attestation evidence (hex SPDM request + response, PEM
     /// device chain) against the pinned NVIDIA Device Identity CA, for a nonce, at a time.
     GpuReport(gpu::GpuReportArgs),
+    /// Verify vTPM evidence recorded on an Azure confidential VM (SEV-SNP or TDX): the TPM
+    /// quote (AK from the HCL report, nonce, PCR digest), the hardware report's binding of
+    /// that AK, the hardware report itself, and the PCR rules (--vtpm-pcr).
+    TpmQuote(tpm::TpmQuoteArgs),
     /// Check a usage receipt (JWS from the x-cocoon-receipt header or the final
     /// `cocoon.receipt` SSE event) against the receipt key a verified endpoint attested
     /// (`receipt_key` in `endpoint --json`); prints the receipt as JSON.
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::TdxQuote(args) => evidence::tdx_quote(&runtime, &args),
         Command::SnpReport(args) => evidence::snp_report(&runtime, &args),
         Command::GpuReport(args) => gpu::run(&args),
+        Command::TpmQuote(args) => tpm::run(&args),
         Command::Manifest(command) => manifest::run(command),
         Command::Receipt {
             receipt,

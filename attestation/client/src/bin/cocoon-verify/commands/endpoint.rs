@@ -200,6 +200,9 @@ fn print_summary(url: &str, e: &Verified) {
         say!("  receipt key    {key} (signs usage receipts)");
     }
     say!("  report data    {} (binds the TLS key)", e.report_data);
+    if let Some(vtpm) = &e.vtpm {
+        crate::commands::tpm::print_vtpm(vtpm);
+    }
     if let Some(cert) = &e.certificate {
         say!(
             "  certificate    valid {} .. {}",

@@ -5,3 +5,4 @@ pub mod gpu;
 pub mod manifest;
 pub mod onchain;
 pub mod receipt;
+pub mod tpm;

@@ -1,0 +1,159 @@
+//! `cocoon-verify tpm-quote`: vTPM evidence recorded on an Azure confidential VM (the
+//! JSON Azure vTPM attesters write, versions 0-2), checked end to end offline: the TPM
+//! quote's signature by the AK the HCL report's runtime data names, the nonce, the PCR
+//! digest, the hardware REPORTDATA's commitment to that runtime data, then the hardware
+//! report itself (SEV-SNP: VCEK → ASK → pinned ARK; TDX: the TD quote with DCAP
+//! collateral) under the policy, and the policy's PCR rules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cocoon_attestation::collateral::SnpCollateral;
+use cocoon_attestation::pem::certificate_pem;
+use cocoon_attestation::vtpm::azure::AzureEvidence;
+use cocoon_attestation::vtpm::hcl::HclReportType;
+use cocoon_attestation::{CollateralStore, Verdict, Verifier, VtpmFacts};
+use cocoon_client::args::PolicyArgs;
+
+use crate::output::{finish, parse_rfc3339, read_input, say, state_word};
+
+/// `tpm-quote` arguments.
+#[derive(clap::Args)]
+pub struct TpmQuoteArgs {
+    /// The evidence file (JSON: tpm_quote {signature, message, pcrs}, hcl_report, and
+    /// vcek (SEV-SNP) or td_quote (TDX)).
+    evidence: PathBuf,
+    /// The nonce the quote must carry as qualifying data, hex.
+    #[arg(long, value_name = "HEX", conflicts_with = "nonce_text", required_unless_present = "nonce_text")]
+    nonce: Option<String>,
+    /// The nonce as text (its UTF-8 bytes).
+    #[arg(long, value_name = "TEXT")]
+    nonce_text: Option<String>,
+    /// SEV-SNP: AMD's ASK and ARK, PEM (the VCEK comes from the evidence).
+    #[arg(long, value_name = "FILE")]
+    chain: Option<PathBuf>,
+    /// TDX: DCAP collateral bundle for the TD quote.
+    #[arg(long, value_name = "FILE")]
+    collateral: Option<PathBuf>,
+    /// Verification time (RFC 3339).
+    #[arg(long, value_parser = parse_rfc3339)]
+    at: i64,
+    #[command(flatten)]
+    accept: PolicyArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn usage(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("cocoon-verify: {e}");
+    ExitCode::from(2)
+}
+
+pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
+    let source = args.evidence.display().to_string();
+    let bytes = read_input(&args.evidence, "vTPM evidence")?;
+    let nonce = match (&args.nonce, &args.nonce_text) {
+        (Some(hex_nonce), _) => {
+            hex::decode(hex_nonce).map_err(|e| usage(format!("--nonce: not hex: {e}")))?
+        }
+        (None, Some(text)) => text.as_bytes().to_vec(),
+        (None, None) => return Err(usage("give --nonce HEX or --nonce-text TEXT")),
+    };
+    let (policy, _) = args.accept.load().map_err(usage)?;
+    let anchors = args.accept.anchors().map_err(usage)?;
+    let refused = |errors: Vec<String>| {
+        let verdict = Verdict::refused_with("vtpm", errors);
+        print(&verdict, None, args.json, &source)
+    };
+    let evidence = match AzureEvidence::from_json(&bytes) {
+        Ok(e) => e,
+        Err(e) => return Ok(refused(vec![e.to_string()])),
+    };
+    let checked = match evidence.check(&nonce) {
+        Ok(c) => c,
+        Err(e) => return Ok(refused(vec![e.to_string()])),
+    };
+    let store = Arc::new(CollateralStore::new());
+    let verdict = match checked.hcl.report_type {
+        HclReportType::SevSnp => {
+            let Some(chain) = &args.chain else {
+                return Err(usage("SEV-SNP evidence: give --chain (AMD's ASK and ARK, PEM)"));
+            };
+            let Some(vcek) = &evidence.vcek_der else {
+                return Ok(refused(vec!["the evidence carries no VCEK".into()]));
+            };
+            let certificates = SnpCollateral {
+                vcek: certificate_pem(vcek),
+                cert_chain: String::from_utf8_lossy(&read_input(chain, "certificate chain")?)
+                    .into_owned(),
+            };
+            Verifier::new(anchors, policy.clone()).snp_report_verdict(
+                &checked.hcl.hardware_report,
+                Some(&certificates),
+                args.at,
+            )
+        }
+        HclReportType::Tdx => {
+            let Some(collateral) = &args.collateral else {
+                return Err(usage("TDX evidence: give --collateral (the TD quote's DCAP bundle)"));
+            };
+            store.add_tdx_bundle_file(collateral).map_err(usage)?;
+            let raw = evidence.td_quote.clone().unwrap_or_default();
+            Verifier::new(anchors, policy.clone())
+                .with_collateral(store)
+                .tdx_quote_verdict(&raw, args.at)
+        }
+    };
+    let mut verdict = verdict;
+    let pcr_errors: Vec<String> = policy
+        .vtpm
+        .check(Some(&checked.quote))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !pcr_errors.is_empty() {
+        verdict.verified = false;
+        verdict.errors.extend(pcr_errors);
+    }
+    let facts = VtpmFacts::of("azure-hcl", &checked.quote);
+    Ok(print(&verdict, Some(&facts), args.json, &source))
+}
+
+fn print(verdict: &Verdict, vtpm: Option<&VtpmFacts>, json: bool, source: &str) -> ExitCode {
+    if json {
+        let value = serde_json::json!({ "hardware": verdict, "vtpm": vtpm });
+        say!("{value}");
+    } else {
+        say!("{source}: {}", state_word(verdict.verified));
+        say!("  tee            {}", verdict.tee);
+        if let Some(d) = verdict.debug {
+            say!("  debug          {}", if d { "ON" } else { "off" });
+        }
+        for (k, v) in &verdict.measurements {
+            say!("  {k:<14} {v}");
+        }
+        if let Some(facts) = vtpm {
+            print_vtpm(facts);
+        }
+    }
+    finish(source, &verdict.errors, verdict.verified)
+}
+
+/// The vTPM lines of a summary.
+pub fn print_vtpm(vtpm: &VtpmFacts) {
+    say!(
+        "  vtpm           quote verified; AK bound by {} (AK SHA-256 {})",
+        vtpm.binding,
+        vtpm.ak_sha256
+    );
+    say!(
+        "  vtpm firmware  {} clock {} ms",
+        vtpm.firmware_version,
+        vtpm.clock_ms
+    );
+    for (index, value) in &vtpm.pcrs {
+        say!("  pcr{index:<11} {value}");
+    }
+}
