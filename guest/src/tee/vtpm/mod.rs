@@ -169,3 +169,6 @@ impl Drop for VtpmTee {
         }
     }
 }
+
+#[cfg(all(test, feature = "simulated"))]
+mod tests;

@@ -1,0 +1,244 @@
+//! The guest's vTPM against a real TPM 2.0 implementation: `swtpm` (libtpms), started by
+//! each test on Unix sockets in a fresh state directory. Evidence goes through the same
+//! verifier clients run, and every tampering the checks exist for is refused.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cocoon_attestation::event_log::RuntimeEventLog;
+use cocoon_attestation::evidence::{EvidencePayload, PAYLOAD_VERSION};
+use cocoon_attestation::report_data::{certificate_binding_with, BoundExtras};
+use cocoon_attestation::{Error as VerifyError, Policy, Verifier};
+
+use super::{VtpmEndpoint, VtpmTee};
+use crate::tee::{ConfigRegister, EvidenceProvider, SimulatedSnpTee};
+
+/// A running swtpm, killed (and its state removed) on drop.
+struct Swtpm {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Swtpm {
+    fn start() -> Swtpm {
+        let dir = std::env::temp_dir().join(format!("cocoon-swtpm-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.join("state").display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", dir.join("cmd.sock").display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", dir.join("ctrl.sock").display()))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm runs (Debian package swtpm; .ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.join("cmd.sock").exists() {
+            assert!(Instant::now() < deadline, "swtpm did not open its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Swtpm { child, dir }
+    }
+
+    fn endpoint(&self) -> VtpmEndpoint {
+        VtpmEndpoint::Unix(self.dir.join("cmd.sock"))
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const DIGEST: [u8; 48] = [0x5a; 48];
+const SPKI: &[u8] = b"the certificate's public key";
+
+/// A guest's start: simulated SEV-SNP launched for DIGEST, a vTPM, the config extended.
+fn guest(swtpm: &Swtpm) -> (VtpmTee, Vec<u8>) {
+    let hardware = SimulatedSnpTee::new(&DIGEST, false).unwrap();
+    let tee = VtpmTee::new(Box::new(hardware), &swtpm.endpoint(), &[0, 7, 15]).unwrap();
+    let ConfigRegister::Vtpm { rtmr, pcr } = tee.extend_config_register(&DIGEST).unwrap() else {
+        panic!("a vTPM guest extends a PCR");
+    };
+    assert_eq!((rtmr, pcr), (None, 15));
+    let log = RuntimeEventLog::config_in(rtmr, Some(pcr), &DIGEST)
+        .to_cbor()
+        .unwrap();
+    (tee, log)
+}
+
+/// The payload a guest would put in its certificate, and the binding it carries.
+fn payload(tee: &VtpmTee, log: &[u8]) -> (EvidencePayload, [u8; 64]) {
+    let extras = BoundExtras {
+        vtpm_ak: tee.vtpm_attestation_key(),
+        ..BoundExtras::default()
+    };
+    let binding = certificate_binding_with(SPKI, &DIGEST, extras);
+    let evidence = tee.attest(&binding).unwrap();
+    let payload = EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: tee.kind(),
+        evidence: evidence.raw,
+        event_log: log.to_vec(),
+        config_digest: DIGEST.to_vec(),
+        gpu_evidence_digest: None,
+        receipt_key: None,
+        snp_certificates: evidence.certificates.map(|t| t.encode()),
+        vtpm: evidence.vtpm,
+    };
+    (payload, binding)
+}
+
+fn verifier(policy: Policy) -> Verifier {
+    Verifier::new(cocoon_attestation_dev::anchors().unwrap(), policy)
+}
+
+fn lenient() -> Policy {
+    Policy {
+        accept_any_image: true,
+        ..Policy::default()
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn verify(payload: &EvidencePayload) -> Result<cocoon_attestation::Verified, VerifyError> {
+    let expected = certificate_binding_with(SPKI, &DIGEST, payload.bound_extras());
+    verifier(lenient()).verify_payload(payload, &expected, now())
+}
+
+#[test]
+fn vtpm_swtpm_quote_verifies_and_replays_the_config_pcr() {
+    let swtpm = Swtpm::start();
+    let (tee, log) = guest(&swtpm);
+    let (payload, _) = payload(&tee, &log);
+    // The payload survives its CBOR encoding.
+    let payload = EvidencePayload::from_cbor(&payload.to_cbor().unwrap()).unwrap();
+    let verified = verify(&payload).unwrap();
+    let vtpm = verified.vtpm.expect("vTPM facts");
+    assert_eq!(vtpm.binding, "report-data");
+    assert_eq!(
+        vtpm.pcrs.keys().copied().collect::<Vec<_>>(),
+        vec![0, 7, 15]
+    );
+    // PCR 15 is SHA-256(zeros || SHA-256(config digest)), as the log says.
+    let log = RuntimeEventLog::from_cbor(&log).unwrap();
+    assert_eq!(vtpm.pcrs[&15], hex::encode(log.replay_pcr(15)));
+    assert_ne!(vtpm.pcrs[&15], hex::encode([0u8; 32]));
+    // A policy naming PCR 15's value accepts; another value, or an unquoted PCR, refuses.
+    let mut policy = lenient();
+    policy.vtpm.pcrs.insert("15".into(), vec![vtpm.pcrs[&15].clone()]);
+    let expected = certificate_binding_with(SPKI, &DIGEST, payload.bound_extras());
+    verifier(policy.clone())
+        .verify_payload(&payload, &expected, now())
+        .unwrap();
+    policy.vtpm.pcrs.insert("15".into(), vec!["00".repeat(32)]);
+    let err = verifier(policy.clone())
+        .verify_payload(&payload, &expected, now())
+        .unwrap_err();
+    assert!(err.to_string().contains("vtpm.pcrs"), "{err}");
+    let mut policy = lenient();
+    policy.vtpm.pcrs.insert("9".into(), vec![]);
+    let err = verifier(policy)
+        .verify_payload(&payload, &expected, now())
+        .unwrap_err();
+    assert!(err.to_string().contains("PCR 9 not quoted"), "{err}");
+}
+
+#[test]
+fn vtpm_tampered_pcr_value_is_refused() {
+    let swtpm = Swtpm::start();
+    let (tee, log) = guest(&swtpm);
+    let (mut payload, _) = payload(&tee, &log);
+    payload.vtpm.as_mut().unwrap().pcrs[0].value[0] ^= 1;
+    let err = verify(&payload).unwrap_err();
+    assert!(matches!(err, VerifyError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn vtpm_quote_over_other_qualifying_data_is_refused() {
+    let swtpm = Swtpm::start();
+    let (tee, log) = guest(&swtpm);
+    let (mut payload, _) = payload(&tee, &log);
+    // A genuine quote by the same AK, over another binding (say, another session's).
+    let other = tee.quote(&[9u8; 64]).unwrap();
+    payload.vtpm = Some(other);
+    let err = verify(&payload).unwrap_err();
+    assert!(matches!(err, VerifyError::NonceMismatch { .. }), "{err}");
+}
+
+#[test]
+fn vtpm_quote_from_an_unbound_ak_is_refused() {
+    // A genuine quote over the right binding, from another vTPM whose AK the hardware
+    // report does not bind.
+    let (swtpm, other_swtpm) = (Swtpm::start(), Swtpm::start());
+    let (tee, log) = guest(&swtpm);
+    let (other, _) = guest(&other_swtpm);
+    let (mut payload, binding) = payload(&tee, &log);
+    // A quote over the binding as it would be with the foreign AK in it: the quote is
+    // fine, but the hardware REPORTDATA binds the guest's own AK.
+    let foreign_extras = BoundExtras {
+        vtpm_ak: other.vtpm_attestation_key(),
+        ..BoundExtras::default()
+    };
+    let foreign_binding = certificate_binding_with(SPKI, &DIGEST, foreign_extras);
+    let foreign = other.quote(&foreign_binding).unwrap();
+    assert_ne!(foreign.ak_public, tee.ak_public, "two vTPMs, two AKs");
+    payload.vtpm = Some(foreign);
+    let err = verify(&payload).unwrap_err();
+    assert!(matches!(err, VerifyError::ReportDataMismatch { .. }), "{err}");
+    // A quote over the right binding by the foreign AK, naming the foreign AK: the
+    // quote's qualifying data is not what the foreign AK's binding needs.
+    let mut foreign = other.quote(&binding).unwrap();
+    payload.vtpm = Some(foreign.clone());
+    let err = verify(&payload).unwrap_err();
+    assert!(matches!(err, VerifyError::NonceMismatch { .. }), "{err}");
+    // Naming the bound AK with the foreign quote: the signature does not verify.
+    foreign.ak_public = tee.ak_public.clone();
+    payload.vtpm = Some(foreign);
+    let err = verify(&payload).unwrap_err();
+    assert!(matches!(err, VerifyError::BadSignature(_)), "{err}");
+}
+
+#[test]
+fn vtpm_config_pcr_extended_by_someone_else_is_refused() {
+    let swtpm = Swtpm::start();
+    let (tee, log) = guest(&swtpm);
+    // Something else extends PCR 15 (swtpm serves one connection at a time, so through
+    // the guest's own); the log cannot explain it.
+    tee.tpm
+        .lock()
+        .unwrap()
+        .pcr_extend_sha256(15, &[1u8; 32])
+        .unwrap();
+    let (payload, _) = payload(&tee, &log);
+    let err = verify(&payload).unwrap_err();
+    assert!(err.to_string().contains("quoted PCR"), "{err}");
+}
+
+#[test]
+fn vtpm_endpoints_parse_and_a_missing_tpm_is_a_clear_error() {
+    for (text, ok) in [
+        ("/dev/tpmrm0", true),
+        ("unix:/run/swtpm.sock", true),
+        ("tcp:127.0.0.1:2321", true),
+        ("tcp:127.0.0.1", false),
+        ("tpm0", false),
+    ] {
+        assert_eq!(text.parse::<VtpmEndpoint>().is_ok(), ok, "{text}");
+    }
+    let missing = VtpmEndpoint::Unix("/nonexistent/cocoon-swtpm.sock".into());
+    let err = super::Tpm::open(&missing).err().expect("no TPM there");
+    assert!(err.to_string().contains("connect"), "{err}");
+}
