@@ -15,7 +15,7 @@ GUEST_PORT ?= 8443
 AGENT_PORT ?= 9443
 # Fuzzing (attestation/fuzz, cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP;
 # no sanitizer: the attestation crate forbids unsafe code).
-FUZZ_TARGETS := tdx_quote snp_report ratls_certificate evidence_payload manifest snp_ext_report qgs_message account_claim usage_receipt escrow_cells gpu_report gpu_rim gpu_document receipt_proof
+FUZZ_TARGETS := tdx_quote snp_report ratls_certificate evidence_payload manifest snp_ext_report qgs_message account_claim usage_receipt escrow_cells gpu_report gpu_rim gpu_document receipt_proof vtpm_evidence
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 # The benchmark peer: mistral.rs's own OpenAI server (`mistralrs serve`, crate mistralrs-cli,
