@@ -23,6 +23,7 @@ pub mod collateral_servers;
 pub mod gpu_pki;
 pub mod simulated;
 pub mod snp_pki;
+pub mod swtpm;
 pub mod tdx_pki;
 
 pub use gpu_pki::DevGpuPki;

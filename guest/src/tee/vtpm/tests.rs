@@ -2,10 +2,6 @@
 //! each test on Unix sockets in a fresh state directory. Evidence goes through the same
 //! verifier clients run, and every tampering the checks exist for is refused.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use cocoon_attestation::event_log::RuntimeEventLog;
 use cocoon_attestation::evidence::{EvidencePayload, PAYLOAD_VERSION};
 use cocoon_attestation::report_data::{certificate_binding_with, BoundExtras};
@@ -14,48 +10,15 @@ use cocoon_attestation::{Error as VerifyError, Policy, Verifier};
 use super::{VtpmEndpoint, VtpmTee};
 use crate::tee::{ConfigRegister, EvidenceProvider, SimulatedSnpTee};
 
-/// A running swtpm, killed (and its state removed) on drop.
-struct Swtpm {
-    child: Child,
-    dir: PathBuf,
-}
+struct Swtpm(cocoon_attestation_dev::swtpm::Swtpm);
 
 impl Swtpm {
     fn start() -> Swtpm {
-        let dir = std::env::temp_dir().join(format!("cocoon-swtpm-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(dir.join("state")).unwrap();
-        let child = Command::new("swtpm")
-            .arg("socket")
-            .arg("--tpm2")
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.join("state").display()))
-            .arg("--server")
-            .arg(format!("type=unixio,path={}", dir.join("cmd.sock").display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", dir.join("ctrl.sock").display()))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("swtpm runs (Debian package swtpm; .ci/run installs it)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !dir.join("cmd.sock").exists() {
-            assert!(Instant::now() < deadline, "swtpm did not open its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Swtpm { child, dir }
+        Swtpm(cocoon_attestation_dev::swtpm::Swtpm::start().expect("swtpm starts"))
     }
 
     fn endpoint(&self) -> VtpmEndpoint {
-        VtpmEndpoint::Unix(self.dir.join("cmd.sock"))
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        VtpmEndpoint::Unix(self.0.socket())
     }
 }
 
