@@ -11,6 +11,8 @@ export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release
 VENV := $(CURDIR)/.venv
 MODEL := models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+# make run's evidence backend: simulated (TDX), simulated-sev-snp, simulated-vtpm (SNP + swtpm).
+TEE ?= simulated
 GUEST_PORT ?= 8443
 AGENT_PORT ?= 9443
 # Fuzzing (attestation/fuzz, cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP;
@@ -45,7 +47,7 @@ export COCOON_FIRMWARE_DIR
 IMAGE_DEPS := mmdebstrap squashfs-tools cryptsetup-bin cpio kmod xz-utils qemu-system-x86 ovmf
 
 .DEFAULT_GOAL := help
-.PHONY: help build model venv run test bench peer firmware fuzz fuzz-smoke cargo-fuzz lint fmt clean \
+.PHONY: help build model venv swtpm run test bench peer firmware fuzz fuzz-smoke cargo-fuzz lint fmt clean \
   image image-lock image-deps prod-guest model-disk measure test-image contracts contracts-check contracts-test guest-cuda
 
 help: ## List the targets
@@ -66,10 +68,13 @@ $(VENV)/.installed: tests/python/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-run: build model ## Run guest + host agent (relay, SQLite receipt ledger, admin API) on loopback, simulated TEE; verify; wait for Ctrl-C
-	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) scripts/run-appliance.sh
+run: build model ## Run guest + host agent (relay, SQLite receipt ledger, admin API) on loopback, simulated TEE (TEE=simulated|simulated-sev-snp|simulated-vtpm); verify; wait for Ctrl-C
+	GUEST_PORT=$(GUEST_PORT) AGENT_PORT=$(AGENT_PORT) BIN=$(BIN) MODEL=$(MODEL) TEE=$(TEE) scripts/run-appliance.sh
 
-test: build model venv ## Run every test: unit, fake TEE devices, CLI, attacks, limits, receipts, end-to-end (openai SDK, schemathesis), fuzz smoke
+swtpm: ## Install swtpm (the software TPM the vTPM tests start) when missing (Debian package; root)
+	@command -v swtpm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq swtpm; }
+
+test: build model venv swtpm ## Run every test: unit, fake TEE devices, CLI, attacks, limits, receipts, end-to-end (openai SDK, schemathesis), fuzz smoke
 	@mkdir -p .cocoon
 	set -o pipefail; COCOON_BIN_DIR=$(BIN) COCOON_PYTHON=$(VENV)/bin/python \
 	  $(CARGO) test --release --locked --workspace 2>&1 | tee .cocoon/test.log

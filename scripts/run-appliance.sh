@@ -7,6 +7,8 @@
 # $ADMIN_PORT. Waits until the guest is ready and verifies it through the host agent with
 # cocoon-verify; then a client deposits into its escrow, chats through `cocoon-client
 # proxy` ($PROXY_PORT), and the operator's payout lands. Stays up until Ctrl-C.
+# TEE=simulated (TDX, the default), simulated-sev-snp, or simulated-vtpm (SEV-SNP plus a
+# vTPM: swtpm, started here with a fresh state, quoting PCRs; verified with --require-vtpm).
 set -euo pipefail
 
 BIN=${BIN:-target/release}
@@ -18,6 +20,11 @@ ADMIN_PORT=${ADMIN_PORT:-9444}
 TON_API_PORT=${TON_API_PORT:-9445}
 PROXY_PORT=${PROXY_PORT:-8080}
 STATE=${STATE:-.cocoon}
+TEE=${TEE:-simulated}
+case "$TEE" in
+  simulated | simulated-sev-snp | simulated-vtpm) ;;
+  *) echo "TEE=$TEE: expected simulated, simulated-sev-snp or simulated-vtpm" >&2; exit 2 ;;
+esac
 mkdir -p "$STATE"
 CERT="$STATE/guest-cert.pem"
 
@@ -98,12 +105,26 @@ trap cleanup INT TERM EXIT
 
 guest_log="$STATE/guest.log"
 agent_log="$STATE/host-agent.log"
+tee_flags=(--tee "$TEE")
+vtpm_verify_flags=()
+if [ "$TEE" = simulated-vtpm ]; then
+  # A vTPM is fresh at every boot: new swtpm state, so PCR 15 holds only this start's config.
+  command -v swtpm >/dev/null || { echo "TEE=simulated-vtpm needs swtpm (apt-get install swtpm)" >&2; exit 2; }
+  rm -rf "$STATE/swtpm" && mkdir -p "$STATE/swtpm/state"
+  swtpm socket --tpm2 --tpmstate "dir=$STATE/swtpm/state" \
+    --server "type=unixio,path=$STATE/swtpm/cmd.sock" --ctrl "type=unixio,path=$STATE/swtpm/ctrl.sock" \
+    --flags not-need-init,startup-clear >"$STATE/swtpm/swtpm.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 100); do [ -S "$STATE/swtpm/cmd.sock" ] && break; sleep 0.1; done
+  tee_flags+=(--vtpm "unix:$STATE/swtpm/cmd.sock")
+  vtpm_verify_flags=(--require-vtpm --vtpm-pcr 15)
+fi
 # --allow-anonymous: requests that name no account (the curl line and plain SDKs below)
 # are served and billed to `anonymous`, which no key owns and no one can settle.
 # --payout-address: proven accounts pay through their escrows, vouchers pay the operator's
 # wallet. Prices: 0.002 TON per prompt token, 0.006 per completion token (demo prices,
 # high enough that one chat outweighs a settlement's gas).
-"$BIN/cocoon-guest" serve --listen "127.0.0.1:$GUEST_PORT" --tee simulated --model "$MODEL" \
+"$BIN/cocoon-guest" serve --listen "127.0.0.1:$GUEST_PORT" "${tee_flags[@]}" --model "$MODEL" \
   --allow-anonymous --host-token-file "$STATE/host-token" \
   --payout-address "$operator_wallet" --ton-network local \
   --price-prompt 2000000000000 --price-cached-prompt 200000000000 --price-completion 6000000000000 \
@@ -140,8 +161,8 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 echo
-echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated --accept-any-image"
-"$BIN/cocoon-verify" endpoint "$url" --allow-simulated --accept-any-image --cert-out "$CERT"
+echo "verifying the guest through the host agent: cocoon-verify endpoint $url --allow-simulated --accept-any-image ${vtpm_verify_flags[*]}"
+"$BIN/cocoon-verify" endpoint "$url" --allow-simulated --accept-any-image "${vtpm_verify_flags[@]}" --cert-out "$CERT"
 
 client_flags=(--account-key "$STATE/client.pem" --ton-api "$ton_api" --ton-network local)
 verify_flags=(--allow-simulated --accept-any-image)
@@ -158,7 +179,7 @@ if ! "${registry_check[@]}" >/dev/null 2>&1; then
   "$BIN/cocoon-client" registry list "${publisher_flags[@]}" >/dev/null 2>&1 \
     || "$BIN/cocoon-client" registry deploy "${publisher_flags[@]}"
   "$BIN/cocoon-verify" endpoint "$url" "${verify_flags[@]}" --json >"$STATE/guest-values.json" 2>/dev/null
-  "$BIN/cocoon-client" registry add "${publisher_flags[@]}" --from-verify "$STATE/guest-values.json"
+  "$BIN/cocoon-client" registry add "${publisher_flags[@]}" --from-verify "$STATE/guest-values.json" --skip-registered
 fi
 echo "verifying the guest against the registry alone: cocoon-verify endpoint $url --allow-simulated --registry $registry"
 "${registry_check[@]}"

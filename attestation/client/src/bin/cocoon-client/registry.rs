@@ -39,6 +39,10 @@ pub struct ValueArgs {
     /// vouch for, then register what it runs.
     #[arg(long, value_name = "FILE")]
     pub from_verify: Option<PathBuf>,
+    /// add: leave out values already registered instead of refusing them (a guest whose
+    /// model is registered, on a new image).
+    #[arg(long)]
+    pub skip_registered: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,12 +186,12 @@ async fn run(command: RegistryCommand) -> Result<String, String> {
             publisher,
             values: v,
             wait,
-        } => (publisher, wait, Some(actions(v, true)?)),
+        } => (publisher, wait, Some((actions(v, true)?, v.skip_registered))),
         RegistryCommand::Remove {
             publisher,
             values: v,
             wait,
-        } => (publisher, wait, Some(actions(v, false)?)),
+        } => (publisher, wait, Some((actions(v, false)?, false))),
     };
     let key = publisher_args.key.require()?;
     let network = publisher_args
@@ -208,7 +212,27 @@ async fn run(command: RegistryCommand) -> Result<String, String> {
     let registry = publisher::address_of(&owner)?;
     let (done, state) = match actions {
         None => ("deployed", publisher::deploy(&owner, now).await?),
-        Some(actions) => {
+        Some((mut actions, skip_registered)) => {
+            if skip_registered {
+                let mut kept = Vec::new();
+                for action in actions {
+                    if let PublisherAction::Add { kind, value } = &action {
+                        let status = cocoon_billing::registry::read_entry(&chain, &registry, *kind, value)
+                            .await
+                            .map_err(|e| format!("reading registry {registry}: {e}"))?;
+                        if matches!(status, cocoon_billing::registry::EntryStatus::Registered { .. }) {
+                            continue;
+                        }
+                    }
+                    kept.push(action);
+                }
+                if kept.is_empty() {
+                    return Ok(format!(
+                        "nothing to add: every value is already registered in {registry}"
+                    ));
+                }
+                actions = kept;
+            }
             let done = if matches!(actions.first(), Some(PublisherAction::Add { .. })) {
                 "added"
             } else {
