@@ -54,7 +54,7 @@ impl GuestIdentity {
         let evidence = tee.attest(&report_data)?;
         // Check this very evidence the way a verifier will before it goes into the
         // certificate: a guest that clients would refuse should not start.
-        crate::tee::self_check(&evidence, config_digest, event_log).map_err(|e| {
+        crate::tee::self_check(&evidence, &report_data, config_digest, event_log).map_err(|e| {
             crate::Error::Tee(format!(
                 "the guest's own evidence does not match its measured config: {e}"
             ))

@@ -62,6 +62,38 @@ fn vtpm_simulated_guest_verifies_through_cocoon_verify_endpoint() {
 }
 
 #[test]
+fn vtpm_simulated_azure_guest_verifies_through_its_hcl_report() {
+    let swtpm = Swtpm::start().expect("swtpm starts");
+    let vtpm = swtpm.endpoint_arg();
+    let app = start_appliance_with_tee("simulated-azure-sev-snp", &["--vtpm", &vtpm])
+        .expect("appliance starts");
+    let url = format!("https://{}", app.agent_addr);
+    let out = cocoon_verify(&[
+        "endpoint",
+        &url,
+        "--allow-simulated",
+        "--accept-any-image",
+        "--require-vtpm",
+        "--vtpm-pcr",
+        "15",
+        "--json",
+    ])
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["tee"], "sev-snp");
+    assert_eq!(summary["vtpm"]["binding"], "azure-hcl");
+    // HOST_DATA is the paravisor's, not the config's: the config is in PCR 15.
+    let config = hex::decode(summary["config_digest"].as_str().unwrap()).unwrap();
+    let configs_host_data = hex::encode(Sha256::digest(&config));
+    assert_ne!(summary["measurements"]["host_data"], configs_host_data.as_str());
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(Sha256::digest(&config));
+    assert_eq!(summary["vtpm"]["pcrs"]["15"], hex::encode(h.finalize()).as_str());
+}
+
+#[test]
 fn vtpm_required_but_absent_is_refused() {
     let app = start_appliance_with_tee("simulated-sev-snp", &[]).expect("appliance starts");
     let url = format!("https://{}", app.agent_addr);

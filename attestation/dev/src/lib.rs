@@ -19,6 +19,7 @@ use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::tdx::dcap::{TdxCollateral, TdxRoot};
 use cocoon_attestation::{Error, Policy, Result, TrustAnchors, Verifier};
 
+pub mod azure;
 pub mod collateral_servers;
 pub mod gpu_pki;
 pub mod simulated;

@@ -172,12 +172,27 @@ pub const CONFIG_RTMR: u8 = 3;
 /// measured-config rules: on TDX the event log must replay to the quote's RTMRs (an
 /// extension of RTMR3 by anyone else would make every client refuse us), on SEV-SNP
 /// HOST_DATA must be what the launcher was told to set for this config. Failing here
-/// gives the operator the reason at start instead of clients refusing later.
-pub fn self_check(evidence: &Evidence, config_digest: &[u8; 48], event_log: &[u8]) -> Result<()> {
+/// gives the operator the reason at start instead of clients refusing later. With a vTPM,
+/// its quote must verify over `report_data` and PCR 15 must replay from the event log.
+pub fn self_check(
+    evidence: &Evidence,
+    report_data: &ReportData,
+    config_digest: &[u8; 48],
+    event_log: &[u8],
+) -> Result<()> {
     match &evidence.parsed {
         ParsedEvidence::Tdx(quote) => {
             cocoon_attestation::event_log::RuntimeEventLog::from_cbor(event_log)?
                 .check_tdx(&quote.body.rtmr, config_digest)?;
+        }
+        ParsedEvidence::SevSnp(_)
+            if evidence
+                .vtpm
+                .as_ref()
+                .is_some_and(|v| v.binding == cocoon_attestation::vtpm::AkBinding::AzureHcl) =>
+        {
+            // The paravisor launched the VM: HOST_DATA is its, and the config is bound
+            // through the vTPM's PCR 15 (checked below).
         }
         ParsedEvidence::SevSnp(report) => {
             let expected = snp_host_data(config_digest);
@@ -191,6 +206,15 @@ pub fn self_check(evidence: &Evidence, config_digest: &[u8; 48], event_log: &[u8
                 )));
             }
         }
+    }
+    if let Some(vtpm) = &evidence.vtpm {
+        // A PCR 15 extended by anything but this start would make every client refuse.
+        let (_, quote) = vtpm.verify(report_data)?;
+        cocoon_attestation::event_log::RuntimeEventLog::from_cbor(event_log)?.check_pcrs(
+            &quote,
+            cocoon_attestation::vtpm::CONFIG_PCR,
+            config_digest,
+        )?;
     }
     Ok(())
 }

@@ -40,6 +40,14 @@ pub enum TeeChoice {
     /// TDX v4 quotes from the development DCAP PKI (public seed): no TEE, development only.
     #[cfg(feature = "simulated")]
     Simulated,
+    /// An Azure SEV-SNP confidential VM: the paravisor's HCL report from the vTPM
+    /// (`--vtpm`, default /dev/tpmrm0) and quotes by its attestation key.
+    AzureSevSnp,
+    /// Azure's layout on a software TPM (`--vtpm`, swtpm): the guest provisions an RSA AK
+    /// and an HCL report around a development SEV-SNP report, then reads them back as on
+    /// Azure. No TEE.
+    #[cfg(feature = "simulated")]
+    SimulatedAzureSevSnp,
     /// SEV-SNP v3 reports from the development ARK/ASK/VCEK (public seed), with quotes
     /// from the vTPM `--vtpm` names (swtpm in development): no TEE.
     #[cfg(feature = "simulated")]
@@ -109,6 +117,28 @@ pub fn select_on(
     choice: TeeChoice,
     options: &SelectOptions,
 ) -> Result<Box<dyn EvidenceProvider>> {
+    let pcrs = &options.vtpm_pcrs;
+    match choice {
+        TeeChoice::AzureSevSnp => {
+            let endpoint = options
+                .vtpm
+                .clone()
+                .unwrap_or_else(|| super::vtpm::VtpmEndpoint::Device("/dev/tpmrm0".into()));
+            return Ok(Box::new(super::vtpm::azure::AzureVtpmTee::new(&endpoint, pcrs)?));
+        }
+        #[cfg(feature = "simulated")]
+        TeeChoice::SimulatedAzureSevSnp => {
+            let endpoint = options.vtpm.as_ref().ok_or_else(|| {
+                Error::Tee(
+                    "--tee simulated-azure-sev-snp needs --vtpm (a software TPM: swtpm's \
+                     socket as unix:PATH or tcp:HOST:PORT)"
+                        .into(),
+                )
+            })?;
+            return Ok(Box::new(super::vtpm::azure::simulated(endpoint, pcrs)?));
+        }
+        _ => {}
+    }
     let tee: Box<dyn EvidenceProvider> = match choice {
         #[cfg(feature = "simulated")]
         TeeChoice::Simulated => Box::new(
@@ -121,6 +151,9 @@ pub fn select_on(
                 .booted(&options.simulated_boot),
         ),
         TeeChoice::Auto | TeeChoice::Tdx | TeeChoice::SevSnp => probe(platform, choice, options)?,
+        TeeChoice::AzureSevSnp => unreachable_choice()?,
+        #[cfg(feature = "simulated")]
+        TeeChoice::SimulatedAzureSevSnp => unreachable_choice()?,
     };
     #[cfg(feature = "simulated")]
     if choice == TeeChoice::SimulatedVtpm && options.vtpm.is_none() {
@@ -140,13 +173,21 @@ pub fn select_on(
     }
 }
 
+/// The choices `select_on` returns for before it gets here.
+fn unreachable_choice() -> Result<Box<dyn EvidenceProvider>> {
+    Err(Error::Tee("internal: an Azure choice reached the generic backends".into()))
+}
+
 fn wants(choice: TeeChoice, kind: EvidenceKind) -> bool {
     match choice {
         TeeChoice::Auto => true,
         TeeChoice::Tdx => kind == EvidenceKind::Tdx,
-        TeeChoice::SevSnp => kind == EvidenceKind::SevSnp,
+        TeeChoice::SevSnp | TeeChoice::AzureSevSnp => kind == EvidenceKind::SevSnp,
         #[cfg(feature = "simulated")]
-        TeeChoice::Simulated | TeeChoice::SimulatedSevSnp | TeeChoice::SimulatedVtpm => false,
+        TeeChoice::Simulated
+        | TeeChoice::SimulatedSevSnp
+        | TeeChoice::SimulatedVtpm
+        | TeeChoice::SimulatedAzureSevSnp => false,
     }
 }
 

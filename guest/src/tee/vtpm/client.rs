@@ -338,6 +338,87 @@ impl Tpm {
     }
 }
 
+/// Provisioning a TPM the way a cloud's paravisor does before the guest boots: used to
+/// make swtpm a faithful stand-in for Azure's vTPM in development and tests.
+#[cfg(feature = "simulated")]
+impl Tpm {
+    /// Creates an RSA-2048 restricted signing key (RSASSA, SHA-256) in the endorsement
+    /// hierarchy, as Azure's AK is, and makes it persistent at `handle`.
+    pub fn provision_rsa_attestation_key(&mut self, handle: u32) -> Result<Vec<u8>> {
+        use tpm2_protocol::data::{TpmsRsaParms, TpmtRsaScheme};
+        use tpm2_protocol::frame::TpmEvictControlCommand;
+        let mut template = ak_template();
+        template.object_type = TpmAlgId::Rsa;
+        template.parameters = TpmuPublicParms::Rsa(TpmsRsaParms {
+            symmetric: TpmtSymDefObject {
+                algorithm: TpmAlgId::Null,
+                ..Default::default()
+            },
+            scheme: TpmtRsaScheme {
+                scheme: TpmAlgId::Rsassa,
+                details: TpmuAsymScheme::Hash(TpmsSchemeHash {
+                    hash_alg: TpmAlgId::Sha256,
+                }),
+            },
+            key_bits: 2048u16.into(),
+            exponent: 0u32.into(),
+        });
+        template.unique = TpmuPublicId::Rsa(Default::default());
+        let command = TpmCreatePrimaryCommand {
+            handles: [TpmHandle::new(TpmRh::Endorsement as u32)],
+            in_sensitive: Default::default(),
+            in_public: Tpm2bPublic { inner: template },
+            outside_info: Default::default(),
+            creation_pcr: Default::default(),
+        };
+        let response = self.command(&command, true)?;
+        let created: TpmCreatePrimaryResponse = self.parse(&response)?;
+        let transient = created.handles[0];
+        let evict = TpmEvictControlCommand {
+            handles: [TpmHandle::new(TpmRh::Owner as u32), transient],
+            persistent_handle: TpmHandle::new(handle),
+        };
+        self.command(&evict, true)?;
+        self.flush(u32::from(transient))?;
+        marshal(&created.out_public.inner)
+    }
+
+    /// Defines NV index `index` (owner- and auth-readable and -writable) and writes `data`.
+    pub fn provision_nv(&mut self, index: u32, data: &[u8]) -> Result<()> {
+        use tpm2_protocol::data::{Tpm2bNvPublic, TpmaNv, TpmsNvPublic};
+        use tpm2_protocol::frame::{TpmNvDefineSpaceCommand, TpmNvWriteCommand};
+        let size = u16::try_from(data.len())
+            .map_err(|_| Error::Tee(format!("{} bytes do not fit an NV index", data.len())))?;
+        let define = TpmNvDefineSpaceCommand {
+            handles: [TpmHandle::new(TpmRh::Owner as u32)],
+            auth: Default::default(),
+            public_info: Tpm2bNvPublic {
+                inner: TpmsNvPublic {
+                    nv_index: TpmHandle::new(index),
+                    name_alg: TpmAlgId::Sha256,
+                    attributes: TpmaNv::OWNERWRITE
+                        | TpmaNv::AUTHWRITE
+                        | TpmaNv::OWNERREAD
+                        | TpmaNv::AUTHREAD
+                        | TpmaNv::NO_DA,
+                    auth_policy: Default::default(),
+                    data_size: size.into(),
+                },
+            },
+        };
+        self.command(&define, true)?;
+        for (i, chunk) in data.chunks(usize::from(NV_CHUNK)).enumerate() {
+            let write = TpmNvWriteCommand {
+                handles: [TpmHandle::new(index), TpmHandle::new(index)],
+                data: chunk.try_into().map_err(marshal_error)?,
+                offset: ((i * usize::from(NV_CHUNK)) as u16).into(),
+            };
+            self.command(&write, true)?;
+        }
+        Ok(())
+    }
+}
+
 fn code_of(response: &[u8]) -> u32 {
     u32::from_be_bytes([response[6], response[7], response[8], response[9]])
 }

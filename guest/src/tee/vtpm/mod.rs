@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use super::{ConfigRegister, Evidence, EvidenceProvider};
 use crate::{Error, Result};
 
+pub mod azure;
 pub mod client;
 pub mod transport;
 

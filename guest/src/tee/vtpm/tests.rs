@@ -185,9 +185,13 @@ fn vtpm_config_pcr_extended_by_someone_else_is_refused() {
         .unwrap()
         .pcr_extend_sha256(15, &[1u8; 32])
         .unwrap();
-    let (payload, _) = payload(&tee, &log);
+    let (payload, binding) = payload(&tee, &log);
     let err = verify(&payload).unwrap_err();
     assert!(err.to_string().contains("quoted PCR"), "{err}");
+    // The guest itself notices at start, before any client would refuse it.
+    let evidence = tee.attest(&binding).unwrap();
+    let err = crate::tee::self_check(&evidence, &binding, &DIGEST, &log).unwrap_err();
+    assert!(err.to_string().contains("PCR15"), "{err}");
 }
 
 #[test]
@@ -204,4 +208,84 @@ fn vtpm_endpoints_parse_and_a_missing_tpm_is_a_clear_error() {
     let missing = VtpmEndpoint::Unix("/nonexistent/cocoon-swtpm.sock".into());
     let err = super::Tpm::open(&missing).err().expect("no TPM there");
     assert!(err.to_string().contains("connect"), "{err}");
+}
+
+/// Azure's layout on swtpm: the payload a guest on an Azure SEV-SNP CVM would serve.
+fn azure_guest(swtpm: &Swtpm) -> (super::azure::AzureVtpmTee, Vec<u8>) {
+    let tee = super::azure::simulated(&swtpm.endpoint(), &[0, 7, 15]).unwrap();
+    assert!(tee.vtpm_attestation_key().is_none(), "the HCL report binds the AK");
+    let ConfigRegister::Vtpm { rtmr, pcr } = tee.extend_config_register(&DIGEST).unwrap() else {
+        panic!("an Azure guest extends a PCR");
+    };
+    let log = RuntimeEventLog::config_in(rtmr, Some(pcr), &DIGEST)
+        .to_cbor()
+        .unwrap();
+    (tee, log)
+}
+
+fn azure_payload(tee: &super::azure::AzureVtpmTee, log: &[u8]) -> EvidencePayload {
+    let binding = certificate_binding_with(SPKI, &DIGEST, BoundExtras::default());
+    let evidence = tee.attest(&binding).unwrap();
+    // The guest's own start check passes (HOST_DATA is the paravisor's, PCR 15 replays).
+    crate::tee::self_check(&evidence, &binding, &DIGEST, log).unwrap();
+    EvidencePayload {
+        version: PAYLOAD_VERSION,
+        kind: tee.kind(),
+        evidence: evidence.raw,
+        event_log: log.to_vec(),
+        config_digest: DIGEST.to_vec(),
+        gpu_evidence_digest: None,
+        receipt_key: None,
+        snp_certificates: evidence.certificates.map(|t| t.encode()),
+        vtpm: evidence.vtpm,
+    }
+}
+
+#[test]
+fn vtpm_simulated_azure_evidence_verifies_through_the_hcl_binding() {
+    let swtpm = Swtpm::start();
+    let (tee, log) = azure_guest(&swtpm);
+    let payload = azure_payload(&tee, &log);
+    let verified = verify(&payload).unwrap();
+    let vtpm = verified.vtpm.expect("vTPM facts");
+    assert_eq!(vtpm.binding, "azure-hcl");
+    let replayed = RuntimeEventLog::from_cbor(&log).unwrap().replay_pcr(15);
+    assert_eq!(vtpm.pcrs[&15], hex::encode(replayed));
+    // The hardware REPORTDATA is the runtime data's hash, not the guest's binding.
+    let hcl = cocoon_attestation::vtpm::hcl::HclReport::parse(
+        payload.vtpm.as_ref().unwrap().hcl_report.as_ref().unwrap(),
+    )
+    .unwrap();
+    assert!(verified.report_data.starts_with(&hex::encode(hcl.runtime_data_digest())));
+}
+
+#[test]
+fn vtpm_azure_tampered_hcl_report_or_foreign_ak_is_refused() {
+    let (swtpm, other_swtpm) = (Swtpm::start(), Swtpm::start());
+    let (tee, log) = azure_guest(&swtpm);
+    let payload = azure_payload(&tee, &log);
+
+    // Runtime data edited (to name another key, say): REPORTDATA no longer commits to it.
+    let mut edited = payload.clone();
+    let hcl = edited.vtpm.as_mut().unwrap().hcl_report.as_mut().unwrap();
+    let at = 0x4D4 + hcl[0x4D4..].iter().position(|b| *b == b'"').unwrap() + 1;
+    hcl[at] ^= 0x20;
+    let err = verify(&edited).unwrap_err();
+    assert!(err.to_string().contains("runtime data"), "{err}");
+
+    // Another VM's HCL report (and hardware report): it names another AK.
+    let (other, other_log) = azure_guest(&other_swtpm);
+    let foreign = azure_payload(&other, &other_log);
+    let mut mixed = payload.clone();
+    mixed.evidence = foreign.evidence.clone();
+    mixed.snp_certificates = foreign.snp_certificates.clone();
+    mixed.vtpm.as_mut().unwrap().hcl_report = foreign.vtpm.unwrap().hcl_report;
+    let err = verify(&mixed).unwrap_err();
+    assert!(err.to_string().contains("HCLAkPub"), "{err}");
+
+    // The HCL report of this VM with another hardware report: not the one it holds.
+    let mut swapped = payload.clone();
+    swapped.evidence = foreign.evidence;
+    let err = verify(&swapped).unwrap_err();
+    assert!(err.to_string().contains("HCL report must hold"), "{err}");
 }
