@@ -287,3 +287,24 @@ fn billing_config_bad_values_name_their_key() {
     ));
     assert!(e.contains("colour"), "{e}");
 }
+
+#[test]
+fn vtpm_rules_in_a_guest_attestation_section() {
+    let text = MINIMAL.replace(
+        "allow_simulated = true",
+        "allow_simulated = true\nrequire_vtpm = true\nvtpm_pcr = [\"15\", \"7=ab\"]",
+    );
+    let loaded = parse(&text).unwrap();
+    let attestation = &loaded.config.guests[0].attestation;
+    assert!(attestation.require_vtpm);
+    // The same rules a client applies, and a malformed value is refused with its key.
+    let err = attestation.load().unwrap_err().to_string();
+    assert!(err.contains("vtpm.pcrs.7"), "{err}");
+    let text = MINIMAL.replace(
+        "allow_simulated = true",
+        "allow_simulated = true\nvtpm_pcr = [\"15\"]",
+    );
+    let loaded = parse(&text).unwrap();
+    let (policy, _) = loaded.config.guests[0].attestation.load().unwrap();
+    assert_eq!(policy.vtpm.pcrs.get("15"), Some(&Vec::new()));
+}
