@@ -105,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             min_tcb: None,
         }),
         config_digests: vec!["66".repeat(48)],
+        vtpm_pcrs: Default::default(),
     };
     let key = ManifestSigningKey::from_pem(
         "-----BEGIN PRIVATE KEY-----\n\

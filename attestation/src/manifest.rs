@@ -86,6 +86,11 @@ pub struct Manifest {
     /// sampling defaults, limits, prices, contract). Empty means "any".
     #[serde(default)]
     pub config_digests: Vec<String>,
+    /// SHA-256 vTPM PCR reference values of this release, index (`"0"`..`"23"`) → the
+    /// accepted values (hex, 32 bytes): the boot chain an SVSM's or a cloud's vTPM
+    /// measures. Non-empty: clients require a vTPM quote with these values.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub vtpm_pcrs: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn bad_manifest(detail: impl Into<String>) -> Error {
@@ -151,6 +156,19 @@ impl Manifest {
         }
         for d in &self.config_digests {
             check_hex("config_digests", d, 48)?;
+        }
+        for (index, values) in &self.vtpm_pcrs {
+            if index.parse::<u8>().ok().filter(|i| *i <= 23).is_none() {
+                return Err(bad_manifest(format!(
+                    "vtpm_pcrs: '{index}' is not a PCR index 0-23"
+                )));
+            }
+            if values.is_empty() {
+                return Err(bad_manifest(format!("vtpm_pcrs.{index} is empty")));
+            }
+            for v in values {
+                check_hex(&format!("vtpm_pcrs.{index}"), v, 32)?;
+            }
         }
         Ok(())
     }
@@ -254,6 +272,11 @@ impl Manifest {
                 "config_digests",
                 self.config_digests.clone(),
             )?;
+        }
+        for (index, values) in &self.vtpm_pcrs {
+            let slot = policy.vtpm.pcrs.entry(index.clone()).or_default();
+            set(slot, &format!("vtpm.pcrs.{index}"), values.clone())?;
+            policy.vtpm.require = true;
         }
         Ok(())
     }
@@ -501,6 +524,26 @@ mod tests {
             }),
             sev_snp: None,
             config_digests: vec!["55".repeat(48)],
+            vtpm_pcrs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn vtpm_pcr_reference_values_apply_and_are_checked() {
+        let mut manifest = sample();
+        manifest
+            .vtpm_pcrs
+            .insert("7".into(), vec!["AA".repeat(32), "bb".repeat(32)]);
+        let mut policy = Policy::default();
+        manifest.apply_to(&mut policy).unwrap();
+        assert!(policy.vtpm.require);
+        assert_eq!(policy.vtpm.pcrs["7"], vec!["aa".repeat(32), "bb".repeat(32)]);
+        // Also in the policy: one source only.
+        assert!(manifest.apply_to(&mut policy).is_err());
+        for (index, value) in [("24", "aa".repeat(32)), ("7", "aa".repeat(31))] {
+            let mut bad = sample();
+            bad.vtpm_pcrs.insert(index.into(), vec![value]);
+            assert!(bad.validate().is_err(), "{index}");
         }
     }
 

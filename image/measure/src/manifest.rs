@@ -124,6 +124,7 @@ pub fn build(req: &ManifestRequest) -> Result<Manifest> {
         tdx,
         sev_snp,
         config_digests,
+        vtpm_pcrs: Default::default(),
     };
     manifest.validate()?;
     Ok(manifest)
@@ -218,6 +219,7 @@ mod tests {
             release: 3,
             not_after: "2030-01-01T00:00:00Z".into(),
             config_digests: vec!["AB".repeat(48)],
+            vtpm_pcrs: Default::default(),
         }
     }
 
