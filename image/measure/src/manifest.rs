@@ -219,7 +219,6 @@ mod tests {
             release: 3,
             not_after: "2030-01-01T00:00:00Z".into(),
             config_digests: vec!["AB".repeat(48)],
-            vtpm_pcrs: Default::default(),
         }
     }
 
