@@ -537,7 +537,10 @@ mod tests {
         let mut policy = Policy::default();
         manifest.apply_to(&mut policy).unwrap();
         assert!(policy.vtpm.require);
-        assert_eq!(policy.vtpm.pcrs["7"], vec!["aa".repeat(32), "bb".repeat(32)]);
+        assert_eq!(
+            policy.vtpm.pcrs["7"],
+            vec!["aa".repeat(32), "bb".repeat(32)]
+        );
         // Also in the policy: one source only.
         assert!(manifest.apply_to(&mut policy).is_err());
         for (index, value) in [("24", "aa".repeat(32)), ("7", "aa".repeat(31))] {

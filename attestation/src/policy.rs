@@ -205,11 +205,9 @@ impl VtpmRules {
         self.pcrs
             .iter()
             .map(|(index, values)| {
-                let i: u8 = index
-                    .parse()
-                    .ok()
-                    .filter(|i| *i <= 23)
-                    .ok_or_else(|| bad_policy(format!("vtpm.pcrs: '{index}' is not a PCR index 0-23")))?;
+                let i: u8 = index.parse().ok().filter(|i| *i <= 23).ok_or_else(|| {
+                    bad_policy(format!("vtpm.pcrs: '{index}' is not a PCR index 0-23"))
+                })?;
                 check_hex_list(&format!("vtpm.pcrs.{index}"), values, 32)?;
                 Ok((i, values.as_slice()))
             })

@@ -132,7 +132,8 @@ fn vtpm_azure_unbound_ak_is_refused() {
     evidence.hcl_report[at] ^= 0x01;
     let err = evidence.check(b"challenge").unwrap_err();
     assert!(
-        err.to_string().contains("commit to the HCL runtime data") || matches!(err, Error::Malformed { .. }),
+        err.to_string().contains("commit to the HCL runtime data")
+            || matches!(err, Error::Malformed { .. }),
         "{err}"
     );
 }
@@ -146,7 +147,12 @@ fn vtpm_hcl_runtime_ak_matches_quote_signer_and_parser_refuses_junk() {
     signature.verify(&ak, &evidence.quote).unwrap();
     assert!(same_key(&ak, &ak));
     assert_eq!(signature.hash(), SHA256_BANK);
-    for junk in [&b""[..], b"HCLA", &[0u8; 2000], &evidence.hcl_report[..0x4D0]] {
+    for junk in [
+        &b""[..],
+        b"HCLA",
+        &[0u8; 2000],
+        &evidence.hcl_report[..0x4D0],
+    ] {
         assert!(HclReport::parse(junk).is_err());
     }
     // A runtime data length past the end is a truncation error, not a panic.

@@ -24,13 +24,14 @@ fn vtpm_simulated_guest_verifies_through_cocoon_verify_endpoint() {
     // Declared first, dropped last: the guest keeps its connection to the vTPM.
     let swtpm = Swtpm::start().expect("swtpm starts");
     let vtpm = swtpm.endpoint_arg();
-    let app = start_appliance_with_tee("simulated-vtpm", &["--vtpm", &vtpm])
-        .expect("appliance starts");
+    let app =
+        start_appliance_with_tee("simulated-vtpm", &["--vtpm", &vtpm]).expect("appliance starts");
     let url = format!("https://{}", app.agent_addr);
     let base = ["endpoint", &url, "--allow-simulated", "--accept-any-image"];
 
-    let out = cocoon_verify(&[&base[..], &["--require-vtpm", "--vtpm-pcr", "15", "--json"]].concat())
-        .unwrap();
+    let out =
+        cocoon_verify(&[&base[..], &["--require-vtpm", "--vtpm-pcr", "15", "--json"]].concat())
+            .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["tee"], "sev-snp");
@@ -55,7 +56,10 @@ fn vtpm_simulated_guest_verifies_through_cocoon_verify_endpoint() {
     let wrong = format!("15={}", "00".repeat(32));
     let out = cocoon_verify(&[&base[..], &["--vtpm-pcr", &wrong]].concat()).unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("vtpm.pcrs"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("vtpm.pcrs"),
+        "{out:?}"
+    );
     // A malformed PCR rule is a usage error.
     let out = cocoon_verify(&[&base[..], &["--vtpm-pcr", "24"]].concat()).unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -86,11 +90,17 @@ fn vtpm_simulated_azure_guest_verifies_through_its_hcl_report() {
     // HOST_DATA is the paravisor's, not the config's: the config is in PCR 15.
     let config = hex::decode(summary["config_digest"].as_str().unwrap()).unwrap();
     let configs_host_data = hex::encode(Sha256::digest(&config));
-    assert_ne!(summary["measurements"]["host_data"], configs_host_data.as_str());
+    assert_ne!(
+        summary["measurements"]["host_data"],
+        configs_host_data.as_str()
+    );
     let mut h = Sha256::new();
     h.update([0u8; 32]);
     h.update(Sha256::digest(&config));
-    assert_eq!(summary["vtpm"]["pcrs"]["15"], hex::encode(h.finalize()).as_str());
+    assert_eq!(
+        summary["vtpm"]["pcrs"]["15"],
+        hex::encode(h.finalize()).as_str()
+    );
 }
 
 #[test]
@@ -124,7 +134,14 @@ fn vtpm_guest_without_its_tpm_does_not_start() {
         ),
     ] {
         let out = std::process::Command::new(binary("cocoon-guest").unwrap())
-            .args(["serve", "--listen", "127.0.0.1:0", "--tee", "simulated-vtpm", "--model"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tee",
+                "simulated-vtpm",
+                "--model",
+            ])
             .arg(model_path().unwrap())
             .args(extra)
             .output()
@@ -141,7 +158,14 @@ fn vtpm_tpm_quote_cli_on_recorded_azure_evidence() {
     let chain = fixture("snp/amd_ask_ark_genoa.pem");
     let at = "2026-01-01T00:00:00Z";
     let base = [
-        "tpm-quote", &genoa, "--nonce", GENOA_NONCE, "--chain", &chain, "--at", at,
+        "tpm-quote",
+        &genoa,
+        "--nonce",
+        GENOA_NONCE,
+        "--chain",
+        &chain,
+        "--at",
+        at,
     ];
     let out = cocoon_verify(&[&base[..], &["--json"]].concat()).unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -164,7 +188,14 @@ fn vtpm_tpm_quote_cli_on_recorded_azure_evidence() {
     let milan = fixture("vtpm/azure_snp_milan_evidence_v1.json");
     let milan_chain = fixture("snp/amd_ask_ark_milan.pem");
     let out = cocoon_verify(&[
-        "tpm-quote", &milan, "--nonce-text", "challengf", "--chain", &milan_chain, "--at", at,
+        "tpm-quote",
+        &milan,
+        "--nonce-text",
+        "challengf",
+        "--chain",
+        &milan_chain,
+        "--at",
+        at,
     ])
     .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -174,7 +205,13 @@ fn vtpm_tpm_quote_cli_on_recorded_azure_evidence() {
     );
     // The right one, at a time the VCEK was not yet valid: refused by the chain check.
     let out = cocoon_verify(&[
-        "tpm-quote", &milan, "--nonce-text", "challenge", "--chain", &milan_chain, "--at",
+        "tpm-quote",
+        &milan,
+        "--nonce-text",
+        "challenge",
+        "--chain",
+        &milan_chain,
+        "--at",
         "2015-01-01T00:00:00Z",
     ])
     .unwrap();
@@ -183,7 +220,14 @@ fn vtpm_tpm_quote_cli_on_recorded_azure_evidence() {
     // Usage errors: no chain for SEV-SNP evidence, an unreadable file.
     let out = cocoon_verify(&["tpm-quote", &genoa, "--nonce", GENOA_NONCE, "--at", at]).unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = cocoon_verify(&["tpm-quote", "/nonexistent.json", "--nonce", "00", "--at", at])
-        .unwrap();
+    let out = cocoon_verify(&[
+        "tpm-quote",
+        "/nonexistent.json",
+        "--nonce",
+        "00",
+        "--at",
+        at,
+    ])
+    .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

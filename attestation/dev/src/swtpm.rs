@@ -35,9 +35,15 @@ impl Swtpm {
             .arg("--tpmstate")
             .arg(format!("dir={}", dir.join("state").display()))
             .arg("--server")
-            .arg(format!("type=unixio,path={}", dir.join("cmd.sock").display()))
+            .arg(format!(
+                "type=unixio,path={}",
+                dir.join("cmd.sock").display()
+            ))
             .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", dir.join("ctrl.sock").display()))
+            .arg(format!(
+                "type=unixio,path={}",
+                dir.join("ctrl.sock").display()
+            ))
             .args(["--flags", "not-need-init,startup-clear"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -156,10 +156,7 @@ impl AzureEvidence {
             pcrs,
             hcl_report: b64_blob(raw.hcl_report, "hcl_report")?,
             vcek_der,
-            td_quote: raw
-                .td_quote
-                .map(|q| b64_blob(q, "td_quote"))
-                .transpose()?,
+            td_quote: raw.td_quote.map(|q| b64_blob(q, "td_quote")).transpose()?,
         })
     }
 

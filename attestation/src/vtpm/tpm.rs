@@ -323,7 +323,10 @@ impl AttestationKey {
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len() - 1);
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len() - 1);
     bytes[first..].to_vec()
 }
 
@@ -414,7 +417,7 @@ impl QuoteSignature {
                     .map_err(|_| bad("the ECDSA signature does not verify with the AK".into()))
             }
             _ => Err(bad(
-                "the signature scheme does not match the AK's key type".into(),
+                "the signature scheme does not match the AK's key type".into()
             )),
         }
     }

@@ -124,7 +124,9 @@ pub fn select_on(
                 .vtpm
                 .clone()
                 .unwrap_or_else(|| super::vtpm::VtpmEndpoint::Device("/dev/tpmrm0".into()));
-            return Ok(Box::new(super::vtpm::azure::AzureVtpmTee::new(&endpoint, pcrs)?));
+            return Ok(Box::new(super::vtpm::azure::AzureVtpmTee::new(
+                &endpoint, pcrs,
+            )?));
         }
         #[cfg(feature = "simulated")]
         TeeChoice::SimulatedAzureSevSnp => {
@@ -175,7 +177,9 @@ pub fn select_on(
 
 /// The choices `select_on` returns for before it gets here.
 fn unreachable_choice() -> Result<Box<dyn EvidenceProvider>> {
-    Err(Error::Tee("internal: an Azure choice reached the generic backends".into()))
+    Err(Error::Tee(
+        "internal: an Azure choice reached the generic backends".into(),
+    ))
 }
 
 fn wants(choice: TeeChoice, kind: EvidenceKind) -> bool {

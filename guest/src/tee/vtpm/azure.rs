@@ -70,12 +70,18 @@ impl AzureVtpmTee {
             ));
         }
         let report = SnpReport::parse(&hcl.hardware_report).map_err(not_azure)?;
-        hcl.check_report_data(&report.report_data).map_err(not_azure)?;
+        hcl.check_report_data(&report.report_data)
+            .map_err(not_azure)?;
         let ak_public = tpm.read_public(AZURE_AK_HANDLE)?;
         let ak = AttestationKey::parse(&ak_public).map_err(|e| {
-            Error::Tee(format!("the key at 0x{AZURE_AK_HANDLE:08x} is not an AK: {e}"))
+            Error::Tee(format!(
+                "the key at 0x{AZURE_AK_HANDLE:08x} is not an AK: {e}"
+            ))
         })?;
-        let named = hcl.runtime().and_then(|r| r.attestation_key()).map_err(not_azure)?;
+        let named = hcl
+            .runtime()
+            .and_then(|r| r.attestation_key())
+            .map_err(not_azure)?;
         if !same_key(&named, &ak.key) {
             return Err(Error::Tee(format!(
                 "the AK at 0x{AZURE_AK_HANDLE:08x} is not the one the HCL report names"
@@ -158,7 +164,9 @@ impl EvidenceProvider for AzureVtpmTee {
                 }
             }
         }
-        Err(Error::Tee("PCRs kept changing between quote and read".into()))
+        Err(Error::Tee(
+            "PCRs kept changing between quote and read".into(),
+        ))
     }
 
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {

@@ -7,18 +7,16 @@
 
 use tpm2_protocol::basic::{TpmHandle, TpmList};
 use tpm2_protocol::data::{
-    Tpm2bPublic, TpmAlgId, TpmEccCurve, TpmRh, TpmSt, TpmSu, TpmaObject,
-    TpmaSession, TpmlPcrSelection, TpmsAuthCommand, TpmsEccParms, TpmsEccPoint, TpmsPcrSelect,
-    TpmsPcrSelection, TpmsSchemeHash, TpmtEccScheme, TpmtHa, TpmtKdfScheme, TpmtPublic,
-    TpmtSigScheme, TpmtSymDefObject, TpmuAsymScheme, TpmuHa, TpmuPublicId, TpmuPublicParms,
-    TpmuSigScheme,
+    Tpm2bPublic, TpmAlgId, TpmEccCurve, TpmRh, TpmSt, TpmSu, TpmaObject, TpmaSession,
+    TpmlPcrSelection, TpmsAuthCommand, TpmsEccParms, TpmsEccPoint, TpmsPcrSelect, TpmsPcrSelection,
+    TpmsSchemeHash, TpmtEccScheme, TpmtHa, TpmtKdfScheme, TpmtPublic, TpmtSigScheme,
+    TpmtSymDefObject, TpmuAsymScheme, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSigScheme,
 };
 use tpm2_protocol::frame::{
-    tpm_marshal_command, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse,
-    TpmFlushContextCommand, TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse,
-    TpmNvReadResponse, TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse,
-    TpmQuoteCommand, TpmReadPublicCommand, TpmReadPublicResponse, TpmResponse,
-    TpmStartupCommand, TpmUnmarshalBody,
+    tpm_marshal_command, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmFlushContextCommand,
+    TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse,
+    TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmQuoteCommand,
+    TpmReadPublicCommand, TpmReadPublicResponse, TpmResponse, TpmStartupCommand, TpmUnmarshalBody,
 };
 use tpm2_protocol::{TpmMarshal, TpmWriter};
 

@@ -20,7 +20,9 @@ use std::sync::Mutex;
 
 use cocoon_attestation::evidence::EvidenceKind;
 use cocoon_attestation::report_data::ReportData;
-use cocoon_attestation::vtpm::{qualifying_data, AkBinding, PcrValue, VtpmEvidence, CONFIG_PCR, SHA256_BANK};
+use cocoon_attestation::vtpm::{
+    qualifying_data, AkBinding, PcrValue, VtpmEvidence, CONFIG_PCR, SHA256_BANK,
+};
 use sha2::{Digest, Sha256};
 
 use super::{ConfigRegister, Evidence, EvidenceProvider};

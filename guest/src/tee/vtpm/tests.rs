@@ -101,7 +101,10 @@ fn vtpm_swtpm_quote_verifies_and_replays_the_config_pcr() {
     assert_ne!(vtpm.pcrs[&15], hex::encode([0u8; 32]));
     // A policy naming PCR 15's value accepts; another value, or an unquoted PCR, refuses.
     let mut policy = lenient();
-    policy.vtpm.pcrs.insert("15".into(), vec![vtpm.pcrs[&15].clone()]);
+    policy
+        .vtpm
+        .pcrs
+        .insert("15".into(), vec![vtpm.pcrs[&15].clone()]);
     let expected = certificate_binding_with(SPKI, &DIGEST, payload.bound_extras());
     verifier(policy.clone())
         .verify_payload(&payload, &expected, now())
@@ -160,7 +163,10 @@ fn vtpm_quote_from_an_unbound_ak_is_refused() {
     assert_ne!(foreign.ak_public, tee.ak_public, "two vTPMs, two AKs");
     payload.vtpm = Some(foreign);
     let err = verify(&payload).unwrap_err();
-    assert!(matches!(err, VerifyError::ReportDataMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::ReportDataMismatch { .. }),
+        "{err}"
+    );
     // A quote over the right binding by the foreign AK, naming the foreign AK: the
     // quote's qualifying data is not what the foreign AK's binding needs.
     let mut foreign = other.quote(&binding).unwrap();
@@ -213,7 +219,10 @@ fn vtpm_endpoints_parse_and_a_missing_tpm_is_a_clear_error() {
 /// Azure's layout on swtpm: the payload a guest on an Azure SEV-SNP CVM would serve.
 fn azure_guest(swtpm: &Swtpm) -> (super::azure::AzureVtpmTee, Vec<u8>) {
     let tee = super::azure::simulated(&swtpm.endpoint(), &[0, 7, 15]).unwrap();
-    assert!(tee.vtpm_attestation_key().is_none(), "the HCL report binds the AK");
+    assert!(
+        tee.vtpm_attestation_key().is_none(),
+        "the HCL report binds the AK"
+    );
     let ConfigRegister::Vtpm { rtmr, pcr } = tee.extend_config_register(&DIGEST).unwrap() else {
         panic!("an Azure guest extends a PCR");
     };
@@ -256,7 +265,9 @@ fn vtpm_simulated_azure_evidence_verifies_through_the_hcl_binding() {
         payload.vtpm.as_ref().unwrap().hcl_report.as_ref().unwrap(),
     )
     .unwrap();
-    assert!(verified.report_data.starts_with(&hex::encode(hcl.runtime_data_digest())));
+    assert!(verified
+        .report_data
+        .starts_with(&hex::encode(hcl.runtime_data_digest())));
 }
 
 #[test]

@@ -44,7 +44,10 @@ impl std::str::FromStr for VtpmEndpoint {
             return Ok(VtpmEndpoint::Unix(path.into()));
         }
         if let Some(addr) = text.strip_prefix("tcp:") {
-            if addr.rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()) {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
                 return Err(format!("'{text}': expected tcp:HOST:PORT"));
             }
             return Ok(VtpmEndpoint::Tcp(addr.into()));
@@ -150,7 +153,9 @@ struct StreamTransport<S> {
 impl<S: Read + Write + Send> TpmTransport for StreamTransport<S> {
     fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>> {
         let err = |what, e| io_error(&self.endpoint, what, e);
-        self.stream.write_all(command).map_err(|e| err("write", e))?;
+        self.stream
+            .write_all(command)
+            .map_err(|e| err("write", e))?;
         let mut response = vec![0u8; 10];
         self.stream
             .read_exact(&mut response)

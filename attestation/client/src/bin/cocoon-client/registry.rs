@@ -186,7 +186,11 @@ async fn run(command: RegistryCommand) -> Result<String, String> {
             publisher,
             values: v,
             wait,
-        } => (publisher, wait, Some((actions(v, true)?, v.skip_registered))),
+        } => (
+            publisher,
+            wait,
+            Some((actions(v, true)?, v.skip_registered)),
+        ),
         RegistryCommand::Remove {
             publisher,
             values: v,
@@ -217,10 +221,14 @@ async fn run(command: RegistryCommand) -> Result<String, String> {
                 let mut kept = Vec::new();
                 for action in actions {
                     if let PublisherAction::Add { kind, value } = &action {
-                        let status = cocoon_billing::registry::read_entry(&chain, &registry, *kind, value)
-                            .await
-                            .map_err(|e| format!("reading registry {registry}: {e}"))?;
-                        if matches!(status, cocoon_billing::registry::EntryStatus::Registered { .. }) {
+                        let status =
+                            cocoon_billing::registry::read_entry(&chain, &registry, *kind, value)
+                                .await
+                                .map_err(|e| format!("reading registry {registry}: {e}"))?;
+                        if matches!(
+                            status,
+                            cocoon_billing::registry::EntryStatus::Registered { .. }
+                        ) {
                             continue;
                         }
                     }

@@ -25,7 +25,12 @@ pub struct TpmQuoteArgs {
     /// vcek (SEV-SNP) or td_quote (TDX)).
     evidence: PathBuf,
     /// The nonce the quote must carry as qualifying data, hex.
-    #[arg(long, value_name = "HEX", conflicts_with = "nonce_text", required_unless_present = "nonce_text")]
+    #[arg(
+        long,
+        value_name = "HEX",
+        conflicts_with = "nonce_text",
+        required_unless_present = "nonce_text"
+    )]
     nonce: Option<String>,
     /// The nonce as text (its UTF-8 bytes).
     #[arg(long, value_name = "TEXT")]
@@ -79,7 +84,9 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
     let verdict = match checked.hcl.report_type {
         HclReportType::SevSnp => {
             let Some(chain) = &args.chain else {
-                return Err(usage("SEV-SNP evidence: give --chain (AMD's ASK and ARK, PEM)"));
+                return Err(usage(
+                    "SEV-SNP evidence: give --chain (AMD's ASK and ARK, PEM)",
+                ));
             };
             let Some(vcek) = &evidence.vcek_der else {
                 return Ok(refused(vec!["the evidence carries no VCEK".into()]));
@@ -97,7 +104,9 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
         }
         HclReportType::Tdx => {
             let Some(collateral) = &args.collateral else {
-                return Err(usage("TDX evidence: give --collateral (the TD quote's DCAP bundle)"));
+                return Err(usage(
+                    "TDX evidence: give --collateral (the TD quote's DCAP bundle)",
+                ));
             };
             store.add_tdx_bundle_file(collateral).map_err(usage)?;
             let raw = evidence.td_quote.clone().unwrap_or_default();
