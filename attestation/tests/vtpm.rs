@@ -163,3 +163,56 @@ fn vtpm_hcl_runtime_ak_matches_quote_signer_and_parser_refuses_junk() {
     assert!(AzureEvidence::from_json(b"{\"version\": 9}").is_err());
     assert!(AzureEvidence::from_json(b"not json").is_err());
 }
+
+const GCE_NONCE: &[u8] = include_bytes!("fixtures/vtpm/gce_cos85_nonce9009.pb");
+const GCE_NO_NONCE: &[u8] = include_bytes!("fixtures/vtpm/gce_cos85_no_nonce.pb");
+
+#[test]
+fn vtpm_gce_recorded_attestation_verifies_to_googles_pinned_root() {
+    use cocoon_attestation::vtpm::google::GceAttestation;
+    for (bytes, nonce) in [(GCE_NONCE, &[0x90u8, 0x09][..]), (GCE_NO_NONCE, &[][..])] {
+        let attestation = GceAttestation::from_protobuf(bytes).unwrap();
+        let checked = attestation.check(nonce, AT).unwrap();
+        // One quote per bank (SHA-1, SHA-256, SHA-384), 24 PCRs each.
+        assert_eq!(checked.quotes.len(), 3);
+        assert!(checked.quotes.iter().all(|q| q.pcrs.len() == 24));
+        // AK certificate → tpm_ek_v1_cloud_host signer (2020) → pinned root (2018).
+        assert_eq!(checked.chain.len(), 3, "{:?}", checked.chain);
+        assert!(checked.chain[1].0.contains("tpm_ek_v1_cloud_host-signer-0-2020"));
+        assert!(checked.chain[2].0.contains("tpm_ek_v1_cloud_host_root-signer"));
+        assert_eq!(
+            checked.quotes[0].quote.firmware_version,
+            0x2016_0511_0016_2800
+        );
+    }
+}
+
+#[test]
+fn vtpm_gce_wrong_nonce_foreign_key_and_bad_time_are_refused() {
+    use cocoon_attestation::vtpm::google::GceAttestation;
+    let attestation = GceAttestation::from_protobuf(GCE_NONCE).unwrap();
+    let err = attestation.check(&[0x90, 0x0a], AT).unwrap_err();
+    assert!(matches!(err, Error::NonceMismatch { .. }), "{err}");
+    // Before Google's intermediate was issued (2020-10-22).
+    let err = attestation.check(&[0x90, 0x09], 1_577_836_800).unwrap_err();
+    assert!(matches!(err, Error::CertificateChain { .. }), "{err}");
+    // A modulus byte changed in the AK: the certificate no longer certifies it.
+    let mut foreign = attestation.clone();
+    let last = foreign.ak_pub.len() - 1;
+    foreign.ak_pub[last] ^= 1;
+    let err = foreign.check(&[0x90, 0x09], AT).unwrap_err();
+    assert!(err.to_string().contains("certify"), "{err}");
+    // A certificate whose signature was tampered with does not chain.
+    let mut forged = attestation.clone();
+    let n = forged.ak_cert.len();
+    forged.ak_cert[n - 5] ^= 1;
+    assert!(forged.check(&[0x90, 0x09], AT).is_err());
+    // No certificate at all: refused, naming the rule.
+    let mut bare = attestation.clone();
+    bare.ak_cert.clear();
+    let err = bare.check(&[0x90, 0x09], AT).unwrap_err();
+    assert!(err.to_string().contains("Google's certificate"), "{err}");
+    // Not a protobuf of this shape.
+    assert!(GceAttestation::from_protobuf(b"\xff\xff\xff").is_err());
+    assert!(GceAttestation::from_protobuf(b"").is_err());
+}

@@ -231,3 +231,44 @@ fn vtpm_tpm_quote_cli_on_recorded_azure_evidence() {
     .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn vtpm_tpm_quote_cli_on_recorded_gce_attestation() {
+    let gce = fixture("vtpm/gce_cos85_nonce9009.pb");
+    let at = "2026-01-01T00:00:00Z";
+    // No TEE report in it: refused by default, saying why.
+    let out = cocoon_verify(&["tpm-quote", &gce, "--nonce", "9009", "--at", at]).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no TEE report"),
+        "{out:?}"
+    );
+    let out = cocoon_verify(&[
+        "tpm-quote",
+        &gce,
+        "--nonce",
+        "9009",
+        "--at",
+        at,
+        "--accept-vtpm-without-tee",
+        "--json",
+    ])
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["vtpm"]["binding"], "gce-ak-certificate");
+    assert_eq!(json["ak_certificate_chain"].as_array().unwrap().len(), 3);
+    assert_eq!(json["vtpm"]["pcrs"].as_object().unwrap().len(), 24);
+    // Another nonce: refused even with the flag.
+    let out = cocoon_verify(&[
+        "tpm-quote",
+        &gce,
+        "--nonce",
+        "9010",
+        "--at",
+        at,
+        "--accept-vtpm-without-tee",
+    ])
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -29,6 +29,7 @@ use crate::report_data::ReportData;
 use crate::{Error, Result};
 
 pub mod azure;
+pub mod google;
 pub mod hcl;
 pub mod tpm;
 

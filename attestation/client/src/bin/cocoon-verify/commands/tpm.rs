@@ -1,9 +1,15 @@
-//! `cocoon-verify tpm-quote`: vTPM evidence recorded on an Azure confidential VM (the
-//! JSON Azure vTPM attesters write, versions 0-2), checked end to end offline: the TPM
+//! `cocoon-verify tpm-quote`: vTPM evidence recorded on a cloud VM, checked offline.
+//!
+//! Azure confidential VMs (the JSON Azure vTPM attesters write, versions 0-2): the TPM
 //! quote's signature by the AK the HCL report's runtime data names, the nonce, the PCR
 //! digest, the hardware REPORTDATA's commitment to that runtime data, then the hardware
 //! report itself (SEV-SNP: VCEK → ASK → pinned ARK; TDX: the TD quote with DCAP
 //! collateral) under the policy, and the policy's PCR rules.
+//!
+//! Google Compute Engine (go-tpm-tools' `Attestation` protobuf): the AK certificate to
+//! Google's pinned EK/AK root, the AK it certifies, every bank's quote. Such evidence
+//! carries no TEE report, so it is refused unless `--accept-vtpm-without-tee` asks for the
+//! vTPM part alone.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +55,10 @@ pub struct TpmQuoteArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// DANGER: accept GCE vTPM evidence that carries no TEE report (a Google vTPM is the
+    /// hypervisor's: it shows the boot chain Google's host measured, not confidentiality).
+    #[arg(long)]
+    accept_vtpm_without_tee: bool,
 }
 
 fn usage(e: impl std::fmt::Display) -> ExitCode {
@@ -72,6 +82,9 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
         let verdict = Verdict::refused_with("vtpm", errors);
         print(&verdict, None, args.json, &source)
     };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Ok(gce(args, &bytes, &nonce, &policy, &source));
+    }
     let evidence = match AzureEvidence::from_json(&bytes) {
         Ok(e) => e,
         Err(e) => return Ok(refused(vec![e.to_string()])),
@@ -165,4 +178,67 @@ pub fn print_vtpm(vtpm: &VtpmFacts) {
     for (index, value) in &vtpm.pcrs {
         say!("  pcr{index:<11} {value}");
     }
+}
+
+/// GCE: go-tpm-tools' `Attestation` protobuf.
+fn gce(
+    args: &TpmQuoteArgs,
+    bytes: &[u8],
+    nonce: &[u8],
+    policy: &cocoon_attestation::Policy,
+    source: &str,
+) -> ExitCode {
+    use cocoon_attestation::vtpm::google::GceAttestation;
+    let checked = GceAttestation::from_protobuf(bytes).and_then(|a| a.check(nonce, args.at));
+    let (mut errors, facts, chain) = match &checked {
+        Ok(c) => {
+            let sha256 = c.quotes.iter().find(|q| {
+                q.quote
+                    .selections
+                    .iter()
+                    .any(|s| s.hash == cocoon_attestation::vtpm::SHA256_BANK)
+            });
+            let errors: Vec<String> = policy
+                .vtpm
+                .check(sha256)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let facts = sha256.map(|q| VtpmFacts::of("gce-ak-certificate", q));
+            (errors, facts, c.chain.clone())
+        }
+        Err(e) => (vec![e.to_string()], None, Vec::new()),
+    };
+    if !args.accept_vtpm_without_tee {
+        errors.push(
+            "the evidence carries no TEE report: a GCE vTPM is Google's hypervisor's and \
+             proves nothing about confidentiality alone (pass --accept-vtpm-without-tee to \
+             check the vTPM part alone)"
+                .into(),
+        );
+    }
+    let verified = errors.is_empty();
+    if args.json {
+        let value = serde_json::json!({
+            "verified": verified,
+            "tee": null,
+            "errors": errors,
+            "vtpm": facts,
+            "ak_certificate_chain": chain
+                .iter()
+                .map(|(subject, issuer)| serde_json::json!({"subject": subject, "issuer": issuer}))
+                .collect::<Vec<_>>(),
+        });
+        say!("{value}");
+    } else {
+        say!("{source}: {}", state_word(verified));
+        say!("  tee            none (a GCE vTPM: Google's hypervisor's)");
+        for (i, (subject, _)) in chain.iter().enumerate() {
+            say!("  ak chain {i}     {subject}");
+        }
+        if let Some(facts) = &facts {
+            print_vtpm(facts);
+        }
+    }
+    finish(source, &errors, verified)
 }
