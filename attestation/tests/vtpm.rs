@@ -178,8 +178,12 @@ fn vtpm_gce_recorded_attestation_verifies_to_googles_pinned_root() {
         assert!(checked.quotes.iter().all(|q| q.pcrs.len() == 24));
         // AK certificate → tpm_ek_v1_cloud_host signer (2020) → pinned root (2018).
         assert_eq!(checked.chain.len(), 3, "{:?}", checked.chain);
-        assert!(checked.chain[1].0.contains("tpm_ek_v1_cloud_host-signer-0-2020"));
-        assert!(checked.chain[2].0.contains("tpm_ek_v1_cloud_host_root-signer"));
+        assert!(checked.chain[1]
+            .0
+            .contains("tpm_ek_v1_cloud_host-signer-0-2020"));
+        assert!(checked.chain[2]
+            .0
+            .contains("tpm_ek_v1_cloud_host_root-signer"));
         assert_eq!(
             checked.quotes[0].quote.firmware_version,
             0x2016_0511_0016_2800
