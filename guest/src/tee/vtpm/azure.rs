@@ -23,10 +23,7 @@ use cocoon_attestation::snp::SnpReport;
 use cocoon_attestation::vtpm::hcl::{
     HclReport, HclReportType, AZURE_AK_HANDLE, AZURE_HCL_REPORT_NV_INDEX,
 };
-use cocoon_attestation::vtpm::{
-    qualifying_data, same_key, AkBinding, AttestationKey, PcrValue, VtpmEvidence, CONFIG_PCR,
-    SHA256_BANK,
-};
+use cocoon_attestation::vtpm::{same_key, AkBinding, AttestationKey, CONFIG_PCR};
 use sha2::{Digest, Sha256};
 
 use super::{Tpm, VtpmEndpoint};
@@ -87,14 +84,7 @@ impl AzureVtpmTee {
                 "the AK at 0x{AZURE_AK_HANDLE:08x} is not the one the HCL report names"
             )));
         }
-        let mut pcrs = pcrs.to_vec();
-        pcrs.sort_unstable();
-        pcrs.dedup();
-        if !pcrs.contains(&CONFIG_PCR) {
-            return Err(Error::Tee(format!(
-                "the quoted PCRs must include PCR {CONFIG_PCR}, which records the measured config"
-            )));
-        }
+        let pcrs = super::quoted_pcrs(pcrs)?;
         tracing::info!(
             vtpm = %tpm.endpoint(),
             ak_sha256 = %hex::encode(Sha256::digest(&ak_public)),
@@ -113,9 +103,7 @@ impl AzureVtpmTee {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Tpm>> {
-        self.tpm
-            .lock()
-            .map_err(|_| Error::Tee("the vTPM lock is poisoned".into()))
+        super::lock(&self.tpm)
     }
 }
 
@@ -125,53 +113,24 @@ impl EvidenceProvider for AzureVtpmTee {
     }
 
     fn attest(&self, report_data: &ReportData) -> Result<Evidence> {
-        let qualifying = qualifying_data(report_data);
-        let mut tpm = self.lock()?;
-        for _ in 0..3 {
-            let quote = tpm.quote(AZURE_AK_HANDLE, &qualifying, &self.pcrs)?;
-            let pcrs = tpm
-                .pcr_read_sha256(&self.pcrs)?
-                .into_iter()
-                .map(|(index, value)| PcrValue {
-                    bank: SHA256_BANK,
-                    index,
-                    value,
-                })
-                .collect();
-            let vtpm = VtpmEvidence {
-                binding: AkBinding::AzureHcl,
-                ak_public: self.ak_public.clone(),
-                quote: quote.attest,
-                signature: quote.signature,
-                pcrs,
-                hcl_report: Some(self.hcl_bytes.clone()),
-            };
-            match vtpm.verify(report_data) {
-                Ok(_) => {
-                    return Ok(Evidence {
-                        kind: EvidenceKind::SevSnp,
-                        raw: self.hardware_report.clone(),
-                        parsed: ParsedEvidence::SevSnp(Box::new(self.report.clone())),
-                        certificates: self.certificates.clone(),
-                        vtpm: Some(vtpm),
-                    })
-                }
-                Err(cocoon_attestation::Error::DigestMismatch { .. }) => continue,
-                Err(e) => {
-                    return Err(Error::Tee(format!(
-                        "the vTPM's own quote does not verify: {e}"
-                    )))
-                }
-            }
-        }
-        Err(Error::Tee(
-            "PCRs kept changing between quote and read".into(),
-        ))
+        let key = super::QuotingKey {
+            handle: AZURE_AK_HANDLE,
+            public: &self.ak_public,
+            binding: AkBinding::AzureHcl,
+            hcl_report: Some(&self.hcl_bytes),
+        };
+        let vtpm = super::quote(&mut *self.lock()?, &key, &self.pcrs, report_data)?;
+        Ok(Evidence {
+            kind: EvidenceKind::SevSnp,
+            raw: self.hardware_report.clone(),
+            parsed: ParsedEvidence::SevSnp(Box::new(self.report.clone())),
+            certificates: self.certificates.clone(),
+            vtpm: Some(vtpm),
+        })
     }
 
     fn extend_config_register(&self, digest: &[u8; 48]) -> Result<ConfigRegister> {
-        let extended: [u8; 32] = Sha256::digest(digest).into();
-        self.lock()?.pcr_extend_sha256(CONFIG_PCR, &extended)?;
+        super::extend_config_pcr(&self.tpm, digest)?;
         Ok(ConfigRegister::Vtpm {
             rtmr: None,
             pcr: CONFIG_PCR,

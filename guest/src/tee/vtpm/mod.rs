@@ -60,16 +60,9 @@ impl VtpmTee {
         endpoint: &VtpmEndpoint,
         pcrs: &[u8],
     ) -> Result<Self> {
+        let pcrs = quoted_pcrs(pcrs)?;
         let mut tpm = Tpm::open(endpoint)?;
         let (ak_handle, ak_public) = tpm.create_attestation_key()?;
-        let mut pcrs = pcrs.to_vec();
-        pcrs.sort_unstable();
-        pcrs.dedup();
-        if !pcrs.contains(&CONFIG_PCR) {
-            return Err(Error::Tee(format!(
-                "the quoted PCRs must include PCR {CONFIG_PCR}, which records the measured config"
-            )));
-        }
         tracing::info!(
             vtpm = %endpoint,
             ak_sha256 = %hex::encode(Sha256::digest(&ak_public)),
@@ -86,46 +79,93 @@ impl VtpmTee {
 
     /// A quote over `binding` and the PCR values it covers.
     fn quote(&self, binding: &ReportData) -> Result<VtpmEvidence> {
-        let mut tpm = self
-            .tpm
-            .lock()
-            .map_err(|_| Error::Tee("the vTPM lock is poisoned".into()))?;
-        let qualifying = qualifying_data(binding);
-        for _ in 0..QUOTE_ATTEMPTS {
-            let quote = tpm.quote(self.ak_handle, &qualifying, &self.pcrs)?;
-            let values = tpm.pcr_read_sha256(&self.pcrs)?;
-            let pcrs: Vec<PcrValue> = values
-                .into_iter()
-                .map(|(index, value)| PcrValue {
-                    bank: SHA256_BANK,
-                    index,
-                    value,
-                })
-                .collect();
-            let evidence = VtpmEvidence {
-                binding: AkBinding::ReportData,
-                ak_public: self.ak_public.clone(),
-                quote: quote.attest,
-                signature: quote.signature,
-                pcrs,
-                hcl_report: None,
-            };
-            // The values read after the quote must be the quoted ones (a PCR extended in
-            // between would make every verifier refuse): check as a verifier does.
-            match evidence.verify(binding) {
-                Ok(_) => return Ok(evidence),
-                Err(cocoon_attestation::Error::DigestMismatch { .. }) => continue,
-                Err(e) => {
-                    return Err(Error::Tee(format!(
-                        "the vTPM's own quote does not verify: {e}"
-                    )))
-                }
+        let mut tpm = lock(&self.tpm)?;
+        let key = QuotingKey {
+            handle: self.ak_handle,
+            public: &self.ak_public,
+            binding: AkBinding::ReportData,
+            hcl_report: None,
+        };
+        quote(&mut tpm, &key, &self.pcrs, binding)
+    }
+}
+
+/// The vTPM connection, or an error if a panic poisoned its lock.
+pub(crate) fn lock(tpm: &Mutex<Tpm>) -> Result<std::sync::MutexGuard<'_, Tpm>> {
+    tpm.lock()
+        .map_err(|_| Error::Tee("the vTPM lock is poisoned".into()))
+}
+
+/// The PCRs to quote, sorted, refusing a list without the config PCR.
+pub(crate) fn quoted_pcrs(pcrs: &[u8]) -> Result<Vec<u8>> {
+    let mut pcrs = pcrs.to_vec();
+    pcrs.sort_unstable();
+    pcrs.dedup();
+    if !pcrs.contains(&CONFIG_PCR) {
+        return Err(Error::Tee(format!(
+            "the quoted PCRs must include PCR {CONFIG_PCR}, which records the measured config"
+        )));
+    }
+    Ok(pcrs)
+}
+
+/// The attestation key a quote is made with, and how the hardware binds it.
+pub(crate) struct QuotingKey<'a> {
+    pub handle: u32,
+    pub public: &'a [u8],
+    pub binding: AkBinding,
+    pub hcl_report: Option<&'a [u8]>,
+}
+
+/// A quote by `key` over `binding` and the SHA-256 values of `pcrs`, checked as a verifier
+/// checks it; retaken when a PCR changed between the quote and the read.
+pub(crate) fn quote(
+    tpm: &mut Tpm,
+    key: &QuotingKey<'_>,
+    pcrs: &[u8],
+    binding: &ReportData,
+) -> Result<VtpmEvidence> {
+    let qualifying = qualifying_data(binding);
+    for _ in 0..QUOTE_ATTEMPTS {
+        let quote = tpm.quote(key.handle, &qualifying, pcrs)?;
+        let values = tpm
+            .pcr_read_sha256(pcrs)?
+            .into_iter()
+            .map(|(index, value)| PcrValue {
+                bank: SHA256_BANK,
+                index,
+                value,
+            })
+            .collect();
+        let evidence = VtpmEvidence {
+            binding: key.binding,
+            ak_public: key.public.to_vec(),
+            quote: quote.attest,
+            signature: quote.signature,
+            pcrs: values,
+            hcl_report: key.hcl_report.map(<[u8]>::to_vec),
+        };
+        // The values read after the quote must be the quoted ones (a PCR extended in
+        // between would make every verifier refuse): check as a verifier does.
+        match evidence.verify(binding) {
+            Ok(_) => return Ok(evidence),
+            Err(cocoon_attestation::Error::DigestMismatch { .. }) => continue,
+            Err(e) => {
+                return Err(Error::Tee(format!(
+                    "the vTPM's own quote does not verify: {e}"
+                )))
             }
         }
-        Err(Error::Tee(format!(
-            "PCRs kept changing between quote and read ({QUOTE_ATTEMPTS} attempts)"
-        )))
     }
+    Err(Error::Tee(format!(
+        "PCRs kept changing between quote and read ({QUOTE_ATTEMPTS} attempts)"
+    )))
+}
+
+/// Extends the config PCR with SHA-256 of the config digest.
+pub(crate) fn extend_config_pcr(tpm: &Mutex<Tpm>, digest: &[u8; 48]) -> Result<()> {
+    let extended: [u8; 32] = Sha256::digest(digest).into();
+    lock(tpm)?.pcr_extend_sha256(CONFIG_PCR, &extended)
 }
 
 impl EvidenceProvider for VtpmTee {
@@ -145,11 +185,7 @@ impl EvidenceProvider for VtpmTee {
             ConfigRegister::None => None,
             ConfigRegister::Vtpm { rtmr, .. } => rtmr,
         };
-        let extended: [u8; 32] = Sha256::digest(digest).into();
-        self.tpm
-            .lock()
-            .map_err(|_| Error::Tee("the vTPM lock is poisoned".into()))?
-            .pcr_extend_sha256(CONFIG_PCR, &extended)?;
+        extend_config_pcr(&self.tpm, digest)?;
         Ok(ConfigRegister::Vtpm {
             rtmr: hardware,
             pcr: CONFIG_PCR,

@@ -29,18 +29,23 @@ const SPKI: &[u8] = b"the certificate's public key";
 fn guest(swtpm: &Swtpm) -> (VtpmTee, Vec<u8>) {
     let hardware = SimulatedSnpTee::new(&DIGEST, false).unwrap();
     let tee = VtpmTee::new(Box::new(hardware), &swtpm.endpoint(), &[0, 7, 15]).unwrap();
+    let log = extend_config(&tee);
+    (tee, log)
+}
+
+/// Extends the config register as the guest does at start; returns the event log.
+fn extend_config(tee: &dyn EvidenceProvider) -> Vec<u8> {
     let ConfigRegister::Vtpm { rtmr, pcr } = tee.extend_config_register(&DIGEST).unwrap() else {
         panic!("a vTPM guest extends a PCR");
     };
     assert_eq!((rtmr, pcr), (None, 15));
-    let log = RuntimeEventLog::config_in(rtmr, Some(pcr), &DIGEST)
+    RuntimeEventLog::config_in(rtmr, Some(pcr), &DIGEST)
         .to_cbor()
-        .unwrap();
-    (tee, log)
+        .unwrap()
 }
 
 /// The payload a guest would put in its certificate, and the binding it carries.
-fn payload(tee: &VtpmTee, log: &[u8]) -> (EvidencePayload, [u8; 64]) {
+fn payload(tee: &dyn EvidenceProvider, log: &[u8]) -> (EvidencePayload, [u8; 64]) {
     let extras = BoundExtras {
         vtpm_ak: tee.vtpm_attestation_key(),
         ..BoundExtras::default()
@@ -233,21 +238,11 @@ fn azure_guest(swtpm: &Swtpm) -> (super::azure::AzureVtpmTee, Vec<u8>) {
 }
 
 fn azure_payload(tee: &super::azure::AzureVtpmTee, log: &[u8]) -> EvidencePayload {
-    let binding = certificate_binding_with(SPKI, &DIGEST, BoundExtras::default());
-    let evidence = tee.attest(&binding).unwrap();
+    let (payload, binding) = payload(tee, log);
     // The guest's own start check passes (HOST_DATA is the paravisor's, PCR 15 replays).
+    let evidence = tee.attest(&binding).unwrap();
     crate::tee::self_check(&evidence, &binding, &DIGEST, log).unwrap();
-    EvidencePayload {
-        version: PAYLOAD_VERSION,
-        kind: tee.kind(),
-        evidence: evidence.raw,
-        event_log: log.to_vec(),
-        config_digest: DIGEST.to_vec(),
-        gpu_evidence_digest: None,
-        receipt_key: None,
-        snp_certificates: evidence.certificates.map(|t| t.encode()),
-        vtpm: evidence.vtpm,
-    }
+    payload
 }
 
 #[test]
