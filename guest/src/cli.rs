@@ -73,7 +73,8 @@ pub struct TeeArgs {
     /// without one: it never falls back to simulated evidence.
     #[cfg_attr(
         feature = "simulated",
-        doc = "Develop without a TEE with --tee simulated (or simulated-sev-snp)."
+        doc = "Develop without a TEE with --tee simulated (or simulated-sev-snp; \
+               simulated-vtpm and simulated-azure-sev-snp with swtpm and --vtpm)."
     )]
     #[arg(long, value_enum, default_value = "auto")]
     pub tee: TeeChoice,

@@ -58,9 +58,11 @@ enum Command {
     /// Verify recorded NVIDIA GPU attestation evidence (hex SPDM request + response, PEM
     /// device chain) against the pinned NVIDIA Device Identity CA, for a nonce, at a time.
     GpuReport(gpu::GpuReportArgs),
-    /// Verify vTPM evidence recorded on an Azure confidential VM (SEV-SNP or TDX): the TPM
-    /// quote (AK from the HCL report, nonce, PCR digest), the hardware report's binding of
-    /// that AK, the hardware report itself, and the PCR rules (--vtpm-pcr).
+    /// Verify vTPM evidence recorded on a cloud VM: Azure confidential VMs (SEV-SNP or TDX:
+    /// the TPM quote with the AK from the HCL report, nonce, PCR digest, the hardware
+    /// report's binding of that AK, the hardware report itself) or Google Compute Engine
+    /// (the AK certificate to Google's pinned root, every bank's quote); then the PCR rules
+    /// (--vtpm-pcr).
     TpmQuote(tpm::TpmQuoteArgs),
     /// Check a usage receipt (JWS from the x-cocoon-receipt header or the final
     /// `cocoon.receipt` SSE event) against the receipt key a verified endpoint attested

@@ -27,8 +27,8 @@ use crate::output::{finish, parse_rfc3339, read_input, say, state_word};
 /// `tpm-quote` arguments.
 #[derive(clap::Args)]
 pub struct TpmQuoteArgs {
-    /// The evidence file (JSON: tpm_quote {signature, message, pcrs}, hcl_report, and
-    /// vcek (SEV-SNP) or td_quote (TDX)).
+    /// The evidence file: Azure's JSON (tpm_quote {signature, message, pcrs}, hcl_report,
+    /// and vcek (SEV-SNP) or td_quote (TDX)), or a GCE attestation (go-tpm-tools protobuf).
     evidence: PathBuf,
     /// The nonce the quote must carry as qualifying data, hex.
     #[arg(
