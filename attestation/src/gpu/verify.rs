@@ -199,19 +199,8 @@ pub fn verify_gpu_chain(
             ),
         })?;
     for (index, cert) in certs.iter().enumerate() {
-        let v = cert.validity();
-        let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
-        if now < from || now > to {
-            return Err(Error::CertificateExpired {
-                at: format!(
-                    "{} (GPU certificate {index}, {})",
-                    crate::unix_time::format_time(now),
-                    subject_cn(cert)
-                ),
-                not_before: crate::unix_time::format_time(from),
-                not_after: crate::unix_time::format_time(to),
-            });
-        }
+        let what = format!("GPU certificate {index}, {}", subject_cn(cert));
+        crate::unix_time::check_certificate_window(cert, &what, now)?;
         // The root signs itself; everyone else is signed by the next certificate.
         let issuer = &certs[(index + 1).min(last)];
         let broken = |detail: String| Error::CertificateChain {

@@ -571,20 +571,8 @@ fn p384_key(cert: &X509Certificate<'_>, what: &str) -> Result<VerifyingKey> {
 }
 
 fn check_validity(cert: &X509Certificate<'_>, at: i64) -> Result<()> {
-    let v = cert.validity();
-    let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
-    if at < from || at > to {
-        return Err(Error::CertificateExpired {
-            at: format!(
-                "{} (RIM certificate '{}')",
-                crate::unix_time::format_time(at),
-                cert.subject()
-            ),
-            not_before: crate::unix_time::format_time(from),
-            not_after: crate::unix_time::format_time(to),
-        });
-    }
-    Ok(())
+    let what = format!("RIM certificate '{}'", cert.subject());
+    crate::unix_time::check_certificate_window(cert, &what, at)
 }
 
 /// Verifies `ders` (signer first; a trailing copy of the root is allowed) up to the

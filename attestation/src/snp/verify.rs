@@ -117,19 +117,6 @@ fn x509<'a>(der: &'a [u8], what: &'static str) -> Result<X509Certificate<'a>> {
         })
 }
 
-fn check_validity(cert: &X509Certificate<'_>, name: &str, now: i64) -> Result<()> {
-    let v = cert.validity();
-    let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
-    if now < from || now > to {
-        return Err(Error::CertificateExpired {
-            at: format!("{} ({name})", crate::unix_time::format_time(now)),
-            not_before: crate::unix_time::format_time(from),
-            not_after: crate::unix_time::format_time(to),
-        });
-    }
-    Ok(())
-}
-
 fn extension_integer(cert: &X509Certificate<'_>, oid: &str) -> Option<u8> {
     let ext = cert
         .extensions()
@@ -217,9 +204,9 @@ pub fn verify_report(
         )
     })?;
     for (der, name) in [(&ark_der, "ARK"), (&ask_der, "ASK")] {
-        check_validity(&x509(der, "ASK/ARK certificate")?, name, now)?;
+        crate::unix_time::check_certificate_window(&x509(der, "ASK/ARK certificate")?, name, now)?;
     }
-    check_validity(&vek_x509, "VCEK", now)?;
+    crate::unix_time::check_certificate_window(&vek_x509, "VCEK", now)?;
 
     let io = |what: &str| {
         let what = what.to_string();

@@ -244,20 +244,13 @@ pub fn verify_ak_certificate(
 }
 
 fn check_validity(cert: &X509Certificate<'_>, at: i64, index: usize) -> Result<()> {
-    let validity = cert.validity();
-    if at < validity.not_before.timestamp() || at > validity.not_after.timestamp() {
-        return Err(Error::CertificateChain {
+    crate::unix_time::check_certificate_window(cert, "Google EK/AK certificate", at).map_err(|e| {
+        Error::CertificateChain {
             index,
             subject: cert.subject().to_string(),
-            detail: format!(
-                "not valid at {} (valid {} .. {})",
-                crate::unix_time::format_time(at),
-                validity.not_before,
-                validity.not_after
-            ),
-        });
-    }
-    Ok(())
+            detail: e.to_string(),
+        }
+    })
 }
 
 /// The certificate's key must be the AK (RSA compared on modulus and exponent).
