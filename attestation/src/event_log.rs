@@ -88,14 +88,7 @@ fn malformed(detail: impl Into<String>) -> Error {
 impl RuntimeEventLog {
     /// A log with the one event a guest records at start: its measured config.
     pub fn config(register: u8, config_digest: &[u8; 48]) -> Self {
-        Self {
-            events: vec![RuntimeEvent {
-                register,
-                bank: RegisterBank::Rtmr,
-                kind: KIND_CONFIG.into(),
-                digest: config_digest.to_vec(),
-            }],
-        }
+        Self::config_in(Some(register), None, config_digest)
     }
 
     /// The config event for the registers a guest extended: an RTMR (TDX), a vTPM PCR,

@@ -29,8 +29,7 @@ pub fn check_hardware(report: &HclReport, hardware: HardwareReport<'_>) -> Resul
                     expected: "the same 1184 bytes".into(),
                 });
             }
-            let parsed = crate::snp::SnpReport::parse(raw)?;
-            report.check_report_data(&parsed.report_data)
+            report.snp_report().map(|_| ())
         }
         (HclReportType::Tdx, HardwareReport::Tdx(body)) => {
             let td_report = crate::tdx::td_report::TdReport::parse(&report.hardware_report)?;
@@ -208,8 +207,7 @@ impl AzureEvidence {
         let quote = verify_quote(&ak, &self.quote, &signature, &self.pcr_values()?, nonce)?;
         let td_quote = match hcl.report_type {
             HclReportType::SevSnp => {
-                check_hardware(&hcl, HardwareReport::SevSnp(&hcl.hardware_report))?;
-                let report = crate::snp::SnpReport::parse(&hcl.hardware_report)?;
+                let report = hcl.snp_report()?;
                 if report.vmpl != 0 {
                     return Err(Error::Policy {
                         rule: "an Azure HCL report must come from VMPL 0 (the paravisor)",

@@ -170,6 +170,20 @@ impl HclReport {
         Ok(())
     }
 
+    /// The SEV-SNP report the HCL report holds, parsed, after checking that its REPORTDATA
+    /// commits to the runtime data (its signature is the caller's to verify).
+    pub fn snp_report(&self) -> Result<crate::snp::SnpReport> {
+        if self.report_type != HclReportType::SevSnp {
+            return Err(Error::Unsupported {
+                what: "HCL report hardware report (expected SEV-SNP)",
+                value: format!("{:?}", self.report_type),
+            });
+        }
+        let report = crate::snp::SnpReport::parse(&self.hardware_report)?;
+        self.check_report_data(&report.report_data)?;
+        Ok(report)
+    }
+
     /// The runtime data, parsed.
     pub fn runtime(&self) -> Result<RuntimeData> {
         serde_json::from_slice(&self.runtime_data).map_err(|e| Error::Malformed {
@@ -222,10 +236,7 @@ impl RuntimeData {
                 .decode(text.trim_end_matches('='))
                 .map_err(|e| malformed(format!("HCLAkPub '{name}': {e}")))
         };
-        let strip = |v: Vec<u8>| {
-            let first = v.iter().position(|b| *b != 0).unwrap_or(v.len());
-            v[first..].to_vec()
-        };
+        let strip = |v: Vec<u8>| super::tpm::strip_leading_zeros(&v).to_vec();
         Ok(AkPublic::Rsa {
             modulus: strip(decode(&jwk.n, "n")?),
             exponent: strip(decode(&jwk.e, "e")?),

@@ -284,10 +284,7 @@ pub enum HardwareReport<'a> {
 
 /// True when two AKs are the same key (RSA compared on modulus and exponent).
 pub fn same_key(a: &AkPublic, b: &AkPublic) -> bool {
-    let trim = |v: &[u8]| {
-        let first = v.iter().position(|x| *x != 0).unwrap_or(v.len());
-        v[first..].to_vec()
-    };
+    let trim = tpm::strip_leading_zeros;
     match (a, b) {
         (
             AkPublic::Rsa {

@@ -204,8 +204,6 @@ impl EccCurve {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestationKey {
     pub key: AkPublic,
-    /// `nameAlg`: the key's name is this hash over the public area.
-    pub name_alg: u16,
     /// The marshalled `TPMT_PUBLIC`, as it was given.
     pub public_area: Vec<u8>,
 }
@@ -254,7 +252,7 @@ impl AttestationKey {
                 }
                 AkPublic::Rsa {
                     modulus: modulus.to_vec(),
-                    exponent: strip_leading_zeros(&exponent.to_be_bytes()),
+                    exponent: strip_leading_zeros(&exponent.to_be_bytes()).to_vec(),
                 }
             }
             (TpmuPublicParms::Ecc(params), TpmuPublicId::Ecc(point)) => {
@@ -294,40 +292,15 @@ impl AttestationKey {
         };
         Ok(Self {
             key,
-            name_alg: public.name_alg.value(),
             public_area: public_area.to_vec(),
         })
     }
-
-    /// The key's TPM name: `nameAlg || H_nameAlg(TPMT_PUBLIC)`.
-    pub fn name(&self) -> Result<Vec<u8>> {
-        let mut name = self.name_alg.to_be_bytes().to_vec();
-        match self.name_alg {
-            0x000B => name.extend_from_slice(&Sha256::digest(&self.public_area)),
-            0x000C => name.extend_from_slice(&Sha384::digest(&self.public_area)),
-            other => {
-                return Err(Error::Unsupported {
-                    what: "attestation key name algorithm",
-                    value: hash_name(other),
-                })
-            }
-        }
-        Ok(name)
-    }
-
-    /// SHA-256 of the public area: what the hardware evidence binds when the guest binds
-    /// its AK itself (see [`crate::vtpm::AkBinding::ReportData`]).
-    pub fn binding_digest(&self) -> [u8; 32] {
-        Sha256::digest(&self.public_area).into()
-    }
 }
 
-fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
-    let first = bytes
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(bytes.len() - 1);
-    bytes[first..].to_vec()
+/// `bytes` without its leading zero bytes (big-endian integers compared by value).
+pub(crate) fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
 }
 
 /// A quote's signature, as far as verification needs it.
@@ -444,11 +417,6 @@ pub fn pcr_digest(hash: u16, values: &[&[u8]]) -> Result<Vec<u8>> {
             })
         }
     })
-}
-
-/// TPM PCR extension in a bank of `hash`: `PCR := H(PCR || digest)`.
-pub fn pcr_extend(hash: u16, pcr: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
-    pcr_digest(hash, &[pcr, digest])
 }
 
 /// The digest length of a bank, or an error naming it.

@@ -66,9 +66,7 @@ impl AzureVtpmTee {
                     .into(),
             ));
         }
-        let report = SnpReport::parse(&hcl.hardware_report).map_err(not_azure)?;
-        hcl.check_report_data(&report.report_data)
-            .map_err(not_azure)?;
+        let report = hcl.snp_report().map_err(not_azure)?;
         let ak_public = tpm.read_public(AZURE_AK_HANDLE)?;
         let ak = AttestationKey::parse(&ak_public).map_err(|e| {
             Error::Tee(format!(

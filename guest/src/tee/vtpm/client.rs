@@ -127,12 +127,7 @@ impl Tpm {
             handles: [],
             startup_type: TpmSu::Clear,
         };
-        match tpm.command(&startup, false) {
-            Ok(_) => {}
-            Err(Error::TeeInterface { detail, .. })
-                if detail.contains(&format!("rc 0x{RC_INITIALIZE:x} ")) => {}
-            Err(e) => return Err(e),
-        }
+        tpm.command_allowing(&startup, false, &[RC_INITIALIZE])?;
         Ok(tpm)
     }
 
@@ -145,6 +140,16 @@ impl Tpm {
         &mut self,
         command: &C,
         authorized: bool,
+    ) -> Result<Vec<u8>> {
+        self.command_allowing(command, authorized, &[])
+    }
+
+    /// As [`Self::command`], also accepting the response codes in `allowed`.
+    fn command_allowing<C: tpm2_protocol::frame::TpmFrame>(
+        &mut self,
+        command: &C,
+        authorized: bool,
+        allowed: &[u32],
     ) -> Result<Vec<u8>> {
         let mut buffer = vec![0u8; 4096];
         let mut writer = TpmWriter::new(&mut buffer);
@@ -166,7 +171,7 @@ impl Tpm {
         }
         let view = TpmResponse::cast(&response).map_err(|e| self.bad(format!("{e:?}")))?;
         let code = code_of(&response);
-        if code != 0 {
+        if code != 0 && !allowed.contains(&code) {
             let rc = view
                 .rc()
                 .map(|rc| format!("{rc:?}"))
