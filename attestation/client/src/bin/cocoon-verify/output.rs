@@ -31,34 +31,39 @@ pub fn report_verdict(verdict: &Verdict, json: bool, source: &str) -> ExitCode {
     if json {
         say!("{}", serde_json::to_string(verdict).unwrap_or_default());
     } else {
-        let state = state_word(verdict.verified);
-        let sim = if verdict.simulated {
-            " (SIMULATED: development root, no TEE)"
-        } else {
-            ""
-        };
-        say!("{source}: {state}{sim}");
-        say!("  tee            {}", verdict.tee);
-        if let Some(s) = &verdict.tcb_status {
-            say!("  tcb status     {s}");
-        }
-        if let Some(d) = verdict.debug {
-            say!("  debug          {}", if d { "ON" } else { "off" });
-        }
-        for (k, v) in &verdict.measurements {
-            say!("  {k:<14} {v}");
-        }
-        if let Some(rd) = &verdict.report_data {
-            say!("  report data    {rd}");
-        }
-        if !verdict.advisories.is_empty() {
-            say!("  advisories     {}", verdict.advisories.join(", "));
-        }
-        for (k, v) in &verdict.details {
-            say!("  {k:<14} {v}");
-        }
+        print_verdict_text(verdict, source);
     }
     finish(source, &verdict.errors, verdict.verified)
+}
+
+/// The text summary of a verdict (failed checks go to stderr with [`finish`]).
+pub fn print_verdict_text(verdict: &Verdict, source: &str) {
+    let state = state_word(verdict.verified);
+    let sim = if verdict.simulated {
+        " (SIMULATED: development root, no TEE)"
+    } else {
+        ""
+    };
+    say!("{source}: {state}{sim}");
+    say!("  tee            {}", verdict.tee);
+    if let Some(s) = &verdict.tcb_status {
+        say!("  tcb status     {s}");
+    }
+    if let Some(d) = verdict.debug {
+        say!("  debug          {}", if d { "ON" } else { "off" });
+    }
+    for (k, v) in &verdict.measurements {
+        say!("  {k:<14} {v}");
+    }
+    if let Some(rd) = &verdict.report_data {
+        say!("  report data    {rd}");
+    }
+    if !verdict.advisories.is_empty() {
+        say!("  advisories     {}", verdict.advisories.join(", "));
+    }
+    for (k, v) in &verdict.details {
+        say!("  {k:<14} {v}");
+    }
 }
 
 /// The word a text summary starts with.

@@ -19,12 +19,12 @@ use crate::output::{parse_rfc3339, read_input, report_verdict};
 pub struct JudgeArgs {
     /// Verification time (RFC 3339, e.g. 2025-07-01T00:00:00Z).
     #[arg(long, value_parser = parse_rfc3339)]
-    at: i64,
+    pub(crate) at: i64,
     #[command(flatten)]
-    accept: PolicyArgs,
+    pub(crate) accept: PolicyArgs,
     /// Print one JSON object.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// `tdx-quote` arguments.
@@ -77,13 +77,16 @@ pub struct SnpReportArgs {
     judge: JudgeArgs,
 }
 
-fn usage(e: cocoon_attestation::Error) -> ExitCode {
+pub(crate) fn usage(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("cocoon-verify: {e}");
     ExitCode::from(2)
 }
 
 /// The verifier the policy arguments select, reading collateral from `store`.
-fn verifier(accept: &PolicyArgs, store: Arc<CollateralStore>) -> Result<Verifier, ExitCode> {
+pub(crate) fn verifier(
+    accept: &PolicyArgs,
+    store: Arc<CollateralStore>,
+) -> Result<Verifier, ExitCode> {
     if accept.registry.is_some() {
         // The registry's model and price values come from the config a live guest serves.
         eprintln!(

@@ -19,10 +19,10 @@ use cocoon_attestation::collateral::SnpCollateral;
 use cocoon_attestation::pem::certificate_pem;
 use cocoon_attestation::vtpm::azure::AzureEvidence;
 use cocoon_attestation::vtpm::hcl::HclReportType;
-use cocoon_attestation::{CollateralStore, Verdict, Verifier, VtpmFacts};
-use cocoon_client::args::PolicyArgs;
+use cocoon_attestation::{CollateralStore, Verdict, VtpmFacts};
 
-use crate::output::{finish, parse_rfc3339, read_input, say, state_word};
+use super::evidence::{usage, verifier, JudgeArgs};
+use crate::output::{finish, print_verdict_text, read_input, say, state_word};
 
 /// `tpm-quote` arguments.
 #[derive(clap::Args)]
@@ -47,23 +47,12 @@ pub struct TpmQuoteArgs {
     /// TDX: DCAP collateral bundle for the TD quote.
     #[arg(long, value_name = "FILE")]
     collateral: Option<PathBuf>,
-    /// Verification time (RFC 3339).
-    #[arg(long, value_parser = parse_rfc3339)]
-    at: i64,
     #[command(flatten)]
-    accept: PolicyArgs,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
+    judge: JudgeArgs,
     /// DANGER: accept GCE vTPM evidence that carries no TEE report (a Google vTPM is the
     /// hypervisor's: it shows the boot chain Google's host measured, not confidentiality).
     #[arg(long)]
     accept_vtpm_without_tee: bool,
-}
-
-fn usage(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("cocoon-verify: {e}");
-    ExitCode::from(2)
 }
 
 pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
@@ -76,14 +65,15 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
         (None, Some(text)) => text.as_bytes().to_vec(),
         (None, None) => return Err(usage("give --nonce HEX or --nonce-text TEXT")),
     };
-    let (policy, _) = args.accept.load().map_err(usage)?;
-    let anchors = args.accept.anchors().map_err(usage)?;
+    let store = Arc::new(CollateralStore::new());
+    let verifier = verifier(&args.judge.accept, store.clone())?;
+    let policy = verifier.policy();
     let refused = |errors: Vec<String>| {
         let verdict = Verdict::refused_with("vtpm", errors);
-        print(&verdict, None, args.json, &source)
+        print(&verdict, None, args.judge.json, &source)
     };
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Ok(gce(args, &bytes, &nonce, &policy, &source));
+        return Ok(gce(args, &bytes, &nonce, policy, &source));
     }
     let evidence = match AzureEvidence::from_json(&bytes) {
         Ok(e) => e,
@@ -93,7 +83,6 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
         Ok(c) => c,
         Err(e) => return Ok(refused(vec![e.to_string()])),
     };
-    let store = Arc::new(CollateralStore::new());
     let verdict = match checked.hcl.report_type {
         HclReportType::SevSnp => {
             let Some(chain) = &args.chain else {
@@ -109,10 +98,10 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
                 cert_chain: String::from_utf8_lossy(&read_input(chain, "certificate chain")?)
                     .into_owned(),
             };
-            Verifier::new(anchors, policy.clone()).snp_report_verdict(
+            verifier.snp_report_verdict(
                 &checked.hcl.hardware_report,
                 Some(&certificates),
-                args.at,
+                args.judge.at,
             )
         }
         HclReportType::Tdx => {
@@ -123,9 +112,7 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
             };
             store.add_tdx_bundle_file(collateral).map_err(usage)?;
             let raw = evidence.td_quote.clone().unwrap_or_default();
-            Verifier::new(anchors, policy.clone())
-                .with_collateral(store)
-                .tdx_quote_verdict(&raw, args.at)
+            verifier.tdx_quote_verdict(&raw, args.judge.at)
         }
     };
     let mut verdict = verdict;
@@ -140,7 +127,7 @@ pub fn run(args: &TpmQuoteArgs) -> Result<ExitCode, ExitCode> {
         verdict.errors.extend(pcr_errors);
     }
     let facts = VtpmFacts::of("azure-hcl", &checked.quote);
-    Ok(print(&verdict, Some(&facts), args.json, &source))
+    Ok(print(&verdict, Some(&facts), args.judge.json, &source))
 }
 
 fn print(verdict: &Verdict, vtpm: Option<&VtpmFacts>, json: bool, source: &str) -> ExitCode {
@@ -148,14 +135,7 @@ fn print(verdict: &Verdict, vtpm: Option<&VtpmFacts>, json: bool, source: &str) 
         let value = serde_json::json!({ "hardware": verdict, "vtpm": vtpm });
         say!("{value}");
     } else {
-        say!("{source}: {}", state_word(verdict.verified));
-        say!("  tee            {}", verdict.tee);
-        if let Some(d) = verdict.debug {
-            say!("  debug          {}", if d { "ON" } else { "off" });
-        }
-        for (k, v) in &verdict.measurements {
-            say!("  {k:<14} {v}");
-        }
+        print_verdict_text(verdict, source);
         if let Some(facts) = vtpm {
             print_vtpm(facts);
         }
@@ -189,7 +169,7 @@ fn gce(
     source: &str,
 ) -> ExitCode {
     use cocoon_attestation::vtpm::google::GceAttestation;
-    let checked = GceAttestation::from_protobuf(bytes).and_then(|a| a.check(nonce, args.at));
+    let checked = GceAttestation::from_protobuf(bytes).and_then(|a| a.check(nonce, args.judge.at));
     let (mut errors, facts, chain) = match &checked {
         Ok(c) => {
             let sha256 = c.quotes.iter().find(|q| {
@@ -218,7 +198,7 @@ fn gce(
         );
     }
     let verified = errors.is_empty();
-    if args.json {
+    if args.judge.json {
         let value = serde_json::json!({
             "verified": verified,
             "tee": null,
